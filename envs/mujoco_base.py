@@ -1,0 +1,299 @@
+"""Shared code for MuJoCo task families (official ``mujoco`` bindings, gymnasium models).
+
+Two layers:
+
+* :class:`MujocoTaskEnv` -- a gymnasium ``MujocoEnv`` (keeps ``model``, ``data``,
+  ``dt``) that is also a :class:`~envs.base.TaskEnv`: float32 observation space,
+  pickling that keeps constructor arguments and the current task, helpers to
+  validate task fields.  A subclass writes ``step``/``reset_model`` as in
+  gymnasium and gets the default :class:`~envs.base.LoopBatchedEnv` path
+  (see ``experiments/families/swimmer_vel.py``).
+* :class:`VectorizedMujocoEnv` -- subclasses describe a family by pure,
+  vectorised hooks (``_observe``, ``_rewards``, ``_task_vector``,
+  ``_reset_noise``).  The single env runs them on a batch of one; the fast
+  batched path (:class:`BatchedMujocoEnv`) runs the very same hooks on a
+  batch of ``n``, so both give bit-identical trajectories for the same seeds
+  and actions.
+
+Timing of derived quantities: ``mj_step`` runs the forward pass *before*
+integrating, so position-derived fields read after a step (``xipos``,
+``xmat``, ``subtree_com``) and contact forces (``cfrc_ext``, computed by
+``mj_rnePostConstraint`` after the step as gymnasium does) describe the
+state at the start of the last substep, while ``qpos``/``qvel`` are the
+integrated state.  This matches gymnasium's v5 envs.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import gymnasium
+import mujoco
+import numpy as np
+from gymnasium.envs.mujoco.mujoco_env import MujocoEnv
+from gymnasium.utils import seeding
+
+from envs.base import Task, TaskEnv, TaskError, check_action, check_actions, check_task_fields
+
+GYM_ASSETS = os.path.join(os.path.dirname(gymnasium.envs.mujoco.mujoco_env.__file__), "assets")
+
+
+def gym_asset(name: str) -> str:
+    """Absolute path of one of gymnasium's MuJoCo model files, e.g. ``"ant.xml"``."""
+    return os.path.join(GYM_ASSETS, name)
+
+
+def _rebuild(cls: type, kwargs: dict[str, Any], task: dict[str, Any]) -> MujocoTaskEnv:
+    return cls(task=task, **kwargs)
+
+
+class MujocoTaskEnv(MujocoEnv, TaskEnv):
+    """A gymnasium ``MujocoEnv`` whose reward or dynamics depend on a task.
+
+    Subclass constructors take ``task`` first and everything else as keyword
+    arguments, then call ``MujocoTaskEnv.__init__(self, xml_file, frame_skip,
+    obs_dim)`` and finally ``self.set_task(...)``.  Pickling rebuilds the env
+    from its constructor arguments and current task (physics state is not
+    kept: reset after unpickling).
+    """
+
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["human", "rgb_array", "depth_array"]}
+    family: ClassVar[str] = "MujocoTask"
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> MujocoTaskEnv:
+        obj = super().__new__(cls)
+        if len(args) > 1:
+            raise TypeError(f"{cls.__name__}: only `task` may be positional; pass other arguments by name")
+        obj._ctor_kwargs = {k: v for k, v in kwargs.items() if k != "task"}
+        return obj
+
+    def __init__(self, xml_file: str, frame_skip: int, obs_dim: int, render_mode: str | None = None):
+        if int(frame_skip) < 1:
+            raise ValueError(f"{self.family}: frame_skip must be >= 1, got {frame_skip}")
+        MujocoEnv.__init__(self, xml_file, int(frame_skip), observation_space=None, render_mode=render_mode)
+        self.metadata = {**type(self).metadata, "render_fps": int(np.round(1.0 / self.dt))}
+        self.observation_space = gymnasium.spaces.Box(-np.inf, np.inf, (int(obs_dim),), np.float32)
+        self.ctrl_low = self.model.actuator_ctrlrange[:, 0].copy()
+        self.ctrl_high = self.model.actuator_ctrlrange[:, 1].copy()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (type(self), dict(self._ctor_kwargs), self.get_task()))
+
+    def body_id(self, name: str) -> int:
+        i = mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_BODY, name)
+        if i < 0:
+            raise ValueError(f"{self.family}: the model has no body named {name!r}")
+        return int(i)
+
+    # -- task validation helpers -------------------------------------------
+    def _scalar_field(self, task: Task, key: str, low: float, high: float) -> float:
+        """``task[key]`` as a finite float in ``[low, high]``, else :class:`TaskError`."""
+        try:
+            value = float(task[key])
+        except (TypeError, ValueError):
+            raise TaskError(f"{self.family}: {key} must be a number, got {task[key]!r}") from None
+        if not np.isfinite(value) or not low <= value <= high:
+            raise TaskError(f"{self.family}: {key}={task[key]!r} is outside [{low}, {high}]")
+        return value
+
+    def _check_fields(self, task: Task, fields: Sequence[str]) -> None:
+        check_task_fields(task, tuple(fields), self.family)
+
+
+class VectorizedMujocoEnv(MujocoTaskEnv):
+    """A MuJoCo task env written as vectorised hooks, with a fast batched path.
+
+    Subclasses define:
+
+    * ``_task_vector(task) -> (k,) float64``: the validated task as numbers
+      (raises :class:`TaskError`); ``_task_from_vector`` the inverse;
+    * ``_field_views(data) -> dict[name, view]``: MuJoCo arrays the hooks
+      read (``qpos`` and ``qvel`` are always gathered);
+    * ``_observe(f) -> (n, obs_dim) float64`` from gathered fields ``f``
+      (each ``(n, ...)``);
+    * ``_rewards(f, qpos_before (n, nq), applied (n, nu), task (n, k))
+      -> (terms, healthy)``: an ordered dict of ``reward_*`` arrays ``(n,)``
+      whose left-to-right sum is the reward, and ``healthy (n,) bool`` or None;
+    * ``_reset_noise(rng) -> (qpos, qvel)`` drawn from ``rng`` exactly as
+      the gymnasium env draws from ``self.np_random``.
+
+    ``contact_forces = True`` runs ``mj_rnePostConstraint`` after each step.
+    ``terminate_when_unhealthy`` ends an episode when ``healthy`` is False.
+    ``per_task_model = True`` (parameter families) makes the batched path
+    build one ``MjModel`` per distinct task and ``_apply_model_task`` write
+    the task into it.
+    """
+
+    contact_forces: ClassVar[bool] = False
+    per_task_model: ClassVar[bool] = False
+    terminate_when_unhealthy: bool = False
+
+    def __init__(self, xml_file: str, frame_skip: int, obs_dim: int, render_mode: str | None = None):
+        MujocoTaskEnv.__init__(self, xml_file, frame_skip, obs_dim, render_mode=render_mode)
+        self._views = self._all_views(self.data)
+
+    # -- hooks -------------------------------------------------------------
+    def _task_vector(self, task: Task) -> np.ndarray:
+        raise NotImplementedError
+
+    def _task_from_vector(self, vec: np.ndarray) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _field_views(self, data: mujoco.MjData) -> dict[str, np.ndarray]:
+        return {}
+
+    def _observe(self, f: dict[str, np.ndarray]) -> np.ndarray:
+        raise NotImplementedError
+
+    def _rewards(
+        self, f: dict[str, np.ndarray], qpos_before: np.ndarray, applied: np.ndarray, task: np.ndarray
+    ) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+        raise NotImplementedError
+
+    def _reset_noise(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+    # -- shared machinery --------------------------------------------------
+    def _all_views(self, data: mujoco.MjData) -> dict[str, np.ndarray]:
+        return {"qpos": data.qpos, "qvel": data.qvel, **self._field_views(data)}
+
+    def _apply_model_task(self, model: mujoco.MjModel, task_vec: np.ndarray) -> None:
+        """Write task-dependent model parameters (parameter families only)."""
+
+    def set_task(self, task: Task) -> None:
+        vec = self._task_vector(task)
+        self._task = vec
+        self._apply_model_task(self.model, vec)
+
+    def get_task(self) -> dict[str, Any]:
+        return self._task_from_vector(self._task)
+
+    def reset_model(self) -> np.ndarray:
+        qpos, qvel = self._reset_noise(self.np_random)
+        self.set_state(qpos, qvel)
+        return self._observe(gather([self._views]))[0].astype(np.float32)
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        a = check_action(action, self.model.nu)
+        applied = np.clip(a, self.ctrl_low, self.ctrl_high)
+        qpos_before = self.data.qpos.copy()[None]
+        self.data.ctrl[:] = applied
+        mujoco.mj_step(self.model, self.data, nstep=self.frame_skip)
+        if self.contact_forces:
+            mujoco.mj_rnePostConstraint(self.model, self.data)
+        f = gather([self._views])
+        obs = self._observe(f)[0].astype(np.float32)
+        terms, healthy = self._rewards(f, qpos_before, applied[None], self._task[None])
+        reward = sum_terms(terms)
+        terminated = bool(self.terminate_when_unhealthy and healthy is not None and not healthy[0])
+        info: dict[str, Any] = {k: float(v[0]) for k, v in terms.items()}
+        info["x_position"] = float(f["qpos"][0, 0])
+        info["x_velocity"] = float((f["qpos"][0, 0] - qpos_before[0, 0]) / self.dt)
+        return obs, float(reward[0]), terminated, False, info
+
+    @classmethod
+    def batched(cls, tasks: Sequence[Task], **kwargs: Any) -> BatchedMujocoEnv:
+        return BatchedMujocoEnv(cls, tasks, **kwargs)
+
+
+def gather(views: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Stack per-env MuJoCo views into ``(n, ...)`` float64 arrays (copies)."""
+    return {k: np.array([v[k] for v in views]) for k in views[0]}
+
+
+def sum_terms(terms: dict[str, np.ndarray]) -> np.ndarray:
+    """Left-to-right sum of the reward terms: equals summing ``info`` values in order."""
+    it = iter(terms.values())
+    total = next(it).copy()
+    for t in it:
+        total = total + t
+    return total
+
+
+class BatchedMujocoEnv:
+    """Steps one ``MjData`` per task in a tight loop; obs and rewards vectorised.
+
+    Non-parameter families share one ``MjModel``; parameter families get one
+    model per distinct task (envs with equal tasks share it).  No gymnasium
+    wrapper runs in the hot loop.  Satisfies :class:`envs.base.BatchedEnv`.
+    """
+
+    def __init__(self, env_cls: type[VectorizedMujocoEnv], tasks: Sequence[Task], **kwargs: Any):
+        tasks = list(tasks)
+        if not tasks:
+            raise ValueError(f"{env_cls.__name__}: a batched env needs at least one task")
+        self.env_cls = env_cls
+        self.kwargs = dict(kwargs)
+        proto = env_cls(task=tasks[0], **kwargs)
+        self.proto = proto
+        self.tasks = [proto._task_from_vector(proto._task_vector(t)) for t in tasks]
+        self._task = np.array([proto._task_vector(t) for t in tasks], dtype=np.float64).reshape(len(tasks), -1)
+        self.num_envs = len(tasks)
+        self.obs_dim = int(proto.observation_space.shape[0])
+        self.act_dim = int(proto.model.nu)
+        self.frame_skip = proto.frame_skip
+        self.dt = proto.dt
+        models: dict[bytes, mujoco.MjModel] = {}
+        self.models: list[mujoco.MjModel] = []
+        for vec in self._task:
+            key = vec.tobytes() if proto.per_task_model else b""
+            if key not in models:
+                if proto.per_task_model:
+                    m = mujoco.MjModel.from_xml_path(proto.fullpath)
+                    proto._apply_model_task(m, vec)
+                else:
+                    m = proto.model
+                models[key] = m
+            self.models.append(models[key])
+        self.datas = [mujoco.MjData(m) for m in self.models]
+        self._views = [proto._all_views(d) for d in self.datas]
+        self._ctrl = [d.ctrl for d in self.datas]
+        self._qpos = gather(self._views)["qpos"]
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_batched, (self.env_cls, self.tasks, self.kwargs))
+
+    def reset(self, seeds: Sequence[int]) -> np.ndarray:
+        if len(seeds) != self.num_envs:
+            raise ValueError(f"reset got {len(seeds)} seeds for {self.num_envs} envs")
+        proto = self.proto
+        for m, d, s in zip(self.models, self.datas, seeds):
+            rng, _ = seeding.np_random(int(s))
+            mujoco.mj_resetData(m, d)
+            qpos, qvel = proto._reset_noise(rng)
+            d.qpos[:] = qpos
+            d.qvel[:] = qvel
+            mujoco.mj_forward(m, d)
+        f = gather(self._views)
+        self._qpos = f["qpos"]
+        return proto._observe(f).astype(np.float32)
+
+    def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``actions (n, act_dim)`` -> ``obs (n, obs_dim) float32, rewards (n,), terminated (n,)``."""
+        proto = self.proto
+        a = check_actions(actions, self.num_envs, self.act_dim)
+        applied = np.clip(a, proto.ctrl_low, proto.ctrl_high)
+        step, nstep = mujoco.mj_step, self.frame_skip
+        for i, (m, d, ctrl) in enumerate(zip(self.models, self.datas, self._ctrl)):
+            ctrl[:] = applied[i]
+            step(m, d, nstep=nstep)
+        if proto.contact_forces:
+            rne = mujoco.mj_rnePostConstraint
+            for m, d in zip(self.models, self.datas):
+                rne(m, d)
+        f = gather(self._views)
+        obs = proto._observe(f).astype(np.float32)
+        terms, healthy = proto._rewards(f, self._qpos, applied, self._task)
+        self._qpos = f["qpos"]
+        rewards = sum_terms(terms)
+        if proto.terminate_when_unhealthy and healthy is not None:
+            terminated = ~healthy
+        else:
+            terminated = np.zeros(self.num_envs, dtype=bool)
+        return obs, rewards, terminated
+
+
+def _rebuild_batched(env_cls: type[VectorizedMujocoEnv], tasks: list, kwargs: dict) -> BatchedMujocoEnv:
+    return BatchedMujocoEnv(env_cls, tasks, **kwargs)

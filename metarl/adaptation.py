@@ -1,0 +1,100 @@
+"""The inner loop: the one place where parameters are adapted to a task.
+
+``adapt`` takes meta-parameters and every task's training episodes and
+returns per-task adapted parameters, stacked along a leading task dim.  All
+tasks are adapted at once: the meta-parameters are expanded to ``(N, ...)``,
+the per-task VPG losses are summed, and one ``autograd.grad`` yields every
+task's gradient (tasks do not share adapted entries, so the gradient of the
+sum w.r.t. task i's slice is task i's gradient).
+
+* MAML: every parameter is adapted (``names=None``).
+* ANIL: only the head is adapted (``names=policy.head_names()``); the body's
+  features are computed once per batch and reused across inner steps, and the
+  body parameters pass through untouched (not stacked, not copied).
+* First order: inner gradients are not differentiated (``first_order=True``).
+* Meta-SGD: ``lr`` is a dict of per-parameter step-size tensors.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import Tensor
+
+from metarl.episodes import EpisodeBatch
+from metarl.policies import GaussianMLPPolicy, Params, gaussian_log_prob, stack_params
+
+StepSize = float | Mapping[str, Tensor]
+
+
+def vpg_loss(policy: GaussianMLPPolicy, params: Mapping[str, Tensor], batch: EpisodeBatch,
+             advantages: Tensor, features: Tensor | None = None) -> Tensor:
+    """Per-task VPG loss ``-mean_t log pi(a_t|s_t) A_t`` over masked steps: ``(N,)``.
+
+    ``advantages``: (N, T, B), treated as constants.  ``features``: optional
+    precomputed body output ``(N, T*B, hidden)`` (ANIL).
+    """
+    if features is None:
+        mean, log_std = policy(batch.flat_obs(), params)
+    else:
+        mean = policy.head_mean(features, params)
+        log_std = params["log_std"]
+        if log_std.dim() == 2:
+            log_std = log_std.unsqueeze(-2)
+    logp = gaussian_log_prob(mean, log_std, batch.flat_actions())  # (N, T*B)
+    n = batch.num_tasks
+    mask = batch.mask.reshape(n, -1)
+    adv = advantages.detach().reshape(n, -1)
+    return -(logp * adv * mask).sum(1) / mask.sum(1).clamp(min=1)
+
+
+def adapt(
+    policy: GaussianMLPPolicy,
+    params: Mapping[str, Tensor],
+    batch: EpisodeBatch,
+    advantages: Tensor,
+    lr: StepSize,
+    steps: int = 1,
+    first_order: bool = False,
+    names: Sequence[str] | None = None,
+) -> Params:
+    """Adapt ``params`` to each of the batch's N tasks with ``steps`` VPG steps.
+
+    Returns a dict where the adapted entries have shape ``(N, *shape)`` and
+    the others are the meta-parameters themselves (same tensor objects).
+    With ``first_order=False`` the result is differentiable w.r.t. ``params``
+    (and ``lr``) to second order.  The inputs are never modified.
+    """
+    names = list(params) if names is None else list(names)
+    unknown = [k for k in names if k not in params]
+    if unknown:
+        raise KeyError(f"cannot adapt unknown parameters {unknown}")
+    n = batch.num_tasks
+    fast: Params = stack_params(params, n, names)
+    if steps == 0:
+        return fast
+    with torch.enable_grad():
+        for k in names:  # constants (e.g. at evaluation): differentiate w.r.t. a copy
+            if not fast[k].requires_grad:
+                fast[k] = fast[k].detach().clone().requires_grad_()
+        body_fixed = not any(k.startswith("body.") for k in names)
+        features = policy.features(batch.flat_obs(), params) if body_fixed else None
+        for _ in range(steps):
+            loss = vpg_loss(policy, fast, batch, advantages, features).sum()
+            grads = torch.autograd.grad(loss, [fast[k] for k in names], create_graph=not first_order)
+            fast = OrderedDict(fast)
+            for k, g in zip(names, grads):
+                step = lr[k] if isinstance(lr, Mapping) else lr
+                fast[k] = fast[k] - step * g
+    return fast
+
+
+def adapt_names(policy: GaussianMLPPolicy, mode: str) -> list[str]:
+    """Parameter names adapted in the inner loop for ``mode``: ``all`` | ``head``."""
+    if mode == "all":
+        return list(policy.params())
+    if mode == "head":
+        return policy.head_names()
+    raise ValueError(f"policy.adapt must be 'all' or 'head', got {mode!r}")

@@ -1,0 +1,200 @@
+"""MAML-TRPO: TRPO on the post-adaptation surrogate, differentiating through
+the inner loop (Finn et al. 2017).
+
+One outer step, given each task's training episodes (collected with the
+meta-parameters) and validation episodes (collected with the adapted
+parameters):
+
+1. re-run the inner loop at the current meta-parameters with a graph
+   (second order unless ``first_order``), giving adapted means / log-stds on
+   the validation observations;
+2. the surrogate ``L = -mean_tasks mean_t ratio_t A_t`` and the mean KL
+   between the adapted policies before and after the update;
+3. natural-gradient direction by conjugate gradient on Hessian-vector
+   products of the KL (double backward through the same graph, built once);
+4. backtracking line search: accept only when ``L`` decreases and
+   ``KL <= max_kl``; otherwise the meta-parameters stay as they were.
+
+Meta-parameters are the policy's parameters plus, for Meta-SGD, one learned
+step-size tensor per adapted parameter (named ``inner_lr/<param>``).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from metarl import baselines
+from metarl.adaptation import adapt
+from metarl.algos.trpo import conjugate_gradient, line_search
+from metarl.episodes import EpisodeBatch, gae, masked_task_mean, normalize
+from metarl.policies import GaussianMLPPolicy, Params, flatten, gaussian_kl, gaussian_log_prob, unflatten
+
+LR_PREFIX = "inner_lr/"
+
+
+@dataclass
+class TRPOSettings:
+    max_kl: float = 0.01
+    cg_iters: int = 10
+    cg_damping: float = 1e-5
+    ls_backtrack: float = 0.8
+    ls_max_steps: int = 15
+
+
+@dataclass
+class MAMLTRPO:
+    """Meta-learner state and the MAML-TRPO update.
+
+    ``adapt_names``: parameters adapted in the inner loop (all for MAML, the
+    head for ANIL).  ``learn_inner_lr``: Meta-SGD step sizes, initialised at
+    ``inner_lr``.
+    """
+
+    policy: GaussianMLPPolicy
+    adapt_names: Sequence[str]
+    inner_lr: float = 0.1
+    inner_steps: int = 1
+    first_order: bool = False
+    learn_inner_lr: bool = False
+    gamma: float = 0.99
+    gae_lambda: float = 1.0
+    normalize_advantages: bool = True
+    trpo: TRPOSettings = field(default_factory=TRPOSettings)
+    lr_params: dict[str, Tensor] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.adapt_names = list(self.adapt_names)
+        if self.learn_inner_lr and not self.lr_params:
+            params = self.policy.params()
+            self.lr_params = OrderedDict(
+                (k, torch.full_like(params[k], self.inner_lr).detach().requires_grad_())
+                for k in self.adapt_names
+            )
+
+    # -- parameters --------------------------------------------------------------
+    def meta_params(self) -> Params:
+        """Every meta-learned tensor, by name (shared with the policy)."""
+        out = OrderedDict(self.policy.params())
+        for k, v in self.lr_params.items():
+            out[LR_PREFIX + k] = v
+        return out
+
+    def _split(self, meta: Mapping[str, Tensor]) -> tuple[Params, float | Params]:
+        policy_params = OrderedDict((k, v) for k, v in meta.items() if not k.startswith(LR_PREFIX))
+        if not self.learn_inner_lr:
+            return policy_params, self.inner_lr
+        lr = OrderedDict((k[len(LR_PREFIX):], v) for k, v in meta.items() if k.startswith(LR_PREFIX))
+        return policy_params, lr
+
+    def state_dict(self) -> dict[str, Tensor]:
+        return OrderedDict((k, v.detach().clone()) for k, v in self.meta_params().items())
+
+    def load_state_dict(self, state: Mapping[str, Tensor]) -> None:
+        meta = self.meta_params()
+        if set(state) != set(meta):
+            raise KeyError(f"checkpoint holds {sorted(state)}, the learner needs {sorted(meta)}")
+        with torch.no_grad():
+            for k, v in meta.items():
+                v.copy_(state[k])
+
+    # -- advantages and adaptation -----------------------------------------------
+    def advantages(self, batch: EpisodeBatch) -> Tensor:
+        """Per-task linear baseline, GAE, optional per-task normalisation: (N, T, B)."""
+        values = baselines.fit_predict(batch, self.gamma)
+        adv = gae(batch.rewards, values, batch.mask, self.gamma, self.gae_lambda)
+        return normalize(adv, batch.mask) if self.normalize_advantages else adv
+
+    def adapt(self, train: EpisodeBatch, train_adv: Tensor, meta: Mapping[str, Tensor] | None = None,
+              create_graph: bool = False, steps: int | None = None) -> Params:
+        """Adapted parameters per task (adapted entries stacked ``(N, ...)``)."""
+        params, lr = self._split(self.meta_params() if meta is None else meta)
+        first_order = self.first_order or not create_graph
+        return adapt(self.policy, params, train, train_adv, lr,
+                     self.inner_steps if steps is None else steps, first_order, self.adapt_names)
+
+    # -- the outer step ------------------------------------------------------------
+    def _surrogate_kl(self, adapted: Params, valid: EpisodeBatch, valid_adv: Tensor, old_mean: Tensor,
+                      old_log_std: Tensor, old_logp: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        mean, log_std = self.policy(valid.flat_obs(), adapted)
+        n, t, b = valid.mask.shape
+        logp = gaussian_log_prob(mean, log_std, valid.flat_actions()).reshape(n, t, b)
+        ratio = torch.exp(logp - old_logp)
+        loss = -masked_task_mean(ratio * valid_adv, valid.mask).mean()
+        kl_steps = gaussian_kl(old_mean, old_log_std, mean, log_std).reshape(n, t, b)
+        kl = masked_task_mean(kl_steps, valid.mask).mean()
+        return loss, kl, mean, log_std
+
+    def step(self, train: EpisodeBatch, train_adv: Tensor, valid: EpisodeBatch) -> dict[str, float]:
+        """One TRPO update of the meta-parameters.  Returns diagnostics."""
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        meta = self.meta_params()
+        tensors = list(meta.values())
+        valid_adv = self.advantages(valid).detach()
+
+        adapted = self.adapt(train, train_adv, meta, create_graph=True)
+        with torch.no_grad():
+            old_mean, old_log_std = self.policy(valid.flat_obs(), adapted)
+            n, t, b = valid.mask.shape
+            old_logp = gaussian_log_prob(old_mean, old_log_std, valid.flat_actions()).reshape(n, t, b)
+        old = (old_mean, old_log_std, old_logp)
+        loss, kl, _, _ = self._surrogate_kl(adapted, valid, valid_adv, *old)
+        timings["inner_s"] = time.perf_counter() - t0
+
+        t1 = time.perf_counter()
+        grads = torch.autograd.grad(loss, tensors, retain_graph=True, allow_unused=True)
+        g = flatten(OrderedDict((k, torch.zeros_like(v) if gr is None else gr)
+                                for (k, v), gr in zip(meta.items(), grads)))
+        grad_kl = torch.autograd.grad(kl, tensors, create_graph=True, allow_unused=True)
+        flat_grad_kl = torch.cat([(torch.zeros_like(v) if gk is None else gk).reshape(-1)
+                                  for v, gk in zip(tensors, grad_kl)])
+        damping = self.trpo.cg_damping
+
+        def hvp(v: Tensor) -> Tensor:
+            hv = torch.autograd.grad(flat_grad_kl @ v, tensors, retain_graph=True, allow_unused=True)
+            return torch.cat([(torch.zeros_like(p) if h is None else h).reshape(-1)
+                              for p, h in zip(tensors, hv)]) + damping * v
+
+        stats: dict[str, float] = {"surrogate_before": float(loss), "grad_norm": float(g.norm())}
+        with torch.no_grad():
+            stepdir = conjugate_gradient(hvp, -g, self.trpo.cg_iters)
+            shs = 0.5 * (stepdir @ hvp(stepdir))
+        timings["cg_s"] = time.perf_counter() - t1
+        del flat_grad_kl, grad_kl  # free the double-backward graph before the line search
+
+        t2 = time.perf_counter()
+        old_flat = flatten(meta).detach().clone()
+        if not (torch.isfinite(stepdir).all() and torch.isfinite(shs) and shs > 0):
+            stats.update(accepted=0.0, line_search_steps=0.0, kl=0.0, surrogate_after=float(loss),
+                         rejected_nonfinite=1.0)
+            timings["line_search_s"] = time.perf_counter() - t2
+            stats.update({f"time_{k}": v for k, v in timings.items()})
+            return stats
+        full_step = stepdir * math.sqrt(self.trpo.max_kl / float(shs))
+
+        def evaluate(flat: Tensor) -> tuple[float, float]:
+            cand = OrderedDict((k, v.detach()) for k, v in unflatten(flat, meta).items())
+            cand_adapted = self.adapt(train, train_adv, cand, create_graph=False)
+            with torch.no_grad():
+                c_loss, c_kl, _, _ = self._surrogate_kl(cand_adapted, valid, valid_adv, *old)
+            return float(c_loss), float(c_kl)
+
+        result = line_search(evaluate, old_flat, full_step, float(loss), self.trpo.max_kl,
+                             self.trpo.ls_backtrack, self.trpo.ls_max_steps)
+        with torch.no_grad():
+            for v, new in zip(tensors, unflatten(result.params, meta).values()):
+                v.copy_(new)
+        timings["line_search_s"] = time.perf_counter() - t2
+        stats.update(accepted=float(result.accepted), line_search_steps=float(result.steps),
+                     kl=result.kl if result.accepted else 0.0,
+                     surrogate_after=result.loss if result.accepted else float(loss),
+                     rejected_nonfinite=0.0)
+        stats.update({f"time_{k}": v for k, v in timings.items()})
+        return stats

@@ -1,0 +1,101 @@
+"""Batched episodes, discounted returns and GAE (pure functions).
+
+Layout: every per-step tensor is ``(N, T, B, ...)`` = (tasks, time, episodes
+per task, ...).  ``mask`` is 1.0 for steps that happened (up to and including
+the terminating step) and 0.0 after an episode terminated; rewards and values
+of masked steps are ignored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class EpisodeBatch:
+    """Episodes of N tasks, B episodes each, horizon T.
+
+    obs: (N, T, B, obs_dim); actions: (N, T, B, act_dim);
+    rewards: (N, T, B); mask: (N, T, B).
+    """
+
+    obs: Tensor
+    actions: Tensor
+    rewards: Tensor
+    mask: Tensor
+
+    @property
+    def num_tasks(self) -> int:
+        return self.obs.shape[0]
+
+    @property
+    def horizon(self) -> int:
+        return self.obs.shape[1]
+
+    @property
+    def episodes_per_task(self) -> int:
+        return self.obs.shape[2]
+
+    def to(self, dtype: torch.dtype) -> EpisodeBatch:
+        return EpisodeBatch(self.obs.to(dtype), self.actions.to(dtype), self.rewards.to(dtype),
+                            self.mask.to(dtype))
+
+    def flat_obs(self) -> Tensor:
+        """``(N, T*B, obs_dim)``."""
+        n, t, b, d = self.obs.shape
+        return self.obs.reshape(n, t * b, d)
+
+    def flat_actions(self) -> Tensor:
+        n, t, b, d = self.actions.shape
+        return self.actions.reshape(n, t * b, d)
+
+    def episode_returns(self) -> Tensor:
+        """Undiscounted return of every episode: ``(N, B)``."""
+        return (self.rewards * self.mask).sum(1)
+
+    def num_steps(self) -> int:
+        return int(self.mask.sum().item())
+
+
+def discount_matrix(horizon: int, factor: float, dtype: torch.dtype = torch.float32) -> Tensor:
+    """``D[t, s] = factor**(s - t)`` for ``s >= t``, else 0: ``(T, T)``."""
+    idx = torch.arange(horizon, dtype=torch.float64)
+    power = idx[None, :] - idx[:, None]
+    d = torch.where(power >= 0, torch.tensor(float(factor), dtype=torch.float64) ** power.clamp(min=0),
+                    torch.zeros((), dtype=torch.float64))
+    return d.to(dtype)
+
+
+def discounted_returns(rewards: Tensor, mask: Tensor, gamma: float) -> Tensor:
+    """Reward-to-go ``G_t = sum_{s>=t} gamma^(s-t) r_s`` per step: ``(N, T, B)``."""
+    d = discount_matrix(rewards.shape[1], gamma, rewards.dtype)
+    return torch.einsum("ts,nsb->ntb", d, rewards * mask) * mask
+
+
+def gae(rewards: Tensor, values: Tensor, mask: Tensor, gamma: float, lam: float) -> Tensor:
+    """Generalised advantage estimates ``(N, T, B)``.
+
+    ``delta_t = r_t + gamma V_{t+1} - V_t`` (``V`` after the last step or
+    after termination is 0) and ``A_t = sum_{s>=t} (gamma lam)^(s-t) delta_s``.
+    """
+    v = values * mask
+    next_v = torch.cat([v[:, 1:], torch.zeros_like(v[:, :1])], dim=1)
+    deltas = (rewards + gamma * next_v - v) * mask
+    d = discount_matrix(rewards.shape[1], gamma * lam, rewards.dtype)
+    return torch.einsum("ts,nsb->ntb", d, deltas) * mask
+
+
+def normalize(x: Tensor, mask: Tensor, eps: float = 1e-8) -> Tensor:
+    """Per-task standardisation over the masked entries of ``x (N, T, B)``."""
+    count = mask.sum((1, 2), keepdim=True).clamp(min=1)
+    mean = (x * mask).sum((1, 2), keepdim=True) / count
+    var = ((x - mean).pow(2) * mask).sum((1, 2), keepdim=True) / count
+    return (x - mean) / (var.sqrt() + eps) * mask
+
+
+def masked_task_mean(x: Tensor, mask: Tensor) -> Tensor:
+    """Per-task mean of ``x (N, T, B)`` over masked entries: ``(N,)``."""
+    return (x * mask).sum((1, 2)) / mask.sum((1, 2)).clamp(min=1)

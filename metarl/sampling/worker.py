@@ -1,0 +1,112 @@
+"""The rollout worker: runs a policy in a batched env and returns arrays.
+
+Workers never compute losses or adapt parameters; they receive per-task
+parameters and tasks and return episodes.  Every backend (serial, local
+processes, Ray) runs this same code.
+
+Randomness depends only on ``(seed, task index, episode index)``: each
+(task, episode) pair draws its reset seed and its whole action-noise sequence
+from its own generator, so a batch does not depend on how the (task, episode)
+grid is split across workers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from envs.base import Task, TaskFamily
+from metarl.policies import GaussianMLPPolicy
+
+
+@dataclass(frozen=True)
+class PolicySpec:
+    """What a worker needs to rebuild the policy's functional forward."""
+
+    obs_dim: int
+    act_dim: int
+    hidden_sizes: tuple[int, ...]
+    activation: str
+
+    @classmethod
+    def of(cls, policy: GaussianMLPPolicy) -> PolicySpec:
+        return cls(policy.obs_dim, policy.act_dim, policy.hidden_sizes, policy.activation)
+
+    def build(self) -> GaussianMLPPolicy:
+        return GaussianMLPPolicy(self.obs_dim, self.act_dim, self.hidden_sizes, self.activation)
+
+
+@dataclass(frozen=True)
+class Shard:
+    """A worker's slice of the grid: ``task_ids`` x episodes ``[ep_start, ep_stop)``."""
+
+    task_ids: tuple[int, ...]
+    ep_start: int
+    ep_stop: int
+
+
+def episode_rng(seed: int, task_id: int, episode: int) -> np.random.Generator:
+    return np.random.default_rng([int(seed), int(task_id), int(episode)])
+
+
+class RolloutWorker:
+    """Rolls out per-task Gaussian policies on a shard of (task, episode) pairs."""
+
+    def __init__(self, family: TaskFamily, spec: PolicySpec):
+        self.family = family
+        self.spec = spec
+        self.policy = spec.build()
+        self.policy.requires_grad_(False)
+
+    def rollout(self, tasks: Sequence[Task], params: Mapping[str, np.ndarray], shard: Shard,
+                seed: int) -> dict[str, np.ndarray]:
+        """Run every (task, episode) of ``shard`` for the family's horizon.
+
+        ``params``: every policy tensor stacked over *all* N tasks of the call,
+        ``(N, *shape)``.  Returns arrays shaped ``(n, T, b, ...)`` with
+        ``n = len(shard.task_ids)``, ``b = ep_stop - ep_start``: obs, actions,
+        rewards (float32) and mask (1.0 up to and including termination).
+        """
+        ids = list(shard.task_ids)
+        n, b = len(ids), shard.ep_stop - shard.ep_start
+        horizon, act_dim = self.family.horizon, self.spec.act_dim
+        env = self.family.make_vector([tasks[i] for i in ids for _ in range(b)])
+        noise = np.empty((horizon, n, b, act_dim), dtype=np.float32)
+        reset_seeds = np.empty(n * b, dtype=np.int64)
+        for j, tid in enumerate(ids):
+            for e in range(b):
+                rng = episode_rng(seed, tid, shard.ep_start + e)
+                reset_seeds[j * b + e] = rng.integers(2**31 - 1)
+                noise[:, j, e] = rng.standard_normal((horizon, act_dim), dtype=np.float32)
+        index = torch.as_tensor(ids, dtype=torch.long)
+        p = {k: torch.as_tensor(np.asarray(v, dtype=np.float32))[index] for k, v in params.items()}
+        std = torch.exp(p["log_std"]).unsqueeze(1)  # (n, 1, act_dim)
+
+        obs_buf = np.zeros((horizon, n * b, self.spec.obs_dim), dtype=np.float32)
+        act_buf = np.zeros((horizon, n, b, act_dim), dtype=np.float32)
+        rew_buf = np.zeros((horizon, n * b), dtype=np.float32)
+        mask_buf = np.zeros((horizon, n * b), dtype=np.float32)
+        alive = np.ones(n * b, dtype=bool)
+        obs = env.reset(reset_seeds.tolist())
+        with torch.inference_mode():
+            for t in range(horizon):
+                obs_buf[t] = obs
+                o = torch.from_numpy(obs).view(n, b, -1)
+                mean, _ = self.policy(o, p)
+                actions = (mean + std * torch.from_numpy(noise[t])).numpy()
+                act_buf[t] = actions
+                obs, rewards, terminated = env.step(actions.reshape(n * b, act_dim))
+                mask_buf[t] = alive
+                rew_buf[t] = np.where(alive, rewards, 0.0)
+                alive &= ~terminated
+                if not alive.any():
+                    break
+        return {
+            "obs": obs_buf.reshape(horizon, n, b, -1).transpose(1, 0, 2, 3),
+            "actions": act_buf.transpose(1, 0, 2, 3),
+            "rewards": rew_buf.reshape(horizon, n, b).transpose(1, 0, 2),
+            "mask": mask_buf.reshape(horizon, n, b).transpose(1, 0, 2),
+        }
