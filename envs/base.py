@@ -87,7 +87,7 @@ class LoopBatchedEnv:
     def reset(self, seeds: Sequence[int]) -> np.ndarray:
         if len(seeds) != self.num_envs:
             raise ValueError(f"reset got {len(seeds)} seeds for {self.num_envs} envs")
-        obs = [env.reset(seed=int(s))[0] for env, s in zip(self.envs, seeds)]
+        obs = [env.reset(seed=int(s))[0] for env, s in zip(self.envs, seeds, strict=True)]
         return np.asarray(obs, dtype=np.float32).reshape(self.num_envs, self.obs_dim)
 
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -135,7 +135,9 @@ def check_task_fields(task: Any, required: Sequence[str], family: str) -> None:
     if missing:
         raise TaskError(f"{family}: task {dict(task)!r} is missing field(s) {missing}")
     if unknown:
-        raise TaskError(f"{family}: task {dict(task)!r} has unknown field(s) {unknown}; expected {list(required)}")
+        raise TaskError(
+            f"{family}: task {dict(task)!r} has unknown field(s) {unknown}; expected {list(required)}"
+        )
 
 
 @dataclass

@@ -89,7 +89,8 @@ class HalfCheetahVelEnv(_HalfCheetahBase):
         render_mode: str | None = None,
     ):
         if not velocity_low <= velocity_high:
-            raise ValueError(f"{self.family}: need velocity_low <= velocity_high, got {velocity_low}, {velocity_high}")
+            raise ValueError(f"{self.family}: need velocity_low <= velocity_high, "
+                             f"got {velocity_low}, {velocity_high}")
         self.velocity_low, self.velocity_high = float(velocity_low), float(velocity_high)
         super().__init__(ctrl_cost_weight=ctrl_cost_weight, reset_noise_scale=reset_noise_scale,
                          frame_skip=frame_skip, xml_file=xml_file, render_mode=render_mode)

@@ -26,6 +26,7 @@ integrated state.  This matches gymnasium's v5 envs.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -43,6 +44,25 @@ GYM_ASSETS = os.path.join(os.path.dirname(gymnasium.envs.mujoco.mujoco_env.__fil
 def gym_asset(name: str) -> str:
     """Absolute path of one of gymnasium's MuJoCo model files, e.g. ``"ant.xml"``."""
     return os.path.join(GYM_ASSETS, name)
+
+
+def load_model(path: str) -> mujoco.MjModel:
+    """``MjModel.from_xml_path`` without MuJoCo's deprecation notice for gymnasium's
+    ``settotalmass`` attribute (it otherwise prints and writes ``MUJOCO_LOG.TXT``
+    into the working directory).  Other MuJoCo warnings become Python warnings.
+    The handler is installed only while compiling.
+    """
+
+    def handler(msg: str) -> None:
+        if "settotalmass" not in msg:
+            warnings.warn(f"MuJoCo: {msg}", RuntimeWarning, stacklevel=2)
+
+    previous = mujoco.get_mju_user_warning()
+    mujoco.set_mju_user_warning(handler)
+    try:
+        return mujoco.MjModel.from_xml_path(path)
+    finally:
+        mujoco.set_mju_user_warning(previous)
 
 
 def _rebuild(cls: type, kwargs: dict[str, Any], task: dict[str, Any]) -> MujocoTaskEnv:
@@ -77,6 +97,12 @@ class MujocoTaskEnv(MujocoEnv, TaskEnv):
         self.observation_space = gymnasium.spaces.Box(-np.inf, np.inf, (int(obs_dim),), np.float32)
         self.ctrl_low = self.model.actuator_ctrlrange[:, 0].copy()
         self.ctrl_high = self.model.actuator_ctrlrange[:, 1].copy()
+
+    def _initialize_simulation(self) -> tuple[mujoco.MjModel, mujoco.MjData]:
+        model = load_model(self.fullpath)
+        model.vis.global_.offwidth = max(model.vis.global_.offwidth, self.width)
+        model.vis.global_.offheight = max(model.vis.global_.offheight, self.height)
+        return model, mujoco.MjData(model)
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_rebuild, (type(self), dict(self._ctor_kwargs), self.get_task()))
@@ -229,7 +255,8 @@ class BatchedMujocoEnv:
         proto = env_cls(task=tasks[0], **kwargs)
         self.proto = proto
         self.tasks = [proto._task_from_vector(proto._task_vector(t)) for t in tasks]
-        self._task = np.array([proto._task_vector(t) for t in tasks], dtype=np.float64).reshape(len(tasks), -1)
+        vecs = [proto._task_vector(t) for t in tasks]
+        self._task = np.array(vecs, dtype=np.float64).reshape(len(tasks), -1)
         self.num_envs = len(tasks)
         self.obs_dim = int(proto.observation_space.shape[0])
         self.act_dim = int(proto.model.nu)
@@ -241,7 +268,7 @@ class BatchedMujocoEnv:
             key = vec.tobytes() if proto.per_task_model else b""
             if key not in models:
                 if proto.per_task_model:
-                    m = mujoco.MjModel.from_xml_path(proto.fullpath)
+                    m = load_model(proto.fullpath)
                     proto._apply_model_task(m, vec)
                 else:
                     m = proto.model
@@ -259,7 +286,7 @@ class BatchedMujocoEnv:
         if len(seeds) != self.num_envs:
             raise ValueError(f"reset got {len(seeds)} seeds for {self.num_envs} envs")
         proto = self.proto
-        for m, d, s in zip(self.models, self.datas, seeds):
+        for m, d, s in zip(self.models, self.datas, seeds, strict=True):
             rng, _ = seeding.np_random(int(s))
             mujoco.mj_resetData(m, d)
             qpos, qvel = proto._reset_noise(rng)
@@ -276,12 +303,12 @@ class BatchedMujocoEnv:
         a = check_actions(actions, self.num_envs, self.act_dim)
         applied = np.clip(a, proto.ctrl_low, proto.ctrl_high)
         step, nstep = mujoco.mj_step, self.frame_skip
-        for i, (m, d, ctrl) in enumerate(zip(self.models, self.datas, self._ctrl)):
+        for i, (m, d, ctrl) in enumerate(zip(self.models, self.datas, self._ctrl, strict=True)):
             ctrl[:] = applied[i]
             step(m, d, nstep=nstep)
         if proto.contact_forces:
             rne = mujoco.mj_rnePostConstraint
-            for m, d in zip(self.models, self.datas):
+            for m, d in zip(self.models, self.datas, strict=True):
                 rne(m, d)
         f = gather(self._views)
         obs = proto._observe(f).astype(np.float32)
