@@ -52,6 +52,7 @@ class Sampler(abc.ABC):
 
     def close(self) -> None:
         """Release workers (no-op for in-process sampling)."""
+        return None
 
     def __enter__(self) -> Sampler:
         return self
@@ -70,17 +71,18 @@ def split_grid(num_tasks: int, episodes_per_task: int, parts: int) -> list[Shard
     if num_tasks >= parts:
         bounds = np.linspace(0, num_tasks, parts + 1).round().astype(int)
         return [Shard(tuple(range(a, b)), 0, episodes_per_task)
-                for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+                for a, b in zip(bounds[:-1], bounds[1:], strict=True) if b > a]
     per_task = -(-parts // num_tasks)
     bounds = np.linspace(0, episodes_per_task, per_task + 1).round().astype(int)
-    return [Shard((t,), a, b) for t in range(num_tasks) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+    pairs = list(zip(bounds[:-1], bounds[1:], strict=True))
+    return [Shard((t,), a, b) for t in range(num_tasks) for a, b in pairs if b > a]
 
 
 def assemble(shards: Sequence[Shard], results: Sequence[dict[str, np.ndarray]], num_tasks: int,
              episodes_per_task: int) -> dict[str, np.ndarray]:
     """Place every shard's arrays into full ``(N, T, B, ...)`` arrays."""
     out: dict[str, np.ndarray] = {}
-    for shard, res in zip(shards, results):
+    for shard, res in zip(shards, results, strict=True):
         for k, v in res.items():
             if k not in out:
                 out[k] = np.zeros((num_tasks, v.shape[1], episodes_per_task, *v.shape[3:]), dtype=v.dtype)

@@ -8,6 +8,11 @@ Randomness depends only on ``(seed, task index, episode index)``: each
 (task, episode) pair draws its reset seed and its whole action-noise sequence
 from its own generator, so a batch does not depend on how the (task, episode)
 grid is split across workers.
+
+The policy mean is evaluated by :func:`rowwise_mean`, whose result for one
+row does not depend on how many rows or tasks are evaluated with it (BLAS
+matmul kernels do depend on the batch shape), so the same seed gives
+bit-identical batches for every split of the grid.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import numpy as np
 import torch
 
 from envs.base import Task, TaskFamily
-from metarl.policies import GaussianMLPPolicy
+from metarl.policies import ACTIVATIONS, GaussianMLPPolicy
 
 
 @dataclass(frozen=True)
@@ -52,6 +57,45 @@ def episode_rng(seed: int, task_id: int, episode: int) -> np.random.Generator:
     return np.random.default_rng([int(seed), int(task_id), int(episode)])
 
 
+class RowwiseMLP:
+    """The policy mean for stacked per-task parameters, row by row independent.
+
+    ``x @ W^T`` is accumulated as ``sum_k x[..., k] * W[:, k]`` with one
+    elementwise multiply and one add per input feature, in a fixed order.
+    Elementwise IEEE operations give the same bits for an element wherever
+    it sits in a tensor, so a row's result is the same whatever rows and
+    tasks share its call; BLAS kernels choose blocking by shape and do not
+    guarantee that.  Buffers are allocated once per shape and reused.
+
+    ``weights``: per layer ``(n, out, in)``; ``biases``: ``(n, out)``.
+    """
+
+    def __init__(self, weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor], activation: str,
+                 rows_per_task: int):
+        self.weights_t = [w.transpose(-1, -2).contiguous().unsqueeze(1) for w in weights]  # (n, 1, in, out)
+        self.biases = [b.unsqueeze(1).contiguous() for b in biases]  # (n, 1, out)
+        self.act = ACTIVATIONS[activation]
+        n, b = weights[0].shape[0], rows_per_task
+        self.outs = [torch.empty(n, b, w.shape[-2]) for w in weights]
+        self.tmps = [torch.empty(n, b, w.shape[-2]) for w in weights]
+
+    def __call__(self, obs: torch.Tensor) -> torch.Tensor:
+        """``obs (n, b, obs_dim) -> mean (n, b, act_dim)``; the result is a reused buffer."""
+        x = obs
+        last = len(self.weights_t) - 1
+        layers = zip(self.weights_t, self.biases, self.outs, self.tmps, strict=True)
+        for i, (wt, bias, out, tmp) in enumerate(layers):
+            torch.mul(x[..., 0:1], wt[:, :, 0], out=out)
+            for k in range(1, wt.shape[2]):
+                torch.mul(x[..., k:k + 1], wt[:, :, k], out=tmp)
+                out.add_(tmp)
+            out.add_(bias)
+            if i < last:
+                self.act(out, out=out)
+            x = out
+        return x
+
+
 class RolloutWorker:
     """Rolls out per-task Gaussian policies on a shard of (task, episode) pairs."""
 
@@ -82,8 +126,13 @@ class RolloutWorker:
                 reset_seeds[j * b + e] = rng.integers(2**31 - 1)
                 noise[:, j, e] = rng.standard_normal((horizon, act_dim), dtype=np.float32)
         index = torch.as_tensor(ids, dtype=torch.long)
-        p = {k: torch.as_tensor(np.asarray(v, dtype=np.float32))[index] for k, v in params.items()}
-        std = torch.exp(p["log_std"]).unsqueeze(1)  # (n, 1, act_dim)
+        full = {k: torch.as_tensor(np.asarray(v, dtype=np.float32)) for k, v in params.items()}
+        p = {k: v[index] for k, v in full.items()}
+        # exp over all N tasks, then select: the same op on the same tensor in every worker
+        std = torch.exp(full["log_std"])[index].unsqueeze(1)  # (n, 1, act_dim)
+        layers = self.policy.layer_names()
+        mean_fn = RowwiseMLP([p[f"{name}.weight"] for name in layers], [p[f"{name}.bias"] for name in layers],
+                             self.spec.activation, b)
 
         obs_buf = np.zeros((horizon, n * b, self.spec.obs_dim), dtype=np.float32)
         act_buf = np.zeros((horizon, n, b, act_dim), dtype=np.float32)
@@ -94,10 +143,9 @@ class RolloutWorker:
         with torch.inference_mode():
             for t in range(horizon):
                 obs_buf[t] = obs
-                o = torch.from_numpy(obs).view(n, b, -1)
-                mean, _ = self.policy(o, p)
-                actions = (mean + std * torch.from_numpy(noise[t])).numpy()
-                act_buf[t] = actions
+                mean = mean_fn(torch.from_numpy(obs).view(n, b, -1))
+                actions = act_buf[t]
+                torch.add(mean, std * torch.from_numpy(noise[t]), out=torch.from_numpy(actions))
                 obs, rewards, terminated = env.step(actions.reshape(n * b, act_dim))
                 mask_buf[t] = alive
                 rew_buf[t] = np.where(alive, rewards, 0.0)
