@@ -150,7 +150,7 @@ def check_family(name_or_family: str | TaskFamily, n_tasks: int = 3, steps: int 
         check_env(family.make_env(tasks[0]), skip_render_check=True)
         env_id = f"metarl/{name}-v0"
         if env_id in gymnasium.registry:
-            made = gymnasium.make(env_id, task=tasks[0])
+            made = gymnasium.make(env_id, task=tasks[0], **family.kwargs)
             if not tasks_equal(made.unwrapped.get_task(), tasks[0]):
                 raise _fail(name, f"gymnasium.make({env_id!r}, task=...) did not set the task")
             made.close()

@@ -476,3 +476,47 @@ def _only_batched_noise(cls):
 def test_check_family_catches_broken_families(cls, match):
     with pytest.raises(AssertionError, match=match):
         envs.check_family(TaskFamily("Broken", cls, 20), n_tasks=2, steps=10)
+
+
+def test_check_family_uses_family_kwargs():
+    envs.check_family(envs.make_family("HopperParams", rand_params=["body_mass"], log_scale_limit=1.0),
+                      n_tasks=2, steps=5)
+    envs.check_family(envs.make_family("AntGoal", goal_low=-1.0, goal_high=1.0), n_tasks=2, steps=5)
+
+
+# -- configs --------------------------------------------------------------------
+CONFIGS = {"halfcheetah_vel": "HalfCheetahVel", "halfcheetah_dir": "HalfCheetahDir", "ant_vel": "AntVel",
+           "ant_dir": "AntDir", "ant_dir2d": "AntDir2D", "ant_goal": "AntGoal",
+           "hopper_params": "HopperParams", "walker2d_params": "Walker2dParams"}
+SCHEMA = {
+    "name": None, "env": {"family", "horizon", "kwargs"},
+    "policy": {"hidden_sizes", "activation", "adapt", "init_log_std"},
+    "algo": {"meta_batch_size", "episodes_per_task", "inner_lr", "inner_steps", "first_order", "gamma",
+             "gae_lambda", "normalize_advantages"},
+    "trpo": {"max_kl", "cg_iters", "cg_damping", "ls_backtrack", "ls_max_steps"},
+    "sampler": {"backend", "workers", "ray_address"},
+    "iterations": None, "seed": None, "log": {"checkpoint_every"},
+}
+
+
+@pytest.mark.parametrize("fname,family", sorted(CONFIGS.items()))
+def test_family_configs(fname, family):
+    import pathlib
+
+    import yaml
+
+    path = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "configs" / f"{fname}.yaml"
+    text = path.read_text()
+    cfg = yaml.safe_load(text)
+    assert set(cfg) == set(SCHEMA)
+    for k, sub in SCHEMA.items():
+        if sub is not None:
+            assert set(cfg[k]) == sub, k
+    for line in text.splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            assert "#" in line, f"{fname}.yaml: key without a comment: {line!r}"
+    assert cfg["env"]["family"] == family
+    assert cfg["env"]["horizon"] == (100 if family.startswith("HalfCheetah") else 200)
+    assert cfg["algo"]["meta_batch_size"] == 40 and cfg["trpo"]["cg_damping"] == 1.0e-5
+    fam = envs.make_family(family, horizon=cfg["env"]["horizon"], **cfg["env"]["kwargs"])
+    assert fam.horizon == cfg["env"]["horizon"]
