@@ -60,35 +60,40 @@ def episode_rng(seed: int, task_id: int, episode: int) -> np.random.Generator:
 class RowwiseMLP:
     """The policy mean for stacked per-task parameters, row by row independent.
 
-    ``x @ W^T`` is accumulated as ``sum_k x[..., k] * W[:, k]`` with one
-    elementwise multiply and one add per input feature, in a fixed order.
-    Elementwise IEEE operations give the same bits for an element wherever
-    it sits in a tensor, so a row's result is the same whatever rows and
-    tasks share its call; BLAS kernels choose blocking by shape and do not
-    guarantee that.  Buffers are allocated once per shape and reused.
+    Each layer's ``x @ W^T`` is one elementwise product ``x[k] * W[:, k]``
+    over all input features ``k`` followed by a pairwise sum over ``k`` whose
+    order depends only on the layer width.  Elementwise IEEE operations give
+    the same bits for an element wherever it sits in a tensor, so a row's
+    result does not depend on which rows and tasks share its call; BLAS
+    kernels pick their blocking by shape and give no such guarantee.
+    Products live in one buffer per layer, ``(in, n, b, out)``, reused across
+    steps and reduced in place.
 
     ``weights``: per layer ``(n, out, in)``; ``biases``: ``(n, out)``.
     """
 
     def __init__(self, weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor], activation: str,
                  rows_per_task: int):
-        self.weights_t = [w.transpose(-1, -2).contiguous().unsqueeze(1) for w in weights]  # (n, 1, in, out)
-        self.biases = [b.unsqueeze(1).contiguous() for b in biases]  # (n, 1, out)
-        self.act = ACTIVATIONS[activation]
         n, b = weights[0].shape[0], rows_per_task
-        self.outs = [torch.empty(n, b, w.shape[-2]) for w in weights]
-        self.tmps = [torch.empty(n, b, w.shape[-2]) for w in weights]
+        self.weights_k = [w.permute(2, 0, 1).unsqueeze(2).contiguous() for w in weights]  # (in, n, 1, out)
+        self.biases = [bias.unsqueeze(1).contiguous() for bias in biases]  # (n, 1, out)
+        self.act = ACTIVATIONS[activation]
+        self.bufs = [torch.empty(w.shape[2], n, b, w.shape[1]) for w in weights]
 
     def __call__(self, obs: torch.Tensor) -> torch.Tensor:
         """``obs (n, b, obs_dim) -> mean (n, b, act_dim)``; the result is a reused buffer."""
         x = obs
-        last = len(self.weights_t) - 1
-        layers = zip(self.weights_t, self.biases, self.outs, self.tmps, strict=True)
-        for i, (wt, bias, out, tmp) in enumerate(layers):
-            torch.mul(x[..., 0:1], wt[:, :, 0], out=out)
-            for k in range(1, wt.shape[2]):
-                torch.mul(x[..., k:k + 1], wt[:, :, k], out=tmp)
-                out.add_(tmp)
+        last = len(self.bufs) - 1
+        for i, (wk, bias, buf) in enumerate(zip(self.weights_k, self.biases, self.bufs, strict=True)):
+            torch.mul(x.permute(2, 0, 1).unsqueeze(-1), wk, out=buf)  # (in, n, b, out)
+            k = buf.shape[0]
+            while k > 1:  # pairwise sum over the input features, in a fixed order
+                h = k // 2
+                if k % 2:
+                    buf[h - 1].add_(buf[k - 1])
+                buf[:h].add_(buf[h:2 * h])
+                k = h
+            out = buf[0]
             out.add_(bias)
             if i < last:
                 self.act(out, out=out)

@@ -1,0 +1,368 @@
+"""Local parallel sampling: a persistent pool of worker processes.
+
+Each worker process is started once (``spawn`` by default: forking a parent
+that already runs torch threads is unsafe), rebuilds the task family and the
+policy from a cloudpickled ``(family, spec)``, sets ``torch.set_num_threads(1)``
+and then serves sampling calls.  Per call the parent sends every busy worker
+one message (parameters, tasks, shard, seed), the worker runs
+:meth:`RolloutWorker.rollout` on its shard and sends the arrays back in one
+message.  The parent blocks in :func:`multiprocessing.connection.wait` on the
+pipes and the process sentinels, so it does not spin and notices at once when
+a worker dies.
+
+Faults:
+
+* a worker process that dies (SIGKILL, segfault, OOM killer) is replaced and
+  its shard re-run with the same seed, so the batch equals an undisturbed one;
+  a warning is logged and ``stats()["worker_restarts"]`` counts it;
+* an exception inside a worker becomes a :class:`RuntimeError` in the parent
+  carrying the worker's traceback;
+* ``close()`` (also run by ``with``, at interpreter exit and when the parent
+  is interrupted mid-call) terminates and joins every worker; workers are
+  daemon processes and exit on their own when the parent's pipe closes.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+import time
+import traceback
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import cloudpickle
+import numpy as np
+
+from envs.base import Task, TaskFamily
+from metarl.sampling.base import Sampler, assemble, split_grid
+from metarl.sampling.worker import PolicySpec, Shard
+
+logger = logging.getLogger(__name__)
+
+FAULT_KINDS = ("kill", "segv", "raise", "hang")
+"""Test aids for ``LocalSampler(fault=(worker, kind))``: on its first call the
+first process of slot ``worker`` SIGKILLs itself, raises SIGSEGV, raises an
+exception, or sleeps forever.  Replacement processes run normally."""
+
+
+def default_workers() -> int:
+    """One worker per core this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+# -- the worker process -----------------------------------------------------------
+
+def _worker_main(conn: multiprocessing.connection.Connection, payload: bytes, fault: str | None) -> None:
+    """Serve ``("run", call_id, tasks, params, shard, seed)`` messages until ``None`` or EOF.
+
+    Replies ``("ok", call_id, arrays, busy_seconds)`` or
+    ``("error", call_id, traceback_text)``.
+    """
+    # Ctrl-C reaches the whole foreground process group; the parent handles it
+    # and shuts the workers down, so they ignore it instead of printing tracebacks.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        import torch
+
+        torch.set_num_threads(1)
+        from metarl.sampling.worker import RolloutWorker
+
+        family, spec = cloudpickle.loads(payload)
+        worker = RolloutWorker(family, spec)
+    except BaseException:  # report start-up failures (bad pickle, import error) to the parent
+        _send_quietly(conn, ("error", -1, traceback.format_exc()))
+        return
+    while True:
+        try:
+            msg = conn.recv()
+        except (EOFError, OSError):  # parent gone
+            return
+        if msg is None:
+            return
+        _, call_id, tasks, params, shard, seed = msg
+        start = time.perf_counter()
+        try:
+            if fault is not None:
+                _inject(fault)
+                fault = None
+            arrays = worker.rollout(tasks, params, shard, seed)
+            reply: tuple[Any, ...] = ("ok", call_id, arrays, time.perf_counter() - start)
+        except Exception:
+            reply = ("error", call_id, traceback.format_exc())
+        if not _send_quietly(conn, reply):
+            return
+
+
+def _inject(kind: str) -> None:
+    if kind == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    elif kind == "segv":
+        signal.signal(signal.SIGSEGV, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGSEGV)
+    elif kind == "raise":
+        raise ValueError("fault injected for testing: worker raised on its first call")
+    elif kind == "hang":
+        while True:
+            time.sleep(3600)
+    time.sleep(60)  # a signal may take a moment to arrive
+
+
+def _send_quietly(conn: multiprocessing.connection.Connection, msg: Any) -> bool:
+    try:
+        conn.send(msg)
+        return True
+    except (BrokenPipeError, EOFError, OSError):
+        return False
+
+
+# -- the parent side --------------------------------------------------------------
+
+@dataclass
+class _Slot:
+    """One worker position in the pool and the process currently filling it."""
+
+    index: int
+    process: Any = None
+    conn: Any = None
+    job: tuple[Any, ...] | None = None  # the message being worked on
+    deaths: int = 0  # deaths while running the current job
+    busy: float = 0.0  # seconds spent in rollout during the last call
+    started: list[int] = field(default_factory=list)  # pids, oldest first
+
+
+class WorkerDied(Exception):
+    """Internal: the process in a slot exited without replying."""
+
+
+_LIVE: weakref.WeakSet[LocalSampler] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_all() -> None:
+    for sampler in list(_LIVE):
+        sampler.close()
+
+
+class LocalSampler(Sampler):
+    """Samples with a pool of ``workers`` processes (default: one per core).
+
+    ``start_method``: ``"spawn"`` (default) or ``"forkserver"``; the family
+    and spec travel with cloudpickle, so both work.  ``timeout``: seconds a
+    call may wait for one worker before the worker is declared hung, killed
+    and replaced (``None``: wait as long as it takes; a dead process is
+    noticed at once either way).  ``max_retries``: how often one shard may
+    kill its worker within a call before the call fails.  ``fault``: a test
+    aid, see :data:`FAULT_KINDS`.
+    """
+
+    def __init__(self, family: TaskFamily, spec: PolicySpec, workers: int | None = None,
+                 start_method: str = "spawn", timeout: float | None = None, max_retries: int = 3,
+                 fault: tuple[int, str] | None = None):
+        super().__init__(family, spec)
+        self.num_workers = default_workers() if not workers else int(workers)
+        if self.num_workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
+        if fault is not None and fault[1] not in FAULT_KINDS:
+            raise ValueError(f"fault kind must be one of {FAULT_KINDS}, got {fault[1]!r}")
+        self.timeout = timeout
+        self.max_retries = int(max_retries)
+        self._ctx = multiprocessing.get_context(start_method)
+        self._payload = cloudpickle.dumps((family, spec))
+        self._fault = fault
+        self._slots = [_Slot(i) for i in range(self.num_workers)]
+        self._restarts = 0
+        self._calls = 0
+        self._last_wall = 0.0
+        self._closed = False
+        _LIVE.add(self)
+        for slot in self._slots:
+            self._start(slot)
+
+    # -- process management -------------------------------------------------------
+    def _start(self, slot: _Slot) -> None:
+        parent_conn, child_conn = self._ctx.Pipe(duplex=True)
+        fault = None
+        if self._fault is not None and self._fault[0] == slot.index and not slot.started:
+            fault = self._fault[1]
+        proc = self._ctx.Process(target=_worker_main, args=(child_conn, self._payload, fault),
+                                 name=f"metarl-sampler-{slot.index}", daemon=True)
+        proc.start()
+        child_conn.close()
+        slot.process, slot.conn, slot.job = proc, parent_conn, None
+        slot.started.append(proc.pid)
+
+    def _stop(self, slot: _Slot, grace: float = 0.0) -> None:
+        """Join the slot's process, waiting up to ``grace`` s before terminating it."""
+        proc, conn = slot.process, slot.conn
+        slot.process, slot.conn, slot.job = None, None, None
+        if proc is None:
+            return
+        if grace > 0:
+            proc.join(timeout=grace)
+        if proc.is_alive():
+            proc.terminate()
+            proc.join(timeout=2.0)
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+        conn.close()
+        proc.close()
+
+    def pids(self) -> list[int | None]:
+        """Process id of each slot's current worker (``None`` if not running)."""
+        return [s.process.pid if s.process is not None else None for s in self._slots]
+
+    # -- sampling -----------------------------------------------------------------
+    def _run(self, tasks: list[Task], params: dict[str, np.ndarray], episodes_per_task: int,
+             seed: int) -> dict[str, np.ndarray]:
+        if self._closed:
+            raise RuntimeError("LocalSampler is closed")
+        shards = split_grid(len(tasks), episodes_per_task, self.num_workers)
+        self._calls += 1
+        call_id = self._calls
+        start = time.perf_counter()
+        for slot in self._slots:
+            slot.busy, slot.deaths = 0.0, 0
+            if slot.process is None:  # stopped after an interrupted call
+                self._start(slot)
+        results: dict[int, dict[str, np.ndarray]] = {}
+        try:
+            for slot, shard in zip(self._slots, shards, strict=False):
+                self._submit(slot, ("run", call_id, tasks, params, shard, seed))
+            self._collect(call_id, shards, results)
+        except BaseException:
+            # Abandoned jobs leave workers busy with stale work: stop them; the next
+            # call starts fresh ones (an interrupt leaves no half-used pool behind).
+            for slot in self._slots:
+                if slot.job is not None:
+                    self._stop(slot)
+            raise
+        self._last_wall = time.perf_counter() - start
+        return assemble(shards, [results[i] for i in range(len(shards))], len(tasks), episodes_per_task)
+
+    def _submit(self, slot: _Slot, job: tuple[Any, ...]) -> None:
+        slot.job = job
+        while True:
+            try:
+                slot.conn.send(job)
+                return
+            except (BrokenPipeError, OSError):
+                self._replace(slot, "the pipe broke while sending its job")
+
+    def _replace(self, slot: _Slot, why: str) -> None:
+        """The worker in ``slot`` is gone: start another and resend the slot's job."""
+        job = slot.job
+        proc = slot.process
+        code = proc.exitcode if proc is not None else None
+        if proc is not None and code is None:
+            proc.join(timeout=1.0)
+            code = proc.exitcode
+        slot.deaths += 1
+        self._restarts += 1
+        logger.warning("sampler worker %d (pid %s) died (%s, exit code %s); starting a replacement and "
+                       "re-running its shard with the same seed", slot.index,
+                       proc.pid if proc is not None else "?", why, code)
+        if slot.deaths > self.max_retries:
+            raise RuntimeError(f"sampler worker {slot.index} died {slot.deaths} times on the same shard "
+                               f"(last exit code {code}); giving up")
+        self._stop(slot)
+        self._start(slot)
+        if job is not None:
+            self._submit(slot, job)
+
+    def _collect(self, call_id: int, shards: Sequence[Shard],
+                 results: dict[int, dict[str, np.ndarray]]) -> None:
+        deadline: dict[int, float] = {}
+        if self.timeout is not None:
+            deadline = {s.index: time.monotonic() + self.timeout for s in self._slots if s.job is not None}
+        while True:
+            waiting = [s for s in self._slots if s.job is not None]
+            if not waiting:
+                return
+            handles: dict[Any, _Slot] = {}
+            for s in waiting:
+                handles[s.conn] = s
+                handles[s.process.sentinel] = s
+            wait_for = None
+            if deadline:
+                wait_for = max(0.0, min(deadline[s.index] for s in waiting) - time.monotonic())
+            ready = multiprocessing.connection.wait(list(handles), timeout=wait_for)
+            seen: set[int] = set()
+            for h in ready:
+                slot = handles[h]
+                if slot.index in seen or slot.job is None:
+                    continue
+                seen.add(slot.index)
+                self._handle(slot, call_id, results)
+                if self.timeout is not None and slot.job is not None:  # restarted
+                    deadline[slot.index] = time.monotonic() + self.timeout
+            if deadline:
+                now = time.monotonic()
+                for s in waiting:
+                    if s.job is not None and s.index not in seen and now >= deadline[s.index]:
+                        s.process.kill()
+                        s.process.join()
+                        self._replace(s, f"no reply within {self.timeout} s; killed")
+                        deadline[s.index] = time.monotonic() + self.timeout
+
+    def _handle(self, slot: _Slot, call_id: int, results: dict[int, dict[str, np.ndarray]]) -> None:
+        """Read one reply from ``slot`` or, if its process is gone, replace it."""
+        try:
+            if not slot.conn.poll():
+                if slot.process.is_alive():
+                    return  # spurious wake-up
+                raise WorkerDied("the process exited")
+            reply = slot.conn.recv()
+        except (EOFError, OSError, WorkerDied) as e:
+            self._replace(slot, str(e) or type(e).__name__)
+            return
+        kind, reply_call = reply[0], reply[1]
+        if kind == "error":
+            slot.job = None
+            where = "while starting" if reply_call == -1 else "while sampling"
+            raise RuntimeError(f"sampler worker {slot.index} (pid {slot.process.pid}) raised {where}:\n"
+                               f"{reply[2]}")
+        if reply_call != call_id:
+            return  # a stale reply cannot happen (stale workers are stopped); ignore defensively
+        slot.job = None
+        slot.busy = reply[3]
+        results[slot.index] = reply[2]
+
+    # -- bookkeeping --------------------------------------------------------------
+    def stats(self) -> dict[str, float]:
+        """``worker_restarts`` (cumulative), ``workers``, ``last_call_s`` and
+        ``utilisation_w<i>``: the fraction of the last call's wall time worker
+        ``i`` spent rolling out."""
+        out = {"worker_restarts": float(self._restarts), "workers": float(self.num_workers),
+               "last_call_s": self._last_wall}
+        for s in self._slots:
+            out[f"utilisation_w{s.index}"] = s.busy / self._last_wall if self._last_wall > 0 else 0.0
+        return out
+
+    def close(self) -> None:
+        """Stop and join every worker process (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        for slot in self._slots:
+            if slot.process is not None and slot.job is None:
+                _send_quietly(slot.conn, None)  # ask idle workers to exit, in parallel
+        for slot in self._slots:
+            self._stop(slot, grace=2.0 if slot.job is None else 0.0)
+        _LIVE.discard(self)
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown: modules may already be gone
+            pass
