@@ -7,7 +7,12 @@ For each family, one process, ``--envs`` environments (default 200):
 * ``raw ctrl+step``: the same model and number of ``MjData``, a plain Python
   loop ``data.ctrl[:] = a; mj_step(model, data, nstep=frame_skip)`` with the
   same actions (same physics work), no observations or rewards;
-* ``raw step``: the same loop without setting ``ctrl`` (zero torques).
+* ``raw step``: the same loop without setting ``ctrl`` (zero torques);
+* with ``--rollout``: ``mujoco.rollout`` (1 and 2 threads) stepping the same
+  start states and actions, full physics state in and out per env step --
+  for comparison only: it returns no ``xipos``/``cfrc_ext`` for observations
+  and does not carry the solver warm start, so it cannot reproduce the
+  single-env trajectories bit for bit.
 
 Actions come from a seeded generator and are drawn before timing.  Each
 measurement is repeated ``--repeats`` times, interleaved, and the best time
@@ -76,7 +81,23 @@ def time_raw(model, datas, states, actions, frame_skip: int, set_ctrl: bool) -> 
     return time.perf_counter() - t0
 
 
-def bench(name: str, n_envs: int, steps: int, repeats: int, seed: int = 0) -> dict[str, float]:
+def time_rollout(model, states, actions, frame_skip: int, nthread: int) -> float:
+    from mujoco import rollout
+
+    datas = [mujoco.MjData(model) for _ in range(nthread)]
+    models = [model] * len(states)
+    state = np.array(states)
+    applied = np.clip(actions, -1.0, 1.0).astype(np.float64)
+    t0 = time.perf_counter()
+    for a in applied:
+        ctrl = np.repeat(a[:, None, :], frame_skip, axis=1)
+        out, _ = rollout.rollout(models, datas, state, ctrl, persistent_pool=True)
+        state = out[:, -1]
+    return time.perf_counter() - t0
+
+
+def bench(name: str, n_envs: int, steps: int, repeats: int, seed: int = 0,
+          with_rollout: bool = False) -> dict[str, float]:
     family = envs.make_family(name)
     rng = np.random.default_rng(seed)
     tasks = family.sample_tasks(n_envs, rng)
@@ -93,6 +114,10 @@ def bench(name: str, n_envs: int, steps: int, repeats: int, seed: int = 0) -> di
         best["batched"] = min(best["batched"], time_batched(venv, seeds, actions))
         best["raw ctrl+step"] = min(best["raw ctrl+step"], time_raw(model, datas, states, actions, fs, True))
         best["raw step"] = min(best["raw step"], time_raw(model, datas, states, actions, fs, False))
+        if with_rollout:
+            for nth in (1, 2):
+                key = f"rollout x{nth}"
+                best[key] = min(best.get(key, np.inf), time_rollout(model, states, actions, fs, nth))
     env_steps = n_envs * steps
     rates = {k: env_steps / v for k, v in best.items()}
     print(f"{name}: {n_envs} envs x {steps} steps, frame_skip {fs} (best of {repeats})")
@@ -109,10 +134,11 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=100)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--families", nargs="+", default=["HalfCheetahVel", "AntVel"])
+    p.add_argument("--rollout", action="store_true", help="also time mujoco.rollout (1 and 2 threads)")
     args = p.parse_args()
-    print(f"mujoco {mujoco.__version__}, numpy {np.__version__}")
+    print(f"mujoco {mujoco.__version__}, numpy {np.__version__}, {os.cpu_count()} cpus")
     for name in args.families:
-        bench(name, args.envs, args.steps, args.repeats)
+        bench(name, args.envs, args.steps, args.repeats, with_rollout=args.rollout)
 
 
 if __name__ == "__main__":
