@@ -65,17 +65,21 @@ def split_grid(num_tasks: int, episodes_per_task: int, parts: int) -> list[Shard
     """Split the (task, episode) grid into at most ``parts`` shards of near-equal size.
 
     Whole tasks are dealt out when there are at least as many tasks as parts;
-    otherwise each task's episodes are split too.
+    otherwise the parts are shared out over the tasks (task ``t`` gets
+    ``parts // num_tasks`` of them, one more for the first ``parts % num_tasks``)
+    and each task's episodes are split into that many ranges.
     """
     parts = max(1, int(parts))
     if num_tasks >= parts:
         bounds = np.linspace(0, num_tasks, parts + 1).round().astype(int)
         return [Shard(tuple(range(a, b)), 0, episodes_per_task)
-                for a, b in zip(bounds[:-1], bounds[1:], strict=True) if b > a]
-    per_task = -(-parts // num_tasks)
-    bounds = np.linspace(0, episodes_per_task, per_task + 1).round().astype(int)
-    pairs = list(zip(bounds[:-1], bounds[1:], strict=True))
-    return [Shard((t,), a, b) for t in range(num_tasks) for a, b in pairs if b > a]
+                for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True) if b > a]
+    shards = []
+    for t in range(num_tasks):
+        k = parts // num_tasks + (1 if t < parts % num_tasks else 0)
+        bounds = np.linspace(0, episodes_per_task, k + 1).round().astype(int).tolist()
+        shards += [Shard((t,), a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True) if b > a]
+    return shards
 
 
 def assemble(shards: Sequence[Shard], results: Sequence[dict[str, np.ndarray]], num_tasks: int,

@@ -237,7 +237,7 @@ class LocalSampler(Sampler):
                 self._start(slot)
         results: dict[int, dict[str, np.ndarray]] = {}
         try:
-            for slot, shard in zip(self._slots, shards, strict=False):
+            for slot, shard in zip(self._slots[:len(shards)], shards, strict=True):
                 self._submit(slot, ("run", call_id, tasks, params, shard, seed))
             self._collect(call_id, shards, results)
         except BaseException:
