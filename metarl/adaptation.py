@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from metarl.episodes import EpisodeBatch
-from metarl.policies import GaussianMLPPolicy, Params, gaussian_log_prob, stack_params
+from metarl.policies import GaussianMLPPolicy, Params, gaussian_log_prob
 
 StepSize = float | Mapping[str, Tensor]
 
@@ -72,7 +72,15 @@ def adapt(
     if unknown:
         raise KeyError(f"cannot adapt unknown parameters {unknown}")
     n = batch.num_tasks
-    fast: Params = stack_params(params, n, names)
+    ref = policy.params()
+    # Stack the adapted entries to (N, ...); entries already stacked (a later
+    # step at evaluation time) are kept.
+    fast: Params = OrderedDict(params)
+    for k in names:
+        if params[k].shape == ref[k].shape:
+            fast[k] = params[k].unsqueeze(0).expand(n, *params[k].shape)
+        elif params[k].shape != (n, *ref[k].shape):
+            raise ValueError(f"parameter {k} has shape {tuple(params[k].shape)} for {n} tasks")
     if steps == 0:
         return fast
     with torch.enable_grad():

@@ -133,18 +133,6 @@ def gaussian_kl(mean_p: Tensor, log_std_p: Tensor, mean_q: Tensor, log_std_q: Te
 _LOG_2PI = float(torch.log(torch.tensor(2 * torch.pi)))
 
 
-def stack_params(params: Mapping[str, Tensor], n: int, names: Sequence[str] | None = None) -> Params:
-    """Give the tensors in ``names`` (default: all) a leading task dim of size n.
-
-    Uses ``expand`` so gradients flow back (summed over tasks) to ``params``.
-    """
-    names = list(params) if names is None else names
-    out = OrderedDict(params)
-    for k in names:
-        out[k] = params[k].unsqueeze(0).expand(n, *params[k].shape)
-    return out
-
-
 def full_stack(params: Mapping[str, Tensor], like: Mapping[str, Tensor], n: int) -> Params:
     """Stack every tensor of a partly stacked dict to ``(n, *shape)``.
 

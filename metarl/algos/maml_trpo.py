@@ -119,6 +119,16 @@ class MAMLTRPO:
         return adapt(self.policy, params, train, train_adv, lr,
                      self.inner_steps if steps is None else steps, first_order, self.adapt_names)
 
+    def adapt_further(self, params: Mapping[str, Tensor], batch: EpisodeBatch, advantages: Tensor,
+                      steps: int = 1) -> Params:
+        """Test-time adaptation: ``steps`` more inner steps from ``params``
+        (meta- or already adapted, stacked) with the learned or fixed step size."""
+        _, lr = self._split(self.meta_params())
+        if not isinstance(lr, float):
+            lr = OrderedDict((k, v.detach()) for k, v in lr.items())
+        adapted = adapt(self.policy, params, batch, advantages, lr, steps, True, self.adapt_names)
+        return OrderedDict((k, v.detach()) for k, v in adapted.items())
+
     # -- the outer step ------------------------------------------------------------
     def _surrogate_kl(self, adapted: Params, valid: EpisodeBatch, valid_adv: Tensor, old_mean: Tensor,
                       old_log_std: Tensor, old_logp: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -160,19 +170,19 @@ class MAMLTRPO:
         def hvp(v: Tensor) -> Tensor:
             hv = torch.autograd.grad(flat_grad_kl @ v, tensors, retain_graph=True, allow_unused=True)
             return torch.cat([(torch.zeros_like(p) if h is None else h).reshape(-1)
-                              for p, h in zip(tensors, hv)]) + damping * v
+                              for p, h in zip(tensors, hv)]).detach() + damping * v
 
-        stats: dict[str, float] = {"surrogate_before": float(loss), "grad_norm": float(g.norm())}
-        with torch.no_grad():
-            stepdir = conjugate_gradient(hvp, -g, self.trpo.cg_iters)
-            shs = 0.5 * (stepdir @ hvp(stepdir))
+        g = g.detach()
+        stats: dict[str, float] = {"surrogate_before": loss.item(), "grad_norm": g.norm().item()}
+        stepdir = conjugate_gradient(hvp, -g, self.trpo.cg_iters)
+        shs = 0.5 * (stepdir @ hvp(stepdir))
         timings["cg_s"] = time.perf_counter() - t1
         del flat_grad_kl, grad_kl  # free the double-backward graph before the line search
 
         t2 = time.perf_counter()
         old_flat = flatten(meta).detach().clone()
         if not (torch.isfinite(stepdir).all() and torch.isfinite(shs) and shs > 0):
-            stats.update(accepted=0.0, line_search_steps=0.0, kl=0.0, surrogate_after=float(loss),
+            stats.update(accepted=0.0, line_search_steps=0.0, kl=0.0, surrogate_after=loss.item(),
                          rejected_nonfinite=1.0)
             timings["line_search_s"] = time.perf_counter() - t2
             stats.update({f"time_{k}": v for k, v in timings.items()})
@@ -186,7 +196,7 @@ class MAMLTRPO:
                 c_loss, c_kl, _, _ = self._surrogate_kl(cand_adapted, valid, valid_adv, *old)
             return float(c_loss), float(c_kl)
 
-        result = line_search(evaluate, old_flat, full_step, float(loss), self.trpo.max_kl,
+        result = line_search(evaluate, old_flat, full_step, loss.item(), self.trpo.max_kl,
                              self.trpo.ls_backtrack, self.trpo.ls_max_steps)
         with torch.no_grad():
             for v, new in zip(tensors, unflatten(result.params, meta).values()):
@@ -194,7 +204,7 @@ class MAMLTRPO:
         timings["line_search_s"] = time.perf_counter() - t2
         stats.update(accepted=float(result.accepted), line_search_steps=float(result.steps),
                      kl=result.kl if result.accepted else 0.0,
-                     surrogate_after=result.loss if result.accepted else float(loss),
+                     surrogate_after=result.loss if result.accepted else loss.item(),
                      rejected_nonfinite=0.0)
         stats.update({f"time_{k}": v for k, v in timings.items()})
         return stats

@@ -1,0 +1,259 @@
+"""The ``metarl`` command line.
+
+    metarl train CONFIG [--set key=value ...] [--run-dir DIR] [--seed N] [--force]
+    metarl train --resume RUN_DIR
+    metarl evaluate RUN_DIR [--tasks N] [--steps K] [--episodes B] [--seed N]
+    metarl tasks
+    metarl check-family NAME
+
+Every command accepts ``--module PATH`` (repeatable) to import a Python file
+that registers extra task families first.  Bad input exits with status 2 and
+one line on stderr naming the bad value; nothing is written in that case.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """Bad input from the command line: exit 2 with this one-line message."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse's own errors: one line, exit 2
+        raise UsageError(message)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _nonneg_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="metarl", description="Meta-reinforcement learning: MAML-TRPO and ANIL.")
+    parser.add_argument("--module", action="append", default=[], metavar="PATH",
+                        help="import this Python file first (e.g. one that registers a task family)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("train", help="meta-train from a YAML config (or resume a run)")
+    p.add_argument("config", nargs="?", help="YAML config, e.g. experiments/configs/navigation2d.yaml")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, dotted (repeatable): --set algo.inner_lr=0.05")
+    p.add_argument("--run-dir", help="run directory (default: runs/<family>__<name>__<seed>__<time>)")
+    p.add_argument("--seed", type=_nonneg_int, help="override the config's seed")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue RUN_DIR from its latest checkpoint")
+    p.add_argument("--iterations", type=_nonneg_int, help="with --resume: extend the run to this many iterations")
+    p.add_argument("--force", action="store_true", help="allow writing into an existing non-empty --run-dir")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("evaluate", help="test-time adaptation curve on held-out tasks")
+    p.add_argument("run_dir", help="a run directory written by metarl train")
+    p.add_argument("--tasks", type=_positive_int, default=40, help="held-out tasks (default 40)")
+    p.add_argument("--steps", type=_nonneg_int, default=3, help="inner steps 0..K (default 3; 0 = NIL)")
+    p.add_argument("--episodes", type=_positive_int, help="episodes per task per step (default: the run's)")
+    p.add_argument("--seed", type=_nonneg_int, default=0, help="seed of the held-out tasks and rollouts")
+    p.add_argument("--out", help="output JSON (default RUN_DIR/eval/adaptation.json)")
+
+    sub.add_parser("tasks", help="list registered task families")
+
+    p = sub.add_parser("check-family", help="run the task-family checks on a registered family")
+    p.add_argument("name", help="family name (see metarl tasks)")
+    return parser
+
+
+def _import_modules(paths: list[str]) -> None:
+    for path in paths:
+        if not os.path.isfile(path):
+            raise UsageError(f"--module: no such file {path!r}")
+        name = "metarl_user_" + Path(path).stem
+        spec = importlib.util.spec_from_file_location(name, path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+
+
+# -- commands -----------------------------------------------------------------------
+
+def _default_run_dir(cfg: Any) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return Path(cfg.log.root) / f"{cfg.env.family}__{cfg.name}__{cfg.seed}__{stamp}"
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from metarl.config import ConfigError, load_config
+
+    if args.resume:
+        if args.config or args.overrides or args.seed is not None or args.run_dir:
+            raise UsageError("--resume takes only a run directory (plus --iterations)")
+        run_dir = Path(args.resume)
+        if not (run_dir / "config.yaml").is_file():
+            raise UsageError(f"--resume: {str(run_dir)!r} is not a run directory (no config.yaml)")
+        overrides = [f"iterations={args.iterations}"] if args.iterations is not None else []
+        try:
+            cfg = load_config(run_dir / "config.yaml", overrides)
+        except ConfigError as e:
+            raise UsageError(str(e)) from None
+        if args.iterations is not None:
+            (run_dir / "config.yaml").write_text(__import__("metarl.config").config.to_yaml(cfg))
+        from metarl import checkpoint
+
+        if checkpoint.latest(run_dir / "checkpoints") is None:
+            raise UsageError(f"--resume: no checkpoint in {str(run_dir / 'checkpoints')!r}")
+        return _run_training(cfg, run_dir, resume=True, progress=not args.no_progress)
+
+    if not args.config:
+        raise UsageError("train needs a CONFIG file (or --resume RUN_DIR)")
+    if args.iterations is not None:
+        raise UsageError("--iterations goes with --resume; use --set iterations=N")
+    overrides = list(args.overrides)
+    if args.seed is not None:
+        overrides.append(f"seed={args.seed}")
+    try:
+        cfg = load_config(args.config, overrides)
+    except ConfigError as e:
+        raise UsageError(str(e)) from None
+    run_dir = Path(args.run_dir) if args.run_dir else _default_run_dir(cfg)
+    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())) and not args.force:
+        raise UsageError(f"run directory {str(run_dir)!r} exists and is not empty (use --force or --resume)")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write_test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise UsageError(f"cannot write run directory {str(run_dir)!r}: {e.strerror}") from None
+    return _run_training(cfg, run_dir, resume=False, progress=not args.no_progress)
+
+
+def _run_training(cfg: Any, run_dir: Path, resume: bool, progress: bool) -> int:
+    from tqdm import tqdm
+
+    from metarl.trainer import Trainer
+
+    trainer = Trainer(cfg, run_dir, resume=resume)
+    print(f"run directory: {run_dir}", file=sys.stderr)
+    bar = tqdm(total=cfg.iterations, initial=trainer.start_iteration, unit="it", disable=not progress,
+               dynamic_ncols=True, desc=cfg.env.family)
+
+    def on_iteration(res: Any) -> None:
+        s = res.scalars
+        bar.set_postfix(pre=f"{s['returns/pre_adapt']:.1f}", post=f"{s['returns/post_adapt']:.1f}",
+                        s_it=f"{s['time/iteration_s']:.2f}", refresh=False)
+        bar.update(1)
+
+    try:
+        results = trainer.train(on_iteration)
+    except KeyboardInterrupt:
+        bar.close()
+        print(f"interrupted; resume with: metarl train --resume {run_dir}", file=sys.stderr)
+        return 130
+    bar.close()
+    if results:
+        last = results[-1].scalars
+        print(f"done: {len(results)} iterations; last pre-adapt return {last['returns/pre_adapt']:.2f}, "
+              f"post-adapt {last['returns/post_adapt']:.2f}; logs: tensorboard --logdir {run_dir.parent}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from metarl.evaluation import adaptation_curve
+    from metarl.trainer import build_sampler, load_run
+
+    run_dir = Path(args.run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise UsageError(f"{str(run_dir)!r} is not a run directory (no config.yaml)")
+    try:
+        cfg, family, learner, iteration = load_run(run_dir)
+    except FileNotFoundError as e:
+        raise UsageError(str(e)) from None
+    episodes = args.episodes or cfg.algo.episodes_per_task
+    out = Path(args.out) if args.out else run_dir / "eval" / "adaptation.json"
+    print(f"evaluating {run_dir} (iteration {iteration}) on {args.tasks} held-out tasks, "
+          f"steps 0..{args.steps}", file=sys.stderr)
+    with build_sampler(cfg, family, learner.policy) as sampler:
+        result = adaptation_curve(learner, family, sampler, args.tasks, args.steps, episodes, args.seed,
+                                  on_step=lambda k, m: print(f"  step {k}: {m:.2f}", file=sys.stderr))
+    result["run_dir"] = str(run_dir)
+    result["iteration"] = iteration
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(result, indent=1))
+    os.replace(tmp, out)
+    print(f"{'step':>4}  {'mean return':>12}  {'stderr':>8}")
+    for k, m, s in zip(result["steps"], result["mean"], result["stderr"]):
+        print(f"{k:>4}  {m:>12.2f}  {s:>8.2f}")
+    print(f"wrote {out}", file=sys.stderr)
+    return 0
+
+
+def cmd_tasks(args: argparse.Namespace) -> int:
+    import envs
+
+    rows = envs.describe_families()
+    width = max(len(n) for n, _, _ in rows)
+    print(f"{'family':<{width}}  horizon  task distribution / reward")
+    for name, horizon, desc in rows:
+        print(f"{name:<{width}}  {horizon:>7}  {desc}")
+    return 0
+
+
+def cmd_check_family(args: argparse.Namespace) -> int:
+    import envs
+
+    if args.name not in envs.family_names():
+        raise UsageError(f"unknown task family {args.name!r}; registered: {', '.join(envs.family_names())}")
+    try:
+        envs.check_family(args.name)
+    except (AssertionError, ValueError) as e:
+        print(f"check-family {args.name}: FAILED: {e}", file=sys.stderr)
+        return 1
+    print(f"check-family {args.name}: ok")
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "tasks": cmd_tasks, "check-family": cmd_check_family}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                            format="%(levelname)s %(name)s: %(message)s")
+        _import_modules(args.module)
+        return COMMANDS[args.command](args)
+    except UsageError as e:
+        print(f"metarl: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,282 @@
+"""Experiment configuration: dataclasses, YAML loading, ``--set`` overrides, validation.
+
+Every key has a default.  ``load_config(path, overrides)`` reads a YAML file
+(``yaml.safe_load``), applies dotted ``key=value`` overrides and validates
+everything; any problem raises :class:`ConfigError` with one line naming the
+key and the value.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A bad config file, key or value (the message names it)."""
+
+
+@dataclass
+class EnvConfig:
+    family: str = "Navigation2D"
+    """Registered task family (``metarl tasks`` lists them)."""
+    horizon: int | None = None
+    """Steps per episode; ``null`` takes the family's default."""
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    """Family constructor arguments: reward coefficients, task ranges."""
+
+
+@dataclass
+class PolicyConfig:
+    hidden_sizes: list[int] = field(default_factory=lambda: [64, 64])
+    """Widths of the body's hidden layers."""
+    activation: str = "tanh"
+    """tanh | relu."""
+    adapt: str = "all"
+    """Parameters adapted in the inner loop: all (MAML) | head (ANIL)."""
+    init_log_std: float = 0.0
+    """Initial log standard deviation of the Gaussian policy."""
+
+
+@dataclass
+class AlgoConfig:
+    meta_batch_size: int = 20
+    """Tasks per meta-iteration."""
+    episodes_per_task: int = 20
+    """Episodes per task, for each of the train and valid batches."""
+    inner_lr: float = 0.1
+    """Inner-loop step size (the initial value when learn_inner_lr)."""
+    learn_inner_lr: bool = False
+    """Meta-SGD: meta-learn one step size per adapted parameter entry."""
+    inner_steps: int = 1
+    """Inner-loop gradient steps."""
+    first_order: bool = False
+    """Drop second-order terms of the meta-gradient."""
+    gamma: float = 0.99
+    """Discount."""
+    gae_lambda: float = 1.0
+    """GAE lambda."""
+    normalize_advantages: bool = True
+    """Standardise advantages per task."""
+
+
+@dataclass
+class TRPOConfig:
+    max_kl: float = 0.01
+    cg_iters: int = 10
+    cg_damping: float = 1.0e-5
+    ls_backtrack: float = 0.8
+    ls_max_steps: int = 15
+
+
+@dataclass
+class SamplerConfig:
+    backend: str = "serial"
+    """serial | local | ray."""
+    workers: int = 2
+    """Worker processes (local) or actors (ray)."""
+    ray_address: str | None = None
+    """Existing Ray cluster to join (HOST:PORT); null starts a local one."""
+
+
+@dataclass
+class LogConfig:
+    checkpoint_every: int = 10
+    """Write a checkpoint every N iterations (and at the end)."""
+    root: str = "runs"
+    """Directory holding run directories."""
+
+
+@dataclass
+class Config:
+    name: str = "maml_trpo"
+    """Experiment name (part of the run directory's name)."""
+    env: EnvConfig = field(default_factory=EnvConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    algo: AlgoConfig = field(default_factory=AlgoConfig)
+    trpo: TRPOConfig = field(default_factory=TRPOConfig)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    iterations: int = 100
+    """Meta-iterations."""
+    seed: int = 1
+    """Seed of the policy initialisation, task sampling and rollouts."""
+    log: LogConfig = field(default_factory=LogConfig)
+
+
+# -- parsing -----------------------------------------------------------------------
+
+def _fmt(value: Any) -> str:
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+def _convert(value: Any, tp: Any, key: str) -> Any:
+    """Check / convert ``value`` against the annotation ``tp``."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _convert(value, inner[0], key)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected true or false, got {_fmt(value)}")
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise ConfigError(f"{key}: expected an integer, got {_fmt(value)}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{key}: expected a number, got {_fmt(value)}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{key}: expected a finite number, got {_fmt(value)}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {_fmt(value)}")
+        return value
+    if origin is list:
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{key}: expected a list, got {_fmt(value)}")
+        return [_convert(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {_fmt(value)}")
+        return dict(value)
+    raise ConfigError(f"{key}: unsupported type {tp}")  # pragma: no cover - programming error
+
+
+def _build(cls: type, data: Any, prefix: str) -> Any:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {_fmt(data)}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        full = f"{prefix}{key}"
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), list(fields), n=1)
+            hint = f" (did you mean {prefix}{close[0]}?)" if close else ""
+            raise ConfigError(f"unknown key {full}{hint}")
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            kwargs[key] = _build(tp, value, f"{full}.")
+        else:
+            kwargs[key] = _convert(value, tp, full)
+    return cls(**kwargs)
+
+
+def _parse_scalar(text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``a.b=value`` strings (values parsed as YAML scalars) to a nested dict."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        key, text = item.split("=", 1)
+        key = key.strip()
+        if not key:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        node = data
+        parts = key.split(".")
+        for part in parts[:-1]:
+            nxt = node.get(part)
+            if nxt is None:
+                nxt = node[part] = {}
+            if not isinstance(nxt, dict):
+                raise ConfigError(f"--set {key}: {part} is not a section")
+            node = nxt
+        node[parts[-1]] = _parse_scalar(text)
+    return data
+
+
+def validate(cfg: Config) -> Config:
+    """Range checks that types alone cannot express."""
+    def need(ok: bool, key: str, value: Any, what: str) -> None:
+        if not ok:
+            raise ConfigError(f"{key}: {what}, got {_fmt(value)}")
+
+    a, t, p, s = cfg.algo, cfg.trpo, cfg.policy, cfg.sampler
+    need(cfg.iterations >= 0, "iterations", cfg.iterations, "must be >= 0")
+    need(cfg.seed >= 0, "seed", cfg.seed, "must be >= 0")
+    need(bool(cfg.name) and "/" not in cfg.name, "name", cfg.name, "must be a non-empty name without '/'")
+    need(cfg.env.horizon is None or cfg.env.horizon >= 1, "env.horizon", cfg.env.horizon, "must be >= 1")
+    need(len(p.hidden_sizes) >= 1 and all(h >= 1 for h in p.hidden_sizes), "policy.hidden_sizes",
+         p.hidden_sizes, "must be a non-empty list of positive widths")
+    need(p.activation in ("tanh", "relu"), "policy.activation", p.activation, "must be tanh or relu")
+    need(p.adapt in ("all", "head"), "policy.adapt", p.adapt, "must be all (MAML) or head (ANIL)")
+    need(a.meta_batch_size >= 1, "algo.meta_batch_size", a.meta_batch_size, "must be >= 1")
+    need(a.episodes_per_task >= 1, "algo.episodes_per_task", a.episodes_per_task, "must be >= 1")
+    need(a.inner_lr > 0, "algo.inner_lr", a.inner_lr, "must be > 0")
+    need(a.inner_steps >= 0, "algo.inner_steps", a.inner_steps, "must be >= 0")
+    need(0 < a.gamma <= 1, "algo.gamma", a.gamma, "must be in (0, 1]")
+    need(0 <= a.gae_lambda <= 1, "algo.gae_lambda", a.gae_lambda, "must be in [0, 1]")
+    need(t.max_kl > 0, "trpo.max_kl", t.max_kl, "must be > 0")
+    need(t.cg_iters >= 1, "trpo.cg_iters", t.cg_iters, "must be >= 1")
+    need(t.cg_damping >= 0, "trpo.cg_damping", t.cg_damping, "must be >= 0")
+    need(0 < t.ls_backtrack < 1, "trpo.ls_backtrack", t.ls_backtrack, "must be in (0, 1)")
+    need(t.ls_max_steps >= 1, "trpo.ls_max_steps", t.ls_max_steps, "must be >= 1")
+    need(s.workers >= 1, "sampler.workers", s.workers, "must be >= 1")
+    need(s.backend in ("serial", "local", "ray"), "sampler.backend", s.backend, "must be serial, local or ray")
+    need(cfg.log.checkpoint_every >= 1, "log.checkpoint_every", cfg.log.checkpoint_every, "must be >= 1")
+    import envs  # registers families
+
+    if cfg.env.family not in envs.family_names():
+        close = difflib.get_close_matches(cfg.env.family, envs.family_names(), n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise ConfigError(f"env.family: unknown family {_fmt(cfg.env.family)}{hint}")
+    return cfg
+
+
+def from_dict(data: dict[str, Any]) -> Config:
+    return validate(_build(Config, data, ""))
+
+
+def load_config(path: str | os.PathLike[str] | None, overrides: list[str] | None = None) -> Config:
+    """Read ``path`` (or the defaults if None), apply ``overrides``, validate."""
+    data: Any = {}
+    if path is not None:
+        try:
+            with open(path, encoding="utf-8") as f:
+                data = yaml.safe_load(f)
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+        except IsADirectoryError:
+            raise ConfigError(f"config path is a directory: {path}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"config file is not UTF-8 text: {path}") from None
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f" at line {mark.line + 1}" if mark is not None else ""
+            raise ConfigError(f"malformed YAML in {path}{where}") from None
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of keys, got {_fmt(data)}")
+    return from_dict(apply_overrides(data, list(overrides or [])))
+
+
+def to_dict(cfg: Config) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def to_yaml(cfg: Config) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)

@@ -1,0 +1,247 @@
+"""The meta-training loop: sampling, adaptation, outer step, logging, checkpoints.
+
+One meta-iteration ``i``:
+
+1. sample ``meta_batch_size`` tasks (generator seeded by ``(seed, 0, i)``);
+2. roll out the meta-policy on every task (train episodes, seed ``(seed, 1, i)``);
+3. fit baselines, GAE, adapt per task (``adaptation.adapt``);
+4. roll out every task's adapted policy (valid episodes, seed ``(seed, 2, i)``);
+5. MAML-TRPO step on the post-adaptation surrogate;
+6. log scalars to TensorBoard; checkpoint every ``log.checkpoint_every``.
+
+Everything random is derived from ``(seed, iteration)``, so a run resumed
+from a checkpoint continues exactly as if it had never stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import envs
+from envs.base import TaskFamily
+from metarl import checkpoint
+from metarl.adaptation import adapt_names
+from metarl.algos.maml_trpo import MAMLTRPO, TRPOSettings
+from metarl.config import Config, to_dict, to_yaml
+from metarl.episodes import EpisodeBatch
+from metarl.policies import GaussianMLPPolicy
+from metarl.sampling import PolicySpec, Sampler, make_sampler
+
+log = logging.getLogger(__name__)
+
+TASKS, TRAIN, VALID, EVAL_TASKS, EVAL_ROLLOUTS = range(5)
+
+
+def derive_seed(seed: int, stream: int, index: int) -> int:
+    """A 31-bit seed for ``(seed, stream, index)``."""
+    return int(np.random.SeedSequence([int(seed), int(stream), int(index)]).generate_state(1)[0] >> 1)
+
+
+def stream_rng(seed: int, stream: int, index: int) -> np.random.Generator:
+    return np.random.default_rng([int(seed), int(stream), int(index)])
+
+
+def build_family(cfg: Config) -> TaskFamily:
+    return envs.make_family(cfg.env.family, horizon=cfg.env.horizon, **cfg.env.kwargs)
+
+
+def build_learner(cfg: Config, family: TaskFamily) -> MAMLTRPO:
+    """Policy (initialised from ``cfg.seed``) and meta-learner for ``cfg``."""
+    torch.manual_seed(cfg.seed)
+    policy = GaussianMLPPolicy(family.obs_dim, family.act_dim, cfg.policy.hidden_sizes,
+                               cfg.policy.activation, cfg.policy.init_log_std)
+    a, t = cfg.algo, cfg.trpo
+    return MAMLTRPO(
+        policy=policy,
+        adapt_names=adapt_names(policy, cfg.policy.adapt),
+        inner_lr=a.inner_lr,
+        inner_steps=a.inner_steps,
+        first_order=a.first_order,
+        learn_inner_lr=a.learn_inner_lr,
+        gamma=a.gamma,
+        gae_lambda=a.gae_lambda,
+        normalize_advantages=a.normalize_advantages,
+        trpo=TRPOSettings(t.max_kl, t.cg_iters, t.cg_damping, t.ls_backtrack, t.ls_max_steps),
+    )
+
+
+def build_sampler(cfg: Config, family: TaskFamily, policy: GaussianMLPPolicy) -> Sampler:
+    s = cfg.sampler
+    return make_sampler(s.backend, family, PolicySpec.of(policy), workers=s.workers, ray_address=s.ray_address)
+
+
+def mode_description(cfg: Config) -> str:
+    method = "ANIL" if cfg.policy.adapt == "head" else "MAML"
+    order = "first order" if cfg.algo.first_order else "second order"
+    lr = "Meta-SGD learned step sizes" if cfg.algo.learn_inner_lr else f"inner lr {cfg.algo.inner_lr}"
+    return f"{method}-TRPO, {order}, {cfg.algo.inner_steps} inner step(s), {lr}"
+
+
+@dataclass
+class IterationResult:
+    iteration: int
+    scalars: dict[str, float]
+
+
+class Trainer:
+    """Runs meta-training for ``cfg`` in ``run_dir`` (created by the caller)."""
+
+    def __init__(self, cfg: Config, run_dir: Path, resume: bool = False):
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.ckpt_dir = self.run_dir / "checkpoints"
+        self.family = build_family(cfg)
+        self.learner = build_learner(cfg, self.family)
+        self.start_iteration = 0
+        if resume:
+            path = checkpoint.latest(self.ckpt_dir)
+            if path is None:
+                raise FileNotFoundError(f"no checkpoint to resume from in {self.ckpt_dir}")
+            state = checkpoint.load(path)
+            self.learner.load_state_dict(state["meta"])
+            self.start_iteration = int(state["iteration"])
+        else:
+            (self.run_dir / "config.yaml").write_text(to_yaml(cfg), encoding="utf-8")
+        self.sampler: Sampler | None = None
+        self.writer: Any = None
+
+    # -- one iteration ---------------------------------------------------------------
+    def tasks_for(self, iteration: int) -> list[dict[str, Any]]:
+        return self.family.sample_tasks(self.cfg.algo.meta_batch_size, stream_rng(self.cfg.seed, TASKS, iteration))
+
+    def run_iteration(self, iteration: int) -> IterationResult:
+        assert self.sampler is not None
+        cfg, learner = self.cfg, self.learner
+        b = cfg.algo.episodes_per_task
+        t0 = time.perf_counter()
+        tasks = self.tasks_for(iteration)
+        train = self.sampler.sample(tasks, learner.policy.params(), b, derive_seed(cfg.seed, TRAIN, iteration))
+        t_train = time.perf_counter() - t0
+
+        t1 = time.perf_counter()
+        train_adv = learner.advantages(train)
+        adapted = {k: v.detach() for k, v in learner.adapt(train, train_adv).items()}
+        t_adapt = time.perf_counter() - t1
+
+        t2 = time.perf_counter()
+        valid = self.sampler.sample(tasks, adapted, b, derive_seed(cfg.seed, VALID, iteration))
+        t_valid = time.perf_counter() - t2
+
+        t3 = time.perf_counter()
+        stats = learner.step(train, train_adv, valid)
+        t_outer = time.perf_counter() - t3
+
+        sampling_s = t_train + t_valid
+        env_steps = (train.rewards.numel() + valid.rewards.numel())
+        pre = float(train.episode_returns().mean())
+        post = float(valid.episode_returns().mean())
+        scalars = {
+            "returns/pre_adapt": pre,
+            "returns/post_adapt": post,
+            "returns/post_minus_pre": post - pre,
+            "trpo/kl": stats["kl"],
+            "trpo/surrogate_before": stats["surrogate_before"],
+            "trpo/surrogate_after": stats["surrogate_after"],
+            "trpo/line_search_steps": stats["line_search_steps"],
+            "trpo/accepted": stats["accepted"],
+            "trpo/grad_norm": stats["grad_norm"],
+            "time/iteration_s": time.perf_counter() - t0,
+            "time/sampling_s": sampling_s,
+            "time/inner_s": t_adapt + stats["time_inner_s"],
+            "time/outer_s": t_outer,
+            "time/cg_s": stats["time_cg_s"],
+            "time/line_search_s": stats["time_line_search_s"],
+            "time/env_steps_per_s": env_steps / max(sampling_s, 1e-9),
+            "tasks/count": float(len(tasks)),
+            "tasks/steps_per_episode": float(train.mask.sum((1,)).mean()),
+        }
+        if learner.learn_inner_lr:
+            lrs = torch.cat([v.detach().reshape(-1) for v in learner.lr_params.values()])
+            scalars["meta_sgd/lr_mean"] = float(lrs.mean())
+            scalars["meta_sgd/lr_std"] = float(lrs.std())
+        for k, v in self.sampler.stats().items():
+            scalars[f"sampler/{k}"] = float(v)
+        return IterationResult(iteration, scalars)
+
+    # -- the loop ----------------------------------------------------------------------
+    def save_checkpoint(self, next_iteration: int) -> Path:
+        state = {"iteration": next_iteration, "meta": self.learner.state_dict(), "config": to_yaml(self.cfg)}
+        return checkpoint.save(self.ckpt_dir, next_iteration, state)
+
+    def train(self, on_iteration: Callable[[IterationResult], None] | None = None) -> list[IterationResult]:
+        """Run from ``start_iteration`` to ``cfg.iterations``; returns the per-iteration results."""
+        from torch.utils.tensorboard import SummaryWriter
+
+        cfg = self.cfg
+        results: list[IterationResult] = []
+        # purge_step drops events a killed run logged after its last checkpoint.
+        self.writer = SummaryWriter(str(self.run_dir), purge_step=self.start_iteration or None)
+        if self.start_iteration == 0:
+            self.writer.add_text("config", "```yaml\n" + to_yaml(cfg) + "```", 0)
+            self.writer.add_text("mode", mode_description(cfg), 0)
+            table = "|key|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in _flat_items(to_dict(cfg)))
+            self.writer.add_text("hyperparameters", table, 0)
+        self.sampler = build_sampler(cfg, self.family, self.learner.policy)
+        iteration = self.start_iteration
+        try:
+            for iteration in range(self.start_iteration, cfg.iterations):
+                res = self.run_iteration(iteration)
+                for k, v in res.scalars.items():
+                    self.writer.add_scalar(k, v, iteration)
+                results.append(res)
+                if on_iteration is not None:
+                    on_iteration(res)
+                if (iteration + 1) % cfg.log.checkpoint_every == 0 or iteration + 1 == cfg.iterations:
+                    self.writer.flush()
+                    self.save_checkpoint(iteration + 1)
+            if cfg.iterations == self.start_iteration and checkpoint.latest(self.ckpt_dir) is None:
+                self.save_checkpoint(self.start_iteration)
+        except KeyboardInterrupt:
+            # The iteration in flight is lost; the parameters are those after the last completed one.
+            done = results[-1].iteration + 1 if results else self.start_iteration
+            self.writer.flush()
+            self.save_checkpoint(done)
+            log.warning("interrupted: checkpoint written at iteration %d", done)
+            raise
+        finally:
+            self.sampler.close()
+            self.writer.close()
+        return results
+
+
+def _flat_items(d: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    out: list[tuple[str, Any]] = []
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out.extend(_flat_items(v, f"{prefix}{k}."))
+        else:
+            out.append((f"{prefix}{k}", v))
+    return out
+
+
+def load_run(run_dir: Path) -> tuple[Config, TaskFamily, MAMLTRPO, int]:
+    """Config, family, learner (at the latest checkpoint) and its iteration."""
+    from metarl.config import load_config
+
+    cfg = load_config(Path(run_dir) / "config.yaml")
+    family = build_family(cfg)
+    learner = build_learner(cfg, family)
+    path = checkpoint.latest(Path(run_dir) / "checkpoints")
+    if path is None:
+        raise FileNotFoundError(f"no checkpoint in {Path(run_dir) / 'checkpoints'}")
+    state = checkpoint.load(path)
+    learner.load_state_dict(state["meta"])
+    return cfg, family, learner, int(state["iteration"])
+
+
+def episode_mean_returns(batch: EpisodeBatch) -> np.ndarray:
+    """Mean undiscounted episode return per task: ``(N,)``."""
+    return batch.episode_returns().mean(1).numpy()
