@@ -79,7 +79,7 @@ class Navigation2DEnv(TaskEnv):
         return self._state.astype(np.float32), reward_dist, terminated, False, info
 
     @classmethod
-    def batched(cls, tasks: Sequence[Task], **kwargs: Any) -> "BatchedNavigation2D":
+    def batched(cls, tasks: Sequence[Task], **kwargs: Any) -> BatchedNavigation2D:
         return BatchedNavigation2D(tasks, **kwargs)
 
 

@@ -71,6 +71,12 @@ def adapt(
     unknown = [k for k in names if k not in params]
     if unknown:
         raise KeyError(f"cannot adapt unknown parameters {unknown}")
+    with torch.enable_grad():
+        return _adapt(policy, params, batch, advantages, lr, steps, first_order, names)
+
+
+def _adapt(policy: GaussianMLPPolicy, params: Mapping[str, Tensor], batch: EpisodeBatch, advantages: Tensor,
+           lr: StepSize, steps: int, first_order: bool, names: list[str]) -> Params:
     n = batch.num_tasks
     ref = policy.params()
     # Stack the adapted entries to (N, ...); entries already stacked (a later
@@ -83,19 +89,18 @@ def adapt(
             raise ValueError(f"parameter {k} has shape {tuple(params[k].shape)} for {n} tasks")
     if steps == 0:
         return fast
-    with torch.enable_grad():
-        for k in names:  # constants (e.g. at evaluation): differentiate w.r.t. a copy
-            if not fast[k].requires_grad:
-                fast[k] = fast[k].detach().clone().requires_grad_()
-        body_fixed = not any(k.startswith("body.") for k in names)
-        features = policy.features(batch.flat_obs(), params) if body_fixed else None
-        for _ in range(steps):
-            loss = vpg_loss(policy, fast, batch, advantages, features).sum()
-            grads = torch.autograd.grad(loss, [fast[k] for k in names], create_graph=not first_order)
-            fast = OrderedDict(fast)
-            for k, g in zip(names, grads):
-                step = lr[k] if isinstance(lr, Mapping) else lr
-                fast[k] = fast[k] - step * g
+    for k in names:  # constants (e.g. at evaluation): differentiate w.r.t. a copy
+        if not fast[k].requires_grad:
+            fast[k] = fast[k].detach().clone().requires_grad_()
+    body_fixed = not any(k.startswith("body.") for k in names)
+    features = policy.features(batch.flat_obs(), params) if body_fixed else None
+    for _ in range(steps):
+        loss = vpg_loss(policy, fast, batch, advantages, features).sum()
+        grads = torch.autograd.grad(loss, [fast[k] for k in names], create_graph=not first_order)
+        fast = OrderedDict(fast)
+        for k, g in zip(names, grads):
+            step = lr[k] if isinstance(lr, Mapping) else lr
+            fast[k] = fast[k] - step * g
     return fast
 
 

@@ -24,8 +24,9 @@ from __future__ import annotations
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -141,6 +142,29 @@ class MAMLTRPO:
         kl = masked_task_mean(kl_steps, valid.mask).mean()
         return loss, kl, mean, log_std
 
+    def old_outputs(self, train: EpisodeBatch, train_adv: Tensor, valid: EpisodeBatch) -> Old:
+        """The adapted policies that collected ``valid``: means, log-stds, log-probs (constants)."""
+        with torch.no_grad():
+            adapted = self.adapt(train, train_adv, create_graph=False)
+            mean, log_std = self.policy(valid.flat_obs(), adapted)
+            n, t, b = valid.mask.shape
+            logp = gaussian_log_prob(mean, log_std, valid.flat_actions()).reshape(n, t, b)
+        # Copies: under ANIL ``log_std`` is the meta-parameter itself, which
+        # must not alias the constants of the KL.
+        return Old(mean.detach().clone(), log_std.detach().clone(), logp.detach().clone())
+
+    def objective(self, meta: Mapping[str, Tensor], train: EpisodeBatch, train_adv: Tensor,
+                  valid: EpisodeBatch, valid_adv: Tensor, old: Old,
+                  create_graph: bool = True) -> tuple[Tensor, Tensor]:
+        """Post-adaptation surrogate loss and mean KL to ``old``, as functions of ``meta``.
+
+        With ``create_graph`` both are differentiable w.r.t. ``meta`` through
+        the inner loop (to second order unless ``first_order``).
+        """
+        adapted = self.adapt(train, train_adv, meta, create_graph=create_graph)
+        loss, kl, _, _ = self._surrogate_kl(adapted, valid, valid_adv, old.mean, old.log_std, old.logp)
+        return loss, kl
+
     def step(self, train: EpisodeBatch, train_adv: Tensor, valid: EpisodeBatch) -> dict[str, float]:
         """One TRPO update of the meta-parameters.  Returns diagnostics."""
         timings: dict[str, float] = {}
@@ -148,36 +172,18 @@ class MAMLTRPO:
         meta = self.meta_params()
         tensors = list(meta.values())
         valid_adv = self.advantages(valid).detach()
-
-        adapted = self.adapt(train, train_adv, meta, create_graph=True)
-        with torch.no_grad():
-            old_mean, old_log_std = self.policy(valid.flat_obs(), adapted)
-            n, t, b = valid.mask.shape
-            old_logp = gaussian_log_prob(old_mean, old_log_std, valid.flat_actions()).reshape(n, t, b)
-        old = (old_mean, old_log_std, old_logp)
-        loss, kl, _, _ = self._surrogate_kl(adapted, valid, valid_adv, *old)
+        old = self.old_outputs(train, train_adv, valid)
+        loss, kl = self.objective(meta, train, train_adv, valid, valid_adv, old, create_graph=True)
         timings["inner_s"] = time.perf_counter() - t0
 
         t1 = time.perf_counter()
-        grads = torch.autograd.grad(loss, tensors, retain_graph=True, allow_unused=True)
-        g = flatten(OrderedDict((k, torch.zeros_like(v) if gr is None else gr)
-                                for (k, v), gr in zip(meta.items(), grads)))
-        grad_kl = torch.autograd.grad(kl, tensors, create_graph=True, allow_unused=True)
-        flat_grad_kl = torch.cat([(torch.zeros_like(v) if gk is None else gk).reshape(-1)
-                                  for v, gk in zip(tensors, grad_kl)])
-        damping = self.trpo.cg_damping
-
-        def hvp(v: Tensor) -> Tensor:
-            hv = torch.autograd.grad(flat_grad_kl @ v, tensors, retain_graph=True, allow_unused=True)
-            return torch.cat([(torch.zeros_like(p) if h is None else h).reshape(-1)
-                              for p, h in zip(tensors, hv)]).detach() + damping * v
-
-        g = g.detach()
+        g = flat_grad(loss, tensors, retain_graph=True).detach()
+        hvp = kl_hvp(kl, tensors, self.trpo.cg_damping)
         stats: dict[str, float] = {"surrogate_before": loss.item(), "grad_norm": g.norm().item()}
         stepdir = conjugate_gradient(hvp, -g, self.trpo.cg_iters)
         shs = 0.5 * (stepdir @ hvp(stepdir))
         timings["cg_s"] = time.perf_counter() - t1
-        del flat_grad_kl, grad_kl  # free the double-backward graph before the line search
+        del hvp  # free the double-backward graph before the line search
 
         t2 = time.perf_counter()
         old_flat = flatten(meta).detach().clone()
@@ -191,10 +197,8 @@ class MAMLTRPO:
 
         def evaluate(flat: Tensor) -> tuple[float, float]:
             cand = OrderedDict((k, v.detach()) for k, v in unflatten(flat, meta).items())
-            cand_adapted = self.adapt(train, train_adv, cand, create_graph=False)
-            with torch.no_grad():
-                c_loss, c_kl, _, _ = self._surrogate_kl(cand_adapted, valid, valid_adv, *old)
-            return float(c_loss), float(c_kl)
+            c_loss, c_kl = self.objective(cand, train, train_adv, valid, valid_adv, old, create_graph=False)
+            return c_loss.item(), c_kl.item()
 
         result = line_search(evaluate, old_flat, full_step, loss.item(), self.trpo.max_kl,
                              self.trpo.ls_backtrack, self.trpo.ls_max_steps)
@@ -208,3 +212,30 @@ class MAMLTRPO:
                      rejected_nonfinite=0.0)
         stats.update({f"time_{k}": v for k, v in timings.items()})
         return stats
+
+
+class Old(NamedTuple):
+    """Outputs of the policies that collected the validation episodes."""
+
+    mean: Tensor
+    log_std: Tensor
+    logp: Tensor
+
+
+def flat_grad(y: Tensor, tensors: Sequence[Tensor], **kwargs: bool) -> Tensor:
+    """Gradient of scalar ``y`` w.r.t. ``tensors`` as one flat vector (zeros where unused)."""
+    grads = torch.autograd.grad(y, list(tensors), allow_unused=True, **kwargs)
+    return torch.cat([(torch.zeros_like(t) if g is None else g).reshape(-1) for t, g in zip(tensors, grads)])
+
+
+def kl_hvp(kl: Tensor, tensors: Sequence[Tensor], damping: float) -> Callable[[Tensor], Tensor]:
+    """``v -> (H + damping I) v`` with ``H`` the Hessian of ``kl`` w.r.t. ``tensors``.
+
+    The gradient graph is built once; each product is one more backward pass.
+    """
+    grad_kl = flat_grad(kl, tensors, create_graph=True)
+
+    def hvp(v: Tensor) -> Tensor:
+        return flat_grad(grad_kl @ v, tensors, retain_graph=True).detach() + damping * v
+
+    return hvp
