@@ -73,6 +73,8 @@ class TRPOConfig:
     max_kl: float = 0.01
     cg_iters: int = 10
     cg_damping: float = 1.0e-5
+    cg_subsample: float = 1.0
+    """Fraction of tasks used for the conjugate gradient's KL curvature (1.0 = exact)."""
     ls_backtrack: float = 0.8
     ls_max_steps: int = 15
 
@@ -232,6 +234,7 @@ def validate(cfg: Config) -> Config:
     need(t.max_kl > 0, "trpo.max_kl", t.max_kl, "must be > 0")
     need(t.cg_iters >= 1, "trpo.cg_iters", t.cg_iters, "must be >= 1")
     need(t.cg_damping >= 0, "trpo.cg_damping", t.cg_damping, "must be >= 0")
+    need(0 < t.cg_subsample <= 1, "trpo.cg_subsample", t.cg_subsample, "must be in (0, 1]")
     need(0 < t.ls_backtrack < 1, "trpo.ls_backtrack", t.ls_backtrack, "must be in (0, 1)")
     need(t.ls_max_steps >= 1, "trpo.ls_max_steps", t.ls_max_steps, "must be >= 1")
     need(s.workers >= 1, "sampler.workers", s.workers, "must be >= 1")

@@ -43,6 +43,10 @@ class EpisodeBatch:
         return EpisodeBatch(self.obs.to(dtype), self.actions.to(dtype), self.rewards.to(dtype),
                             self.mask.to(dtype))
 
+    def tasks(self, count: int) -> EpisodeBatch:
+        """The first ``count`` tasks' episodes."""
+        return EpisodeBatch(self.obs[:count], self.actions[:count], self.rewards[:count], self.mask[:count])
+
     def flat_obs(self) -> Tensor:
         """``(N, T*B, obs_dim)``."""
         n, t, b, d = self.obs.shape

@@ -69,7 +69,7 @@ def build_learner(cfg: Config, family: TaskFamily) -> MAMLTRPO:
         gamma=a.gamma,
         gae_lambda=a.gae_lambda,
         normalize_advantages=a.normalize_advantages,
-        trpo=TRPOSettings(t.max_kl, t.cg_iters, t.cg_damping, t.ls_backtrack, t.ls_max_steps),
+        trpo=TRPOSettings(t.max_kl, t.cg_iters, t.cg_damping, t.ls_backtrack, t.ls_max_steps, t.cg_subsample),
     )
 
 

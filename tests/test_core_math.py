@@ -290,3 +290,69 @@ def test_adapting_constants_works_without_autograd_inputs():
 def test_policy_rejects_unknown_activation():
     with pytest.raises(ValueError, match="activation"):
         GaussianMLPPolicy(2, 2, (4,), "sigmoid")
+
+
+# -- outer-loop options: exact CG, curvature subsample, Meta-SGD ------------------------
+
+def kl_hessian(learner, meta, args):
+    x0 = flatten(meta).detach()
+    return torch.autograd.functional.hessian(lambda x: objective_at(learner, x, meta, args, 1, True), x0)
+
+
+def test_trpo_step_equals_exact_natural_gradient_step():
+    learner, train, train_adv, valid, _, _ = make_problem("all")
+    learner.trpo = TRPOSettings(max_kl=1e-3, cg_iters=200, cg_damping=1e-3, cg_subsample=1.0)
+    valid_adv = learner.advantages(valid).detach()
+    old = learner.old_outputs(train, train_adv, valid)
+    meta = learner.meta_params()
+    args = (train, train_adv, valid, valid_adv, old)
+    x0 = flatten(meta).detach().clone()
+    loss, _ = learner.objective(meta, *args, create_graph=True)
+    g = flat_grad(loss, list(meta.values())).detach()
+    h = kl_hessian(learner, meta, args) + 1e-3 * torch.eye(x0.numel(), dtype=torch.float64)
+    direction = torch.linalg.solve(h, -g)
+    full = direction * torch.sqrt(1e-3 / (0.5 * direction @ h @ direction))
+    stats = learner.step(train, train_adv, valid)
+    assert stats["accepted"] == 1.0
+    expected = x0 + learner.trpo.ls_backtrack ** (stats["line_search_steps"] - 1) * full
+    # CG stops at a residual of 1e-10, so agreement is to about 1e-4 relative
+    torch.testing.assert_close(flatten(learner.meta_params()).detach(), expected, rtol=2e-3, atol=1e-7)
+
+
+def test_curvature_subsample_uses_the_first_tasks_and_one_is_exact():
+    learner, train, train_adv, valid, valid_adv, old = make_problem("all")
+    meta = learner.meta_params()
+    v = torch.randn(flatten(meta).numel(), generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    full_args = (train, train_adv, valid, valid_adv, old)
+    learner.trpo = TRPOSettings(cg_damping=0.0, cg_subsample=1.0)
+    torch.testing.assert_close(learner.curvature(meta, *full_args)(v), kl_hessian(learner, meta, full_args) @ v)
+    learner.trpo = TRPOSettings(cg_damping=0.0, cg_subsample=0.5)  # 2 of 3 tasks
+    sub_args = (train.tasks(2), train_adv[:2], valid.tasks(2), valid_adv[:2], old.tasks(2))
+    sub = learner.curvature(meta, *full_args)(v)
+    torch.testing.assert_close(sub, kl_hessian(learner, meta, sub_args) @ v)
+    assert (sub - kl_hessian(learner, meta, full_args) @ v).norm() > 1e-6
+
+
+def test_meta_sgd_with_fixed_step_sizes_equals_maml():
+    policy = tiny_policy()
+    batch = random_batch()
+    adv = torch.randn(batch.rewards.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    params = policy.params()
+    lrs = {k: torch.full_like(v, 0.1) for k, v in params.items()}
+    a = adapt(policy, params, batch, adv, lr=0.1, steps=2)
+    b = adapt(policy, params, batch, adv, lr=lrs, steps=2)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+    ga = torch.autograd.grad(vpg_loss(policy, a, batch, adv).sum(), list(params.values()))
+    gb = torch.autograd.grad(vpg_loss(policy, b, batch, adv).sum(), list(params.values()))
+    for x, y in zip(ga, gb):
+        torch.testing.assert_close(x, y, rtol=0, atol=0)
+
+
+def test_meta_sgd_step_sizes_change_after_an_outer_step():
+    learner, train, train_adv, valid, _, _ = make_problem("all", learn_lr=True)
+    before = {k: v.detach().clone() for k, v in learner.lr_params.items()}
+    stats = learner.step(train, train_adv, valid)
+    assert stats["accepted"] == 1.0
+    changed = [k for k, v in learner.lr_params.items() if not torch.equal(v.detach(), before[k])]
+    assert sorted(changed) == sorted(before)

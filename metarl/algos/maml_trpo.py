@@ -45,6 +45,10 @@ class TRPOSettings:
     max_kl: float = 0.01
     cg_iters: int = 10
     cg_damping: float = 1e-5
+    cg_subsample: float = 1.0
+    """Fraction of the meta-batch's tasks whose KL curvature the conjugate
+    gradient uses (the first ``ceil(f * N)`` tasks, an unbiased subset since
+    tasks are drawn i.i.d.); 1.0 is the exact Hessian of the mean KL."""
     ls_backtrack: float = 0.8
     ls_max_steps: int = 15
 
@@ -165,6 +169,20 @@ class MAMLTRPO:
         loss, kl, _, _ = self._surrogate_kl(adapted, valid, valid_adv, old.mean, old.log_std, old.logp)
         return loss, kl
 
+    def curvature(self, meta: Mapping[str, Tensor], train: EpisodeBatch, train_adv: Tensor, valid: EpisodeBatch,
+                  valid_adv: Tensor, old: Old, kl: Tensor | None = None) -> Callable[[Tensor], Tensor]:
+        """Damped KL Hessian-vector product for the conjugate gradient.
+
+        Uses the first ``ceil(cg_subsample * N)`` tasks; ``kl`` (the mean KL of
+        all tasks, with its graph) is reused when every task is used.
+        """
+        n_tasks = train.num_tasks
+        n_curv = min(n_tasks, max(1, math.ceil(self.trpo.cg_subsample * n_tasks)))
+        if kl is None or n_curv < n_tasks:
+            _, kl = self.objective(meta, train.tasks(n_curv), train_adv[:n_curv], valid.tasks(n_curv),
+                                   valid_adv[:n_curv], old.tasks(n_curv), create_graph=True)
+        return kl_hvp(kl, list(meta.values()), self.trpo.cg_damping)
+
     def step(self, train: EpisodeBatch, train_adv: Tensor, valid: EpisodeBatch) -> dict[str, float]:
         """One TRPO update of the meta-parameters.  Returns diagnostics."""
         timings: dict[str, float] = {}
@@ -177,9 +195,13 @@ class MAMLTRPO:
         timings["inner_s"] = time.perf_counter() - t0
 
         t1 = time.perf_counter()
-        g = flat_grad(loss, tensors, retain_graph=True).detach()
-        hvp = kl_hvp(kl, tensors, self.trpo.cg_damping)
-        stats: dict[str, float] = {"surrogate_before": loss.item(), "grad_norm": g.norm().item()}
+        n_tasks = train.num_tasks
+        n_curv = min(n_tasks, max(1, math.ceil(self.trpo.cg_subsample * n_tasks)))
+        g = flat_grad(loss, tensors, retain_graph=n_curv == n_tasks).detach()
+        loss = loss.detach()
+        hvp = self.curvature(meta, train, train_adv, valid, valid_adv, old, kl if n_curv == n_tasks else None)
+        stats: dict[str, float] = {"surrogate_before": loss.item(), "grad_norm": g.norm().item(),
+                                   "cg_tasks": float(n_curv)}
         stepdir = conjugate_gradient(hvp, -g, self.trpo.cg_iters)
         shs = 0.5 * (stepdir @ hvp(stepdir))
         timings["cg_s"] = time.perf_counter() - t1
@@ -220,6 +242,11 @@ class Old(NamedTuple):
     mean: Tensor
     log_std: Tensor
     logp: Tensor
+
+    def tasks(self, count: int) -> Old:
+        """The first ``count`` tasks' outputs (a shared log-std stays shared)."""
+        log_std = self.log_std[:count] if self.log_std.dim() == 3 else self.log_std
+        return Old(self.mean[:count], log_std, self.logp[:count])
 
 
 def flat_grad(y: Tensor, tensors: Sequence[Tensor], **kwargs: bool) -> Tensor:
