@@ -1,0 +1,239 @@
+"""What the inner loop changes in a trained meta-policy.
+
+``representation_similarity`` follows the analysis of Raghu et al. (ANIL,
+2020): on held-out tasks, compare every layer's activations before and after
+one inner step, on the same states, with CKA and SVCCA.  High similarity in
+the body and low in the head means adaptation reuses features and only
+re-reads them.
+
+``freeze_ablation`` adapts only chosen parameters at test time (one inner
+step) and reports the post-adaptation return of each choice.
+
+Both use the held-out task stream of :mod:`metarl.evaluation` and roll out
+the meta-policy with the seed of ``adaptation_curve``'s step 0, so the same
+``seed`` gives the same tasks and step-0 episodes as ``metarl evaluate``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from envs.base import TaskFamily
+from metarl.adaptation import adapt
+from metarl.algos.maml_trpo import MAMLTRPO
+from metarl.analysis.similarity import cca_similarity, linear_cka
+from metarl.episodes import EpisodeBatch
+from metarl.evaluation import held_out_tasks
+from metarl.policies import Params
+from metarl.sampling import Sampler
+from metarl.trainer import EVAL_ROLLOUTS, derive_seed, episode_mean_returns, stream_rng
+
+STATES_STREAM = 101  # random stream of the state subsample (apart from the trainer's streams)
+
+
+def _plain(x: Any) -> Any:
+    """Tasks as JSON-ready values (tuples and arrays become lists)."""
+    if isinstance(x, Mapping):
+        return {k: _plain(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_plain(v) for v in x]
+    if isinstance(x, np.ndarray | Tensor):
+        return np.asarray(x).tolist()
+    if isinstance(x, np.generic):
+        return x.item()
+    return x
+
+
+def _meta_params(learner: MAMLTRPO) -> Params:
+    return OrderedDict((k, v.detach()) for k, v in learner.policy.params().items())
+
+
+def task_params(params: Mapping[str, Tensor], like: Mapping[str, Tensor], index: int) -> Params:
+    """Task ``index``'s parameters from a partly stacked dict (stacked entries ``(N, *shape)``)."""
+    out: Params = OrderedDict()
+    for k, ref in like.items():
+        v = params[k]
+        out[k] = v[index] if v.dim() == ref.dim() + 1 else v
+    return out
+
+
+def task_states(batch: EpisodeBatch, index: int, max_states: int | None, rng: np.random.Generator) -> Tensor:
+    """Observations of task ``index`` at steps that happened: ``(M, obs_dim)``.
+
+    At most ``max_states`` rows, drawn without replacement, in time order.
+    """
+    obs = batch.obs[index][batch.mask[index] > 0]
+    if max_states is not None and obs.shape[0] > max_states:
+        rows = np.sort(rng.choice(obs.shape[0], size=max_states, replace=False))
+        obs = obs[torch.from_numpy(rows)]
+    return obs
+
+
+def _mean_stderr(values: np.ndarray) -> tuple[list[float], list[float]]:
+    """Mean and standard error over axis 0 of ``values (tasks, ...)``."""
+    n = values.shape[0]
+    mean = values.mean(axis=0)
+    stderr = values.std(axis=0, ddof=1) / math.sqrt(n) if n > 1 else np.zeros_like(mean)
+    return [float(m) for m in np.atleast_1d(mean)], [float(s) for s in np.atleast_1d(stderr)]
+
+
+def representation_similarity(
+    learner: MAMLTRPO,
+    family: TaskFamily,
+    sampler: Sampler,
+    num_tasks: int = 20,
+    episodes_per_task: int = 20,
+    seed: int = 0,
+    max_states: int = 2000,
+    cca_keep: float | int | None = 0.99,
+) -> dict[str, Any]:
+    """Per-layer similarity of activations before vs after one inner step.
+
+    For each of ``num_tasks`` held-out tasks: roll out the meta-policy
+    (``episodes_per_task`` episodes), adapt with one inner step on those
+    episodes (``learner.adapt_further``: the learner's adapted parameters and
+    step size), and evaluate every layer (``policy.layer_outputs``) with the
+    meta- and the adapted parameters on the same visited states (at most
+    ``max_states`` per task).  ``cca_keep`` is the SVCCA truncation.
+
+    Returns ``{"layers": [name per layer], "cka": [mean over tasks per
+    layer], "cca": [...], "cka_stderr", "cca_stderr", "per_task": {"cka":
+    tasks x layers, "cca": tasks x layers, "num_states": [per task]},
+    "pre_adapt_return", "tasks", "adapted_params", ...}``.
+    """
+    if num_tasks < 1:
+        raise ValueError(f"num_tasks must be >= 1, got {num_tasks}")
+    if max_states is not None and max_states < 2:
+        raise ValueError(f"max_states must be >= 2, got {max_states}")
+    policy = learner.policy
+    tasks = held_out_tasks(family, num_tasks, seed)
+    params = _meta_params(learner)
+    batch = sampler.sample(tasks, params, episodes_per_task, derive_seed(seed, EVAL_ROLLOUTS, 0))
+    adapted = learner.adapt_further(params, batch, learner.advantages(batch), steps=1)
+    layers = policy.layer_names()
+    cka = np.zeros((num_tasks, len(layers)))
+    cca = np.zeros((num_tasks, len(layers)))
+    num_states = []
+    with torch.no_grad():
+        for i in range(num_tasks):
+            states = task_states(batch, i, max_states, stream_rng(seed, STATES_STREAM, i))
+            num_states.append(int(states.shape[0]))
+            before = policy.layer_outputs(states, params)
+            after = policy.layer_outputs(states, task_params(adapted, params, i))
+            for j, (a, b) in enumerate(zip(before, after, strict=True)):
+                cka[i, j] = linear_cka(a, b)
+                cca[i, j] = cca_similarity(a, b, keep=cca_keep)
+    cka_mean, cka_se = _mean_stderr(cka)
+    cca_mean, cca_se = _mean_stderr(cca)
+    return {
+        "layers": layers,
+        "cka": cka_mean,
+        "cca": cca_mean,
+        "cka_stderr": cka_se,
+        "cca_stderr": cca_se,
+        "per_task": {"cka": cka.tolist(), "cca": cca.tolist(), "num_states": num_states},
+        "pre_adapt_return": float(episode_mean_returns(batch).mean()),
+        "adapted_params": list(learner.adapt_names),
+        "cca_keep": cca_keep,
+        "tasks": _plain(tasks),
+        "num_tasks": num_tasks,
+        "episodes_per_task": episodes_per_task,
+        "seed": seed,
+    }
+
+
+def default_variants(learner: MAMLTRPO) -> dict[str, list[str] | None]:
+    """``all`` (every policy parameter), ``head_only``, ``body_only``, ``none``."""
+    names = list(learner.policy.params())
+    return {
+        "all": None,
+        "head_only": learner.policy.head_names(),
+        "body_only": [k for k in names if k.startswith("body.")],
+        "none": [],
+    }
+
+
+def _step_size(learner: MAMLTRPO, names: Sequence[str]) -> float | dict[str, Tensor]:
+    """The learner's inner step size; Meta-SGD's learned ones where it has them."""
+    if not learner.learn_inner_lr:
+        return learner.inner_lr
+    ref = learner.policy.params()
+    return OrderedDict(
+        (k, learner.lr_params[k].detach() if k in learner.lr_params else torch.full_like(ref[k], learner.inner_lr))
+        for k in names
+    )
+
+
+def freeze_ablation(
+    learner: MAMLTRPO,
+    family: TaskFamily,
+    sampler: Sampler,
+    num_tasks: int = 20,
+    episodes_per_task: int = 20,
+    seed: int = 0,
+    variants: Mapping[str, Sequence[str] | None] | None = None,
+) -> dict[str, Any]:
+    """Post-adaptation return when only some parameters adapt at test time.
+
+    ``variants`` maps a name to the parameter names adapted (``None``: all of
+    the policy's parameters, ``[]``: none); the default is
+    :func:`default_variants`.  For each held-out task the meta-policy's
+    episodes (seed of step 0) are the adaptation data; every variant takes
+    one inner step (``metarl.adaptation.adapt``, the learner's inner step
+    size) on them, and its adapted policy is rolled out with the *same* seed
+    as step 0 (common random numbers: differences between variants come from
+    the parameters, not the noise; adapting nothing reproduces step 0
+    exactly).
+
+    Returns ``{"step0": {"mean", "stderr", "per_task"}, "variants": {name:
+    {"params", "mean", "stderr", "per_task"}}, "tasks", ...}``.
+    """
+    if num_tasks < 1:
+        raise ValueError(f"num_tasks must be >= 1, got {num_tasks}")
+    policy = learner.policy
+    chosen = default_variants(learner) if variants is None else dict(variants)
+    known = list(policy.params())
+    resolved: dict[str, list[str]] = {}
+    for name, names in chosen.items():
+        names = known if names is None else list(names)
+        unknown = [k for k in names if k not in known]
+        if unknown:
+            raise ValueError(f"variant {name!r}: unknown parameters {unknown}; the policy has {known}")
+        resolved[name] = names
+    tasks = held_out_tasks(family, num_tasks, seed)
+    params = _meta_params(learner)
+    rollout_seed = derive_seed(seed, EVAL_ROLLOUTS, 0)
+    batch = sampler.sample(tasks, params, episodes_per_task, rollout_seed)
+    adv = learner.advantages(batch)
+    step0 = episode_mean_returns(batch)
+
+    def summary(returns: np.ndarray) -> dict[str, Any]:
+        mean, stderr = _mean_stderr(returns[:, None])
+        return {"mean": mean[0], "stderr": stderr[0], "per_task": [float(r) for r in returns]}
+
+    out: dict[str, Any] = {}
+    for name, names in resolved.items():
+        if names:
+            adapted = adapt(policy, params, batch, adv, _step_size(learner, names), steps=1, first_order=True,
+                            names=names)
+            adapted = OrderedDict((k, v.detach()) for k, v in adapted.items())
+        else:
+            adapted = params
+        post = sampler.sample(tasks, adapted, episodes_per_task, rollout_seed)
+        out[name] = {"params": names, **summary(episode_mean_returns(post))}
+    return {
+        "step0": summary(step0),
+        "variants": out,
+        "learner_adapts": list(learner.adapt_names),
+        "tasks": _plain(tasks),
+        "num_tasks": num_tasks,
+        "episodes_per_task": episodes_per_task,
+        "seed": seed,
+    }
