@@ -275,7 +275,7 @@ def _auto_labels(groups: list[RunGroup], max_keys: int = 3) -> None:
             g.label = ", ".join(parts)
 
 
-def _aggregate(curves: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def aggregate_curves(curves: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Mean and std over runs at every step any run logged: ``(steps, mean, std)``."""
     steps = np.unique(np.concatenate([s for s, _ in curves]))
     mean, std = np.empty(len(steps)), np.empty(len(steps))
@@ -317,7 +317,7 @@ def plot_runs(run_dirs: Sequence[Path], out: Path, labels: Sequence[str] | None 
     for g, color in zip(groups, colors, strict=True):
         n = len(g.run_dirs)
         for tag, style in zip(LEARNING_TAGS, ("--", "-"), strict=True):
-            steps, mean, std = _aggregate([scalars[d][tag] for d in g.run_dirs])
+            steps, mean, std = aggregate_curves([scalars[d][tag] for d in g.run_dirs])
             which = "pre" if tag.endswith("pre_adapt") else "post"
             suffix = f" ({n} seeds, mean ± std)" if n > 1 else ""
             ax.plot(steps, mean, style, color=color, label=f"{g.label}: {which}-adaptation{suffix}")
