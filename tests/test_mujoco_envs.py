@@ -70,6 +70,28 @@ def test_terminations_agree_when_they_happen():
         assert np.array_equal(t_single, term[:, i])
 
 
+@pytest.mark.parametrize("name", ["HalfCheetahDir", "AntVel", "Walker2dParams"])
+def test_batched_envs_reuse_simulator_data_without_leaking_state(name):
+    family = envs.make_family(name)
+    tasks = family.sample_tasks(3, np.random.default_rng(0))
+    first = family.make_vector(tasks)
+    first.reset([0, 1, 2])
+    for a in _actions(family, 5, 3):
+        first.step(a)  # leave the simulator data mid-episode
+    datas = {id(d) for d in first.datas}
+    del first
+    others = family.sample_tasks(3, np.random.default_rng(1))
+    actions = _actions(family, 10, 3, seed=2)
+    second = family.make_vector(others)
+    assert {id(d) for d in second.datas} == datas, "data should come back from the pool"
+    del second
+    batched = rollout_batched(family, others, [5, 6, 7], actions)
+    for i in range(3):
+        single = rollout_single(family.make_env(others[i]), 5 + i, actions[:, i])
+        for x, y in zip(single, (batched[0][:, i], batched[1][:, i], batched[2][:, i]), strict=True):
+            assert np.array_equal(x, y)
+
+
 def test_batched_reset_matches_gymnasium_seeding():
     family = envs.make_family("AntGoal")
     tasks = family.sample_tasks(2, np.random.default_rng(0))
@@ -458,19 +480,15 @@ class _AcceptsNaN(HalfCheetahVelEnv):
         return super().step(np.nan_to_num(np.asarray(action, dtype=np.float64)))
 
 
-def _only_batched_noise(cls):
-    class Batched(cls):
-        @classmethod
-        def batched(klass, tasks, **kwargs):
-            venv = HalfCheetahVelEnv.batched(tasks, **kwargs)
-            venv.proto.reset_noise_scale = 0.2
-            return venv
-    return Batched
+class _BatchedNoiseDiffers(HalfCheetahVelEnv):
+    @classmethod
+    def batched(cls, tasks, **kwargs):
+        return HalfCheetahVelEnv.batched(tasks, reset_noise_scale=0.2, **kwargs)
 
 
 @pytest.mark.parametrize("cls,match", [
     (_RewardNotSum, "sum of info reward terms"),
-    (_only_batched_noise(HalfCheetahVelEnv), "single env vs batched"),
+    (_BatchedNoiseDiffers, "single env vs batched"),
     (_AcceptsNaN, "NaN action"),
 ])
 def test_check_family_catches_broken_families(cls, match):
