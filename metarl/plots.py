@@ -9,6 +9,8 @@
   adaptation curves when ``RUN_DIR/eval/adaptation.json`` exists.
 * :func:`plot_similarity`: per-layer CKA / CCA bars
   (``metarl.analysis.representation.representation_similarity``).
+* :func:`plot_freeze_ablation`: return after one inner step per choice of
+  adapted parameters (``metarl.analysis.representation.freeze_ablation``).
 
 matplotlib is an optional extra (``pip install metarl[plot]``); it is
 imported inside the functions that draw, with the Agg canvas (no pyplot, no
@@ -395,19 +397,21 @@ def _short_names(names: Sequence[str]) -> str:
 
 
 def plot_freeze_ablation(result: Mapping[str, Any], out: Path) -> Path:
-    """Bar chart of post-adaptation return per variant of ``freeze_ablation``
-    (with the step-0 return as a line) into the PNG ``out``."""
+    """Post-adaptation return per variant of ``freeze_ablation`` (points with
+    standard-error bars; the step-0 return as a line) into the PNG ``out``."""
     if "variants" not in result or "step0" not in result:
         raise ValueError("ablation result lacks 'variants' or 'step0'; expected the dict freeze_ablation returns")
     names = list(result["variants"])
     fig, (ax,) = _new_figure(width=max(5.0, 1.1 * len(names) + 2))
     means = [result["variants"][n]["mean"] for n in names]
     errs = [result["variants"][n]["stderr"] for n in names]
-    ax.bar(np.arange(len(names)), means, yerr=errs, capsize=3, color="C2")
+    # points, not bars: returns are often negative and have no natural zero
+    ax.errorbar(np.arange(len(names)), means, yerr=errs, fmt="o", capsize=4, color="C2",
+                label="after one step (± standard error)")
     ax.axhline(result["step0"]["mean"], color="black", linestyle="--", label="step 0 (no adaptation)")
     ax.set_xticks(np.arange(len(names)), names)
     ax.set_ylabel("mean return after one inner step")
-    ax.set_title("layer-freezing ablation (± standard error)", fontsize=10)
+    ax.set_title("layer-freezing ablation: parameters adapted at test time", fontsize=10)
     lo = min(min(means) - max(errs, default=0.0), result["step0"]["mean"])
     hi = max(max(means) + max(errs, default=0.0), result["step0"]["mean"])
     pad = 0.1 * (hi - lo) if math.isfinite(hi - lo) and hi > lo else 1.0

@@ -3,13 +3,14 @@ small trained Navigation2D runs (MAML and ANIL), and the freezing ablation."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from metarl.analysis.representation import freeze_ablation, representation_similarity
+from metarl.analysis.representation import analyze_run, format_report, freeze_ablation, representation_similarity
 from metarl.analysis.similarity import canonical_correlations, cca_similarity, linear_cka
 from metarl.config import load_config
 from metarl.evaluation import held_out_tasks
@@ -168,6 +169,7 @@ def trained(tmp_path_factory):
         trainer = Trainer(cfg, run_dir)
         trainer.train()
         out[adapt] = (cfg, trainer.family, trainer.learner)
+        out[f"{adapt}_dir"] = run_dir
     return out
 
 
@@ -234,6 +236,9 @@ def test_freeze_ablation_without_adapting_equals_step0_and_all_equals_the_learne
     assert variants["body_only"]["params"] == ["body.0.weight", "body.0.bias", "body.1.weight", "body.1.bias"]
     for name in ("all", "head_only", "body_only"):
         assert variants[name]["mean"] != result["step0"]["mean"]
+        gains = np.subtract(variants[name]["per_task"], result["step0"]["per_task"])
+        assert variants[name]["gain"] == pytest.approx(gains.mean(), rel=1e-12)
+    assert variants["none"]["gain"] == 0.0 and variants["none"]["gain_stderr"] == 0.0
 
 
 @pytest.mark.integration
@@ -248,3 +253,20 @@ def test_freeze_ablation_custom_variants_and_unknown_names(trained):
     assert list(result["variants"]) == ["anil", "nothing"]
     assert result["variants"]["nothing"]["per_task"] == result["step0"]["per_task"]
     assert result["variants"]["anil"]["per_task"] != result["step0"]["per_task"]
+
+
+@pytest.mark.integration
+def test_analyze_run_writes_json_and_figures_matching_the_direct_calls(trained, tmp_path):
+    run_dir = trained["head_dir"]
+    result = analyze_run(run_dir, num_tasks=2, seed=3, episodes_per_task=3, out_dir=tmp_path / "out")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "analysis.json", "freeze_ablation.png", "similarity.png"]
+    saved = json.loads((tmp_path / "out" / "analysis.json").read_text())
+    assert saved["iteration"] == 2 and saved["run_dir"] == str(run_dir)
+    cfg, family, learner = trained["head"]
+    with sampler_for(trained["head"]) as sampler:
+        direct = representation_similarity(learner, family, sampler, num_tasks=2, episodes_per_task=3, seed=3)
+    assert saved["similarity"]["cka"] == direct["cka"] and saved["similarity"]["cca"] == direct["cca"]
+    assert saved["freeze_ablation"]["variants"]["none"]["mean"] == saved["freeze_ablation"]["step0"]["mean"]
+    report = format_report(result)
+    assert "body.1" in report and "head_only" in report

@@ -16,9 +16,12 @@ the meta-policy with the seed of ``adaptation_curve``'s step 0, so the same
 
 from __future__ import annotations
 
+import json
 import math
+import os
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -193,7 +196,9 @@ def freeze_ablation(
     exactly).
 
     Returns ``{"step0": {"mean", "stderr", "per_task"}, "variants": {name:
-    {"params", "mean", "stderr", "per_task"}}, "tasks", ...}``.
+    {"params", "mean", "stderr", "per_task", "gain", "gain_stderr"}},
+    "tasks", ...}``; ``gain`` is the mean over tasks of (post-adaptation
+    return - step-0 return), with its standard error.
     """
     if num_tasks < 1:
         raise ValueError(f"num_tasks must be >= 1, got {num_tasks}")
@@ -212,7 +217,7 @@ def freeze_ablation(
     rollout_seed = derive_seed(seed, EVAL_ROLLOUTS, 0)
     batch = sampler.sample(tasks, params, episodes_per_task, rollout_seed)
     adv = learner.advantages(batch)
-    step0 = episode_mean_returns(batch)
+    step0 = episode_mean_returns(batch).astype(np.float64)
 
     def summary(returns: np.ndarray) -> dict[str, Any]:
         mean, stderr = _mean_stderr(returns[:, None])
@@ -226,8 +231,9 @@ def freeze_ablation(
             adapted = OrderedDict((k, v.detach()) for k, v in adapted.items())
         else:
             adapted = params
-        post = sampler.sample(tasks, adapted, episodes_per_task, rollout_seed)
-        out[name] = {"params": names, **summary(episode_mean_returns(post))}
+        post = episode_mean_returns(sampler.sample(tasks, adapted, episodes_per_task, rollout_seed)).astype(np.float64)
+        gain = summary(post - step0)  # paired per task: far less noisy than comparing two means
+        out[name] = {"params": names, **summary(post), "gain": gain["mean"], "gain_stderr": gain["stderr"]}
     return {
         "step0": summary(step0),
         "variants": out,
@@ -237,3 +243,70 @@ def freeze_ablation(
         "episodes_per_task": episodes_per_task,
         "seed": seed,
     }
+
+
+def analyze_run(
+    run_dir: Path,
+    num_tasks: int = 20,
+    seed: int = 0,
+    episodes_per_task: int | None = None,
+    max_states: int = 2000,
+    out_dir: Path | None = None,
+    plot: bool = True,
+) -> dict[str, Any]:
+    """Both analyses of RUN_DIR's latest checkpoint, written to ``OUT_DIR`` (default ``RUN_DIR/eval``).
+
+    Writes ``analysis.json`` (``{"similarity": ..., "freeze_ablation": ...,
+    "run_dir", "iteration"}``) and, with ``plot`` (needs matplotlib),
+    ``similarity.png`` and ``freeze_ablation.png``; every file atomically.
+    ``episodes_per_task`` defaults to the run's.  Returns the JSON dict with
+    the written paths under ``"files"``.
+    """
+    from metarl.trainer import build_sampler, load_run
+
+    run_dir = Path(run_dir)
+    cfg, family, learner, iteration = load_run(run_dir)
+    episodes = episodes_per_task or cfg.algo.episodes_per_task
+    with build_sampler(cfg, family, learner.policy) as sampler:
+        similarity = representation_similarity(learner, family, sampler, num_tasks, episodes, seed, max_states)
+        ablation = freeze_ablation(learner, family, sampler, num_tasks, episodes, seed)
+    result: dict[str, Any] = {"run_dir": str(run_dir), "iteration": iteration, "similarity": similarity,
+                              "freeze_ablation": ablation}
+    out_dir = Path(out_dir) if out_dir is not None else run_dir / "eval"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = {"json": out_dir / "analysis.json"}
+    _write_text_atomic(files["json"], json.dumps(result, indent=1))
+    if plot:
+        from metarl.plots import plot_freeze_ablation, plot_similarity
+
+        files["similarity_png"] = plot_similarity(similarity, out_dir / "similarity.png")
+        files["ablation_png"] = plot_freeze_ablation(ablation, out_dir / "freeze_ablation.png")
+    result["files"] = {k: str(v) for k, v in files.items()}
+    return result
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def format_report(result: Mapping[str, Any]) -> str:
+    """Plain-text tables of an :func:`analyze_run` result (for the terminal)."""
+    sim, abl = result["similarity"], result["freeze_ablation"]
+    lines = [f"representation similarity before vs after one inner step ({sim['num_tasks']} held-out tasks; "
+             f"adapted: {', '.join(sim['adapted_params'])})",
+             f"{'layer':<10}  {'CKA':>6}  {'CCA':>6}"]
+    for name, cka, cca in zip(sim["layers"], sim["cka"], sim["cca"], strict=True):
+        lines.append(f"{name:<10}  {cka:>6.4f}  {cca:>6.4f}")
+    lines += ["", "layer-freezing ablation: mean return after one inner step adapting only",
+              f"{'variant':<10}  {'return':>10}  {'stderr':>8}  {'gain vs step 0':>16}",
+              f"{'(step 0)':<10}  {abl['step0']['mean']:>10.2f}  {abl['step0']['stderr']:>8.2f}"]
+    for name, v in abl["variants"].items():
+        gain = f"{v['gain']:+.2f} ± {v['gain_stderr']:.2f}"
+        lines.append(f"{name:<10}  {v['mean']:>10.2f}  {v['stderr']:>8.2f}  {gain:>16}")
+    return "\n".join(lines)
