@@ -14,6 +14,9 @@ For each family, one process, ``--envs`` environments (default 200):
   and does not carry the solver warm start, so it cannot reproduce the
   single-env trajectories bit for bit.
 
+It also times building the batched env (``make_vector``) the first time in
+the process and again (simulator data then come from the pool).
+
 Actions come from a seeded generator and are drawn before timing.  Each
 measurement is repeated ``--repeats`` times, interleaved, and the best time
 is kept.  Prints env steps/s and the ratios batched / raw.
@@ -101,7 +104,13 @@ def bench(name: str, n_envs: int, steps: int, repeats: int, seed: int = 0,
     family = envs.make_family(name)
     rng = np.random.default_rng(seed)
     tasks = family.sample_tasks(n_envs, rng)
+    t0 = time.perf_counter()
     venv = family.make_vector(tasks)
+    build_cold = time.perf_counter() - t0
+    del venv
+    t0 = time.perf_counter()
+    venv = family.make_vector(tasks)
+    build_warm = time.perf_counter() - t0
     seeds = list(range(seed, seed + n_envs))
     actions = rng.uniform(-1.0, 1.0, size=(steps, n_envs, venv.act_dim)).astype(np.float32)
     states = _start_states(venv, seeds)
@@ -125,6 +134,7 @@ def bench(name: str, n_envs: int, steps: int, repeats: int, seed: int = 0,
         print(f"  {k:14s} {r:10.0f} env steps/s  ({r * fs:10.0f} mj_step/s)")
     print(f"  ratio batched / raw ctrl+step = {rates['batched'] / rates['raw ctrl+step']:.3f}")
     print(f"  ratio batched / raw step      = {rates['batched'] / rates['raw step']:.3f}")
+    print(f"  make_vector({n_envs}): first {build_cold * 1e3:.1f} ms, again {build_warm * 1e3:.1f} ms")
     return rates
 
 
