@@ -25,12 +25,13 @@ integrated state.  This matches gymnasium's v5 envs.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import pickle
 import warnings
 import weakref
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 
 import gymnasium
@@ -49,11 +50,13 @@ def gym_asset(name: str) -> str:
     return os.path.join(GYM_ASSETS, name)
 
 
-def load_model(path: str) -> mujoco.MjModel:
-    """``MjModel.from_xml_path`` without MuJoCo's deprecation notice for gymnasium's
-    ``settotalmass`` attribute (it otherwise prints and writes ``MUJOCO_LOG.TXT``
-    into the working directory).  Other MuJoCo warnings become Python warnings.
-    The handler is installed only while compiling.
+@contextlib.contextmanager
+def quiet_settotalmass() -> Iterator[None]:
+    """Silence MuJoCo's deprecation notice for gymnasium's ``settotalmass`` attribute.
+
+    MuJoCo otherwise prints it and appends it to ``MUJOCO_LOG.TXT`` in the
+    working directory each time ``half_cheetah.xml`` is compiled.  Other
+    MuJoCo warnings become Python ``RuntimeWarning``s while the block runs.
     """
 
     def handler(msg: str) -> None:
@@ -63,9 +66,15 @@ def load_model(path: str) -> mujoco.MjModel:
     previous = mujoco.get_mju_user_warning()
     mujoco.set_mju_user_warning(handler)
     try:
-        return mujoco.MjModel.from_xml_path(path)
+        yield
     finally:
         mujoco.set_mju_user_warning(previous)
+
+
+def load_model(path: str) -> mujoco.MjModel:
+    """``MjModel.from_xml_path`` inside :func:`quiet_settotalmass`."""
+    with quiet_settotalmass():
+        return mujoco.MjModel.from_xml_path(path)
 
 
 def _rebuild(cls: type, kwargs: dict[str, Any], task: dict[str, Any]) -> MujocoTaskEnv:
