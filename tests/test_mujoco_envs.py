@@ -9,6 +9,8 @@ import gymnasium
 import mujoco
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import envs
 from envs.base import TaskFamily
@@ -539,3 +541,38 @@ def test_family_configs(fname, family):
     assert cfg["algo"]["meta_batch_size"] == 40 and cfg["trpo"]["cg_damping"] == 1.0e-5
     fam = envs.make_family(family, horizon=cfg["env"]["horizon"], **cfg["env"]["kwargs"])
     assert fam.horizon == cfg["env"]["horizon"]
+
+
+# -- properties of task validation -----------------------------------------------
+_VEL_ENV = None
+
+
+def _vel_env():
+    global _VEL_ENV
+    if _VEL_ENV is None:
+        _VEL_ENV = envs.make_family("AntVel").make_env()
+    return _VEL_ENV
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.floats(allow_nan=True, allow_infinity=True, width=64))
+def test_velocity_validation_property(v):
+    env = _vel_env()
+    if np.isfinite(v) and 0.0 <= v <= 3.0:
+        env.set_task({"velocity": v})
+        assert env.get_task() == {"velocity": v}
+    else:
+        with pytest.raises(envs.TaskError, match="velocity"):
+            env.set_task({"velocity": v})
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.floats(-4.0, 4.0), min_size=2, max_size=2))
+def test_goal_validation_property(goal):
+    env = envs.make_family("AntGoal").make_env()
+    if all(-3.0 <= g <= 3.0 for g in goal):
+        env.set_task({"goal": goal})
+        assert env.get_task() == {"goal": tuple(goal)}
+    else:
+        with pytest.raises(envs.TaskError, match="outside"):
+            env.set_task({"goal": goal})
