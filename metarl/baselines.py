@@ -30,10 +30,16 @@ def fit_predict(batch: EpisodeBatch, gamma: float, reg: float = 1e-5) -> Tensor:
     n, t, b, f = x.shape
     y = discounted_returns(batch.rewards.detach().to(torch.float64), mask, gamma)
     xf, yf = x.reshape(n, t * b, f), y.reshape(n, t * b, 1)
+    # LAPACK rejects non-finite input: fit those tasks on zeros, then mark their values NaN
+    bad = ~(torch.isfinite(xf).all(dim=(1, 2)) & torch.isfinite(yf).all(dim=(1, 2)))
+    if bad.any():
+        xf = torch.where(bad.view(n, 1, 1), torch.zeros_like(xf), xf)
+        yf = torch.where(bad.view(n, 1, 1), torch.zeros_like(yf), yf)
     # Ridge as least squares on [X; sqrt(reg) I] w = [y; 0].
     ridge = (reg**0.5) * torch.eye(f, dtype=torch.float64).expand(n, f, f)
     a = torch.cat([xf, ridge], dim=1)
     rhs = torch.cat([yf, torch.zeros(n, f, 1, dtype=torch.float64)], dim=1)
     w = torch.linalg.lstsq(a, rhs).solution  # (N, F, 1)
     values = (xf @ w).reshape(n, t, b) * mask
+    values[bad] = float("nan")
     return values.to(batch.rewards.dtype)

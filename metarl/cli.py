@@ -156,7 +156,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def _run_training(cfg: Any, run_dir: Path, resume: bool, progress: bool) -> int:
     from tqdm import tqdm
 
-    from metarl.trainer import Trainer
+    from metarl.trainer import Trainer, TrainingError
 
     trainer = Trainer(cfg, run_dir, resume=resume)
     print(f"run directory: {run_dir}", file=sys.stderr)
@@ -175,6 +175,10 @@ def _run_training(cfg: Any, run_dir: Path, resume: bool, progress: bool) -> int:
         bar.close()
         print(f"interrupted; resume with: metarl train --resume {run_dir}", file=sys.stderr)
         return 130
+    except TrainingError as e:
+        bar.close()
+        print(f"metarl: training stopped: {e}", file=sys.stderr)
+        return 1
     bar.close()
     if results:
         last = results[-1].scalars

@@ -71,12 +71,19 @@ class AlgoConfig:
 @dataclass
 class TRPOConfig:
     max_kl: float = 0.01
+    """Trust region: mean KL between the adapted policies before and after the update."""
     cg_iters: int = 10
+    """Conjugate-gradient iterations."""
     cg_damping: float = 1.0e-5
+    """Added to the KL Hessian."""
     cg_subsample: float = 1.0
     """Fraction of tasks used for the conjugate gradient's KL curvature (1.0 = exact)."""
     ls_backtrack: float = 0.8
+    """Line-search step shrink factor."""
     ls_max_steps: int = 15
+    """Line-search steps before the update is rejected."""
+    max_consecutive_rejections: int = 5
+    """Stop (with a checkpoint) after this many updates in a row rejected for non-finite values."""
 
 
 @dataclass
@@ -237,6 +244,8 @@ def validate(cfg: Config) -> Config:
     need(0 < t.cg_subsample <= 1, "trpo.cg_subsample", t.cg_subsample, "must be in (0, 1]")
     need(0 < t.ls_backtrack < 1, "trpo.ls_backtrack", t.ls_backtrack, "must be in (0, 1)")
     need(t.ls_max_steps >= 1, "trpo.ls_max_steps", t.ls_max_steps, "must be >= 1")
+    need(t.max_consecutive_rejections >= 1, "trpo.max_consecutive_rejections", t.max_consecutive_rejections,
+         "must be >= 1")
     need(s.workers >= 1, "sampler.workers", s.workers, "must be >= 1")
     need(s.backend in ("serial", "local", "ray"), "sampler.backend", s.backend, "must be serial, local or ray")
     need(cfg.log.checkpoint_every >= 1, "log.checkpoint_every", cfg.log.checkpoint_every, "must be >= 1")

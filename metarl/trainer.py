@@ -69,7 +69,8 @@ def build_learner(cfg: Config, family: TaskFamily) -> MAMLTRPO:
         gamma=a.gamma,
         gae_lambda=a.gae_lambda,
         normalize_advantages=a.normalize_advantages,
-        trpo=TRPOSettings(t.max_kl, t.cg_iters, t.cg_damping, t.ls_backtrack, t.ls_max_steps, t.cg_subsample),
+        trpo=TRPOSettings(max_kl=t.max_kl, cg_iters=t.cg_iters, cg_damping=t.cg_damping, cg_subsample=t.cg_subsample,
+                          ls_backtrack=t.ls_backtrack, ls_max_steps=t.ls_max_steps),
     )
 
 
@@ -83,6 +84,10 @@ def mode_description(cfg: Config) -> str:
     order = "first order" if cfg.algo.first_order else "second order"
     lr = "Meta-SGD learned step sizes" if cfg.algo.learn_inner_lr else f"inner lr {cfg.algo.inner_lr}"
     return f"{method}-TRPO, {order}, {cfg.algo.inner_steps} inner step(s), {lr}"
+
+
+class TrainingError(RuntimeError):
+    """Training cannot continue (the message says why; checkpoints are intact)."""
 
 
 @dataclass
@@ -101,6 +106,8 @@ class Trainer:
         self.family = build_family(cfg)
         self.learner = build_learner(cfg, self.family)
         self.start_iteration = 0
+        self.rejected_steps = 0
+        self.consecutive_rejections = 0
         if resume:
             path = checkpoint.latest(self.ckpt_dir)
             if path is None:
@@ -108,6 +115,8 @@ class Trainer:
             state = checkpoint.load(path)
             self.learner.load_state_dict(state["meta"])
             self.start_iteration = int(state["iteration"])
+            self.rejected_steps = int(state.get("rejected_steps", 0))
+            self.consecutive_rejections = int(state.get("consecutive_rejections", 0))
         else:
             (self.run_dir / "config.yaml").write_text(to_yaml(cfg), encoding="utf-8")
         self.sampler: Sampler | None = None
@@ -132,17 +141,19 @@ class Trainer:
         t_adapt = time.perf_counter() - t1
 
         t2 = time.perf_counter()
-        valid = self.sampler.sample(tasks, adapted, b, derive_seed(cfg.seed, VALID, iteration))
+        finite = all(bool(torch.isfinite(v).all()) for v in adapted.values())
+        valid = self.sampler.sample(tasks, adapted, b, derive_seed(cfg.seed, VALID, iteration)) if finite else None
         t_valid = time.perf_counter() - t2
 
         t3 = time.perf_counter()
-        stats = learner.step(train, train_adv, valid)
+        stats = learner.step(train, train_adv, valid) if valid is not None else MAMLTRPO.rejected_stats()
         t_outer = time.perf_counter() - t3
+        self._count_rejection(iteration, stats)
 
         sampling_s = t_train + t_valid
-        env_steps = (train.rewards.numel() + valid.rewards.numel())
+        env_steps = train.rewards.numel() + (valid.rewards.numel() if valid is not None else 0)
         pre = float(train.episode_returns().mean())
-        post = float(valid.episode_returns().mean())
+        post = float(valid.episode_returns().mean()) if valid is not None else float("nan")
         scalars = {
             "returns/pre_adapt": pre,
             "returns/post_adapt": post,
@@ -153,6 +164,7 @@ class Trainer:
             "trpo/line_search_steps": stats["line_search_steps"],
             "trpo/accepted": stats["accepted"],
             "trpo/grad_norm": stats["grad_norm"],
+            "trpo/rejected_steps": float(self.rejected_steps),
             "time/iteration_s": time.perf_counter() - t0,
             "time/sampling_s": sampling_s,
             "time/inner_s": t_adapt + stats["time_inner_s"],
@@ -171,10 +183,24 @@ class Trainer:
             scalars[f"sampler/{k}"] = float(v)
         return IterationResult(iteration, scalars)
 
+    def _count_rejection(self, iteration: int, stats: dict[str, float]) -> None:
+        if not stats["rejected_nonfinite"]:
+            self.consecutive_rejections = 0
+            return
+        self.rejected_steps += 1
+        self.consecutive_rejections += 1
+        log.warning("iteration %d: non-finite episodes, loss, gradient or step; update rejected "
+                    "(%d in a row)", iteration, self.consecutive_rejections)
+
     # -- the loop ----------------------------------------------------------------------
     def save_checkpoint(self, next_iteration: int) -> Path:
-        state = {"iteration": next_iteration, "meta": self.learner.state_dict(), "config": to_yaml(self.cfg)}
-        return checkpoint.save(self.ckpt_dir, next_iteration, state)
+        state = {"iteration": next_iteration, "meta": self.learner.state_dict(), "config": to_yaml(self.cfg),
+                 "rejected_steps": self.rejected_steps, "consecutive_rejections": self.consecutive_rejections}
+        try:
+            return checkpoint.save(self.ckpt_dir, next_iteration, state)
+        except OSError as e:
+            raise TrainingError(f"cannot write checkpoint in {self.ckpt_dir}: {e.strerror or e}; "
+                                "the previous checkpoint is intact") from None
 
     def train(self, on_iteration: Callable[[IterationResult], None] | None = None) -> list[IterationResult]:
         """Run from ``start_iteration`` to ``cfg.iterations``; returns the per-iteration results."""
@@ -199,6 +225,13 @@ class Trainer:
                 results.append(res)
                 if on_iteration is not None:
                     on_iteration(res)
+                limit = cfg.trpo.max_consecutive_rejections
+                if self.consecutive_rejections >= limit:
+                    self.writer.flush()
+                    path = self.save_checkpoint(iteration + 1)
+                    raise TrainingError(
+                        f"{limit} consecutive updates rejected for non-finite values (iteration {iteration}); "
+                        f"stopped with the last good parameters in {path}")
                 if (iteration + 1) % cfg.log.checkpoint_every == 0 or iteration + 1 == cfg.iterations:
                     self.writer.flush()
                     self.save_checkpoint(iteration + 1)

@@ -169,52 +169,72 @@ class MAMLTRPO:
         loss, kl, _, _ = self._surrogate_kl(adapted, valid, valid_adv, old.mean, old.log_std, old.logp)
         return loss, kl
 
+    def curvature_tasks(self, num_tasks: int) -> int:
+        """How many tasks (the first ones) the conjugate gradient's curvature uses."""
+        return min(num_tasks, max(1, math.ceil(self.trpo.cg_subsample * num_tasks)))
+
     def curvature(self, meta: Mapping[str, Tensor], train: EpisodeBatch, train_adv: Tensor, valid: EpisodeBatch,
                   valid_adv: Tensor, old: Old, kl: Tensor | None = None) -> Callable[[Tensor], Tensor]:
         """Damped KL Hessian-vector product for the conjugate gradient.
 
-        Uses the first ``ceil(cg_subsample * N)`` tasks; ``kl`` (the mean KL of
+        Uses the first :meth:`curvature_tasks` tasks; ``kl`` (the mean KL of
         all tasks, with its graph) is reused when every task is used.
         """
-        n_tasks = train.num_tasks
-        n_curv = min(n_tasks, max(1, math.ceil(self.trpo.cg_subsample * n_tasks)))
-        if kl is None or n_curv < n_tasks:
+        n_curv = self.curvature_tasks(train.num_tasks)
+        if kl is None or n_curv < train.num_tasks:
             _, kl = self.objective(meta, train.tasks(n_curv), train_adv[:n_curv], valid.tasks(n_curv),
                                    valid_adv[:n_curv], old.tasks(n_curv), create_graph=True)
         return kl_hvp(kl, list(meta.values()), self.trpo.cg_damping)
 
+    @staticmethod
+    def rejected_stats() -> dict[str, float]:
+        """Diagnostics of an update rejected for non-finite values."""
+        return {"accepted": 0.0, "line_search_steps": 0.0, "kl": 0.0, "rejected_nonfinite": 1.0,
+                "surrogate_before": float("nan"), "surrogate_after": float("nan"), "grad_norm": float("nan"),
+                "cg_tasks": 0.0, "time_inner_s": 0.0, "time_cg_s": 0.0, "time_line_search_s": 0.0}
+
     def step(self, train: EpisodeBatch, train_adv: Tensor, valid: EpisodeBatch) -> dict[str, float]:
-        """One TRPO update of the meta-parameters.  Returns diagnostics."""
+        """One TRPO update of the meta-parameters.  Returns diagnostics.
+
+        Non-finite episodes, losses, gradients or CG solutions reject the step
+        (``rejected_nonfinite = 1``) and leave the meta-parameters unchanged.
+        """
         timings: dict[str, float] = {}
+        stats = self.rejected_stats()
+
+        def finish() -> dict[str, float]:
+            for key, value in timings.items():
+                stats[f"time_{key}"] = value
+            return stats
+
         t0 = time.perf_counter()
         meta = self.meta_params()
         tensors = list(meta.values())
+        if not all(bool(torch.isfinite(x).all()) for x in (train.rewards, valid.rewards, train_adv)):
+            return finish()
         valid_adv = self.advantages(valid).detach()
         old = self.old_outputs(train, train_adv, valid)
         loss, kl = self.objective(meta, train, train_adv, valid, valid_adv, old, create_graph=True)
         timings["inner_s"] = time.perf_counter() - t0
 
         t1 = time.perf_counter()
-        n_tasks = train.num_tasks
-        n_curv = min(n_tasks, max(1, math.ceil(self.trpo.cg_subsample * n_tasks)))
-        g = flat_grad(loss, tensors, retain_graph=n_curv == n_tasks).detach()
+        n_curv = self.curvature_tasks(train.num_tasks)
+        g = flat_grad(loss, tensors, retain_graph=n_curv == train.num_tasks).detach()
         loss = loss.detach()
-        hvp = self.curvature(meta, train, train_adv, valid, valid_adv, old, kl if n_curv == n_tasks else None)
-        stats: dict[str, float] = {"surrogate_before": loss.item(), "grad_norm": g.norm().item(),
-                                   "cg_tasks": float(n_curv)}
+        stats.update(surrogate_before=loss.item(), surrogate_after=loss.item(), grad_norm=g.norm().item(),
+                     cg_tasks=float(n_curv))
+        if not (torch.isfinite(loss) and torch.isfinite(g).all()):
+            return finish()
+        hvp = self.curvature(meta, train, train_adv, valid, valid_adv, old,
+                             kl if n_curv == train.num_tasks else None)
         stepdir = conjugate_gradient(hvp, -g, self.trpo.cg_iters)
         shs = 0.5 * (stepdir @ hvp(stepdir))
         timings["cg_s"] = time.perf_counter() - t1
         del hvp  # free the double-backward graph before the line search
+        if not (torch.isfinite(stepdir).all() and torch.isfinite(shs) and shs > 0):
+            return finish()
 
         t2 = time.perf_counter()
-        old_flat = flatten(meta).detach().clone()
-        if not (torch.isfinite(stepdir).all() and torch.isfinite(shs) and shs > 0):
-            stats.update(accepted=0.0, line_search_steps=0.0, kl=0.0, surrogate_after=loss.item(),
-                         rejected_nonfinite=1.0)
-            timings["line_search_s"] = time.perf_counter() - t2
-            stats.update({f"time_{k}": v for k, v in timings.items()})
-            return stats
         full_step = stepdir * math.sqrt(self.trpo.max_kl / float(shs))
 
         def evaluate(flat: Tensor) -> tuple[float, float]:
@@ -222,18 +242,16 @@ class MAMLTRPO:
             c_loss, c_kl = self.objective(cand, train, train_adv, valid, valid_adv, old, create_graph=False)
             return c_loss.item(), c_kl.item()
 
-        result = line_search(evaluate, old_flat, full_step, loss.item(), self.trpo.max_kl,
+        result = line_search(evaluate, flatten(meta).detach().clone(), full_step, loss.item(), self.trpo.max_kl,
                              self.trpo.ls_backtrack, self.trpo.ls_max_steps)
-        with torch.no_grad():
-            for v, new in zip(tensors, unflatten(result.params, meta).values()):
-                v.copy_(new)
+        if result.accepted:
+            with torch.no_grad():
+                for v, new in zip(tensors, unflatten(result.params, meta).values()):
+                    v.copy_(new)
+            stats.update(kl=result.kl, surrogate_after=result.loss)
         timings["line_search_s"] = time.perf_counter() - t2
-        stats.update(accepted=float(result.accepted), line_search_steps=float(result.steps),
-                     kl=result.kl if result.accepted else 0.0,
-                     surrogate_after=result.loss if result.accepted else loss.item(),
-                     rejected_nonfinite=0.0)
-        stats.update({f"time_{k}": v for k, v in timings.items()})
-        return stats
+        stats.update(accepted=float(result.accepted), line_search_steps=float(result.steps), rejected_nonfinite=0.0)
+        return finish()
 
 
 class Old(NamedTuple):

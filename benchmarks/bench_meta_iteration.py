@@ -1,0 +1,77 @@
+"""Time full meta-iterations for MAML (second order), first-order MAML and ANIL.
+
+One run trains each mode for a few iterations on the same family and sizes,
+and prints the median time per iteration split into sampling / inner /
+outer (CG, line search), plus the ratios ANIL/MAML and FO/MAML of the outer
+step measured in the same run.
+
+    python benchmarks/bench_meta_iteration.py                      # HalfCheetahVel 40x20x100, 2 local workers
+    python benchmarks/bench_meta_iteration.py --family Navigation2D --tasks 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+from pathlib import Path
+
+import torch
+
+from metarl.config import load_config
+from metarl.trainer import Trainer
+
+MODES = {
+    "maml": [],
+    "fomaml": ["algo.first_order=true"],
+    "anil": ["policy.adapt=head"],
+    "maml_cg0.25": ["trpo.cg_subsample=0.25"],
+}
+KEYS = ["time/iteration_s", "time/sampling_s", "time/inner_s", "time/outer_s", "time/cg_s", "time/line_search_s"]
+
+
+def run_mode(args: argparse.Namespace, extra: list[str]) -> dict[str, float]:
+    overrides = [
+        f"env.family={args.family}", f"env.horizon={args.horizon}", f"algo.meta_batch_size={args.tasks}",
+        f"algo.episodes_per_task={args.episodes}", f"sampler.backend={args.backend}",
+        f"sampler.workers={args.workers}", f"iterations={args.iterations}", "log.checkpoint_every=1000",
+    ] + extra
+    cfg = load_config(None, overrides)
+    with tempfile.TemporaryDirectory() as tmp:
+        results = Trainer(cfg, Path(tmp)).train()
+    timed = results[1:] if len(results) > 1 else results  # the first iteration warms up workers
+    return {k: statistics.median(r.scalars[k] for r in timed) for k in KEYS}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--family", default="HalfCheetahVel")
+    p.add_argument("--tasks", type=int, default=40)
+    p.add_argument("--episodes", type=int, default=20)
+    p.add_argument("--horizon", type=int, default=100)
+    p.add_argument("--backend", default="local")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--iterations", type=int, default=4, help="per mode; the first is not timed")
+    p.add_argument("--modes", default=",".join(MODES), help=f"comma-separated subset of {list(MODES)}")
+    p.add_argument("--threads", type=int, default=torch.get_num_threads(), help="intra-op threads, main process")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"{args.family}: {args.tasks} tasks x {args.episodes} episodes x horizon {args.horizon}, "
+          f"{args.backend} sampler with {args.workers} workers, {args.threads} main-process threads; "
+          f"median of {max(args.iterations - 1, 1)} iterations per mode")
+    rows = {}
+    for mode in args.modes.split(","):
+        rows[mode] = run_mode(args, MODES[mode])
+        r = rows[mode]
+        print(f"{mode:>12}: iteration {r['time/iteration_s']:6.2f} s = sampling {r['time/sampling_s']:5.2f} "
+              f"+ inner {r['time/inner_s']:5.2f} + outer {r['time/outer_s']:5.2f} "
+              f"(cg {r['time/cg_s']:5.2f}, line search {r['time/line_search_s']:5.2f})", flush=True)
+    if "maml" in rows:
+        base = rows["maml"]["time/outer_s"]
+        for mode in rows:
+            if mode != "maml":
+                print(f"outer-step time {mode}/maml: {rows[mode]['time/outer_s'] / base:.2f}")
+
+
+if __name__ == "__main__":
+    main()

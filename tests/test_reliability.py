@@ -1,0 +1,291 @@
+"""Reliability: malformed configs, kill -9 and resume, non-finite values, write failures."""
+
+from __future__ import annotations
+
+import errno
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import envs
+from envs.navigation import Navigation2DEnv
+from metarl import checkpoint
+from metarl.cli import main
+from metarl.config import load_config
+from metarl.trainer import Trainer, TrainingError
+
+ROOT = Path(__file__).resolve().parents[1]
+NAV_CONFIG = ROOT / "experiments" / "configs" / "navigation2d.yaml"
+SMALL = ["algo.meta_batch_size=4", "algo.episodes_per_task=4", "env.horizon=20", "policy.hidden_sizes=[8]",
+         "sampler.backend=serial"]
+
+# -- malformed configs (property-based) -------------------------------------------------
+
+BASE = yaml.safe_load(NAV_CONFIG.read_text())
+TEXT = st.text(alphabet="abcdefghijklmnopqrstuvwxyz", min_size=1, max_size=8)
+NOT_A_NUMBER = st.one_of(TEXT, st.lists(st.integers(), max_size=2), st.dictionaries(TEXT, st.integers(), max_size=1))
+NOT_SCALAR = st.one_of(st.lists(st.integers(), max_size=2), st.dictionaries(TEXT, st.integers(), max_size=1))
+# key path -> strategy of values that must be rejected
+INVALID = {
+    ("iterations",): st.one_of(NOT_A_NUMBER, st.integers(max_value=-1), st.floats(0.1, 0.9)),
+    ("seed",): st.one_of(NOT_A_NUMBER, st.integers(max_value=-1)),
+    ("name",): st.one_of(NOT_SCALAR, st.just(""), st.just("a/b")),
+    ("env", "family"): st.one_of(TEXT.map(lambda s: "No" + s), NOT_SCALAR),
+    ("env", "horizon"): st.one_of(NOT_A_NUMBER, st.integers(max_value=0)),
+    ("env", "kwargs"): st.one_of(TEXT, st.lists(st.integers(), min_size=1, max_size=2)),
+    ("policy", "hidden_sizes"): st.one_of(TEXT, st.just([]), st.lists(st.integers(max_value=0), min_size=1,
+                                                                      max_size=3)),
+    ("policy", "activation"): st.one_of(TEXT.filter(lambda s: s not in ("tanh", "relu")), NOT_SCALAR),
+    ("policy", "adapt"): st.one_of(TEXT.filter(lambda s: s not in ("all", "head")), NOT_SCALAR),
+    ("algo", "meta_batch_size"): st.one_of(NOT_A_NUMBER, st.integers(max_value=0)),
+    ("algo", "episodes_per_task"): st.one_of(NOT_A_NUMBER, st.integers(max_value=0)),
+    ("algo", "inner_lr"): st.one_of(NOT_A_NUMBER, st.floats(max_value=0.0, allow_nan=False, allow_infinity=False),
+                                    st.just(float("nan")), st.just(float("inf"))),
+    ("algo", "first_order"): st.one_of(TEXT, st.integers(0, 5), NOT_SCALAR),
+    ("algo", "gamma"): st.one_of(NOT_A_NUMBER, st.floats(1.01, 10), st.floats(-5, 0)),
+    ("trpo", "max_kl"): st.one_of(NOT_A_NUMBER, st.floats(-1, 0)),
+    ("trpo", "cg_iters"): st.one_of(NOT_A_NUMBER, st.integers(max_value=0)),
+    ("trpo", "ls_backtrack"): st.one_of(NOT_A_NUMBER, st.floats(1.0, 3.0), st.floats(-1.0, 0.0)),
+    ("trpo", "cg_subsample"): st.one_of(NOT_A_NUMBER, st.floats(1.01, 2.0), st.floats(-1.0, 0.0)),
+    ("sampler", "backend"): st.one_of(TEXT.filter(lambda s: s not in ("serial", "local", "ray")), NOT_SCALAR),
+    ("sampler", "workers"): st.one_of(NOT_A_NUMBER, st.integers(max_value=0)),
+    ("log", "checkpoint_every"): st.one_of(NOT_A_NUMBER, st.integers(max_value=0)),
+}
+
+
+@st.composite
+def malformed_configs(draw) -> str:
+    kind = draw(st.sampled_from(["value", "unknown_key", "yaml", "top_level"]))
+    data = yaml.safe_load(NAV_CONFIG.read_text())
+    if kind == "value":
+        path = draw(st.sampled_from(sorted(INVALID)))
+        node = data
+        for key in path[:-1]:
+            node = node[key]
+        node[path[-1]] = draw(INVALID[path])
+    elif kind == "unknown_key":
+        section = draw(st.sampled_from([None, "env", "policy", "algo", "trpo", "sampler", "log"]))
+        node = data if section is None else data[section]
+        key = draw(TEXT.filter(lambda k: k not in node)) + "_x"
+        node[key] = draw(st.integers())
+    elif kind == "yaml":
+        return yaml.safe_dump(data) + draw(st.sampled_from(["algo: [1, 2\n", "  - : :\n\t{{\n", "a: b: c\n"]))
+    else:
+        return yaml.safe_dump(draw(st.one_of(st.lists(st.integers(), min_size=1), TEXT.map(lambda s: s + " x"))))
+    return yaml.safe_dump(data)
+
+
+GENERATED = {"count": 0}
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(text=malformed_configs())
+def test_malformed_configs_exit_2_with_one_line_and_no_run_directory(text):
+    GENERATED["count"] += 1
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = Path(tmp) / "bad.yaml"
+        cfg.write_text(text)
+        run_dir = Path(tmp) / "run"
+        r, err = run_main(["train", str(cfg), "--run-dir", str(run_dir), "--no-progress"])
+        assert r == 2, text
+        assert len(err.strip().splitlines()) == 1, err
+        assert err.startswith("metarl: error: ") and "Traceback" not in err
+        assert not run_dir.exists()
+
+
+def run_main(argv: list[str]) -> tuple[int, str]:
+    import contextlib
+    import io
+
+    buf = io.StringIO()
+    with contextlib.redirect_stderr(buf):
+        code = main(argv)
+    return code, buf.getvalue()
+
+
+def test_valid_base_config_is_accepted():
+    assert load_config(NAV_CONFIG).env.family == "Navigation2D"
+
+
+# -- kill -9 at random points, then resume ----------------------------------------------
+
+def train_cmd(run_dir: Path, iterations: int, extra: tuple[str, ...] = ()) -> list[str]:
+    cmd = [sys.executable, "-m", "metarl", "train", str(NAV_CONFIG), "--run-dir", str(run_dir), "--no-progress",
+           "--set", f"iterations={iterations}", "--set", "log.checkpoint_every=1", *extra]
+    for s in SMALL:
+        cmd += ["--set", s]
+    return cmd
+
+
+def final_params(run_dir: Path) -> dict[str, torch.Tensor]:
+    return checkpoint.load(checkpoint.latest(run_dir / "checkpoints"))["meta"]
+
+
+@pytest.mark.integration
+def test_kill_9_at_random_points_then_resume_gives_the_uninterrupted_result(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    iterations = 12
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    reference = tmp_path / "reference"
+    subprocess.run(train_cmd(reference, iterations), check=True, env=env, capture_output=True)
+    expected = final_params(reference)
+
+    rng = random.Random(1234)
+    kills = 0
+    for trial in range(3):
+        run = tmp_path / f"killed{trial}"
+        proc = subprocess.Popen(train_cmd(run, iterations), env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        # wait until training has begun (a checkpoint exists), then kill at a random moment
+        deadline = time.monotonic() + 60
+        while checkpoint.latest(run / "checkpoints") is None and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0.0, 0.8))
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.wait()
+        subprocess.run([sys.executable, "-m", "metarl", "train", "--resume", str(run), "--no-progress"],
+                       check=True, env=env, capture_output=True)
+        got = final_params(run)
+        assert sorted(got) == sorted(expected)
+        for k in expected:
+            assert torch.equal(got[k], expected[k]), (trial, k)
+        acc = EventAccumulator(str(run))
+        acc.Reload()
+        steps = [e.step for e in acc.Scalars("returns/post_adapt")]
+        assert steps == list(range(iterations)), steps
+    assert kills >= 2  # the runs really were interrupted
+
+
+def test_failed_checkpoint_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    cfg = load_config(NAV_CONFIG, SMALL + ["iterations=3", "log.checkpoint_every=1"])
+    (tmp_path / "run").mkdir()
+    trainer = Trainer(cfg, tmp_path / "run")
+    real_save = torch.save
+    calls = {"n": 0}
+
+    def failing_save(obj, f, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:  # second checkpoint: half-written, then the disk is full
+            f.write(b"partial")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", failing_save)
+    with pytest.raises(TrainingError, match="No space left on device.*previous checkpoint is intact"):
+        trainer.train()
+    ckpt_dir = tmp_path / "run" / "checkpoints"
+    assert checkpoint.latest(ckpt_dir).name == "iter_000001.pt"
+    assert checkpoint.load(checkpoint.latest(ckpt_dir))["iteration"] == 1
+    assert not [p for p in ckpt_dir.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_unwritable_run_directory_is_a_usage_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    code, err = run_main(["train", str(NAV_CONFIG), "--run-dir", str(blocker / "run"), "--no-progress"])
+    assert code == 2 and "cannot write run directory" in err and len(err.strip().splitlines()) == 1
+
+
+# -- non-finite values ---------------------------------------------------------------------
+
+class NaNRewardNavigation(Navigation2DEnv):
+    """Navigation2D whose reward is NaN when the goal's x exceeds a threshold (fault injection)."""
+
+    batched = None  # use the default loop-over-envs path, so the fault reaches the sampler as is
+    nan_above = 0.3
+
+    def step(self, action):
+        obs, reward, term, trunc, info = super().step(action)
+        if self._goal[0] > self.nan_above:
+            reward = float("nan")
+        return obs, reward, term, trunc, info
+
+
+class AlwaysNaNNavigation(NaNRewardNavigation):
+    """Every reward is NaN."""
+
+    nan_above = -1.0
+
+
+envs.register_family("NaNRewardNavigation", NaNRewardNavigation, horizon=20)
+envs.register_family("AlwaysNaNNavigation", AlwaysNaNNavigation, horizon=20)
+
+
+def test_nan_rewards_reject_steps_and_the_run_continues(tmp_path):
+    cfg = load_config(NAV_CONFIG, SMALL + ["env.family=NaNRewardNavigation", "iterations=6"])
+    (tmp_path / "run").mkdir()
+    trainer = Trainer(cfg, tmp_path / "run")
+    before = {k: v.detach().clone() for k, v in trainer.learner.meta_params().items()}
+    results = trainer.train()
+    rejected = [r for r in results if np.isnan(r.scalars["trpo/surrogate_before"])
+                or r.scalars["trpo/rejected_steps"] > (results[r.iteration - 1].scalars["trpo/rejected_steps"]
+                                                       if r.iteration else 0)]
+    assert 0 < len(rejected) < len(results)
+    assert results[-1].scalars["trpo/rejected_steps"] == len(rejected)
+    after = trainer.learner.meta_params()
+    assert any(not torch.equal(after[k].detach(), before[k]) for k in before)
+    assert all(torch.isfinite(v).all() for v in after.values())
+
+
+def test_persistent_nan_stops_cleanly_with_the_last_good_checkpoint(tmp_path):
+    cfg = load_config(NAV_CONFIG, SMALL + ["env.family=AlwaysNaNNavigation", "iterations=10",
+                                           "trpo.max_consecutive_rejections=3"])
+    (tmp_path / "run").mkdir()
+    trainer = Trainer(cfg, tmp_path / "run")
+    initial = {k: v.detach().clone() for k, v in trainer.learner.meta_params().items()}
+    with pytest.raises(TrainingError, match="3 consecutive updates rejected"):
+        trainer.train()
+    state = checkpoint.load(checkpoint.latest(tmp_path / "run" / "checkpoints"))
+    assert state["iteration"] == 3 and state["rejected_steps"] == 3
+    for k, v in initial.items():
+        assert torch.equal(state["meta"][k], v)
+
+
+def test_nan_loss_rejects_the_update_and_leaves_parameters_unchanged(tmp_path, monkeypatch):
+    cfg = load_config(NAV_CONFIG, SMALL + ["iterations=2"])
+    (tmp_path / "run").mkdir()
+    trainer = Trainer(cfg, tmp_path / "run")
+    learner = trainer.learner
+    real = learner.objective
+    calls = {"n": 0}
+
+    def nan_once(meta, *args, create_graph=True):
+        calls["n"] += 1
+        loss, kl = real(meta, *args, create_graph=create_graph)
+        return (loss * float("nan"), kl) if calls["n"] == 1 else (loss, kl)
+
+    monkeypatch.setattr(learner, "objective", nan_once)
+    before = {k: v.detach().clone() for k, v in learner.meta_params().items()}
+    trainer.sampler = __import__("metarl.trainer", fromlist=["build_sampler"]).build_sampler(
+        cfg, trainer.family, learner.policy)
+    first = trainer.run_iteration(0)
+    assert first.scalars["trpo/rejected_steps"] == 1 and first.scalars["trpo/accepted"] == 0
+    for k, v in learner.meta_params().items():
+        assert torch.equal(v.detach(), before[k])
+    second = trainer.run_iteration(1)
+    assert second.scalars["trpo/accepted"] == 1 and trainer.consecutive_rejections == 0
+
+
+def test_nan_actions_never_reach_the_simulator():
+    family = envs.make_family("HalfCheetahVel")
+    env = family.make_vector(family.sample_tasks(2, np.random.default_rng(0)))
+    env.reset([0, 1])
+    bad = np.zeros((2, env.act_dim))
+    bad[1, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        env.step(bad)
