@@ -10,7 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from metarl.analysis.representation import analyze_run, format_report, freeze_ablation, representation_similarity
+from metarl.analysis.representation import (
+    analyze_run,
+    format_report,
+    freeze_ablation,
+    relative_change,
+    representation_similarity,
+)
 from metarl.analysis.similarity import canonical_correlations, cca_similarity, linear_cka
 from metarl.config import load_config
 from metarl.evaluation import held_out_tasks
@@ -142,6 +148,17 @@ def test_torch_and_float32_inputs_give_the_float64_numpy_result():
     assert linear_cka(x32.requires_grad_(), y32) == linear_cka(x64, y64)
 
 
+def test_relative_change_sees_the_shifts_that_centred_similarities_ignore():
+    x = torch.from_numpy(gaussian(200, 4, 26))
+    shifted = x + 3.0
+    assert linear_cka(x, shifted) == pytest.approx(1.0, abs=1e-12)
+    assert cca_similarity(x, shifted) == pytest.approx(1.0, abs=1e-12)
+    expected = float(torch.linalg.norm(torch.full_like(x, 3.0)) / torch.linalg.norm(x))
+    assert relative_change(x, shifted) == pytest.approx(expected, rel=1e-12)
+    assert relative_change(x, x.clone()) == 0.0
+    assert relative_change(torch.zeros(5, 2), torch.zeros(5, 2)) == 0.0
+
+
 def test_bad_inputs_raise_value_errors():
     x = gaussian(20, 3, 25)
     with pytest.raises(ValueError, match="same number of samples"):
@@ -194,6 +211,7 @@ def test_maml_similarity_per_layer_lies_in_unit_interval_and_the_body_changes(tr
         np.testing.assert_allclose(values, per_task.mean(axis=0), rtol=1e-12)
     # MAML adapts every layer, so no layer's representation is left exactly unchanged
     assert np.all(per_task_cka < 1.0)
+    assert np.all(np.array(result["per_task"]["relative_change"]) > 0.0)
 
 
 @pytest.mark.integration
@@ -210,6 +228,8 @@ def test_anil_body_similarity_is_exactly_one_and_the_head_changes(trained):
         assert [result[key][i] for i in body] == [1.0, 1.0]
         assert all(row[i] == 1.0 for row in result["per_task"][key] for i in body)
     assert result["cka"][head] < 1.0
+    assert [result["relative_change"][i] for i in body] == [0.0, 0.0]
+    assert result["relative_change"][head] > 0.0
     assert result["per_task"]["num_states"] == [80, 80, 80]  # 4 episodes x 20 steps, nothing terminates early
 
 

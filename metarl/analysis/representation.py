@@ -107,9 +107,14 @@ def representation_similarity(
     ``max_states`` per task).  ``cca_keep`` is the SVCCA truncation.
 
     Returns ``{"layers": [name per layer], "cka": [mean over tasks per
-    layer], "cca": [...], "cka_stderr", "cca_stderr", "per_task": {"cka":
-    tasks x layers, "cca": tasks x layers, "num_states": [per task]},
-    "pre_adapt_return", "tasks", "adapted_params", ...}``.
+    layer], "cca": [...], "cka_stderr", "cca_stderr", "relative_change":
+    [...], "per_task": {"cka", "cca", "relative_change": tasks x layers,
+    "num_states": [per task]}, "pre_adapt_return", "tasks",
+    "adapted_params", ...}``.
+
+    CKA and CCA centre the activations, so they are blind to a constant
+    shift (e.g. a changed head bias moving every action the same way);
+    ``relative_change`` = ``||after - before||_F / ||before||_F`` is not.
     """
     if num_tasks < 1:
         raise ValueError(f"num_tasks must be >= 1, got {num_tasks}")
@@ -123,6 +128,7 @@ def representation_similarity(
     layers = policy.layer_names()
     cka = np.zeros((num_tasks, len(layers)))
     cca = np.zeros((num_tasks, len(layers)))
+    change = np.zeros((num_tasks, len(layers)))
     num_states = []
     with torch.no_grad():
         for i in range(num_tasks):
@@ -133,15 +139,19 @@ def representation_similarity(
             for j, (a, b) in enumerate(zip(before, after, strict=True)):
                 cka[i, j] = linear_cka(a, b)
                 cca[i, j] = cca_similarity(a, b, keep=cca_keep)
+                change[i, j] = relative_change(a, b)
     cka_mean, cka_se = _mean_stderr(cka)
     cca_mean, cca_se = _mean_stderr(cca)
+    change_mean, _ = _mean_stderr(change)
     return {
         "layers": layers,
         "cka": cka_mean,
         "cca": cca_mean,
         "cka_stderr": cka_se,
         "cca_stderr": cca_se,
-        "per_task": {"cka": cka.tolist(), "cca": cca.tolist(), "num_states": num_states},
+        "relative_change": change_mean,
+        "per_task": {"cka": cka.tolist(), "cca": cca.tolist(), "relative_change": change.tolist(),
+                     "num_states": num_states},
         "pre_adapt_return": float(episode_mean_returns(batch).mean()),
         "adapted_params": list(learner.adapt_names),
         "cca_keep": cca_keep,
@@ -150,6 +160,16 @@ def representation_similarity(
         "episodes_per_task": episodes_per_task,
         "seed": seed,
     }
+
+
+def relative_change(before: Tensor, after: Tensor) -> float:
+    """``||after - before||_F / ||before||_F`` of two ``(n, d)`` activations (0 if both are 0)."""
+    b, a = before.detach().double(), after.detach().double()
+    diff = float(torch.linalg.norm(a - b))
+    base = float(torch.linalg.norm(b))
+    if diff == 0.0:
+        return 0.0
+    return diff / base if base > 0 else math.inf
 
 
 def default_variants(learner: MAMLTRPO) -> dict[str, list[str] | None]:
@@ -300,9 +320,9 @@ def format_report(result: Mapping[str, Any]) -> str:
     sim, abl = result["similarity"], result["freeze_ablation"]
     lines = [f"representation similarity before vs after one inner step ({sim['num_tasks']} held-out tasks; "
              f"adapted: {', '.join(sim['adapted_params'])})",
-             f"{'layer':<10}  {'CKA':>6}  {'CCA':>6}"]
-    for name, cka, cca in zip(sim["layers"], sim["cka"], sim["cca"], strict=True):
-        lines.append(f"{name:<10}  {cka:>6.4f}  {cca:>6.4f}")
+             f"{'layer':<10}  {'CKA':>6}  {'CCA':>6}  {'|change|/|before|':>17}"]
+    for name, cka, cca, change in zip(sim["layers"], sim["cka"], sim["cca"], sim["relative_change"], strict=True):
+        lines.append(f"{name:<10}  {cka:>6.4f}  {cca:>6.4f}  {change:>17.4f}")
     lines += ["", "layer-freezing ablation: mean return after one inner step adapting only",
               f"{'variant':<10}  {'return':>10}  {'stderr':>8}  {'gain vs step 0':>16}",
               f"{'(step 0)':<10}  {abl['step0']['mean']:>10.2f}  {abl['step0']['stderr']:>8.2f}"]
