@@ -56,13 +56,18 @@ def _nonneg_int(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="metarl", description="Meta-reinforcement learning: MAML-TRPO and ANIL.")
-    parser.add_argument("--module", action="append", default=[], metavar="PATH",
-                        help="import this Python file first (e.g. one that registers a task family)")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    common = _Parser(add_help=False)
+    common.add_argument("--module", action="append", default=argparse.SUPPRESS, metavar="PATH",
+                        help="import this Python file first, e.g. one that registers a task family (repeatable)")
+    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="log debug messages")
+    parser = _Parser(prog="metarl", description="Meta-reinforcement learning: MAML-TRPO and ANIL.",
+                     parents=[common])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    p = sub.add_parser("train", help="meta-train from a YAML config (or resume a run)")
+    def add(name: str, help_text: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help_text, parents=[common], description=help_text)
+
+    p = add("train", "meta-train from a YAML config (or resume a run)")
     p.add_argument("config", nargs="?", help="YAML config, e.g. experiments/configs/navigation2d.yaml")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, dotted (repeatable): --set algo.inner_lr=0.05")
@@ -73,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="allow writing into an existing non-empty --run-dir")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
-    p = sub.add_parser("evaluate", help="test-time adaptation curve on held-out tasks")
+    p = add("evaluate", "test-time adaptation curve on held-out tasks")
     p.add_argument("run_dir", help="a run directory written by metarl train")
     p.add_argument("--tasks", type=_positive_int, default=40, help="held-out tasks (default 40)")
     p.add_argument("--steps", type=_nonneg_int, default=3, help="inner steps 0..K (default 3; 0 = NIL)")
@@ -81,14 +86,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=_nonneg_int, default=0, help="seed of the held-out tasks and rollouts")
     p.add_argument("--out", help="output JSON (default RUN_DIR/eval/adaptation.json)")
 
-    sub.add_parser("tasks", help="list registered task families")
+    add("tasks", "list registered task families")
 
-    p = sub.add_parser("check-family", help="run the task-family checks on a registered family")
+    p = add("check-family", "run the task-family checks on a registered family")
     p.add_argument("name", help="family name (see metarl tasks)")
     return parser
 
 
 def _import_modules(paths: list[str]) -> None:
+    """Import user files; their classes are pickled by value so worker processes need not import them."""
+    import cloudpickle
+
     for path in paths:
         if not os.path.isfile(path):
             raise UsageError(f"--module: no such file {path!r}")
@@ -98,6 +106,7 @@ def _import_modules(paths: list[str]) -> None:
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
         spec.loader.exec_module(module)
+        cloudpickle.register_pickle_by_value(module)
 
 
 # -- commands -----------------------------------------------------------------------
@@ -250,9 +259,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
-        logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+        logging.basicConfig(level=logging.DEBUG if getattr(args, "verbose", False) else logging.WARNING,
                             format="%(levelname)s %(name)s: %(message)s")
-        _import_modules(args.module)
+        _import_modules(getattr(args, "module", []))
         return COMMANDS[args.command](args)
     except UsageError as e:
         print(f"metarl: error: {e}", file=sys.stderr)

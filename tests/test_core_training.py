@@ -252,3 +252,29 @@ def test_console_script_lists_tasks():
                          cwd=ROOT).stdout
     for name in ("Navigation2D", "HalfCheetahVel", "AntDir"):
         assert name in out
+
+
+SWIMMER = str(ROOT / "experiments" / "families" / "swimmer_vel.py")
+
+
+@pytest.mark.integration
+def test_module_family_trains_with_worker_processes(tmp_path):
+    """A family from a --module file reaches spawned workers (pickled by value)."""
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "metarl", "train", NAV_CONFIG, "--module", SWIMMER, "--run-dir", str(run),
+           "--no-progress", "--set", "env.family=SwimmerVel", "--set", "iterations=1", "--set", "env.horizon=10",
+           "--set", "algo.meta_batch_size=2", "--set", "algo.episodes_per_task=2", "--set", "sampler.backend=local",
+           "--set", "sampler.workers=2"]
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert checkpoint.latest(run / "checkpoints").name == "iter_000001.pt"
+    ev = subprocess.run([sys.executable, "-m", "metarl", "evaluate", str(run), "--module", SWIMMER, "--tasks", "2",
+                         "--steps", "1", "--episodes", "2"], capture_output=True, text=True, cwd=tmp_path)
+    assert ev.returncode == 0, ev.stderr
+
+
+def test_module_option_works_before_or_after_the_command(capsys):
+    assert main(["check-family", "SwimmerVel", "--module", SWIMMER]) == 0
+    assert main(["--module", SWIMMER, "tasks"]) == 0
+    assert "SwimmerVel" in capsys.readouterr().out
+    assert main(["tasks", "--module", "no/such/file.py"]) == 2
