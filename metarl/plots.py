@@ -207,13 +207,21 @@ def _flat(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def _read_config(run_dir: Path) -> dict[str, Any] | None:
+    """RUN_DIR's config, flattened to dotted keys, with defaults filled in
+    (so runs made before a key existed compare equal on it); the raw YAML
+    if it no longer loads as a config."""
     path = Path(run_dir) / "config.yaml"
     if not path.is_file():
         return None
-    import yaml
+    from metarl.config import ConfigError, load_config, to_dict
 
-    data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    return _flat(data) if isinstance(data, Mapping) else None
+    try:
+        return _flat(to_dict(load_config(path)))
+    except (ConfigError, ValueError, TypeError, KeyError):
+        import yaml
+
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return _flat(data) if isinstance(data, Mapping) else None
 
 
 def _ignored(key: str) -> bool:
