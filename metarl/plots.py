@@ -380,7 +380,12 @@ def plot_similarity(result: Mapping[str, Any], out: Path) -> Path:
         err = result.get(f"{key}_stderr")
         ax.bar(x + offset, result[key], width, yerr=err, capsize=3 if err is not None else 0, label=name)
     ax.set_xticks(x, layers)
-    ax.set_ylim(0.0, 1.05)
+    ax.set_ylim(0.0, 1.12)
+    change = result.get("relative_change")
+    if change is not None and len(change) == len(layers):
+        # CKA/CCA ignore constant shifts; show how far the activations moved
+        for xi, c in zip(x, change, strict=True):
+            ax.text(xi, 1.06, f"|Δ|/|before| {c:.2f}", ha="center", va="center", fontsize=7)
     ax.axhline(1.0, color="grey", linewidth=0.8)
     ax.set_xlabel("layer")
     ax.set_ylabel("similarity before vs after adaptation")
