@@ -149,6 +149,8 @@ class TaskFamily:
     horizon: int
     kwargs: dict[str, Any] = field(default_factory=dict)
     description: str = ""
+    oracle: bool = False
+    """Append the task's parameters to observations (the oracle baseline)."""
     _proto: TaskEnv | None = field(default=None, repr=False, compare=False)
 
     def __getstate__(self) -> dict[str, Any]:
@@ -166,18 +168,34 @@ class TaskFamily:
             raise ValueError(f"cannot sample {n} tasks")
         return self._prototype().sample_tasks(n, rng)
 
-    def make_env(self, task: Task | None = None) -> TaskEnv:
-        return self.env_cls(task=task, **self.kwargs)
+    def make_env(self, task: Task | None = None) -> gymnasium.Env:
+        env = self.env_cls(task=task, **self.kwargs)
+        if self.oracle:
+            from envs.oracle import OracleEnv
+
+            return OracleEnv(env)
+        return env
 
     def make_vector(self, tasks: Sequence[Task]) -> BatchedEnv:
         batched = getattr(self.env_cls, "batched", None)
         if batched is not None:
-            return batched(list(tasks), **self.kwargs)
-        return LoopBatchedEnv([self.make_env(t) for t in tasks])
+            env = batched(list(tasks), **self.kwargs)
+        else:
+            env = LoopBatchedEnv([self.env_cls(task=t, **self.kwargs) for t in tasks])
+        if self.oracle:
+            from envs.oracle import OracleBatchedEnv
+
+            return OracleBatchedEnv(env, tasks)
+        return env
 
     @property
     def obs_dim(self) -> int:
-        return int(np.prod(self._prototype().observation_space.shape))
+        dim = int(np.prod(self._prototype().observation_space.shape))
+        if self.oracle:
+            from envs.oracle import task_features
+
+            dim += task_features(self._prototype().get_task()).shape[0]
+        return dim
 
     @property
     def act_dim(self) -> int:
@@ -210,8 +228,11 @@ def family_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def make_family(name: str, horizon: int | None = None, **kwargs: Any) -> TaskFamily:
-    """Build the registered family ``name`` with constructor ``kwargs``."""
+def make_family(name: str, horizon: int | None = None, oracle: bool = False, **kwargs: Any) -> TaskFamily:
+    """Build the registered family ``name`` with constructor ``kwargs``.
+
+    ``oracle=True`` appends each task's parameters to the observations.
+    """
     if name not in _REGISTRY:
         close = difflib.get_close_matches(name, list(_REGISTRY), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
@@ -219,7 +240,7 @@ def make_family(name: str, horizon: int | None = None, **kwargs: Any) -> TaskFam
     env_cls, default_horizon, description = _REGISTRY[name]
     if horizon is not None and int(horizon) < 1:
         raise ValueError(f"horizon must be >= 1, got {horizon}")
-    family = TaskFamily(name, env_cls, int(horizon or default_horizon), dict(kwargs), description)
+    family = TaskFamily(name, env_cls, int(horizon or default_horizon), dict(kwargs), description, bool(oracle))
     try:
         family._prototype()  # fail now on bad kwargs, not in a worker
     except TypeError as e:

@@ -32,6 +32,8 @@ class EnvConfig:
     """Steps per episode; ``null`` takes the family's default."""
     kwargs: dict[str, Any] = field(default_factory=dict)
     """Family constructor arguments: reward coefficients, task ranges."""
+    oracle: bool = False
+    """Append each task's parameters to the observations (the oracle baseline)."""
 
 
 @dataclass

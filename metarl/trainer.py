@@ -50,7 +50,7 @@ def stream_rng(seed: int, stream: int, index: int) -> np.random.Generator:
 
 
 def build_family(cfg: Config) -> TaskFamily:
-    return envs.make_family(cfg.env.family, horizon=cfg.env.horizon, **cfg.env.kwargs)
+    return envs.make_family(cfg.env.family, horizon=cfg.env.horizon, oracle=cfg.env.oracle, **cfg.env.kwargs)
 
 
 def build_learner(cfg: Config, family: TaskFamily) -> MAMLTRPO:
@@ -132,6 +132,15 @@ class Trainer:
         b = cfg.algo.episodes_per_task
         t0 = time.perf_counter()
         tasks = self.tasks_for(iteration)
+        if cfg.algo.inner_steps == 0:  # no adaptation (pretrained / oracle baselines): plain TRPO on one batch
+            train = self.sampler.sample(tasks, learner.policy.params(), b, derive_seed(cfg.seed, VALID, iteration))
+            train_adv = learner.advantages(train)
+            t_sample = time.perf_counter() - t0
+            t3 = time.perf_counter()
+            stats = learner.step(train, train_adv, train)
+            self._count_rejection(iteration, stats)
+            return self._result(iteration, tasks, train, mean_return(train), train.rewards.numel(), stats, t0,
+                                t_sample, 0.0, time.perf_counter() - t3)
         train = self.sampler.sample(tasks, learner.policy.params(), b, derive_seed(cfg.seed, TRAIN, iteration))
         t_train = time.perf_counter() - t0
 
@@ -150,10 +159,17 @@ class Trainer:
         t_outer = time.perf_counter() - t3
         self._count_rejection(iteration, stats)
 
-        sampling_s = t_train + t_valid
+        # post-adaptation return: NaN when non-finite adapted parameters were never rolled out
+        post = mean_return(valid) if valid is not None else float("nan")
         env_steps = train.rewards.numel() + (valid.rewards.numel() if valid is not None else 0)
-        pre = float(train.episode_returns().mean())
-        post = float(valid.episode_returns().mean()) if valid is not None else float("nan")
+        return self._result(iteration, tasks, train, post, env_steps, stats, t0, t_train + t_valid, t_adapt, t_outer)
+
+    def _result(self, iteration: int, tasks: list[dict[str, Any]], train: EpisodeBatch, post: float, env_steps: int,
+                stats: dict[str, float], t0: float, sampling_s: float, t_adapt: float,
+                t_outer: float) -> IterationResult:
+        """The scalars logged for one iteration."""
+        learner = self.learner
+        pre = mean_return(train)
         scalars = {
             "returns/pre_adapt": pre,
             "returns/post_adapt": post,
@@ -273,6 +289,11 @@ def load_run(run_dir: Path) -> tuple[Config, TaskFamily, MAMLTRPO, int]:
     state = checkpoint.load(path)
     learner.load_state_dict(state["meta"])
     return cfg, family, learner, int(state["iteration"])
+
+
+def mean_return(batch: EpisodeBatch) -> float:
+    """Mean undiscounted episode return over all tasks and episodes."""
+    return float(batch.episode_returns().mean())
 
 
 def episode_mean_returns(batch: EpisodeBatch) -> np.ndarray:
