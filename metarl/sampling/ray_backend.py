@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
+import traceback
 from typing import Any
 
 import cloudpickle
@@ -44,12 +45,16 @@ class RayRolloutActor:
         self.worker = RolloutWorker(family, spec)
 
     def rollout(self, tasks: list[Task], params: dict[str, np.ndarray], shard: Shard,
-                seed: int) -> tuple[dict[str, np.ndarray], float]:
+                seed: int) -> tuple[dict[str, np.ndarray] | None, float, str | None]:
+        """``(arrays, busy seconds, None)``, or ``(None, 0, traceback text)`` if the rollout raised."""
         start = time.perf_counter()
-        # arrays from the object store are read-only views; torch wants writable memory
-        params = {k: np.array(v) for k, v in params.items()}
-        arrays = self.worker.rollout(tasks, params, shard, seed)
-        return arrays, time.perf_counter() - start
+        try:
+            # arrays from the object store are read-only views; torch wants writable memory
+            params = {k: np.array(v) for k, v in params.items()}
+            arrays = self.worker.rollout(tasks, params, shard, seed)
+        except Exception:
+            return None, 0.0, traceback.format_exc()
+        return arrays, time.perf_counter() - start, None
 
     def where(self) -> tuple[str, int]:
         """``(node id, pid)`` of this actor."""
@@ -116,7 +121,7 @@ class RaySampler(Sampler):
             ref = done[0]
             i = pending.pop(ref)
             try:
-                arrays, busy = ray.get(ref)
+                arrays, busy, error = ray.get(ref)
             except ray.exceptions.RayActorError as e:
                 deaths[i] += 1
                 self._restarts += 1
@@ -129,10 +134,10 @@ class RaySampler(Sampler):
                 self._actors[i] = self._new_actor()
                 pending[self._actors[i].rollout.remote(tasks_ref, params_ref, shards[i], seed)] = i
                 continue
-            except ray.exceptions.RayTaskError as e:
+            if error is not None:
                 for other in pending:
                     ray.cancel(other)
-                raise RuntimeError(f"ray sampler worker {i} raised while sampling:\n{e}") from None
+                raise RuntimeError(f"ray sampler worker {i} raised while sampling:\n{error}")
             results[i] = arrays
             self._busy[i] = busy
         self._last_wall = time.perf_counter() - start
