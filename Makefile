@@ -13,7 +13,7 @@ $(BIN)/metarl: setup.cfg pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	# torch first, pinned: an unpinned torch pulls a multi-GB CUDA build
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[test,plot]'
+	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(BIN)/metarl
 
 setup: $(BIN)/metarl

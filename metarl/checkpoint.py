@@ -9,43 +9,24 @@ previous checkpoint intact.
 
 from __future__ import annotations
 
-import os
-import tempfile
+import io
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from metarl.fileio import atomic_write
+
 LATEST = "latest"
-
-
-def _atomic_write(path: Path, write: Any) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def save(ckpt_dir: Path, iteration: int, state: dict[str, Any]) -> Path:
     """Write ``state`` as ``ckpt_dir/iter_{iteration:06d}.pt`` and point ``latest`` at it."""
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
     path = ckpt_dir / f"iter_{iteration:06d}.pt"
-    _atomic_write(path, lambda f: torch.save(state, f))
-    _atomic_write(ckpt_dir / LATEST, lambda f: f.write(path.name.encode() + b"\n"))
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    atomic_write(path, buf.getvalue())
+    atomic_write(ckpt_dir / LATEST, path.name + "\n")
     return path
 
 

@@ -3,6 +3,8 @@
     metarl train CONFIG [--set key=value ...] [--run-dir DIR] [--seed N] [--force]
     metarl train --resume RUN_DIR
     metarl evaluate RUN_DIR [--tasks N] [--steps K] [--episodes B] [--seed N]
+    metarl analyze RUN_DIR [--tasks N] [--seed N]
+    metarl plot RUN_DIR [RUN_DIR ...] --out FILE.png
     metarl tasks
     metarl check-family NAME
 
@@ -85,6 +87,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--episodes", type=_positive_int, help="episodes per task per step (default: the run's)")
     p.add_argument("--seed", type=_nonneg_int, default=0, help="seed of the held-out tasks and rollouts")
     p.add_argument("--out", help="output JSON (default RUN_DIR/eval/adaptation.json)")
+
+    p = add("analyze", "per-layer representation change (CKA/CCA) and the layer-freezing ablation")
+    p.add_argument("run_dir", help="a run directory written by metarl train")
+    p.add_argument("--tasks", type=_positive_int, default=20, help="held-out tasks (default 20)")
+    p.add_argument("--episodes", type=_positive_int, help="episodes per task (default: the run's)")
+    p.add_argument("--seed", type=_nonneg_int, default=0, help="seed of the held-out tasks and rollouts")
+    p.add_argument("--max-states", type=_positive_int, default=2000, help="states per task for CKA/CCA")
+    p.add_argument("--out-dir", help="output directory (default RUN_DIR/eval)")
+
+    p = add("plot", "learning and adaptation curves of one or more runs")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories (seeds of one config are banded)")
+    p.add_argument("--out", required=True, help="output PNG file")
+    p.add_argument("--labels", nargs="+", help="one legend label per run directory")
 
     add("tasks", "list registered task families")
 
@@ -198,6 +213,8 @@ def _run_training(cfg: Any, run_dir: Path, resume: bool, progress: bool) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from metarl.evaluation import adaptation_curve
+    from metarl.fileio import atomic_write
+    from metarl.plots import log_adaptation_curve, write_adaptation_outputs
     from metarl.trainer import build_sampler, load_run
 
     run_dir = Path(args.run_dir)
@@ -216,14 +233,48 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                                   on_step=lambda k, m: print(f"  step {k}: {m:.2f}", file=sys.stderr))
     result["run_dir"] = str(run_dir)
     result["iteration"] = iteration
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=1))
-    os.replace(tmp, out)
+    atomic_write(out, json.dumps(result, indent=1))
+    files = write_adaptation_outputs(result, out.parent, out.stem)
+    log_adaptation_curve(result, run_dir)
     print(f"{'step':>4}  {'mean return':>12}  {'stderr':>8}")
     for k, m, s in zip(result["steps"], result["mean"], result["stderr"]):
         print(f"{k:>4}  {m:>12.2f}  {s:>8.2f}")
-    print(f"wrote {out}", file=sys.stderr)
+    print(f"wrote {out}, {files['csv']}, {files['png']}", file=sys.stderr)
+    return 0
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from metarl.analysis.representation import analyze_run, format_report
+
+    run_dir = Path(args.run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise UsageError(f"{str(run_dir)!r} is not a run directory (no config.yaml)")
+    print(f"analysing {run_dir} on {args.tasks} held-out tasks", file=sys.stderr)
+    try:
+        result = analyze_run(run_dir, args.tasks, args.seed, args.episodes, args.max_states,
+                             Path(args.out_dir) if args.out_dir else None)
+    except FileNotFoundError as e:
+        raise UsageError(str(e)) from None
+    print(format_report(result))
+    print("wrote " + ", ".join(result["files"].values()), file=sys.stderr)
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from metarl.plots import plot_runs
+
+    for d in args.run_dirs:
+        if not Path(d).is_dir():
+            raise UsageError(f"no such run directory {d!r}")
+    if args.labels and len(args.labels) != len(args.run_dirs):
+        raise UsageError(f"--labels needs one label per run directory ({len(args.run_dirs)}), got {len(args.labels)}")
+    if not args.out.lower().endswith(".png"):
+        raise UsageError(f"--out must name a .png file, got {args.out!r}")
+    try:
+        out = plot_runs([Path(d) for d in args.run_dirs], Path(args.out), args.labels)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    print(f"wrote {out}")
     return 0
 
 
@@ -252,7 +303,8 @@ def cmd_check_family(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "tasks": cmd_tasks, "check-family": cmd_check_family}
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "analyze": cmd_analyze, "plot": cmd_plot,
+            "tasks": cmd_tasks, "check-family": cmd_check_family}
 
 
 def main(argv: list[str] | None = None) -> int:

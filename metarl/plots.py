@@ -24,13 +24,14 @@ import csv
 import io
 import json
 import math
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from metarl.fileio import atomic_write
 
 LEARNING_TAGS = ("returns/pre_adapt", "returns/post_adapt")
 ADAPTATION_TAG = "eval/adaptation_return"
@@ -42,19 +43,6 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 # -- files ------------------------------------------------------------------------------
-
-def _atomic_write(path: Path, data: bytes) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
-
 
 def _new_figure(ncols: int = 1, width: float = 6.0, height: float = 4.0) -> tuple[Any, list[Any]]:
     try:
@@ -71,7 +59,7 @@ def _new_figure(ncols: int = 1, width: float = 6.0, height: float = 4.0) -> tupl
 def _save_png(fig: Any, out: Path) -> Path:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=120)
-    return _atomic_write(Path(out), buf.getvalue())
+    return atomic_write(Path(out), buf.getvalue())
 
 
 # -- adaptation curves ------------------------------------------------------------------------
@@ -116,7 +104,7 @@ def write_adaptation_outputs(result: Mapping[str, Any], out_dir: Path, label: st
     """
     out_dir = Path(out_dir)
     steps, mean, stderr, _ = _check_curve(result)
-    csv_path = _atomic_write(out_dir / f"{label}.csv", adaptation_csv(result).encode())
+    csv_path = atomic_write(out_dir / f"{label}.csv", adaptation_csv(result).encode())
 
     fig, (ax,) = _new_figure()
     m, s = np.asarray(mean), np.asarray(stderr)

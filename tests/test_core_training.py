@@ -198,6 +198,15 @@ def test_cli_train_writes_tags_checkpoints_and_evaluate_writes_json(tmp_path, ca
     assert result["mean"][0] == pytest.approx(np.mean(result["per_task"][0]))
     out = capsys.readouterr().out
     assert "mean return" in out
+    assert (run / "eval" / "adaptation.csv").read_text().startswith("step,")
+    assert (run / "eval" / "adaptation.png").read_bytes()[:4] == b"\x89PNG"
+
+    assert main(["analyze", str(run), "--tasks", "2", "--episodes", "2", "--max-states", "50"]) == 0
+    analysis = json.loads((run / "eval" / "analysis.json").read_text())
+    assert analysis["similarity"]["layers"] == ["body.0", "head"]
+    assert main(["plot", str(run), "--out", str(tmp_path / "curves.png")]) == 0
+    assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    assert main(["plot", str(run), "--out", str(tmp_path / "curves.jpg")]) == 2
 
     # resume extends the run
     assert main(["train", "--resume", str(run), "--iterations", "3", "--no-progress"]) == 0

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -34,6 +33,7 @@ from metarl.algos.maml_trpo import MAMLTRPO
 from metarl.analysis.similarity import cca_similarity, linear_cka
 from metarl.episodes import EpisodeBatch
 from metarl.evaluation import held_out_tasks
+from metarl.fileio import atomic_write
 from metarl.policies import Params
 from metarl.sampling import Sampler
 from metarl.trainer import EVAL_ROLLOUTS, derive_seed, episode_mean_returns, stream_rng
@@ -295,7 +295,7 @@ def analyze_run(
     out_dir = Path(out_dir) if out_dir is not None else run_dir / "eval"
     out_dir.mkdir(parents=True, exist_ok=True)
     files = {"json": out_dir / "analysis.json"}
-    _write_text_atomic(files["json"], json.dumps(result, indent=1))
+    atomic_write(files["json"], json.dumps(result, indent=1))
     if plot:
         from metarl.plots import plot_freeze_ablation, plot_similarity
 
@@ -303,16 +303,6 @@ def analyze_run(
         files["ablation_png"] = plot_freeze_ablation(ablation, out_dir / "freeze_ablation.png")
     result["files"] = {k: str(v) for k, v in files.items()}
     return result
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def format_report(result: Mapping[str, Any]) -> str:
