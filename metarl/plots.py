@@ -44,7 +44,7 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 # -- files ------------------------------------------------------------------------------
 
-def _new_figure(ncols: int = 1, width: float = 6.0, height: float = 4.0) -> tuple[Any, list[Any]]:
+def new_figure(ncols: int = 1, width: float = 6.0, height: float = 4.0) -> tuple[Any, list[Any]]:
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
@@ -56,7 +56,7 @@ def _new_figure(ncols: int = 1, width: float = 6.0, height: float = 4.0) -> tupl
     return fig, axes
 
 
-def _save_png(fig: Any, out: Path) -> Path:
+def save_png(fig: Any, out: Path) -> Path:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=120)
     return atomic_write(Path(out), buf.getvalue())
@@ -106,7 +106,7 @@ def write_adaptation_outputs(result: Mapping[str, Any], out_dir: Path, label: st
     steps, mean, stderr, _ = _check_curve(result)
     csv_path = atomic_write(out_dir / f"{label}.csv", adaptation_csv(result).encode())
 
-    fig, (ax,) = _new_figure()
+    fig, (ax,) = new_figure()
     m, s = np.asarray(mean), np.asarray(stderr)
     ax.plot(steps, m, marker="o", label="mean return")
     ax.fill_between(steps, m - s, m + s, alpha=0.25, label="± standard error")
@@ -123,7 +123,7 @@ def write_adaptation_outputs(result: Mapping[str, Any], out_dir: Path, label: st
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend()
-    png_path = _save_png(fig, out_dir / f"{label}.png")
+    png_path = save_png(fig, out_dir / f"{label}.png")
     return {"csv": csv_path, "png": png_path}
 
 
@@ -309,7 +309,7 @@ def plot_runs(run_dirs: Sequence[Path], out: Path, labels: Sequence[str] | None 
     adaptation = {d: _load_adaptation(d) for d in run_dirs}
     has_eval = any(a is not None for a in adaptation.values())
 
-    fig, axes = _new_figure(ncols=2 if has_eval else 1)
+    fig, axes = new_figure(ncols=2 if has_eval else 1)
     ax = axes[0]
     colors = [f"C{i % 10}" for i in range(len(groups))]
     for g, color in zip(groups, colors, strict=True):
@@ -344,7 +344,7 @@ def plot_runs(run_dirs: Sequence[Path], out: Path, labels: Sequence[str] | None 
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    return _save_png(fig, Path(out))
+    return save_png(fig, Path(out))
 
 
 # -- representation similarity ------------------------------------------------------------------------
@@ -361,7 +361,7 @@ def plot_similarity(result: Mapping[str, Any], out: Path) -> Path:
     layers = list(result["layers"])
     if not (len(layers) == len(result["cka"]) == len(result["cca"])):
         raise ValueError("similarity result: layers, cka and cca must have the same length")
-    fig, (ax,) = _new_figure(width=max(5.0, 1.2 * len(layers) + 2))
+    fig, (ax,) = new_figure(width=max(5.0, 1.2 * len(layers) + 2))
     x = np.arange(len(layers))
     width = 0.38
     for offset, key, name in ((-width / 2, "cka", "linear CKA"), (width / 2, "cca", "mean CCA (SVCCA)")):
@@ -385,7 +385,7 @@ def plot_similarity(result: Mapping[str, Any], out: Path) -> Path:
         title += "\nadapted: " + _short_names(adapted)
     ax.set_title(title, fontsize=10)
     ax.legend(loc="lower left", fontsize=8)
-    return _save_png(fig, Path(out))
+    return save_png(fig, Path(out))
 
 
 def _short_names(names: Sequence[str]) -> str:
@@ -403,7 +403,7 @@ def plot_freeze_ablation(result: Mapping[str, Any], out: Path) -> Path:
     if "variants" not in result or "step0" not in result:
         raise ValueError("ablation result lacks 'variants' or 'step0'; expected the dict freeze_ablation returns")
     names = list(result["variants"])
-    fig, (ax,) = _new_figure(width=max(5.0, 1.1 * len(names) + 2))
+    fig, (ax,) = new_figure(width=max(5.0, 1.1 * len(names) + 2))
     means = [result["variants"][n]["mean"] for n in names]
     errs = [result["variants"][n]["stderr"] for n in names]
     # points, not bars: returns are often negative and have no natural zero
@@ -418,4 +418,4 @@ def plot_freeze_ablation(result: Mapping[str, Any], out: Path) -> Path:
     pad = 0.1 * (hi - lo) if math.isfinite(hi - lo) and hi > lo else 1.0
     ax.set_ylim(lo - pad, hi + pad)
     ax.legend(fontsize=8)
-    return _save_png(fig, Path(out))
+    return save_png(fig, Path(out))
