@@ -87,13 +87,9 @@ def malformed_configs(draw) -> str:
     return yaml.safe_dump(data)
 
 
-GENERATED = {"count": 0}
-
-
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(text=malformed_configs())
 def test_malformed_configs_exit_2_with_one_line_and_no_run_directory(text):
-    GENERATED["count"] += 1
     with tempfile.TemporaryDirectory() as tmp:
         cfg = Path(tmp) / "bad.yaml"
         cfg.write_text(text)
@@ -145,7 +141,8 @@ def test_kill_9_at_random_points_then_resume_gives_the_uninterrupted_result(tmp_
 
     rng = random.Random(1234)
     kills = 0
-    for trial in range(3):
+    trials = int(os.environ.get("METARL_KILL_TRIALS", "3"))  # RELIABILITY.md records a longer run
+    for trial in range(trials):
         run = tmp_path / f"killed{trial}"
         proc = subprocess.Popen(train_cmd(run, iterations), env=env, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
@@ -168,7 +165,8 @@ def test_kill_9_at_random_points_then_resume_gives_the_uninterrupted_result(tmp_
         acc.Reload()
         steps = [e.step for e in acc.Scalars("returns/post_adapt")]
         assert steps == list(range(iterations)), steps
-    assert kills >= 2  # the runs really were interrupted
+    assert kills >= (2 * trials) // 3  # the runs really were interrupted
+    print(f"kill -9 trials: {trials}, processes killed mid-run: {kills}, all resumed to identical parameters")
 
 
 def test_failed_checkpoint_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
