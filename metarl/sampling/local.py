@@ -33,7 +33,6 @@ import signal
 import time
 import traceback
 import weakref
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,7 +41,7 @@ import numpy as np
 
 from envs.base import Task, TaskFamily
 from metarl.sampling.base import Sampler, assemble, split_grid
-from metarl.sampling.worker import PolicySpec, Shard
+from metarl.sampling.worker import PolicySpec
 
 logger = logging.getLogger(__name__)
 
@@ -65,8 +64,8 @@ def default_workers() -> int:
 def _worker_main(conn: multiprocessing.connection.Connection, payload: bytes, fault: str | None) -> None:
     """Serve ``("run", call_id, tasks, params, shard, seed)`` messages until ``None`` or EOF.
 
-    Replies ``("ok", call_id, arrays, busy_seconds)`` or
-    ``("error", call_id, traceback_text)``.
+    Sends ``("ready", -1)`` once started, then replies to every job with
+    ``("ok", call_id, arrays, busy_seconds)`` or ``("error", call_id, traceback_text)``.
     """
     # Ctrl-C reaches the whole foreground process group; the parent handles it
     # and shuts the workers down, so they ignore it instead of printing tracebacks.
@@ -81,6 +80,8 @@ def _worker_main(conn: multiprocessing.connection.Connection, payload: bytes, fa
         worker = RolloutWorker(family, spec)
     except BaseException:  # report start-up failures (bad pickle, import error) to the parent
         _send_quietly(conn, ("error", -1, traceback.format_exc()))
+        return
+    if not _send_quietly(conn, ("ready", -1)):
         return
     while True:
         try:
@@ -135,6 +136,8 @@ class _Slot:
     process: Any = None
     conn: Any = None
     job: tuple[Any, ...] | None = None  # the message being worked on
+    ready: bool = False  # the process has started and built its worker
+    deadline: float | None = None  # monotonic time after which a pending job counts as hung
     deaths: int = 0  # deaths while running the current job
     busy: float = 0.0  # seconds spent in rollout during the last call
     started: list[int] = field(default_factory=list)  # pids, oldest first
@@ -160,7 +163,8 @@ class LocalSampler(Sampler):
     and spec travel with cloudpickle, so both work.  ``timeout``: seconds a
     call may wait for one worker before the worker is declared hung, killed
     and replaced (``None``: wait as long as it takes; a dead process is
-    noticed at once either way).  ``max_retries``: how often one shard may
+    noticed at once either way); a worker still starting up gets
+    ``startup_timeout`` (120 s) more.  ``max_retries``: how often one shard may
     kill its worker within a call before the call fails.  ``fault``: a test
     aid, see :data:`FAULT_KINDS`.
     """
@@ -175,6 +179,7 @@ class LocalSampler(Sampler):
         if fault is not None and fault[1] not in FAULT_KINDS:
             raise ValueError(f"fault kind must be one of {FAULT_KINDS}, got {fault[1]!r}")
         self.timeout = timeout
+        self.startup_timeout = 120.0
         self.max_retries = int(max_retries)
         self._ctx = multiprocessing.get_context(start_method)
         self._payload = cloudpickle.dumps((family, spec))
@@ -198,7 +203,7 @@ class LocalSampler(Sampler):
                                  name=f"metarl-sampler-{slot.index}", daemon=True)
         proc.start()
         child_conn.close()
-        slot.process, slot.conn, slot.job = proc, parent_conn, None
+        slot.process, slot.conn, slot.job, slot.ready = proc, parent_conn, None, False
         slot.started.append(proc.pid)
 
     def _stop(self, slot: _Slot, grace: float = 0.0) -> None:
@@ -239,7 +244,7 @@ class LocalSampler(Sampler):
         try:
             for slot, shard in zip(self._slots[:len(shards)], shards, strict=True):
                 self._submit(slot, ("run", call_id, tasks, params, shard, seed))
-            self._collect(call_id, shards, results)
+            self._collect(call_id, results)
         except BaseException:
             # Abandoned jobs leave workers busy with stale work: stop them; the next
             # call starts fresh ones (an interrupt leaves no half-used pool behind).
@@ -255,9 +260,20 @@ class LocalSampler(Sampler):
         while True:
             try:
                 slot.conn.send(job)
+                self._arm(slot)
                 return
             except (BrokenPipeError, OSError):
                 self._replace(slot, "the pipe broke while sending its job")
+
+    def _arm(self, slot: _Slot) -> None:
+        """Set the time by which the slot's pending job must be answered.
+
+        Start-up (spawning, importing torch) gets :attr:`startup_timeout` on top.
+        """
+        if self.timeout is None or slot.job is None:
+            slot.deadline = None
+        else:
+            slot.deadline = time.monotonic() + self.timeout + (0.0 if slot.ready else self.startup_timeout)
 
     def _replace(self, slot: _Slot, why: str) -> None:
         """The worker in ``slot`` is gone: start another and resend the slot's job."""
@@ -280,11 +296,7 @@ class LocalSampler(Sampler):
         if job is not None:
             self._submit(slot, job)
 
-    def _collect(self, call_id: int, shards: Sequence[Shard],
-                 results: dict[int, dict[str, np.ndarray]]) -> None:
-        deadline: dict[int, float] = {}
-        if self.timeout is not None:
-            deadline = {s.index: time.monotonic() + self.timeout for s in self._slots if s.job is not None}
+    def _collect(self, call_id: int, results: dict[int, dict[str, np.ndarray]]) -> None:
         while True:
             waiting = [s for s in self._slots if s.job is not None]
             if not waiting:
@@ -293,27 +305,21 @@ class LocalSampler(Sampler):
             for s in waiting:
                 handles[s.conn] = s
                 handles[s.process.sentinel] = s
-            wait_for = None
-            if deadline:
-                wait_for = max(0.0, min(deadline[s.index] for s in waiting) - time.monotonic())
+            deadlines = [s.deadline for s in waiting if s.deadline is not None]
+            wait_for = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
             ready = multiprocessing.connection.wait(list(handles), timeout=wait_for)
             seen: set[int] = set()
             for h in ready:
                 slot = handles[h]
-                if slot.index in seen or slot.job is None:
-                    continue
-                seen.add(slot.index)
-                self._handle(slot, call_id, results)
-                if self.timeout is not None and slot.job is not None:  # restarted
-                    deadline[slot.index] = time.monotonic() + self.timeout
-            if deadline:
-                now = time.monotonic()
-                for s in waiting:
-                    if s.job is not None and s.index not in seen and now >= deadline[s.index]:
-                        s.process.kill()
-                        s.process.join()
-                        self._replace(s, f"no reply within {self.timeout} s; killed")
-                        deadline[s.index] = time.monotonic() + self.timeout
+                if slot.index not in seen and slot.job is not None:
+                    seen.add(slot.index)
+                    self._handle(slot, call_id, results)
+            now = time.monotonic()
+            for s in waiting:
+                if s.job is not None and s.index not in seen and s.deadline is not None and now >= s.deadline:
+                    s.process.kill()
+                    s.process.join()
+                    self._replace(s, f"no reply within {self.timeout} s; killed")
 
     def _handle(self, slot: _Slot, call_id: int, results: dict[int, dict[str, np.ndarray]]) -> None:
         """Read one reply from ``slot`` or, if its process is gone, replace it."""
@@ -327,6 +333,10 @@ class LocalSampler(Sampler):
             self._replace(slot, str(e) or type(e).__name__)
             return
         kind, reply_call = reply[0], reply[1]
+        if kind == "ready":
+            slot.ready = True
+            self._arm(slot)
+            return
         if kind == "error":
             slot.job = None
             where = "while starting" if reply_call == -1 else "while sampling"
