@@ -122,7 +122,7 @@ class RaySampler(Sampler):
             i = pending.pop(ref)
             try:
                 arrays, busy, error = ray.get(ref)
-            except ray.exceptions.RayActorError as e:
+            except (ray.exceptions.RayActorError, ray.exceptions.ObjectLostError) as e:
                 deaths[i] += 1
                 self._restarts += 1
                 logger.warning("ray sampler worker %d died (%s); starting a replacement and re-running its "
@@ -134,9 +134,7 @@ class RaySampler(Sampler):
                 self._actors[i] = self._new_actor()
                 pending[self._actors[i].rollout.remote(tasks_ref, params_ref, shards[i], seed)] = i
                 continue
-            if error is not None:
-                for other in pending:
-                    ray.cancel(other)
+            if error is not None:  # the other shards finish in their actors; their results are dropped
                 raise RuntimeError(f"ray sampler worker {i} raised while sampling:\n{error}")
             results[i] = arrays
             self._busy[i] = busy
