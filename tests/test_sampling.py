@@ -241,10 +241,14 @@ def test_worker_killed_from_outside_between_calls(pool, nav):
     assert pool.pids()[0] != victim
 
 
-def test_hung_worker_is_killed_after_timeout(nav):
+def test_hung_worker_is_killed_after_timeout_without_busy_waiting(nav):
     with LocalSampler(nav.family, nav.spec, workers=2, timeout=2.0, fault=(0, "hang")) as sampler:
+        wall, cpu = time.perf_counter(), time.process_time()
         _assert_same(nav.sample(sampler), nav.reference)
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
         assert sampler.stats()["worker_restarts"] == 1
+    assert wall >= 2.0
+    assert cpu < 0.25 * wall, f"the parent used {cpu:.2f} s of CPU in {wall:.2f} s while waiting"
 
 
 def test_worker_exception_surfaces_traceback_and_leaves_no_process(nav):
