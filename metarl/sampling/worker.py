@@ -135,6 +135,7 @@ class RolloutWorker:
         p = {k: v[index] for k, v in full.items()}
         # exp over all N tasks, then select: the same op on the same tensor in every worker
         std = torch.exp(full["log_std"])[index].unsqueeze(1)  # (n, 1, act_dim)
+        scaled_noise = std * torch.from_numpy(noise)  # (T, n, b, act_dim), elementwise as per step
         layers = self.policy.layer_names()
         mean_fn = RowwiseMLP([p[f"{name}.weight"] for name in layers], [p[f"{name}.bias"] for name in layers],
                              self.spec.activation, b)
@@ -150,7 +151,7 @@ class RolloutWorker:
                 obs_buf[t] = obs
                 mean = mean_fn(torch.from_numpy(obs).view(n, b, -1))
                 actions = act_buf[t]
-                torch.add(mean, std * torch.from_numpy(noise[t]), out=torch.from_numpy(actions))
+                torch.add(mean, scaled_noise[t], out=torch.from_numpy(actions))
                 obs, rewards, terminated = env.step(actions.reshape(n * b, act_dim))
                 mask_buf[t] = alive
                 rew_buf[t] = np.where(alive, rewards, 0.0)
