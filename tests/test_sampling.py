@@ -210,6 +210,12 @@ def test_pool_is_reused_across_calls(pool, nav):
     assert pool.pids() == pids
 
 
+def test_ray_is_imported_only_when_its_backend_is_used():
+    code = ("import sys, envs, metarl.sampling as s; from metarl.sampling.local import LocalSampler; "
+            "assert 'ray' not in sys.modules, 'ray imported'")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
 def test_backends_registered():
     assert {"serial", "local", "ray"} <= set(BACKENDS)
     with pytest.raises(ValueError, match="unknown sampler backend"):
