@@ -90,10 +90,10 @@ class TRPOConfig:
 
 @dataclass
 class SamplerConfig:
-    backend: str = "serial"
-    """serial | local | ray."""
-    workers: int = 2
-    """Worker processes (local) or actors (ray)."""
+    backend: str = "local"
+    """local (worker processes, the default) | ray (actors, for clusters) | serial (in-process, for debugging)."""
+    workers: int | None = None
+    """Worker processes (local) or actors (ray); null: one per core (local) or per cluster CPU (ray)."""
     ray_address: str | None = None
     """Existing Ray cluster to join (HOST:PORT); null starts a local one."""
 
@@ -248,7 +248,7 @@ def validate(cfg: Config) -> Config:
     need(t.ls_max_steps >= 1, "trpo.ls_max_steps", t.ls_max_steps, "must be >= 1")
     need(t.max_consecutive_rejections >= 1, "trpo.max_consecutive_rejections", t.max_consecutive_rejections,
          "must be >= 1")
-    need(s.workers >= 1, "sampler.workers", s.workers, "must be >= 1")
+    need(s.workers is None or s.workers >= 1, "sampler.workers", s.workers, "must be >= 1 (or null: one per core)")
     need(s.backend in ("serial", "local", "ray"), "sampler.backend", s.backend, "must be serial, local or ray")
     need(cfg.log.checkpoint_every >= 1, "log.checkpoint_every", cfg.log.checkpoint_every, "must be >= 1")
     import envs  # registers families

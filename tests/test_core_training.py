@@ -287,3 +287,10 @@ def test_module_option_works_before_or_after_the_command(capsys):
     assert main(["--module", SWIMMER, "tasks"]) == 0
     assert "SwimmerVel" in capsys.readouterr().out
     assert main(["tasks", "--module", "no/such/file.py"]) == 2
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+def test_both_activations_train(tmp_path, activation):
+    (tmp_path / "run").mkdir()
+    results = Trainer(small_config(1, [f"policy.activation={activation}"]), tmp_path / "run").train()
+    assert np.isfinite(results[0].scalars["returns/post_adapt"])

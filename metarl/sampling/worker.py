@@ -24,7 +24,9 @@ import numpy as np
 import torch
 
 from envs.base import Task, TaskFamily
-from metarl.policies import ACTIVATIONS, GaussianMLPPolicy
+from metarl.policies import GaussianMLPPolicy
+
+INPLACE_ACTIVATIONS = {"tanh": torch.tanh_, "relu": torch.relu_}
 
 
 @dataclass(frozen=True)
@@ -77,7 +79,7 @@ class RowwiseMLP:
         n, b = weights[0].shape[0], rows_per_task
         self.weights_k = [w.permute(2, 0, 1).unsqueeze(2).contiguous() for w in weights]  # (in, n, 1, out)
         self.biases = [bias.unsqueeze(1).contiguous() for bias in biases]  # (n, 1, out)
-        self.act = ACTIVATIONS[activation]
+        self.act_ = INPLACE_ACTIVATIONS[activation]
         self.bufs = [torch.empty(w.shape[2], n, b, w.shape[1]) for w in weights]
 
     def __call__(self, obs: torch.Tensor) -> torch.Tensor:
@@ -96,7 +98,7 @@ class RowwiseMLP:
             out = buf[0]
             out.add_(bias)
             if i < last:
-                self.act(out, out=out)
+                self.act_(out)
             x = out
         return x
 
