@@ -1,4 +1,4 @@
-"""The one-file example family and the code in docs/adding_a_family.md."""
+"""The one-file example family and the code in the README's "Adding a task family" section."""
 
 from __future__ import annotations
 
@@ -12,7 +12,15 @@ import envs
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "experiments" / "families" / "swimmer_vel.py"
-DOC = ROOT / "docs" / "adding_a_family.md"
+README = ROOT / "README.md"
+
+
+def doc_text() -> str:
+    """The README section that walks through adding a family."""
+    text = README.read_text()
+    start = text.index("## Adding a task family")
+    end = text.index("\n## ", start + 1)
+    return text[start:end]
 
 
 @pytest.fixture
@@ -53,22 +61,22 @@ def test_swimmer_rejects_bad_tasks(at_root):
 
 
 def test_doc_shows_the_example_file_verbatim():
-    blocks = _blocks(DOC.read_text())
+    blocks = _blocks(doc_text())
     shown = [code for _, code, f in blocks if f == "experiments/families/swimmer_vel.py"]
     assert shown == [EXAMPLE.read_text()]
 
 
 def test_doc_python_blocks_run_as_written(at_root, capsys):
-    blocks = [code for lang, code, f in _blocks(DOC.read_text()) if lang == "python" and f is None]
+    blocks = [code for lang, code, f in _blocks(doc_text()) if lang == "python" and f is None]
     assert len(blocks) >= 3
     for i, code in enumerate(blocks):
         namespace: dict = {"__name__": f"doc_block_{i}"}
-        exec(compile(code, f"{DOC.name}[block {i}]", "exec"), namespace)
+        exec(compile(code, f"README.md[adding a family, block {i}]", "exec"), namespace)
     assert "reward_forward" in capsys.readouterr().out
 
 
 def test_doc_shell_commands_name_existing_files():
-    shell = "\n".join(code for lang, code, _ in _blocks(DOC.read_text()) if lang == "sh")
+    shell = "\n".join(code for lang, code, _ in _blocks(doc_text()) if lang == "sh")
     paths = set(re.findall(r"experiments/\S+\.(?:py|yaml)", shell))
     assert paths, "expected the shell examples to name files"
     for p in paths:
