@@ -39,8 +39,7 @@ import mujoco
 import numpy as np
 
 from envs.base import Task, TaskError
-from envs.half_cheetah import check_direction
-from envs.mujoco_base import VectorizedMujocoEnv, gym_asset
+from envs.mujoco_base import DirectionTasks, TargetVelocityTasks, VectorizedMujocoEnv, gym_asset
 
 
 class _AntBase(VectorizedMujocoEnv):
@@ -108,36 +107,23 @@ class _AntBase(VectorizedMujocoEnv):
         return (f["qpos"][:, 0:2] - qpos_before[:, 0:2]) / self.dt
 
 
-class AntVelEnv(_AntBase):
+class AntVelEnv(TargetVelocityTasks, _AntBase):
     """v* ~ U[0,3]; reward -|v_x - v*| + 0.05 - ctrl - contact; done if torso z not in [0.2,1]."""
 
     family = "AntVel"
 
     def __init__(self, task: Task | None = None, *, velocity_low: float = 0.0, velocity_high: float = 3.0,
                  **kwargs: Any):
-        if not velocity_low <= velocity_high:
-            raise ValueError(f"{self.family}: need velocity_low <= velocity_high, "
-                             f"got {velocity_low}, {velocity_high}")
-        self.velocity_low, self.velocity_high = float(velocity_low), float(velocity_high)
+        self._set_velocity_range(velocity_low, velocity_high)
         super().__init__(**kwargs)
         self.set_task(task if task is not None else self.sample_tasks(1, np.random.default_rng(0))[0])
-
-    def sample_tasks(self, n: int, rng: np.random.Generator) -> list[dict[str, Any]]:
-        return [{"velocity": float(v)} for v in rng.uniform(self.velocity_low, self.velocity_high, size=n)]
-
-    def _task_vector(self, task: Task) -> np.ndarray:
-        self._check_fields(task, ("velocity",))
-        return np.array([self._scalar_field(task, "velocity", self.velocity_low, self.velocity_high)])
-
-    def _task_from_vector(self, vec: np.ndarray) -> dict[str, Any]:
-        return {"velocity": float(vec[0])}
 
     def _progress(self, f, qpos_before, task):
         v_x = self._xy_velocity(f, qpos_before)[:, 0]
         return {"reward_forward": -np.abs(v_x - task[:, 0])}
 
 
-class AntDirEnv(_AntBase):
+class AntDirEnv(DirectionTasks, _AntBase):
     """d in {-1,+1}; reward d*v_x + 0.05 - ctrl - contact; done if torso z not in [0.2,1]."""
 
     family = "AntDir"
@@ -145,16 +131,6 @@ class AntDirEnv(_AntBase):
     def __init__(self, task: Task | None = None, **kwargs: Any):
         super().__init__(**kwargs)
         self.set_task(task if task is not None else self.sample_tasks(1, np.random.default_rng(0))[0])
-
-    def sample_tasks(self, n: int, rng: np.random.Generator) -> list[dict[str, Any]]:
-        return [{"direction": int(d)} for d in rng.choice(np.array([-1, 1]), size=n)]
-
-    def _task_vector(self, task: Task) -> np.ndarray:
-        self._check_fields(task, ("direction",))
-        return np.array([float(check_direction(self.family, task))])
-
-    def _task_from_vector(self, vec: np.ndarray) -> dict[str, Any]:
-        return {"direction": int(vec[0])}
 
     def _progress(self, f, qpos_before, task):
         v_x = self._xy_velocity(f, qpos_before)[:, 0]

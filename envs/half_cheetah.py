@@ -28,13 +28,11 @@ gymnasium's HalfCheetah-v5.  Episodes never terminate (fixed horizon).
 
 from __future__ import annotations
 
-from typing import Any
-
 import mujoco
 import numpy as np
 
-from envs.base import Task, TaskError
-from envs.mujoco_base import VectorizedMujocoEnv, gym_asset
+from envs.base import Task
+from envs.mujoco_base import DirectionTasks, TargetVelocityTasks, VectorizedMujocoEnv, gym_asset
 
 
 class _HalfCheetahBase(VectorizedMujocoEnv):
@@ -71,7 +69,7 @@ class _HalfCheetahBase(VectorizedMujocoEnv):
         return self.ctrl_cost_weight * np.sum(np.square(applied), axis=1)
 
 
-class HalfCheetahVelEnv(_HalfCheetahBase):
+class HalfCheetahVelEnv(TargetVelocityTasks, _HalfCheetahBase):
     """v* ~ U[0,2]; reward -|v_x - v*| - 0.05||a||^2."""
 
     family = "HalfCheetahVel"
@@ -88,42 +86,17 @@ class HalfCheetahVelEnv(_HalfCheetahBase):
         xml_file: str = "half_cheetah.xml",
         render_mode: str | None = None,
     ):
-        if not velocity_low <= velocity_high:
-            raise ValueError(f"{self.family}: need velocity_low <= velocity_high, "
-                             f"got {velocity_low}, {velocity_high}")
-        self.velocity_low, self.velocity_high = float(velocity_low), float(velocity_high)
+        self._set_velocity_range(velocity_low, velocity_high)
         super().__init__(ctrl_cost_weight=ctrl_cost_weight, reset_noise_scale=reset_noise_scale,
                          frame_skip=frame_skip, xml_file=xml_file, render_mode=render_mode)
         self.set_task(task if task is not None else self.sample_tasks(1, np.random.default_rng(0))[0])
-
-    def sample_tasks(self, n: int, rng: np.random.Generator) -> list[dict[str, Any]]:
-        return [{"velocity": float(v)} for v in rng.uniform(self.velocity_low, self.velocity_high, size=n)]
-
-    def _task_vector(self, task: Task) -> np.ndarray:
-        self._check_fields(task, ("velocity",))
-        return np.array([self._scalar_field(task, "velocity", self.velocity_low, self.velocity_high)])
-
-    def _task_from_vector(self, vec: np.ndarray) -> dict[str, Any]:
-        return {"velocity": float(vec[0])}
 
     def _rewards(self, f, qpos_before, applied, task):
         v_x = self._x_velocity(f, qpos_before)
         return {"reward_forward": -np.abs(v_x - task[:, 0]), "reward_ctrl": -self._ctrl_cost(applied)}, None
 
 
-def check_direction(family: str, task: Task) -> int:
-    """``task["direction"]`` as the int -1 or +1, else :class:`TaskError`."""
-    d = task["direction"]
-    try:
-        ok = float(d) in (-1.0, 1.0)
-    except (TypeError, ValueError):
-        ok = False
-    if not ok:
-        raise TaskError(f"{family}: direction must be -1 or +1, got {d!r}")
-    return int(float(d))
-
-
-class HalfCheetahDirEnv(_HalfCheetahBase):
+class HalfCheetahDirEnv(DirectionTasks, _HalfCheetahBase):
     """d in {-1,+1}; reward d*v_x - 0.05||a||^2."""
 
     family = "HalfCheetahDir"
@@ -141,16 +114,6 @@ class HalfCheetahDirEnv(_HalfCheetahBase):
         super().__init__(ctrl_cost_weight=ctrl_cost_weight, reset_noise_scale=reset_noise_scale,
                          frame_skip=frame_skip, xml_file=xml_file, render_mode=render_mode)
         self.set_task(task if task is not None else self.sample_tasks(1, np.random.default_rng(0))[0])
-
-    def sample_tasks(self, n: int, rng: np.random.Generator) -> list[dict[str, Any]]:
-        return [{"direction": int(d)} for d in rng.choice(np.array([-1, 1]), size=n)]
-
-    def _task_vector(self, task: Task) -> np.ndarray:
-        self._check_fields(task, ("direction",))
-        return np.array([float(check_direction(self.family, task))])
-
-    def _task_from_vector(self, vec: np.ndarray) -> dict[str, Any]:
-        return {"direction": int(vec[0])}
 
     def _rewards(self, f, qpos_before, applied, task):
         v_x = self._x_velocity(f, qpos_before)

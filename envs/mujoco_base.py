@@ -379,3 +379,59 @@ class BatchedMujocoEnv:
 
 def _rebuild_batched(env_cls: type[VectorizedMujocoEnv], tasks: list, kwargs: dict) -> BatchedMujocoEnv:
     return BatchedMujocoEnv(env_cls, tasks, **kwargs)
+
+
+class TargetVelocityTasks:
+    """Task plumbing of the goal-velocity families: ``{"velocity": v*}``, ``v* ~ U[low, high]``.
+
+    Mix in before the env base class and call :meth:`_set_velocity_range`
+    in ``__init__`` before ``super().__init__``.
+    """
+
+    family: str
+    velocity_low: float
+    velocity_high: float
+
+    def _set_velocity_range(self, low: float, high: float) -> None:
+        if not low <= high:
+            raise ValueError(f"{self.family}: need velocity_low <= velocity_high, got {low}, {high}")
+        self.velocity_low, self.velocity_high = float(low), float(high)
+
+    def sample_tasks(self, n: int, rng: np.random.Generator) -> list[dict[str, Any]]:
+        return [{"velocity": float(v)} for v in rng.uniform(self.velocity_low, self.velocity_high, size=n)]
+
+    def _task_vector(self, task: Task) -> np.ndarray:
+        self._check_fields(task, ("velocity",))  # type: ignore[attr-defined]
+        return np.array([self._scalar_field(task, "velocity", self.velocity_low,  # type: ignore[attr-defined]
+                                            self.velocity_high)])
+
+    def _task_from_vector(self, vec: np.ndarray) -> dict[str, Any]:
+        return {"velocity": float(vec[0])}
+
+
+def check_direction(family: str, task: Task) -> int:
+    """``task["direction"]`` as the int -1 or +1, else :class:`TaskError`."""
+    d = task["direction"]
+    try:
+        ok = float(d) in (-1.0, 1.0)
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise TaskError(f"{family}: direction must be -1 or +1, got {d!r}")
+    return int(float(d))
+
+
+class DirectionTasks:
+    """Task plumbing of the direction families: ``{"direction": d}``, ``d`` uniform on ``{-1, +1}``."""
+
+    family: str
+
+    def sample_tasks(self, n: int, rng: np.random.Generator) -> list[dict[str, Any]]:
+        return [{"direction": int(d)} for d in rng.choice(np.array([-1, 1]), size=n)]
+
+    def _task_vector(self, task: Task) -> np.ndarray:
+        self._check_fields(task, ("direction",))  # type: ignore[attr-defined]
+        return np.array([float(check_direction(self.family, task))])
+
+    def _task_from_vector(self, vec: np.ndarray) -> dict[str, Any]:
+        return {"direction": int(vec[0])}
