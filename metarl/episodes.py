@@ -43,9 +43,10 @@ class EpisodeBatch:
         return EpisodeBatch(self.obs.to(dtype), self.actions.to(dtype), self.rewards.to(dtype),
                             self.mask.to(dtype))
 
-    def tasks(self, count: int) -> EpisodeBatch:
-        """The first ``count`` tasks' episodes."""
-        return EpisodeBatch(self.obs[:count], self.actions[:count], self.rewards[:count], self.mask[:count])
+    def tasks(self, start: int, stop: int) -> EpisodeBatch:
+        """Tasks ``start..stop-1``'s episodes (views, no copy)."""
+        s = slice(start, stop)
+        return EpisodeBatch(self.obs[s], self.actions[s], self.rewards[s], self.mask[s])
 
     def flat_obs(self) -> Tensor:
         """``(N, T*B, obs_dim)``."""

@@ -70,6 +70,7 @@ def build_learner(cfg: Config, family: TaskFamily) -> MAMLTRPO:
         gae_lambda=a.gae_lambda,
         normalize_advantages=a.normalize_advantages,
         trpo=TRPOSettings(max_kl=t.max_kl, cg_iters=t.cg_iters, cg_damping=t.cg_damping, cg_subsample=t.cg_subsample,
+                          hvp_chunk_tasks=t.hvp_chunk_tasks,
                           ls_backtrack=t.ls_backtrack, ls_max_steps=t.ls_max_steps),
     )
 

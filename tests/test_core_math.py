@@ -319,18 +319,28 @@ def test_trpo_step_equals_exact_natural_gradient_step():
     torch.testing.assert_close(flatten(learner.meta_params()).detach(), expected, rtol=2e-3, atol=1e-7)
 
 
-def test_curvature_subsample_uses_the_first_tasks_and_one_is_exact():
+@pytest.mark.parametrize("chunk", [1, 2, 3, 8])
+def test_curvature_is_the_exact_kl_hessian_for_any_chunk_size(chunk):
     learner, train, train_adv, valid, valid_adv, old = make_problem("all")
     meta = learner.meta_params()
     v = torch.randn(flatten(meta).numel(), generator=torch.Generator().manual_seed(2), dtype=torch.float64)
     full_args = (train, train_adv, valid, valid_adv, old)
-    learner.trpo = TRPOSettings(cg_damping=0.0, cg_subsample=1.0)
+    learner.trpo = TRPOSettings(cg_damping=0.0, cg_subsample=1.0, hvp_chunk_tasks=chunk)
     torch.testing.assert_close(learner.curvature(meta, *full_args)(v), kl_hessian(learner, meta, full_args) @ v)
-    learner.trpo = TRPOSettings(cg_damping=0.0, cg_subsample=0.5)  # 2 of 3 tasks
-    sub_args = (train.tasks(2), train_adv[:2], valid.tasks(2), valid_adv[:2], old.tasks(2))
+
+
+def test_curvature_subsample_uses_the_first_tasks():
+    learner, train, train_adv, valid, valid_adv, old = make_problem("all")
+    meta = learner.meta_params()
+    v = torch.randn(flatten(meta).numel(), generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    full_args = (train, train_adv, valid, valid_adv, old)
+    learner.trpo = TRPOSettings(cg_damping=0.0, cg_subsample=0.5, hvp_chunk_tasks=1)  # 2 of 3 tasks
+    sub_args = (train.tasks(0, 2), train_adv[:2], valid.tasks(0, 2), valid_adv[:2], old.tasks(0, 2))
     sub = learner.curvature(meta, *full_args)(v)
     torch.testing.assert_close(sub, kl_hessian(learner, meta, sub_args) @ v)
     assert (sub - kl_hessian(learner, meta, full_args) @ v).norm() > 1e-6
+    learner.trpo = TRPOSettings(cg_damping=0.5, cg_subsample=0.5)
+    torch.testing.assert_close(learner.curvature(meta, *full_args)(v), sub + 0.5 * v)
 
 
 def test_meta_sgd_with_fixed_step_sizes_equals_maml():

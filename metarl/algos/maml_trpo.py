@@ -49,6 +49,8 @@ class TRPOSettings:
     """Fraction of the meta-batch's tasks whose KL curvature the conjugate
     gradient uses (the first ``ceil(f * N)`` tasks, an unbiased subset since
     tasks are drawn i.i.d.); 1.0 is the exact Hessian of the mean KL."""
+    hvp_chunk_tasks: int = 4
+    """Tasks per chunk of the Hessian-vector product (exact for any value; affects speed and memory)."""
     ls_backtrack: float = 0.8
     ls_max_steps: int = 15
 
@@ -174,17 +176,29 @@ class MAMLTRPO:
         return min(num_tasks, max(1, math.ceil(self.trpo.cg_subsample * num_tasks)))
 
     def curvature(self, meta: Mapping[str, Tensor], train: EpisodeBatch, train_adv: Tensor, valid: EpisodeBatch,
-                  valid_adv: Tensor, old: Old, kl: Tensor | None = None) -> Callable[[Tensor], Tensor]:
-        """Damped KL Hessian-vector product for the conjugate gradient.
+                  valid_adv: Tensor, old: Old) -> Callable[[Tensor], Tensor]:
+        """Damped Hessian-vector product of the mean KL, for the conjugate gradient.
 
-        Uses the first :meth:`curvature_tasks` tasks; ``kl`` (the mean KL of
-        all tasks, with its graph) is reused when every task is used.
+        Uses the first :meth:`curvature_tasks` tasks.  Their KL graphs are
+        built in chunks of ``hvp_chunk_tasks`` tasks and the products summed
+        with each chunk's weight: the same Hessian, but every backward pass
+        works on tensors small enough to stay in cache.
         """
         n_curv = self.curvature_tasks(train.num_tasks)
-        if kl is None or n_curv < train.num_tasks:
-            _, kl = self.objective(meta, train.tasks(n_curv), train_adv[:n_curv], valid.tasks(n_curv),
-                                   valid_adv[:n_curv], old.tasks(n_curv), create_graph=True)
-        return kl_hvp(kl, list(meta.values()), self.trpo.cg_damping)
+        chunk = max(1, self.trpo.hvp_chunk_tasks)
+        tensors = list(meta.values())
+        parts = []
+        for a in range(0, n_curv, chunk):
+            b = min(a + chunk, n_curv)
+            _, kl = self.objective(meta, train.tasks(a, b), train_adv[a:b], valid.tasks(a, b), valid_adv[a:b],
+                                   old.tasks(a, b), create_graph=True)
+            parts.append(((b - a) / n_curv, kl_hvp(kl, tensors, 0.0)))
+        damping = self.trpo.cg_damping
+
+        def hvp(v: Tensor) -> Tensor:
+            return sum(w * h(v) for w, h in parts) + damping * v
+
+        return hvp
 
     @staticmethod
     def rejected_stats() -> dict[str, float]:
@@ -218,15 +232,14 @@ class MAMLTRPO:
         timings["inner_s"] = time.perf_counter() - t0
 
         t1 = time.perf_counter()
-        n_curv = self.curvature_tasks(train.num_tasks)
-        g = flat_grad(loss, tensors, retain_graph=n_curv == train.num_tasks).detach()
+        g = flat_grad(loss, tensors).detach()
         loss = loss.detach()
+        del kl
         stats.update(surrogate_before=loss.item(), surrogate_after=loss.item(), grad_norm=g.norm().item(),
-                     cg_tasks=float(n_curv))
+                     cg_tasks=float(self.curvature_tasks(train.num_tasks)))
         if not (torch.isfinite(loss) and torch.isfinite(g).all()):
             return finish()
-        hvp = self.curvature(meta, train, train_adv, valid, valid_adv, old,
-                             kl if n_curv == train.num_tasks else None)
+        hvp = self.curvature(meta, train, train_adv, valid, valid_adv, old)
         stepdir = conjugate_gradient(hvp, -g, self.trpo.cg_iters)
         shs = 0.5 * (stepdir @ hvp(stepdir))
         timings["cg_s"] = time.perf_counter() - t1
@@ -261,10 +274,11 @@ class Old(NamedTuple):
     log_std: Tensor
     logp: Tensor
 
-    def tasks(self, count: int) -> Old:
-        """The first ``count`` tasks' outputs (a shared log-std stays shared)."""
-        log_std = self.log_std[:count] if self.log_std.dim() == 3 else self.log_std
-        return Old(self.mean[:count], log_std, self.logp[:count])
+    def tasks(self, start: int, stop: int) -> Old:
+        """Tasks ``start..stop-1``'s outputs (a shared log-std stays shared)."""
+        s = slice(start, stop)
+        log_std = self.log_std[s] if self.log_std.dim() == 3 else self.log_std
+        return Old(self.mean[s], log_std, self.logp[s])
 
 
 def flat_grad(y: Tensor, tensors: Sequence[Tensor], **kwargs: bool) -> Tensor:
