@@ -294,3 +294,24 @@ def test_both_activations_train(tmp_path, activation):
     (tmp_path / "run").mkdir()
     results = Trainer(small_config(1, [f"policy.activation={activation}"]), tmp_path / "run").train()
     assert np.isfinite(results[0].scalars["returns/post_adapt"])
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "experiments" / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_config_lists_every_key_with_a_comment(path):
+    import dataclasses
+    import typing
+
+    from metarl.config import Config
+
+    hints = typing.get_type_hints(Config)
+    expected: list[tuple[str, ...]] = []
+    for f in dataclasses.fields(Config):
+        tp = hints[f.name]
+        expected += [(f.name, g.name) for g in dataclasses.fields(tp)] if dataclasses.is_dataclass(tp) else [(f.name,)]
+    load_config(path)  # valid as shipped
+    lines = path.read_text().splitlines()
+    for key in expected:
+        prefix = "  " if len(key) == 2 else ""
+        matches = [ln for ln in lines if ln.startswith(f"{prefix}{key[-1]}:")]
+        assert matches, f"{path.name} lacks {'.'.join(key)}"
+        assert all("#" in ln for ln in matches), f"{path.name}: {'.'.join(key)} has no comment"
