@@ -315,3 +315,21 @@ def test_every_config_lists_every_key_with_a_comment(path):
         matches = [ln for ln in lines if ln.startswith(f"{prefix}{key[-1]}:")]
         assert matches, f"{path.name} lacks {'.'.join(key)}"
         assert all("#" in ln for ln in matches), f"{path.name}: {'.'.join(key)} has no comment"
+
+
+@pytest.mark.integration
+def test_halfcheetah_dir_config_trains_and_logs_returns(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = tmp_path / "run"
+    config = str(ROOT / "experiments" / "configs" / "halfcheetah_dir.yaml")
+    sets = ["iterations=2", "algo.meta_batch_size=2", "algo.episodes_per_task=2", "env.horizon=20",
+            "sampler.workers=2"]
+    args = ["train", config, "--run-dir", str(run), "--no-progress"]
+    for s in sets:
+        args += ["--set", s]
+    assert main(args) == 0
+    acc = EventAccumulator(str(run))
+    acc.Reload()
+    returns = [e.value for e in acc.Scalars("returns/post_adapt")]
+    assert len(returns) == 2 and all(np.isfinite(returns))
