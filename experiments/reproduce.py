@@ -198,6 +198,7 @@ def cmd_maml(args: argparse.Namespace) -> None:
         ax.plot(range(len(c)), c, marker="o", label=m)
     if paper:
         ax.plot(range(4), paper, "k--", label="MAML (paper)")
+    ax.set_xticks(range(4))
     ax.set_xlabel("inner steps at test time")
     ax.set_ylabel("mean return on held-out tasks")
     ax.set_title(f"{args.family}: adaptation")
