@@ -335,3 +335,13 @@ def test_ctrl_c_writes_a_checkpoint_and_leaves_no_worker_processes(tmp_path):
     # and the run continues from there
     assert subprocess.run([sys.executable, "-m", "metarl", "train", "--resume", str(run), "--iterations",
                            str(state["iteration"] + 1), "--no-progress"], capture_output=True).returncode == 0
+
+
+def test_atomic_writes_have_ordinary_permissions(tmp_path):
+    from metarl.fileio import atomic_write
+
+    mask = os.umask(0)
+    os.umask(mask)
+    path = atomic_write(tmp_path / "a.txt", "x")
+    assert path.read_text() == "x"
+    assert (path.stat().st_mode & 0o777) == 0o666 & ~mask  # as open() would create it, not mkstemp's 0600
