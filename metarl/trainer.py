@@ -29,7 +29,7 @@ import envs
 from envs.base import TaskFamily
 from metarl import checkpoint
 from metarl.adaptation import adapt_names
-from metarl.algos.maml_trpo import MAMLTRPO, TRPOSettings
+from metarl.algos.maml_trpo import MAMLTRPO
 from metarl.config import Config, to_dict, to_yaml
 from metarl.episodes import EpisodeBatch
 from metarl.policies import GaussianMLPPolicy
@@ -58,7 +58,7 @@ def build_learner(cfg: Config, family: TaskFamily) -> MAMLTRPO:
     torch.manual_seed(cfg.seed)
     policy = GaussianMLPPolicy(family.obs_dim, family.act_dim, cfg.policy.hidden_sizes,
                                cfg.policy.activation, cfg.policy.init_log_std)
-    a, t = cfg.algo, cfg.trpo
+    a = cfg.algo
     return MAMLTRPO(
         policy=policy,
         adapt_names=adapt_names(policy, cfg.policy.adapt),
@@ -69,9 +69,7 @@ def build_learner(cfg: Config, family: TaskFamily) -> MAMLTRPO:
         gamma=a.gamma,
         gae_lambda=a.gae_lambda,
         normalize_advantages=a.normalize_advantages,
-        trpo=TRPOSettings(max_kl=t.max_kl, cg_iters=t.cg_iters, cg_damping=t.cg_damping, cg_subsample=t.cg_subsample,
-                          hvp_chunk_tasks=t.hvp_chunk_tasks,
-                          ls_backtrack=t.ls_backtrack, ls_max_steps=t.ls_max_steps),
+        trpo=cfg.trpo,
     )
 
 

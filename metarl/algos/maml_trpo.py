@@ -34,25 +34,11 @@ from torch import Tensor
 from metarl import baselines
 from metarl.adaptation import adapt
 from metarl.algos.trpo import conjugate_gradient, line_search
+from metarl.config import TRPOConfig
 from metarl.episodes import EpisodeBatch, gae, masked_task_mean, normalize
 from metarl.policies import GaussianMLPPolicy, Params, flatten, gaussian_kl, gaussian_log_prob, unflatten
 
 LR_PREFIX = "inner_lr/"
-
-
-@dataclass
-class TRPOSettings:
-    max_kl: float = 0.01
-    cg_iters: int = 10
-    cg_damping: float = 1e-5
-    cg_subsample: float = 1.0
-    """Fraction of the meta-batch's tasks whose KL curvature the conjugate
-    gradient uses (the first ``ceil(f * N)`` tasks, an unbiased subset since
-    tasks are drawn i.i.d.); 1.0 is the exact Hessian of the mean KL."""
-    hvp_chunk_tasks: int = 4
-    """Tasks per chunk of the Hessian-vector product (exact for any value; affects speed and memory)."""
-    ls_backtrack: float = 0.8
-    ls_max_steps: int = 15
 
 
 @dataclass
@@ -73,7 +59,7 @@ class MAMLTRPO:
     gamma: float = 0.99
     gae_lambda: float = 1.0
     normalize_advantages: bool = True
-    trpo: TRPOSettings = field(default_factory=TRPOSettings)
+    trpo: TRPOConfig = field(default_factory=TRPOConfig)
     lr_params: dict[str, Tensor] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
