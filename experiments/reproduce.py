@@ -160,7 +160,7 @@ def cmd_anil(args: argparse.Namespace) -> None:
                       for s in args.seeds]
             std = statistics.stdev(finals) if len(finals) > 1 else 0.0
             rows.append(f"| {f} | {m.upper()} | {statistics.mean(finals):.1f} ± {std:.1f} "
-                        f"({len(finals)} seeds) | {ANIL_PAPER.get((f, m), '-')} |")
+                        f"({len(finals)} seed{'s' if len(finals) > 1 else ''}) | {ANIL_PAPER.get((f, m), '-')} |")
     text = (f"Budget: {args.iterations} meta-iterations per run; evaluation on {args.eval_tasks} held-out tasks "
             f"(seed {args.eval_seed}), one inner step.\n\n" + "\n".join(rows) + "\n")
     out = root / "anil_table.md"
