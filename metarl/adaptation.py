@@ -109,5 +109,26 @@ def adapt_names(policy: GaussianMLPPolicy, mode: str) -> list[str]:
     if mode == "all":
         return list(policy.params())
     if mode == "head":
-        return policy.head_names()
+        return ANIL(policy).names
     raise ValueError(f"policy.adapt must be 'all' or 'head', got {mode!r}")
+
+
+class ANIL:
+    """Policy wrapper for ANIL: the inner loop adapts only the head.
+
+    ``ANIL(policy).adapt(params, batch, advantages, lr)`` is
+    :func:`adapt` restricted to ``policy.head_names()``; ``names`` feeds
+    :class:`metarl.algos.maml_trpo.MAMLTRPO` (the config's
+    ``policy.adapt: head`` does the same).
+    """
+
+    def __init__(self, policy: GaussianMLPPolicy):
+        self.policy = policy
+
+    @property
+    def names(self) -> list[str]:
+        return self.policy.head_names()
+
+    def adapt(self, params: Mapping[str, Tensor], batch: EpisodeBatch, advantages: Tensor, lr: StepSize,
+              steps: int = 1, first_order: bool = False) -> Params:
+        return adapt(self.policy, params, batch, advantages, lr, steps, first_order, self.names)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from metarl import baselines
-from metarl.adaptation import adapt, vpg_loss
+from metarl.adaptation import ANIL, adapt, vpg_loss
 from metarl.algos.maml_trpo import MAMLTRPO, flat_grad, kl_hvp
 from metarl.algos.trpo import conjugate_gradient, line_search
 from metarl.config import TRPOConfig
@@ -276,6 +276,17 @@ def test_anil_adapts_only_the_head_and_the_body_still_gets_meta_gradient():
     outer = vpg_loss(policy, adapted, valid, adv).sum()
     grads = torch.autograd.grad(outer, [params["body.0.weight"], params["body.0.bias"]])
     assert all(g.abs().max() > 0 for g in grads)
+
+
+def test_anil_wrapper_equals_head_only_adaptation():
+    policy = tiny_policy()
+    batch = random_batch()
+    adv = torch.randn(batch.rewards.shape, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    wrapped = ANIL(policy).adapt(policy.params(), batch, adv, lr=0.3, steps=2)
+    direct = adapt(policy, policy.params(), batch, adv, lr=0.3, steps=2, names=["head.weight", "head.bias"])
+    assert ANIL(policy).names == ["head.weight", "head.bias"]
+    for k in direct:
+        assert torch.equal(wrapped[k], direct[k])
 
 
 def test_adapting_constants_works_without_autograd_inputs():
