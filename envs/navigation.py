@@ -1,7 +1,10 @@
 """2D navigation: a point moves towards a goal in the plane (MAML paper, sec. 5.2).
 
 State and observation: the position ``s`` (2,), starting at the origin.
-Action: a displacement, clipped to ``[-max_action, max_action]`` per axis.
+Action: a displacement ``action_scale * a``, clipped to ``[-max_action,
+max_action]`` per axis.  ``action_scale = 0.1`` reads policy actions in units
+of the clip range, as rllab's ``normalize`` wrapper did for the MAML paper's
+point environment; the default 1.0 takes them as displacements.
 Reward after the move: ``-||s - g||_2``.  Terminates when
 ``max(|s - g|) < goal_tolerance``.  Tasks: ``{"goal": (x, y)}`` with the goal
 uniform on ``[low, high]^2``.
@@ -30,14 +33,19 @@ class Navigation2DEnv(TaskEnv):
         high: float = 0.5,
         max_action: float = 0.1,
         goal_tolerance: float = 0.01,
+        action_scale: float = 1.0,
     ):
         if not low < high:
             raise ValueError(f"Navigation2D: need low < high, got low={low}, high={high}")
         self.low, self.high = float(low), float(high)
+        if not (max_action > 0 and action_scale > 0):
+            raise ValueError(f"Navigation2D: max_action and action_scale must be > 0, got {max_action}, {action_scale}")
         self.max_action = float(max_action)
         self.goal_tolerance = float(goal_tolerance)
+        self.action_scale = float(action_scale)
         self.observation_space = gymnasium.spaces.Box(-np.inf, np.inf, (2,), np.float32)
-        self.action_space = gymnasium.spaces.Box(-self.max_action, self.max_action, (2,), np.float32)
+        bound = self.max_action / self.action_scale  # the actions that are not clipped
+        self.action_space = gymnasium.spaces.Box(-bound, bound, (2,), np.float32)
         self._state = np.zeros(2)
         if task is None:
             task = self.sample_tasks(1, np.random.default_rng(0))[0]
@@ -70,7 +78,7 @@ class Navigation2DEnv(TaskEnv):
         return self._state.astype(np.float32), {}
 
     def step(self, action):
-        a = np.clip(check_action(action, 2), -self.max_action, self.max_action)
+        a = np.clip(self.action_scale * check_action(action, 2), -self.max_action, self.max_action)
         self._state = self._state + a
         dist = self._state - self._goal
         reward_dist = -float(np.sqrt(dist[0] ** 2 + dist[1] ** 2))
@@ -93,6 +101,7 @@ class BatchedNavigation2D:
         proto = Navigation2DEnv(task=tasks[0] if tasks else None, **kwargs)
         self.max_action = proto.max_action
         self.goal_tolerance = proto.goal_tolerance
+        self.action_scale = proto.action_scale
         self.goals = np.array([proto._check_task(t) for t in tasks], dtype=np.float64).reshape(-1, 2)
         self.num_envs = len(tasks)
         self.state = np.zeros((self.num_envs, 2))
@@ -104,7 +113,7 @@ class BatchedNavigation2D:
         return self.state.astype(np.float32)
 
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        a = np.clip(check_actions(actions, self.num_envs, 2), -self.max_action, self.max_action)
+        a = np.clip(self.action_scale * check_actions(actions, self.num_envs, 2), -self.max_action, self.max_action)
         self.state = self.state + a
         dist = self.state - self.goals
         rewards = -np.sqrt(dist[:, 0] ** 2 + dist[:, 1] ** 2)

@@ -333,3 +333,19 @@ def test_halfcheetah_dir_config_trains_and_logs_returns(tmp_path):
     acc.Reload()
     returns = [e.value for e in acc.Scalars("returns/post_adapt")]
     assert len(returns) == 2 and all(np.isfinite(returns))
+
+
+def test_navigation2d_action_scale_reads_actions_in_units_of_the_clip_range():
+    family = envs.make_family("Navigation2D", action_scale=0.1)
+    env = family.make_env({"goal": (0.3, -0.2)})
+    assert env.action_space.high.tolist() == pytest.approx([1.0, 1.0])
+    env.reset(seed=0)
+    obs, r, *_ = env.step(np.array([0.5, -3.0]))  # 0.05, then -0.3 clipped to -0.1
+    np.testing.assert_allclose(obs, [0.05, -0.1], atol=1e-7)
+    assert r == pytest.approx(-np.hypot(0.05 - 0.3, -0.1 + 0.2))
+    vec = family.make_vector([{"goal": (0.3, -0.2)}])
+    vec.reset([0])
+    obs_b, r_b, _ = vec.step(np.array([[0.5, -3.0]]))
+    assert np.array_equal(obs_b[0], obs) and r_b[0] == r
+    with pytest.raises(ValueError, match="action_scale"):
+        envs.make_family("Navigation2D", action_scale=0.0)
