@@ -33,6 +33,7 @@ Reward terms (all in ``info``; the reward is their sum)::
 
 from __future__ import annotations
 
+import abc
 from typing import Any
 
 import mujoco
@@ -84,6 +85,7 @@ class _AntBase(VectorizedMujocoEnv):
         qvel = self.init_qvel + s * rng.standard_normal(self.model.nv)
         return qpos, qvel
 
+    @abc.abstractmethod  # a hook every subclass provides
     def _progress(
         self, f: dict[str, np.ndarray], qpos_before: np.ndarray, task: np.ndarray
     ) -> dict[str, np.ndarray]:

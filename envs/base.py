@@ -20,6 +20,7 @@ and registers the gymnasium id ``metarl/<name>-v0``.
 
 from __future__ import annotations
 
+import abc
 import difflib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -43,12 +44,15 @@ class TaskEnv(gymnasium.Env):
     "sample one with a fixed seed" so that ``gymnasium.make`` works without it.
     """
 
+    @abc.abstractmethod  # a hook every subclass provides
     def sample_tasks(self, n: int, rng: np.random.Generator) -> list[dict[str, Any]]:
         raise NotImplementedError
 
+    @abc.abstractmethod  # a hook every subclass provides
     def set_task(self, task: Task) -> None:
         raise NotImplementedError
 
+    @abc.abstractmethod  # a hook every subclass provides
     def get_task(self) -> dict[str, Any]:
         raise NotImplementedError
 

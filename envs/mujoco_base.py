@@ -25,6 +25,7 @@ integrated state.  This matches gymnasium's v5 envs.
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import copy
 import os
@@ -173,23 +174,28 @@ class VectorizedMujocoEnv(MujocoTaskEnv):
         self._views = self._all_views(self.data)
 
     # -- hooks -------------------------------------------------------------
+    @abc.abstractmethod  # a hook every subclass provides
     def _task_vector(self, task: Task) -> np.ndarray:
         raise NotImplementedError
 
+    @abc.abstractmethod  # a hook every subclass provides
     def _task_from_vector(self, vec: np.ndarray) -> dict[str, Any]:
         raise NotImplementedError
 
     def _field_views(self, data: mujoco.MjData) -> dict[str, np.ndarray]:
         return {}
 
+    @abc.abstractmethod  # a hook every subclass provides
     def _observe(self, f: dict[str, np.ndarray]) -> np.ndarray:
         raise NotImplementedError
 
+    @abc.abstractmethod  # a hook every subclass provides
     def _rewards(
         self, f: dict[str, np.ndarray], qpos_before: np.ndarray, applied: np.ndarray, task: np.ndarray
     ) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
         raise NotImplementedError
 
+    @abc.abstractmethod  # a hook every subclass provides
     def _reset_noise(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         raise NotImplementedError
 

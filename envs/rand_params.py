@@ -27,6 +27,7 @@ builds the unmodified model (all scales 1).
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -147,6 +148,7 @@ class _RandParamsBase(VectorizedMujocoEnv):
         qvel = self.init_qvel + rng.uniform(low=-s, high=s, size=self.model.nv)
         return qpos, qvel
 
+    @abc.abstractmethod  # a hook every subclass provides
     def _healthy(self, f: dict[str, np.ndarray]) -> np.ndarray:
         raise NotImplementedError
 
