@@ -1,8 +1,9 @@
 """Ant families: goal velocity, direction (1D and 2D) and goal position.
 
 Model: gymnasium's ``ant.xml`` (the one gymnasium's Ant-v5 loads; timestep
-0.01), ``frame_skip`` 5, so ``dt = 0.05``.  Action: 8 torques clipped to the
-actuator range [-1, 1]; the control cost uses the clipped action.
+0.01), ``frame_skip`` 5, so ``dt = 0.05``.  Action: 8 torques; the applied control
+is ``clip(action_scale * a, [-1, 1])`` (default scale 1, gymnasium's Ant; the
+shipped configs use the reference 0.1) and the control cost uses it.
 
 Observation (119, float32)::
 
@@ -57,6 +58,7 @@ class _AntBase(VectorizedMujocoEnv):
         terminate_when_unhealthy: bool = True,
         reset_noise_scale: float = 0.1,
         frame_skip: int = 5,
+        action_scale: float = 1.0,
         xml_file: str = "ant.xml",
         render_mode: str | None = None,
     ):
@@ -67,7 +69,8 @@ class _AntBase(VectorizedMujocoEnv):
         self.contact_force_range = (float(contact_force_range[0]), float(contact_force_range[1]))
         self.terminate_when_unhealthy = bool(terminate_when_unhealthy)
         self.reset_noise_scale = float(reset_noise_scale)
-        VectorizedMujocoEnv.__init__(self, gym_asset(xml_file), frame_skip, 119, render_mode=render_mode)
+        VectorizedMujocoEnv.__init__(self, gym_asset(xml_file), frame_skip, 119, render_mode=render_mode,
+                                     action_scale=action_scale)
 
     def _field_views(self, data: mujoco.MjData) -> dict[str, np.ndarray]:
         torso = self.body_id("torso")

@@ -1,8 +1,10 @@
 """HalfCheetah goal-velocity and goal-direction families (MAML paper, sec. 5.3).
 
 Model: gymnasium's ``half_cheetah.xml`` (timestep 0.01), ``frame_skip`` 5,
-so ``dt = 0.05``.  Action: 6 torques, clipped to the actuator range [-1, 1]
-before they are applied; the control cost uses the clipped action.
+so ``dt = 0.05``.  Action: 6 torques; the applied control is
+``clip(action_scale * a, [-1, 1])`` and the control cost uses it.  The
+default ``action_scale = 1`` is gymnasium's HalfCheetah; the shipped configs
+use the reference implementations' 0.1.
 
 Observation (20, float32)::
 
@@ -28,6 +30,8 @@ gymnasium's HalfCheetah-v5.  Episodes never terminate (fixed horizon).
 
 from __future__ import annotations
 
+from typing import Any
+
 import mujoco
 import numpy as np
 
@@ -42,13 +46,14 @@ class _HalfCheetahBase(VectorizedMujocoEnv):
         ctrl_cost_weight: float = 0.05,
         reset_noise_scale: float = 0.1,
         frame_skip: int = 5,
+        action_scale: float = 1.0,
         xml_file: str = "half_cheetah.xml",
         render_mode: str | None = None,
     ):
         self.ctrl_cost_weight = float(ctrl_cost_weight)
         self.reset_noise_scale = float(reset_noise_scale)
-        VectorizedMujocoEnv.__init__(self, gym_asset(xml_file), frame_skip, 20, render_mode=render_mode)
-        self.torso = self.body_id("torso")
+        VectorizedMujocoEnv.__init__(self, gym_asset(xml_file), frame_skip, 20, render_mode=render_mode,
+                                     action_scale=action_scale)
 
     def _field_views(self, data: mujoco.MjData) -> dict[str, np.ndarray]:
         return {"com": data.xipos[self.body_id("torso")]}
@@ -80,15 +85,10 @@ class HalfCheetahVelEnv(TargetVelocityTasks, _HalfCheetahBase):
         *,
         velocity_low: float = 0.0,
         velocity_high: float = 2.0,
-        ctrl_cost_weight: float = 0.05,
-        reset_noise_scale: float = 0.1,
-        frame_skip: int = 5,
-        xml_file: str = "half_cheetah.xml",
-        render_mode: str | None = None,
+        **kwargs: Any,
     ):
         self._set_velocity_range(velocity_low, velocity_high)
-        super().__init__(ctrl_cost_weight=ctrl_cost_weight, reset_noise_scale=reset_noise_scale,
-                         frame_skip=frame_skip, xml_file=xml_file, render_mode=render_mode)
+        super().__init__(**kwargs)
         self.set_task(task if task is not None else self.sample_tasks(1, np.random.default_rng(0))[0])
 
     def _rewards(self, f, qpos_before, applied, task):
@@ -104,15 +104,9 @@ class HalfCheetahDirEnv(DirectionTasks, _HalfCheetahBase):
     def __init__(
         self,
         task: Task | None = None,
-        *,
-        ctrl_cost_weight: float = 0.05,
-        reset_noise_scale: float = 0.1,
-        frame_skip: int = 5,
-        xml_file: str = "half_cheetah.xml",
-        render_mode: str | None = None,
+        **kwargs: Any,
     ):
-        super().__init__(ctrl_cost_weight=ctrl_cost_weight, reset_noise_scale=reset_noise_scale,
-                         frame_skip=frame_skip, xml_file=xml_file, render_mode=render_mode)
+        super().__init__(**kwargs)
         self.set_task(task if task is not None else self.sample_tasks(1, np.random.default_rng(0))[0])
 
     def _rewards(self, f, qpos_before, applied, task):

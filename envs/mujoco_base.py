@@ -102,14 +102,34 @@ class MujocoTaskEnv(MujocoEnv, TaskEnv):
         obj._ctor_kwargs = {k: v for k, v in kwargs.items() if k != "task"}
         return obj
 
-    def __init__(self, xml_file: str, frame_skip: int, obs_dim: int, render_mode: str | None = None):
+    def __init__(self, xml_file: str, frame_skip: int, obs_dim: int, render_mode: str | None = None,
+                 action_scale: float = 1.0):
         if int(frame_skip) < 1:
             raise ValueError(f"{self.family}: frame_skip must be >= 1, got {frame_skip}")
+        try:
+            scale = float(action_scale)
+        except (TypeError, ValueError):
+            scale = float("nan")
+        if not (np.isfinite(scale) and scale > 0):
+            raise ValueError(f"{self.family}: action_scale must be a finite number > 0, got {action_scale!r}")
         MujocoEnv.__init__(self, xml_file, int(frame_skip), observation_space=None, render_mode=render_mode)
         self.metadata = {**type(self).metadata, "render_fps": int(np.round(1.0 / self.dt))}
         self.observation_space = gymnasium.spaces.Box(-np.inf, np.inf, (int(obs_dim),), np.float32)
         self.ctrl_low = self.model.actuator_ctrlrange[:, 0].copy()
         self.ctrl_high = self.model.actuator_ctrlrange[:, 1].copy()
+        self.action_scale = scale
+        if scale != 1.0:  # the policy's actions that are not clipped: the actuator range over the scale
+            self.action_space = gymnasium.spaces.Box((self.ctrl_low / scale).astype(np.float32),
+                                                     (self.ctrl_high / scale).astype(np.float32), dtype=np.float32)
+
+    def applied_action(self, actions: np.ndarray) -> np.ndarray:
+        """The control MuJoCo receives for policy ``actions (..., nu)``: clip(action_scale * a, actuator range).
+
+        With ``action_scale = 1`` this is gymnasium's clip to the actuator range;
+        the reference implementations' 0.1 reads actions in units of a tenth of
+        the range (rllab-style normalisation).  Control costs use this value.
+        """
+        return np.clip(self.action_scale * actions, self.ctrl_low, self.ctrl_high)
 
     def _initialize_simulation(self) -> tuple[mujoco.MjModel, mujoco.MjData]:
         model = load_model(self.fullpath)
@@ -169,8 +189,10 @@ class VectorizedMujocoEnv(MujocoTaskEnv):
     per_task_model: ClassVar[bool] = False
     terminate_when_unhealthy: bool = False
 
-    def __init__(self, xml_file: str, frame_skip: int, obs_dim: int, render_mode: str | None = None):
-        MujocoTaskEnv.__init__(self, xml_file, frame_skip, obs_dim, render_mode=render_mode)
+    def __init__(self, xml_file: str, frame_skip: int, obs_dim: int, render_mode: str | None = None,
+                 action_scale: float = 1.0):
+        MujocoTaskEnv.__init__(self, xml_file, frame_skip, obs_dim, render_mode=render_mode,
+                               action_scale=action_scale)
         self._views = self._all_views(self.data)
 
     # -- hooks -------------------------------------------------------------
@@ -220,8 +242,7 @@ class VectorizedMujocoEnv(MujocoTaskEnv):
         return self._observe(gather([self._views]))[0].astype(np.float32)
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
-        a = check_action(action, self.model.nu)
-        applied = np.clip(a, self.ctrl_low, self.ctrl_high)
+        applied = self.applied_action(check_action(action, self.model.nu))
         qpos_before = self.data.qpos.copy()[None]
         self.data.ctrl[:] = applied
         mujoco.mj_step(self.model, self.data, nstep=self.frame_skip)
@@ -361,8 +382,7 @@ class BatchedMujocoEnv:
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``actions (n, act_dim)`` -> ``obs (n, obs_dim) float32, rewards (n,), terminated (n,)``."""
         proto = self.proto
-        a = check_actions(actions, self.num_envs, self.act_dim)
-        applied = np.clip(a, proto.ctrl_low, proto.ctrl_high)
+        applied = proto.applied_action(check_actions(actions, self.num_envs, self.act_dim))
         step, nstep = mujoco.mj_step, self.frame_skip
         for i, (m, d, ctrl) in enumerate(zip(self.models, self.datas, self._ctrl, strict=True)):
             ctrl[:] = applied[i]

@@ -6,7 +6,7 @@ Observation, reward and termination are gymnasium's v5 Hopper / Walker2d
 
     obs            qpos[1:], clip(qvel, -10, 10)        (Hopper 11, Walker2d 17; float32)
     reward_forward 1.0 * v_x,  v_x = (qpos[0] after - before) / dt
-    reward_ctrl    -0.001 * ||a||^2   (a clipped to the actuator range, as applied)
+    reward_ctrl    -0.001 * ||a||^2   (a = clip(action_scale * action, actuator range), as applied)
     reward_survive 1.0 while healthy (0 on the step that ends the episode)
 
 Healthy (the episode terminates otherwise), as v5:
@@ -57,6 +57,7 @@ class _RandParamsBase(VectorizedMujocoEnv):
         terminate_when_unhealthy: bool = True,
         reset_noise_scale: float = 5e-3,
         frame_skip: int = 4,
+        action_scale: float = 1.0,
         render_mode: str | None = None,
     ):
         unknown = [p for p in rand_params if p not in PARAM_NAMES]
@@ -74,7 +75,8 @@ class _RandParamsBase(VectorizedMujocoEnv):
         self.reset_noise_scale = float(reset_noise_scale)
         model = load_model(gym_asset(xml_file))
         obs_dim = model.nq - 1 + model.nv
-        VectorizedMujocoEnv.__init__(self, gym_asset(xml_file), frame_skip, obs_dim, render_mode=render_mode)
+        VectorizedMujocoEnv.__init__(self, gym_asset(xml_file), frame_skip, obs_dim, render_mode=render_mode,
+                                     action_scale=action_scale)
         self.default_params = {p: getattr(self.model, p).copy() for p in PARAM_NAMES}
         self.set_task(task if task is not None else self.default_task())
 

@@ -90,8 +90,23 @@ def done_iterations(run_dir: Path) -> int | None:
     return None if path is None else int(checkpoint.load(path)["iteration"])
 
 
-def train(cfg, run_dir: Path) -> None:
-    """Train ``cfg`` in ``run_dir``: skip if finished, resume if interrupted."""
+def prune_checkpoints(run_dir: Path) -> None:
+    """Delete every checkpoint of ``run_dir`` but the one ``latest`` points to."""
+    from metarl import checkpoint
+
+    keep = checkpoint.latest(run_dir / "checkpoints")
+    if keep is None:
+        return
+    for p in (run_dir / "checkpoints").glob("iter_*.pt"):
+        if p.name != keep.name:
+            p.unlink(missing_ok=True)
+
+
+def train(cfg, run_dir: Path, latest_only: bool = False) -> None:
+    """Train ``cfg`` in ``run_dir``: skip if finished, resume if interrupted.
+
+    ``latest_only`` keeps only the latest checkpoint (the released runs of
+    ``results/`` are committed that way)."""
     from tqdm import tqdm
 
     from metarl.config import to_yaml
@@ -108,7 +123,15 @@ def train(cfg, run_dir: Path) -> None:
         (run_dir / "config.yaml").write_text(to_yaml(cfg))  # the budget may have grown
         trainer = Trainer(cfg, run_dir, resume=True)
     with tqdm(total=cfg.iterations, initial=trainer.start_iteration, desc=run_dir.name, unit="it") as bar:
-        trainer.train(lambda r: (bar.set_postfix(post=f"{r.scalars['returns/post_adapt']:.1f}"), bar.update(1)))
+        def tick(r) -> None:
+            bar.set_postfix(pre=f"{r.scalars['returns/pre_adapt']:.1f}", post=f"{r.scalars['returns/post_adapt']:.1f}")
+            bar.update(1)
+            if latest_only:
+                prune_checkpoints(run_dir)
+
+        trainer.train(tick)
+    if latest_only:
+        prune_checkpoints(run_dir)
 
 
 def evaluate(run_dir: Path, tasks: int, steps: int, seed: int) -> dict[str, Any]:
@@ -207,16 +230,42 @@ def cmd_maml(args: argparse.Namespace) -> None:
     print(text + f"wrote {root / f'maml_{args.family}.md'} and {png}")
 
 
+LOCOMOTION = ("HalfCheetahDir", "HalfCheetahVel")
+
+
+def locomotion_jobs(args: argparse.Namespace) -> list[tuple[Any, Path]]:
+    """The campaign's runs, seed-major so that every configuration's first seed finishes first."""
+    root = Path(args.root)
+    return [(config_for(f, m, s, args.iterations, args.set), root / f"{f}__{m}__{s}")
+            for s in args.seeds for f in args.families for m in ("maml", "anil")]
+
+
+def cmd_locomotion(args: argparse.Namespace) -> None:
+    """MAML vs ANIL on the HalfCheetah families: train (resuming), evaluate, write the report."""
+    jobs = locomotion_jobs(args)
+    if not args.no_estimate:
+        print_plan(jobs)
+    for cfg, run_dir in jobs:
+        train(cfg, run_dir, latest_only=True)
+        result = evaluate(run_dir, args.eval_tasks, 3, args.eval_seed)
+        print(f"  {run_dir.name}: after 0..3 steps " + " / ".join(f"{m:.1f}" for m in result["mean"]), flush=True)
+    from experiments import locomotion_report
+
+    locomotion_report.main(["--root", str(args.root)])
+
+
 def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(ROOT))
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="which", required=True)
-    for name in ("anil", "maml"):
+    budgets = {"maml": 100, "anil": 200, "locomotion": 500}
+    roots = {"maml": "runs/reproduce_maml", "anil": "runs/reproduce_anil", "locomotion": "results/locomotion"}
+    for name in ("anil", "maml", "locomotion"):
         s = sub.add_parser(name)
-        s.add_argument("--iterations", type=int, default=100 if name == "maml" else 200,
+        s.add_argument("--iterations", type=int, default=budgets[name],
                        help="meta-iterations per run (the budget)")
-        s.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3] if name == "anil" else [1])
-        s.add_argument("--root", default=f"runs/reproduce_{name}", help="where runs and tables go")
+        s.add_argument("--seeds", type=int, nargs="+", default=[1] if name == "maml" else [1, 2, 3])
+        s.add_argument("--root", default=roots[name], help="where runs and tables go")
         s.add_argument("--eval-tasks", type=int, default=40)
         s.add_argument("--eval-seed", type=int, default=0)
         s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -225,11 +274,12 @@ def main(argv: list[str] | None = None) -> int:
     sub.choices["anil"].add_argument("--families", nargs="+", default=["Navigation2D", "HalfCheetahDir",
                                                                        "HalfCheetahVel"], choices=FAMILY_CONFIGS)
     sub.choices["maml"].add_argument("--family", default="Navigation2D", choices=FAMILY_CONFIGS)
+    sub.choices["locomotion"].add_argument("--families", nargs="+", default=list(LOCOMOTION), choices=FAMILY_CONFIGS)
     args = p.parse_args(argv)
     if args.iterations < 1:
         p.error(f"--iterations must be >= 1, got {args.iterations}")
     t0 = time.time()
-    (cmd_anil if args.which == "anil" else cmd_maml)(args)
+    {"anil": cmd_anil, "maml": cmd_maml, "locomotion": cmd_locomotion}[args.which](args)
     print(f"total wall time {(time.time() - t0) / 60:.1f} min")
     return 0
 

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from metarl import scalars as scalars_csv
 from metarl.fileio import atomic_write
 
 LEARNING_TAGS = ("returns/pre_adapt", "returns/post_adapt")
@@ -166,6 +167,8 @@ def read_scalars(run_dir: Path, tags: Sequence[str] = LEARNING_TAGS) -> dict[str
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise ValueError(f"{run_dir}: not a directory")
+    if not event_files(run_dir) and (run_dir / scalars_csv.FILENAME).exists():
+        return scalars_csv.read(run_dir, list(tags))  # a released run keeps its scalars as CSV only
     if not event_files(run_dir):
         raise ValueError(f"{run_dir}: no TensorBoard event files (events.out.tfevents.*); "
                          "is it a run directory written by metarl train?")

@@ -33,6 +33,7 @@ from metarl.algos.maml_trpo import MAMLTRPO
 from metarl.config import Config, to_dict, to_yaml
 from metarl.episodes import EpisodeBatch
 from metarl.policies import GaussianMLPPolicy
+from metarl.scalars import ScalarsCSV
 from metarl.sampling import PolicySpec, Sampler, make_sampler
 
 log = logging.getLogger(__name__)
@@ -225,6 +226,7 @@ class Trainer:
         results: list[IterationResult] = []
         # purge_step drops events a killed run logged after its last checkpoint.
         self.writer = SummaryWriter(str(self.run_dir), purge_step=self.start_iteration or None)
+        csv_log = ScalarsCSV(self.run_dir, self.start_iteration)
         if self.start_iteration == 0:
             self.writer.add_text("config", "```yaml\n" + to_yaml(cfg) + "```", 0)
             self.writer.add_text("mode", mode_description(cfg), 0)
@@ -237,18 +239,21 @@ class Trainer:
                 res = self.run_iteration(iteration)
                 for k, v in res.scalars.items():
                     self.writer.add_scalar(k, v, iteration)
+                csv_log.append(iteration, res.scalars)
                 results.append(res)
                 if on_iteration is not None:
                     on_iteration(res)
                 limit = cfg.trpo.max_consecutive_rejections
                 if self.consecutive_rejections >= limit:
                     self.writer.flush()
+                    csv_log.flush()
                     path = self.save_checkpoint(iteration + 1)
                     raise TrainingError(
                         f"{limit} consecutive updates rejected for non-finite values (iteration {iteration}); "
                         f"stopped with the last good parameters in {path}")
                 if (iteration + 1) % cfg.log.checkpoint_every == 0 or iteration + 1 == cfg.iterations:
                     self.writer.flush()
+                    csv_log.flush()
                     self.save_checkpoint(iteration + 1)
             if cfg.iterations == self.start_iteration and checkpoint.latest(self.ckpt_dir) is None:
                 self.save_checkpoint(self.start_iteration)
@@ -256,12 +261,14 @@ class Trainer:
             # The iteration in flight is lost; the parameters are those after the last completed one.
             done = results[-1].iteration + 1 if results else self.start_iteration
             self.writer.flush()
+            csv_log.flush()
             self.save_checkpoint(done)
             log.warning("interrupted: checkpoint written at iteration %d", done)
             raise
         finally:
             self.sampler.close()
             self.writer.close()
+            csv_log.close()
         return results
 
 

@@ -47,6 +47,13 @@ def test_swimmer_example_registers_and_passes_check_family(at_root):
     venv = family.make_vector(family.sample_tasks(2, np.random.default_rng(0)))
     assert isinstance(venv, envs.LoopBatchedEnv)
     envs.check_family("SwimmerVel")
+    envs.check_family(envs.make_family("SwimmerVel", action_scale=0.1), n_tasks=2, steps=10)
+    env = envs.make_family("SwimmerVel", action_scale=0.1).make_env()
+    env.reset(seed=0)
+    a = np.array([3.0, -25.0])
+    _, _, _, _, info = env.step(a)
+    assert np.array_equal(env.data.ctrl, [0.1 * 3.0, -1.0])  # clip(0.1 * a, [-1, 1])
+    assert info["reward_ctrl"] == pytest.approx(-1e-4 * (0.3**2 + 1.0))
     assert len(EXAMPLE.read_text().splitlines()) <= 60
 
 

@@ -156,10 +156,13 @@ def test_reward_is_sum_of_info_terms(name):
 
 
 # -- rewards recomputed from MuJoCo state -------------------------------------
-def _independent_terms(name: str, env, task: dict, qpos_before: np.ndarray, action: np.ndarray) -> dict:
+def _independent_terms(name: str, env, task: dict, qpos_before: np.ndarray, action: np.ndarray,
+                       scale: float = 1.0) -> dict:
     """The reward terms of DESIGN.md, from MuJoCo state, written out separately from the env code."""
     m, d = env.model, env.data
-    applied = np.clip(action, m.actuator_ctrlrange[:, 0], m.actuator_ctrlrange[:, 1])
+    applied = np.minimum(np.maximum(scale * np.asarray(action, dtype=np.float64), m.actuator_ctrlrange[:, 0]),
+                         m.actuator_ctrlrange[:, 1])
+    assert np.array_equal(d.ctrl, applied), "MuJoCo must receive clip(action_scale * a, ctrlrange)"
     x_before, x_after = qpos_before[0], d.qpos[0]
     v_x = (x_after - x_before) / env.dt
     assert env.dt == m.opt.timestep * env.frame_skip
@@ -198,20 +201,22 @@ def _independent_terms(name: str, env, task: dict, qpos_before: np.ndarray, acti
             "reward_survive": 1.0 if healthy else 0.0}
 
 
+@pytest.mark.parametrize("scale", [1.0, 0.1, 0.37])
 @pytest.mark.parametrize("name", MUJOCO)
-def test_rewards_recomputed_from_mujoco_state(name):
-    family = envs.make_family(name)
+def test_rewards_recomputed_from_mujoco_state(name, scale):
+    family = envs.make_family(name, **({} if scale == 1.0 else {"action_scale": scale}))
     env = family.make_env()
+    assert env.action_scale == scale
     tasks = family.sample_tasks(2, np.random.default_rng(4))
     rng = np.random.default_rng(9)
     for task in tasks:  # set_task on a live env must change the reward as defined
         env.set_task(task)
         env.reset(seed=1)
         for _ in range(12):
-            a = rng.uniform(-1.4, 1.4, size=env.model.nu)
+            a = rng.uniform(-1.4, 1.4, size=env.model.nu) / scale
             qpos_before = env.data.qpos.copy()
             _, r, term, _, info = env.step(a)
-            want = _independent_terms(name, env, task, qpos_before, a)
+            want = _independent_terms(name, env, task, qpos_before, a, scale)
             got = {k: v for k, v in info.items() if k.startswith("reward_")}
             assert list(got) == list(want)
             for k in want:
@@ -505,6 +510,52 @@ def test_check_family_uses_family_kwargs():
     envs.check_family(envs.make_family("AntGoal", goal_low=-1.0, goal_high=1.0), n_tasks=2, steps=5)
 
 
+# -- action normalisation ----------------------------------------------------------
+@pytest.mark.parametrize("name", MUJOCO)
+def test_action_scale_single_vs_batched_bit_identical(name):
+    family = envs.make_family(name, action_scale=0.1)
+    tasks = family.sample_tasks(3, np.random.default_rng(2))
+    seeds = [3, 4, 5]
+    actions = _actions(family, 30, len(tasks), seed=5) * 10.0  # +-13: beyond the scaled range too
+    batched = rollout_batched(family, tasks, seeds, actions)
+    unscaled = rollout_batched(envs.make_family(name), tasks, seeds, actions)
+    assert not np.array_equal(batched[1], unscaled[1]), "the scale must change what is applied"
+    for i, (t, s) in enumerate(zip(tasks, seeds, strict=True)):
+        obs, rew, term = rollout_single(family.make_env(t), s, actions[:, i], name)
+        assert np.array_equal(obs, batched[0][:, i]) and np.array_equal(rew, batched[1][:, i])
+        assert np.array_equal(term, batched[2][:, i])
+
+
+@pytest.mark.parametrize("name", ["HalfCheetahDir", "AntVel", "HopperParams"])
+def test_action_scale_equals_scaling_the_actions(name):
+    # scale s on actions a is the unscaled env on s * a: the scale is a pure change of units
+    fam = envs.make_family(name, action_scale=0.25)
+    tasks = fam.sample_tasks(2, np.random.default_rng(0))
+    actions = _actions(fam, 20, 2, seed=1) * 4.0
+    a = rollout_batched(fam, tasks, [1, 2], actions)
+    b = rollout_batched(envs.make_family(name), tasks, [1, 2], 0.25 * actions)
+    for x, y in zip(a, b, strict=True):
+        assert np.array_equal(x, y)
+
+
+@pytest.mark.parametrize("name", MUJOCO)
+def test_action_scale_default_is_gymnasium_and_space_is_scaled(name):
+    env = envs.make_family(name).make_env()
+    assert env.action_scale == 1.0
+    lo, hi = env.model.actuator_ctrlrange[:, 0], env.model.actuator_ctrlrange[:, 1]
+    assert np.array_equal(env.action_space.low, lo.astype(np.float32))
+    scaled = envs.make_family(name, action_scale=0.1).make_env()
+    assert np.allclose(scaled.action_space.low, lo / 0.1) and np.allclose(scaled.action_space.high, hi / 0.1)
+    assert gymnasium.make(f"metarl/{name}-v0").unwrapped.action_scale == 1.0
+    envs.check_family(envs.make_family(name, action_scale=0.1), n_tasks=2, steps=8)
+
+
+@pytest.mark.parametrize("bad", [0.0, -0.1, float("nan"), float("inf"), "abc"])
+def test_bad_action_scale_is_a_clear_error(bad):
+    with pytest.raises(ValueError, match="action_scale"):
+        envs.make_family("HalfCheetahVel", action_scale=bad).make_env()
+
+
 # -- configs --------------------------------------------------------------------
 CONFIGS = {"halfcheetah_vel": "HalfCheetahVel", "halfcheetah_dir": "HalfCheetahDir", "ant_vel": "AntVel",
            "ant_dir": "AntDir", "ant_dir2d": "AntDir2D", "ant_goal": "AntGoal",
@@ -521,8 +572,10 @@ def test_family_configs(fname, family):
     assert cfg["env"]["family"] == family
     assert cfg["env"]["horizon"] == (100 if family.startswith("HalfCheetah") else 200)
     assert cfg["algo"]["meta_batch_size"] == 40 and cfg["trpo"]["cg_damping"] == 1.0e-5
+    assert cfg["env"]["kwargs"]["action_scale"] == 0.1  # the reference implementations' normalisation
+    assert "normalization_scale" in text  # the comment names where 0.1 comes from
     fam = envs.make_family(family, horizon=cfg["env"]["horizon"], **cfg["env"]["kwargs"])
-    assert fam.horizon == cfg["env"]["horizon"]
+    assert fam.horizon == cfg["env"]["horizon"] and fam.make_env().action_scale == 0.1
 
 
 # -- properties of task validation -----------------------------------------------

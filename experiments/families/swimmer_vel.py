@@ -21,10 +21,10 @@ class SwimmerVelEnv(MujocoTaskEnv):
     family = "SwimmerVel"
 
     def __init__(self, task=None, *, velocity_low=0.0, velocity_high=0.4, ctrl_cost_weight=1e-4,
-                 reset_noise_scale=0.1, frame_skip=4, render_mode=None):
+                 reset_noise_scale=0.1, frame_skip=4, action_scale=1.0, render_mode=None):
         self.velocity_low, self.velocity_high = velocity_low, velocity_high
         self.ctrl_cost_weight, self.reset_noise_scale = ctrl_cost_weight, reset_noise_scale
-        super().__init__(gym_asset("swimmer.xml"), frame_skip, obs_dim=8, render_mode=render_mode)
+        super().__init__(gym_asset("swimmer.xml"), frame_skip, 8, render_mode, action_scale)
         self.set_task(task if task is not None else self.sample_tasks(1, np.random.default_rng(0))[0])
 
     def sample_tasks(self, n: int, rng: np.random.Generator) -> list[dict[str, Any]]:
@@ -47,7 +47,7 @@ class SwimmerVelEnv(MujocoTaskEnv):
         return self._obs()
 
     def step(self, action):
-        a = np.clip(check_action(action, self.model.nu), self.ctrl_low, self.ctrl_high)
+        a = self.applied_action(check_action(action, self.model.nu))  # clip(action_scale * a, ctrlrange)
         x_before = self.data.qpos[0]
         self.data.ctrl[:] = a
         mujoco.mj_step(self.model, self.data, nstep=self.frame_skip)
