@@ -1,0 +1,140 @@
+"""The released runs under results/: they load, evaluate, resume, and RESULTS.md is generated from them."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from metarl import checkpoint
+from metarl.config import load_config
+from metarl.trainer import build_family, build_learner
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "results" / "locomotion"
+RUNS = sorted(p for p in RESULTS.glob("*__*__*") if p.is_dir()) if RESULTS.is_dir() else []
+TINY = ["--set", "algo.meta_batch_size=2", "--set", "algo.episodes_per_task=2", "--set", "env.horizon=10",
+        "--set", "policy.hidden_sizes=[8]", "--set", "sampler.backend=serial", "--eval-tasks", "3", "--no-estimate"]
+
+
+def load(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "experiments" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_there_are_committed_runs():
+    assert RUNS, "results/locomotion holds the campaign's runs"
+
+
+@pytest.mark.parametrize("run", RUNS, ids=[p.name for p in RUNS])
+def test_committed_run_loads_with_weights_only_and_matches_its_config(run):
+    cfg = load_config(run / "config.yaml")
+    family, method, seed = run.name.split("__")
+    assert (cfg.env.family, cfg.seed, cfg.name) == (family, int(seed), method)
+    assert cfg.env.kwargs["action_scale"] == 0.1 and cfg.env.horizon == 100
+    assert cfg.policy.adapt == ("head" if method == "anil" else "all")
+    ckpts = list((run / "checkpoints").glob("iter_*.pt"))
+    assert len(ckpts) == 1, "only the latest checkpoint is committed"
+    path = checkpoint.latest(run / "checkpoints")
+    assert path == ckpts[0]
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    assert int(state["iteration"]) == int(path.stem[len("iter_"):])
+    learner = build_learner(cfg, build_family(cfg))
+    want = {k: v.shape for k, v in learner.state_dict().items()}
+    got = {k: v.shape for k, v in state["meta"].items()}
+    assert got == want
+    learner.load_state_dict(state["meta"])  # strict: no missing or unexpected entries
+    assert all(bool(torch.isfinite(v).all()) for v in state["meta"].values())
+    assert (run / "scalars.csv").stat().st_size > 0
+    assert not list(run.glob("events.out.tfevents.*")), "event files are not committed"
+
+
+def test_results_md_locomotion_section_is_generated_from_the_artifacts():
+    report = load("locomotion_report")
+    assert report.main(["--check", "--no-plots"]) == 0, "run: python experiments/locomotion_report.py"
+
+
+def test_report_counts_only_runs_evaluated_at_their_full_budget(tmp_path):
+    report = load("locomotion_report")
+    for seed, (done, ev_iter, ret) in {1: (4, 4, 10.0), 2: (4, 4, 20.0), 3: (2, 2, 999.0)}.items():
+        d = tmp_path / f"HalfCheetahDir__maml__{seed}"
+        (d / "checkpoints").mkdir(parents=True)
+        (d / "config.yaml").write_text("iterations: 4\nenv: {horizon: 100}\n")
+        (d / "checkpoints" / "latest").write_text(f"iter_{done:06d}.pt\n")
+        (d / "eval").mkdir()
+        ev = {"iteration": ev_iter, "mean": [1.0, ret, ret + 1, ret + 2]}
+        (d / "eval" / "curve_40_3_0.json").write_text(json.dumps(ev))
+    md = tmp_path / "R.md"
+    md.write_text("# R\n")
+    assert report.main(["--root", str(tmp_path), "--results", str(md), "--no-plots"]) == 0
+    row = next(ln for ln in md.read_text().splitlines() if ln.startswith("| HalfCheetahDir | MAML |"))
+    cells = [c.strip() for c in row.split("|")[1:-1]]
+    assert cells[2:5] == ["10.0", "20.0", "in flight (2/4)"]
+    assert cells[5] == "**15.0 ± 7.1**"  # mean ± sample std of 10 and 20; seed 3 is not counted
+    assert cells[6:9] == ["1.0", "16.0", "17.0"]
+    assert report.main(["--root", str(tmp_path), "--results", str(md), "--check"]) == 0
+    (tmp_path / "HalfCheetahDir__maml__3" / "checkpoints" / "latest").write_text("iter_000004.pt\n")
+    assert report.main(["--root", str(tmp_path), "--results", str(md), "--check"]) == 1
+
+
+def _params(run: Path) -> dict[str, torch.Tensor]:
+    return checkpoint.load(checkpoint.latest(run / "checkpoints"))["meta"]
+
+
+@pytest.mark.integration
+def test_campaign_continues_from_committed_artifacts_in_a_fresh_clone(tmp_path):
+    """Train 2 of 4 iterations, commit what the repository keeps, clone, rerun: same parameters as 4 straight."""
+    script = load("reproduce")
+    straight = tmp_path / "straight"
+    args = ["locomotion", "--families", "HalfCheetahDir", "--seeds", "1", *TINY]
+    assert script.main([*args, "--iterations", "4", "--root", str(straight)]) == 0
+
+    repo = tmp_path / "repo"
+    (repo / "results").mkdir(parents=True)
+    shutil.copy(ROOT / ".gitignore", repo / ".gitignore")
+    assert script.main([*args, "--iterations", "2", "--root", str(repo / "results" / "locomotion")]) == 0
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "init.defaultBranch=main"]
+    subprocess.run([*git, "init", "-q"], cwd=repo, check=True)
+    subprocess.run([*git, "add", "-A"], cwd=repo, check=True)
+    subprocess.run([*git, "commit", "-qm", "artifacts"], cwd=repo, check=True)
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(repo), str(clone)], check=True)
+    committed = subprocess.run(["git", "ls-files"], cwd=clone, check=True, capture_output=True, text=True).stdout
+    assert "events.out.tfevents" not in committed and "scalars.csv" in committed
+
+    assert script.main([*args, "--iterations", "4", "--root", str(clone / "results" / "locomotion")]) == 0
+    for method in ("maml", "anil"):
+        a = _params(straight / f"HalfCheetahDir__{method}__1")
+        b = _params(clone / "results" / "locomotion" / f"HalfCheetahDir__{method}__1")
+        assert a.keys() == b.keys()
+        for k in a:
+            assert torch.equal(a[k], b[k]), (method, k)
+        rows_a = (straight / f"HalfCheetahDir__{method}__1" / "scalars.csv").read_text().splitlines()
+        rows_b = (clone / "results" / "locomotion" / f"HalfCheetahDir__{method}__1" / "scalars.csv").read_text()
+        rows_b = rows_b.splitlines()
+        assert [r.split(",")[:3] for r in rows_a] == [r.split(",")[:3] for r in rows_b]  # iteration, pre, post
+
+
+@pytest.mark.integration
+def test_evaluate_and_analyze_work_on_a_committed_run_without_training(tmp_path):
+    run = RUNS[0]
+    cli = [sys.executable, "-m", "metarl.cli"]
+    out = tmp_path / "curve.json"
+    r = subprocess.run([*cli, "evaluate", str(run), "--tasks", "2", "--steps", "1", "--episodes", "2",
+                        "--out", str(out)], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    curve = json.loads(out.read_text())
+    assert len(curve["mean"]) == 2 and curve["num_tasks"] == 2
+    r = subprocess.run([*cli, "analyze", str(run), "--tasks", "2", "--episodes", "2", "--max-states", "50",
+                        "--out-dir", str(tmp_path / "analysis")], capture_output=True, text=True, timeout=300,
+                       cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    assert list((tmp_path / "analysis").glob("*.json"))
