@@ -12,7 +12,7 @@
 * :func:`plot_freeze_ablation`: return after one inner step per choice of
   adapted parameters (``metarl.analysis.representation.freeze_ablation``).
 
-matplotlib is an optional extra (``pip install metarl[plot]``); it is
+matplotlib is a dependency, imported lazily (``pip install matplotlib`` if it is missing); it is
 imported inside the functions that draw, with the Agg canvas (no pyplot, no
 global backend change).  Every file is written atomically: to a temporary
 file in the same directory, then renamed.
@@ -50,7 +50,7 @@ def new_figure(ncols: int = 1, width: float = 6.0, height: float = 4.0) -> tuple
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError as e:  # optional extra
-        raise ImportError("plotting needs matplotlib: pip install 'metarl[plot]' (or pip install matplotlib)") from e
+        raise ImportError("plotting needs matplotlib: pip install matplotlib") from e
     fig = Figure(figsize=(width * ncols, height), layout="constrained")
     FigureCanvasAgg(fig)
     axes = [fig.add_subplot(1, ncols, i + 1) for i in range(ncols)]
