@@ -125,7 +125,8 @@ def test_campaign_continues_from_committed_artifacts_in_a_fresh_clone(tmp_path):
 
 @pytest.mark.integration
 def test_evaluate_and_analyze_work_on_a_committed_run_without_training(tmp_path):
-    run = RUNS[0]
+    run = tmp_path / RUNS[0].name  # a copy: evaluate logs into its run directory, which must stay as committed
+    shutil.copytree(RUNS[0], run)
     cli = [sys.executable, "-m", "metarl.cli"]
     out = tmp_path / "curve.json"
     r = subprocess.run([*cli, "evaluate", str(run), "--tasks", "2", "--steps", "1", "--episodes", "2",
