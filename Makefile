@@ -9,6 +9,11 @@ DEMO_ITERS ?= 20
 .PHONY: setup setup-test demo test lint clean
 
 $(BIN)/metarl: setup.cfg pyproject.toml
+	# headless rendering (metarl video) needs EGL; install Debian's packages where they are missing
+	@ldconfig -p 2>/dev/null | grep -q 'libEGL_mesa.so' || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] \
+		&& (apt-get install -y -qq libegl1 libegl-mesa0 libgl1-mesa-dri >/dev/null 2>&1 \
+		    || (apt-get update -qq && apt-get install -y -qq libegl1 libegl-mesa0 libgl1-mesa-dri >/dev/null)) \
+		|| echo "note: metarl video needs EGL: apt-get install libegl1 libegl-mesa0 libgl1-mesa-dri"; }
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	# torch first, pinned: an unpinned torch pulls a multi-GB CUDA build

@@ -5,6 +5,7 @@
     metarl evaluate RUN_DIR [--tasks N] [--steps K] [--episodes B] [--seed N]
     metarl analyze RUN_DIR [--tasks N] [--seed N]
     metarl plot RUN_DIR [RUN_DIR ...] --out FILE.png
+    metarl video RUN_DIR [--tasks N] [--steps K] [--out FILE.mp4|FILE.gif]
     metarl tasks
     metarl check-family NAME
 
@@ -56,6 +57,17 @@ _positive_int = _int_at_least(1, "positive")
 _nonneg_int = _int_at_least(0, "non-negative")
 
 
+def _even_size(text: str) -> int:
+    """An argparse type: an even frame size in [16, 4096] pixels."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not (16 <= value <= 4096 and value % 2 == 0):
+        raise argparse.ArgumentTypeError(f"expected an even number of pixels in [16, 4096], got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = _Parser(add_help=False)
     common.add_argument("--module", action="append", default=argparse.SUPPRESS, metavar="PATH",
@@ -99,6 +111,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories (seeds of one config are banded)")
     p.add_argument("--out", required=True, help="output PNG file")
     p.add_argument("--labels", nargs="+", help="one legend label per run directory")
+
+    p = add("video", "render held-out tasks before adaptation and after 1..K inner steps (MP4 or GIF)")
+    p.add_argument("run_dir", help="a run directory written by metarl train")
+    p.add_argument("--tasks", type=_positive_int, default=2, help="held-out tasks, one after another (default 2)")
+    p.add_argument("--steps", type=_nonneg_int, default=1, help="panels for 0..K inner steps, side by side (default 1)")
+    p.add_argument("--episodes", type=_positive_int, help="adaptation episodes per task per step (default: the run's)")
+    p.add_argument("--width", type=_even_size, default=320, help="panel width in pixels (even, default 320)")
+    p.add_argument("--height", type=_even_size, default=240, help="panel height in pixels (even, default 240)")
+    p.add_argument("--fps", type=_positive_int, help="frames per second (default: the env's 1/dt)")
+    p.add_argument("--seed", type=_nonneg_int, default=0, help="seed of the held-out tasks (as metarl evaluate)")
+    p.add_argument("--out", help="output .mp4 or .gif (default RUN_DIR/eval/video.mp4, .gif without imageio-ffmpeg)")
 
     add("tasks", "list registered task families")
 
@@ -259,6 +282,41 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_video(args: argparse.Namespace) -> int:
+    from metarl.video import VideoError, default_suffix, render_run
+
+    run_dir = Path(args.run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise UsageError(f"{str(run_dir)!r} is not a run directory (no config.yaml)")
+    out = Path(args.out) if args.out else run_dir / "eval" / f"video{default_suffix()}"
+    if out.suffix not in (".mp4", ".gif"):
+        raise UsageError(f"{str(out)!r}: the video must be a .mp4 or .gif file")
+    _check_writable(out)
+    print(f"rendering {run_dir}: {args.tasks} held-out tasks, steps 0..{args.steps}", file=sys.stderr)
+    try:
+        info = render_run(run_dir, out, args.tasks, args.steps, args.width, args.height, args.fps, args.seed,
+                          args.episodes, on_task=lambda i, r: print(
+                              f"  task {i}: returns " + " / ".join(f"{x:.1f}" for x in r), file=sys.stderr))
+    except (VideoError, FileNotFoundError) as e:
+        raise UsageError(str(e)) from None
+    print(f"wrote {info['out']} ({info['frames']} frames, {info['size'][0]}x{info['size'][1]}, {info['fps']} fps)",
+          file=sys.stderr)
+    return 0
+
+
+def _check_writable(out: Path) -> None:
+    """One-line error before any work when ``out`` cannot be created."""
+    parent = out.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UsageError(f"cannot write {str(out)!r}: {str(parent)!r} is not a directory")
+    if out.is_dir():
+        raise UsageError(f"cannot write {str(out)!r}: it is a directory")
+    if not os.access(parent, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
+        raise UsageError(f"cannot write {str(out)!r}: permission denied")
+
+
 def cmd_plot(args: argparse.Namespace) -> int:
     from metarl.plots import plot_runs
 
@@ -303,7 +361,7 @@ def cmd_check_family(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "analyze": cmd_analyze, "plot": cmd_plot,
-            "tasks": cmd_tasks, "check-family": cmd_check_family}
+            "tasks": cmd_tasks, "check-family": cmd_check_family, "video": cmd_video}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -312,6 +370,8 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
         logging.basicConfig(level=logging.DEBUG if getattr(args, "verbose", False) else logging.WARNING,
                             format="%(levelname)s %(name)s: %(message)s")
+        if args.command == "video":  # before anything imports mujoco: headless rendering needs EGL
+            os.environ.setdefault("MUJOCO_GL", "egl")
         _import_modules(getattr(args, "module", []))
         return COMMANDS[args.command](args)
     except UsageError as e:
