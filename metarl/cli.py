@@ -246,6 +246,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         cfg, family, learner, iteration = load_run(run_dir)
     except FileNotFoundError as e:
         raise UsageError(str(e)) from None
+    _warn_versions(run_dir)
     episodes = args.episodes or cfg.algo.episodes_per_task
     out = Path(args.out) if args.out else run_dir / "eval" / "adaptation.json"
     print(f"evaluating {run_dir} (iteration {iteration}) on {args.tasks} held-out tasks, "
@@ -271,6 +272,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir)
     if not (run_dir / "config.yaml").is_file():
         raise UsageError(f"{str(run_dir)!r} is not a run directory (no config.yaml)")
+    _warn_versions(run_dir)
     print(f"analysing {run_dir} on {args.tasks} held-out tasks", file=sys.stderr)
     try:
         result = analyze_run(run_dir, args.tasks, args.seed, args.episodes, args.max_states,
@@ -292,6 +294,7 @@ def cmd_video(args: argparse.Namespace) -> int:
     if out.suffix not in (".mp4", ".gif"):
         raise UsageError(f"{str(out)!r}: the video must be a .mp4 or .gif file")
     _check_writable(out)
+    _warn_versions(run_dir)
     print(f"rendering {run_dir}: {args.tasks} held-out tasks, steps 0..{args.steps}", file=sys.stderr)
     try:
         info = render_run(run_dir, out, args.tasks, args.steps, args.width, args.height, args.fps, args.seed,
@@ -302,6 +305,14 @@ def cmd_video(args: argparse.Namespace) -> int:
     print(f"wrote {info['out']} ({info['frames']} frames, {info['size'][0]}x{info['size'][1]}, {info['fps']} fps)",
           file=sys.stderr)
     return 0
+
+
+def _warn_versions(run_dir: Path) -> None:
+    from metarl.manifest import version_mismatch
+
+    msg = version_mismatch(run_dir)
+    if msg:
+        print(f"metarl: warning: {msg}", file=sys.stderr)
 
 
 def _check_writable(out: Path) -> None:

@@ -27,7 +27,7 @@ import torch
 
 import envs
 from envs.base import TaskFamily
-from metarl import checkpoint
+from metarl import checkpoint, manifest
 from metarl.adaptation import adapt_names
 from metarl.algos.maml_trpo import MAMLTRPO
 from metarl.config import Config, to_dict, to_yaml
@@ -232,6 +232,8 @@ class Trainer:
             self.writer.add_text("mode", mode_description(cfg), 0)
             table = "|key|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in _flat_items(to_dict(cfg)))
             self.writer.add_text("hyperparameters", table, 0)
+        manifest.start(self.run_dir)
+        status = "failed"
         self.sampler = build_sampler(cfg, self.family, self.learner.policy)
         iteration = self.start_iteration
         try:
@@ -257,7 +259,9 @@ class Trainer:
                     self.save_checkpoint(iteration + 1)
             if cfg.iterations == self.start_iteration and checkpoint.latest(self.ckpt_dir) is None:
                 self.save_checkpoint(self.start_iteration)
+            status = "finished"
         except KeyboardInterrupt:
+            status = "interrupted"
             # The iteration in flight is lost; the parameters are those after the last completed one.
             done = results[-1].iteration + 1 if results else self.start_iteration
             self.writer.flush()
@@ -269,6 +273,7 @@ class Trainer:
             self.sampler.close()
             self.writer.close()
             csv_log.close()
+            manifest.finish(self.run_dir, status)
         return results
 
 

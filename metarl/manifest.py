@@ -1,0 +1,118 @@
+"""``manifest.json``: which code, versions and machine produced a run.
+
+Written atomically when training starts (``status: running``) and rewritten
+when it ends (``status`` finished / interrupted / failed, ``end_time``).  A
+resumed run appends a new entry to ``sessions`` rather than overwriting the
+first one, so the manifest records every machine and commit a run saw.
+
+Fields: ``versions`` (python, torch, numpy, mujoco, gymnasium, ray,
+metaworld; null when not installed), ``git`` (commit and dirty flag of the
+checkout the code was imported from, or null outside a checkout),
+``command`` (argv), ``hostname``, ``cpu_count``, ``start_time``,
+``end_time`` (ISO 8601, UTC).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from metarl.fileio import atomic_write
+
+FILENAME = "manifest.json"
+PACKAGES = ("torch", "numpy", "mujoco", "gymnasium", "ray", "metaworld")
+_CODE_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def versions() -> dict[str, str | None]:
+    """Installed versions of python and the packages a run depends on (None when absent)."""
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def git_state(root: Path = _CODE_ROOT) -> dict[str, Any] | None:
+    """``{"commit", "dirty"}`` of the checkout holding this code, or None outside one."""
+    if not (root / ".git").exists():
+        return None
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=10, check=True).stdout.strip()
+        status = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                                capture_output=True, text=True, timeout=10, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return {"commit": commit, "dirty": bool(status.strip())}
+
+
+def session(argv: list[str] | None = None) -> dict[str, Any]:
+    return {
+        "versions": versions(),
+        "git": git_state(),
+        "command": list(sys.argv if argv is None else argv),
+        "hostname": socket.gethostname(),
+        "cpu_count": os.cpu_count(),
+        "start_time": _now(),
+        "end_time": None,
+        "status": "running",
+    }
+
+
+def read(run_dir: Path) -> dict[str, Any] | None:
+    path = Path(run_dir) / FILENAME
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and isinstance(data.get("sessions"), list) else None
+
+
+def start(run_dir: Path, argv: list[str] | None = None) -> dict[str, Any]:
+    """Record a new training session in ``RUN_DIR/manifest.json``; returns the manifest."""
+    data = read(run_dir) or {"sessions": []}
+    data["sessions"].append(session(argv))
+    data.update(data["sessions"][-1])  # the top level mirrors the newest session
+    atomic_write(Path(run_dir) / FILENAME, json.dumps(data, indent=1) + "\n")
+    return data
+
+
+def finish(run_dir: Path, status: str) -> None:
+    """Stamp the newest session's end time and ``status``."""
+    data = read(run_dir)
+    if data is None or not data["sessions"]:
+        return
+    data["sessions"][-1].update(end_time=_now(), status=status)
+    data.update(data["sessions"][-1])
+    atomic_write(Path(run_dir) / FILENAME, json.dumps(data, indent=1) + "\n")
+
+
+def version_mismatch(run_dir: Path) -> str | None:
+    """One line naming the packages whose versions differ from the newest recorded session, or None."""
+    data = read(run_dir)
+    if data is None:
+        return None
+    recorded = data.get("versions") or {}
+    now = versions()
+    diff = [f"{k} {recorded.get(k)} -> {now.get(k)}" for k in ("python", *PACKAGES)
+            if k in recorded and recorded.get(k) != now.get(k)]
+    if not diff:
+        return None
+    return f"{Path(run_dir)}: trained under other versions than installed now ({', '.join(diff)})"
