@@ -232,6 +232,7 @@ class Trainer:
             self.writer.add_text("mode", mode_description(cfg), 0)
             table = "|key|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in _flat_items(to_dict(cfg)))
             self.writer.add_text("hyperparameters", table, 0)
+            write_hparams(self.writer, cfg)
         manifest.start(self.run_dir)
         status = "failed"
         self.sampler = build_sampler(cfg, self.family, self.learner.policy)
@@ -275,6 +276,25 @@ class Trainer:
             csv_log.close()
             manifest.finish(self.run_dir, status)
         return results
+
+
+HPARAM_METRICS = ("returns/pre_adapt", "returns/post_adapt", "returns/post_minus_pre")
+
+
+def write_hparams(writer: Any, cfg: Config) -> None:
+    """The config's flattened keys as TensorBoard hparams, in the run directory itself.
+
+    ``SummaryWriter.add_hparams`` would open a sub-run; writing the three
+    hparams summaries with the run's own writer keeps one run per directory,
+    so the HParams tab lists every run with its scalars ``HPARAM_METRICS``
+    (TensorBoard shows each metric's latest value).
+    """
+    from torch.utils.tensorboard.summary import hparams
+
+    values = {k: (v if isinstance(v, bool | int | float | str) else str(v)) for k, v in _flat_items(to_dict(cfg))}
+    exp, ssi, sei = hparams(values, {m: float("nan") for m in HPARAM_METRICS})
+    for s in (exp, ssi, sei):
+        writer.file_writer.add_summary(s)
 
 
 def _flat_items(d: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:

@@ -66,3 +66,24 @@ def test_evaluate_warns_in_one_line_when_versions_differ(tmp_path, capsys):
                      "--out", str(tmp_path / "e.json")]) == 0
     warnings = [ln for ln in capsys.readouterr().err.splitlines() if "warning" in ln]
     assert len(warnings) == 1 and "torch 0.0.1" in warnings[0]
+
+
+def test_hparams_are_written_in_the_run_directory_and_read_back(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    run = tmp_path / "run"
+    run.mkdir()
+    _train(run, 2)
+    assert not [p for p in run.iterdir() if p.is_dir() and p.name not in ("checkpoints", "eval")], "no sub-runs"
+    acc = EventAccumulator(str(run))
+    acc.Reload()
+    content = acc.PluginTagToContent("hparams")
+    start = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"]).session_start_info
+    hp = {k: (v.string_value or v.number_value or v.bool_value) for k, v in start.hparams.items()}
+    assert hp["env.family"] == "Navigation2D" and hp["algo.meta_batch_size"] == 2
+    assert hp["policy.hidden_sizes"] == "[8]" and hp["iterations"] == 2
+    exp = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
+    assert {m.name.tag for m in exp.metric_infos} == {"returns/pre_adapt", "returns/post_adapt",
+                                                     "returns/post_minus_pre"}
+    assert len(acc.Scalars("returns/post_adapt")) == 2  # the metrics' values live in the same run
