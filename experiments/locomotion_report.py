@@ -79,18 +79,25 @@ def final_eval(info: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def mean_std(values: list[float]) -> str:
+    """``mean ± std [95% bootstrap CI]`` over seeds, plus the IQM from 5 seeds on."""
+    from metarl.seedstats import IQM_MIN_SEEDS, bootstrap_ci, iqm
+
     if not values:
         return "–"
     if len(values) == 1:
         return f"{num(values[0])} (1 seed)"
-    return f"{num(statistics.mean(values))} ± {num(statistics.stdev(values))}"
+    lo, hi = bootstrap_ci(values)
+    text = f"{num(statistics.mean(values))} ± {num(statistics.stdev(values))} [{num(lo)}, {num(hi)}]"
+    if len(values) >= IQM_MIN_SEEDS:
+        text += f", IQM {num(iqm(values))}"
+    return text
 
 
 def tables(runs: dict[tuple[str, str], dict[int, dict[str, Any]]], root_rel: str) -> str:
     seeds = sorted({s for per in runs.values() for s in per} | set(SEEDS))
     lines = []
     lines.append("| family | method | " + " | ".join(f"seed {s}" for s in seeds)
-                 + " | **1 step, mean ± std** | step 0 | 2 steps | 3 steps | ANIL paper (table 2) "
+                 + " | **1 step, mean ± std [95% CI]** | step 0 | 2 steps | 3 steps | ANIL paper (table 2) "
                    "| MAML paper (fig. 5, horizon 200): 0 / 1 / 2 / 3 |")
     lines.append("|" + "---|" * (len(seeds) + 8))
     status = []
@@ -119,7 +126,8 @@ def tables(runs: dict[tuple[str, str], dict[int, dict[str, Any]]], root_rel: str
                 if info is not None:
                     status.append((f"{fam}__{meth}__{s}", info))
     out = ["Return after one inner step on 40 held-out tasks (seed 0), mean over 20 episodes per task; "
-           "headline: mean ± std over the seeds that finished their budget. Step 0 is the meta-policy "
+           "headline: mean ± std [95% percentile-bootstrap interval of the mean] over the seeds that finished "
+           "their budget (the interquartile mean too from 5 seeds on). Step 0 is the meta-policy "
            "before adaptation (no inner loop).", "", *lines, ""]
     out.append("Per-run state (iteration reached of the budget; training returns are the last logged "
                "iteration's, on that iteration's 40 training tasks):")
@@ -154,11 +162,12 @@ def smooth(values: Any, width: int) -> Any:
 
 
 def learning_curves(runs: dict[tuple[str, str], dict[int, dict[str, Any]]], family: str, out: Path) -> Path | None:
-    """Pre (dashed) and post (solid) adaptation return vs iteration, mean and min–max band over seeds."""
+    """Pre (dashed) and post (solid) adaptation return vs iteration, mean and 95% bootstrap band over seeds."""
     import numpy as np
 
     from metarl import scalars
     from metarl.plots import new_figure, save_png
+    from metarl.seedstats import bootstrap_ci_curves
 
     fig, (ax,) = new_figure(width=7.0, height=4.2)
     drew = False
@@ -182,13 +191,14 @@ def learning_curves(runs: dict[tuple[str, str], dict[int, dict[str, Any]]], fami
             label = f"{meth.upper()} {'after 1 step' if tag.endswith('post_adapt') else 'before'} ({len(curves)} seeds)"
             ax.plot(x, arr.mean(0), style, color=colour, label=label)
             if len(curves) > 1:
-                ax.fill_between(x, arr.min(0), arr.max(0), color=colour, alpha=0.15, lw=0)
+                lo, hi = bootstrap_ci_curves(arr)
+                ax.fill_between(x, lo, hi, color=colour, alpha=0.15, lw=0)
             drew = True
     if not drew:
         return None
     ax.set_xlabel("meta-iteration")
     ax.set_ylabel(f"mean training return ({SMOOTH}-iteration moving average)")
-    ax.set_title(f"{family}: MAML vs ANIL (mean, band = min–max over seeds)")
+    ax.set_title(f"{family}: MAML vs ANIL (mean, band = 95% bootstrap CI over seeds)")
     ax.legend(fontsize=8)
     return save_png(fig, out)
 

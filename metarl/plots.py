@@ -33,6 +33,7 @@ import numpy as np
 
 from metarl import scalars as scalars_csv
 from metarl.fileio import atomic_write
+from metarl.seedstats import bootstrap_ci_curves
 
 LEARNING_TAGS = ("returns/pre_adapt", "returns/post_adapt")
 ADAPTATION_TAG = "eval/adaptation_return"
@@ -301,7 +302,8 @@ def plot_runs(run_dirs: Sequence[Path], out: Path, labels: Sequence[str] | None 
 
     Left: ``returns/pre_adapt`` (dashed) and ``returns/post_adapt`` (solid)
     vs meta-iteration; runs of one configuration (see :func:`group_runs`)
-    are drawn as the mean over seeds with a +-1 std band.  Right, when any
+    are drawn as the mean over seeds with a 95% percentile-bootstrap band
+    (:func:`metarl.seedstats.bootstrap_ci_curves`) where every seed has a value.  Right, when any
     run has ``eval/adaptation.json``: those adaptation curves (mean +-
     standard error over tasks vs inner steps), one line per run.
     Raises ``ValueError`` for a directory without event files.
@@ -318,12 +320,16 @@ def plot_runs(run_dirs: Sequence[Path], out: Path, labels: Sequence[str] | None 
     for g, color in zip(groups, colors, strict=True):
         n = len(g.run_dirs)
         for tag, style in zip(LEARNING_TAGS, ("--", "-"), strict=True):
-            steps, mean, std = aggregate_curves([scalars[d][tag] for d in g.run_dirs])
+            curves = [scalars[d][tag] for d in g.run_dirs]
+            steps, mean, _ = aggregate_curves(curves)
             which = "pre" if tag.endswith("pre_adapt") else "post"
-            suffix = f" ({n} seeds, mean ± std)" if n > 1 else ""
+            suffix = f" ({n} seeds, mean, 95% bootstrap CI)" if n > 1 else ""
             ax.plot(steps, mean, style, color=color, label=f"{g.label}: {which}-adaptation{suffix}")
-            if n > 1:
-                ax.fill_between(steps, mean - std, mean + std, color=color, alpha=0.2, linewidth=0)
+            common = np.array(sorted(set.intersection(*(set(s.tolist()) for s, _ in curves))), dtype=np.int64)
+            if n > 1 and len(common):  # the interval where every seed has a value
+                table = np.stack([v[np.searchsorted(s, common)] for s, v in curves])
+                lo, hi = bootstrap_ci_curves(table)
+                ax.fill_between(common, lo, hi, color=color, alpha=0.2, linewidth=0)
     ax.set_xlabel("meta-iteration")
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_ylabel("mean episode return")

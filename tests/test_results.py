@@ -78,7 +78,7 @@ def test_report_counts_only_runs_evaluated_at_their_full_budget(tmp_path):
     row = next(ln for ln in md.read_text().splitlines() if ln.startswith("| HalfCheetahDir | MAML |"))
     cells = [c.strip() for c in row.split("|")[1:-1]]
     assert cells[2:5] == ["10.0", "20.0", "in flight (2/4)"]
-    assert cells[5] == "**15.0 ± 7.1**"  # mean ± sample std of 10 and 20; seed 3 is not counted
+    assert cells[5] == "**15.0 ± 7.1 [10.0, 20.0]**"  # mean ± sample std [bootstrap CI] of 10 and 20; not seed 3
     assert cells[6:9] == ["1.0", "16.0", "17.0"]
     assert report.main(["--root", str(tmp_path), "--results", str(md), "--check"]) == 0
     (tmp_path / "HalfCheetahDir__maml__3" / "checkpoints" / "latest").write_text("iter_000004.pt\n")
