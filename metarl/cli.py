@@ -1,6 +1,7 @@
 """The ``metarl`` command line.
 
     metarl train CONFIG [--set key=value ...] [--run-dir DIR] [--seed N] [--force]
+    metarl train CONFIG --seeds 1 2 3      (or --seeds 3: seeds 1..3)
     metarl train --resume RUN_DIR
     metarl evaluate RUN_DIR [--tasks N] [--steps K] [--episodes B] [--seed N]
     metarl analyze RUN_DIR [--tasks N] [--seed N]
@@ -86,6 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a config key, dotted (repeatable): --set algo.inner_lr=0.05")
     p.add_argument("--run-dir", help="run directory (default: runs/<family>__<name>__<seed>__<time>)")
     p.add_argument("--seed", type=_nonneg_int, help="override the config's seed")
+    p.add_argument("--seeds", type=_nonneg_int, nargs="+", metavar="S",
+                   help="train these seeds one after another (one number N: seeds 1..N); finished seeds are "
+                        "skipped, interrupted ones resumed; run directories <log.root>/<family>__<name>__seed<S> "
+                        "(or --run-dir DIR/seed<S>)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue RUN_DIR from its latest checkpoint")
     p.add_argument("--iterations", type=_nonneg_int, help="with --resume: extend the run to this many iterations")
     p.add_argument("--force", action="store_true", help="allow writing into an existing non-empty --run-dir")
@@ -179,6 +184,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise UsageError("train needs a CONFIG file (or --resume RUN_DIR)")
     if args.iterations is not None:
         raise UsageError("--iterations goes with --resume; use --set iterations=N")
+    if args.seeds is not None:
+        return _train_seeds(args)
     overrides = list(args.overrides)
     if args.seed is not None:
         overrides.append(f"seed={args.seed}")
@@ -197,6 +204,56 @@ def cmd_train(args: argparse.Namespace) -> int:
     except OSError as e:
         raise UsageError(f"cannot write run directory {str(run_dir)!r}: {e.strerror}") from None
     return _run_training(cfg, run_dir, resume=False, progress=not args.no_progress)
+
+
+def _seed_list(values: list[int]) -> list[int]:
+    seeds = list(range(1, values[0] + 1)) if len(values) == 1 else list(values)
+    if not seeds:
+        raise UsageError("--seeds: give a number of seeds >= 1 or a list of seeds")
+    if len(set(seeds)) != len(seeds):
+        raise UsageError(f"--seeds: repeated seeds in {seeds}")
+    return seeds
+
+
+def _train_seeds(args: argparse.Namespace) -> int:
+    """``--seeds``: each seed in its own stable run directory; skip finished, resume interrupted."""
+    from metarl import checkpoint
+    from metarl.config import ConfigError, load_config, to_yaml
+
+    if args.seed is not None:
+        raise UsageError("--seeds and --seed exclude each other")
+    if args.force:
+        raise UsageError("--seeds resumes its own run directories; --force does not apply")
+    seeds = _seed_list(args.seeds)
+    jobs = []
+    for seed in seeds:
+        try:
+            cfg = load_config(args.config, [*args.overrides, f"seed={seed}"])
+        except ConfigError as e:
+            raise UsageError(str(e)) from None
+        run_dir = (Path(args.run_dir) / f"seed{seed}" if args.run_dir
+                   else Path(cfg.log.root) / f"{cfg.env.family}__{cfg.name}__seed{seed}")
+        jobs.append((seed, cfg, run_dir))
+    for seed, cfg, run_dir in jobs:
+        latest = checkpoint.latest(run_dir / "checkpoints")
+        done = int(checkpoint.load(latest)["iteration"]) if latest is not None else None
+        if done is not None and done >= cfg.iterations:
+            print(f"seed {seed}: finished ({done} iterations) in {run_dir}", file=sys.stderr)
+            continue
+        if done is not None:
+            if load_config(run_dir / "config.yaml").iterations != cfg.iterations:
+                (run_dir / "config.yaml").write_text(to_yaml(cfg))  # the budget grew
+            print(f"seed {seed}: resuming at iteration {done} in {run_dir}", file=sys.stderr)
+            rc = _run_training(cfg, run_dir, resume=True, progress=not args.no_progress)
+        else:
+            for stale in run_dir.glob("events.out.tfevents.*"):  # a start that never reached a checkpoint
+                stale.unlink()
+            run_dir.mkdir(parents=True, exist_ok=True)
+            print(f"seed {seed}: starting in {run_dir}", file=sys.stderr)
+            rc = _run_training(cfg, run_dir, resume=False, progress=not args.no_progress)
+        if rc != 0:
+            return rc
+    return 0
 
 
 def _run_training(cfg: Any, run_dir: Path, resume: bool, progress: bool) -> int:
