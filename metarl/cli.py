@@ -3,7 +3,7 @@
     metarl train CONFIG [--set key=value ...] [--run-dir DIR] [--seed N] [--force]
     metarl train CONFIG --seeds 1 2 3      (or --seeds 3: seeds 1..3)
     metarl train --resume RUN_DIR
-    metarl evaluate RUN_DIR [--tasks N] [--steps K] [--episodes B] [--seed N]
+    metarl evaluate RUN_DIR [--tasks N] [--steps K] [--episodes B] [--seed N] [--inner-lr LR] [--shots M ...]
     metarl analyze RUN_DIR [--tasks N] [--seed N]
     metarl plot RUN_DIR [RUN_DIR ...] --out FILE.png
     metarl video RUN_DIR [--tasks N] [--steps K] [--out FILE.mp4|FILE.gif]
@@ -58,6 +58,19 @@ _positive_int = _int_at_least(1, "positive")
 _nonneg_int = _int_at_least(0, "non-negative")
 
 
+def _positive_float(text: str) -> float:
+    """An argparse type: a finite float > 0."""
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
+    return value
+
+
 def _even_size(text: str) -> int:
     """An argparse type: an even frame size in [16, 4096] pixels."""
     try:
@@ -102,7 +115,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=_nonneg_int, default=3, help="inner steps 0..K (default 3; 0 = NIL)")
     p.add_argument("--episodes", type=_positive_int, help="episodes per task per step (default: the run's)")
     p.add_argument("--seed", type=_nonneg_int, default=0, help="seed of the held-out tasks and rollouts")
-    p.add_argument("--out", help="output JSON (default RUN_DIR/eval/adaptation.json)")
+    p.add_argument("--out", help="output JSON (default RUN_DIR/eval/adaptation.json, or shots.json with --shots)")
+    p.add_argument("--inner-lr", type=_positive_float, help="test-time inner step size (default: the trained one)")
+    p.add_argument("--shots", type=_positive_int, nargs="+", metavar="M",
+                   help="k-shot curve instead: the return after one step vs M adaptation episodes per task, "
+                        "e.g. --shots 1 2 5 10 20")
 
     p = add("analyze", "per-layer representation change (CKA/CCA) and the layer-freezing ablation")
     p.add_argument("run_dir", help="a run directory written by metarl train")
@@ -305,12 +322,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise UsageError(str(e)) from None
     _warn_versions(run_dir)
     episodes = args.episodes or cfg.algo.episodes_per_task
+    if args.shots:
+        return _evaluate_shots(args, run_dir, cfg, family, learner, iteration, episodes)
     out = Path(args.out) if args.out else run_dir / "eval" / "adaptation.json"
+    _check_writable(out)
     print(f"evaluating {run_dir} (iteration {iteration}) on {args.tasks} held-out tasks, "
           f"steps 0..{args.steps}", file=sys.stderr)
     with build_sampler(cfg, family, learner.policy) as sampler:
         result = adaptation_curve(learner, family, sampler, args.tasks, args.steps, episodes, args.seed,
-                                  on_step=lambda k, m: print(f"  step {k}: {m:.2f}", file=sys.stderr))
+                                  on_step=lambda k, m: print(f"  step {k}: {m:.2f}", file=sys.stderr),
+                                  inner_lr=args.inner_lr)
     result["run_dir"] = str(run_dir)
     result["iteration"] = iteration
     atomic_write(out, json.dumps(result, indent=1))
@@ -320,6 +341,40 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     for k, m, s in zip(result["steps"], result["mean"], result["stderr"]):
         print(f"{k:>4}  {m:>12.2f}  {s:>8.2f}")
     print(f"wrote {out}, {files['csv']}, {files['png']}", file=sys.stderr)
+    return 0
+
+
+def _evaluate_shots(args: argparse.Namespace, run_dir: Path, cfg: Any, family: Any, learner: Any, iteration: int,
+                    episodes: int) -> int:
+    from metarl.evaluation import shots_curve
+    from metarl.fileio import atomic_write
+    from metarl.plots import new_figure, save_png
+    from metarl.trainer import build_sampler
+
+    shots = sorted(set(args.shots))
+    out = Path(args.out) if args.out else run_dir / "eval" / "shots.json"
+    _check_writable(out)
+    print(f"k-shot curve of {run_dir} (iteration {iteration}) on {args.tasks} held-out tasks, "
+          f"shots {shots}", file=sys.stderr)
+    with build_sampler(cfg, family, learner.policy) as sampler:
+        result = shots_curve(learner, family, sampler, shots, args.tasks, episodes, args.seed, args.inner_lr,
+                             on_point=lambda m, r: print(f"  {m} episodes: {r:.2f}", file=sys.stderr))
+    result["run_dir"], result["iteration"] = str(run_dir), iteration
+    atomic_write(out, json.dumps(result, indent=1))
+    fig, (ax,) = new_figure()
+    ax.errorbar(result["shots"], result["mean"], yerr=result["stderr"], marker="o", capsize=3, label="after 1 step")
+    ax.axhline(result["before"], color="k", ls="--", label="before adaptation")
+    ax.set_xscale("log")
+    ax.set_xticks(result["shots"], [str(m) for m in result["shots"]])
+    ax.set_xlabel("adaptation episodes per task")
+    ax.set_ylabel("mean return on held-out tasks")
+    ax.set_title(f"k-shot adaptation ({args.tasks} tasks, ± standard error)", fontsize=10)
+    ax.legend()
+    png = save_png(fig, out.with_suffix(".png"))
+    print(f"{'shots':>5}  {'mean return':>12}  {'stderr':>8}")
+    for m, r, e in zip(result["shots"], result["mean"], result["stderr"], strict=True):
+        print(f"{m:>5}  {r:>12.2f}  {e:>8.2f}")
+    print(f"wrote {out}, {png}", file=sys.stderr)
     return 0
 
 
