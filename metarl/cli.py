@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import logging
 import os
 import sys
@@ -139,17 +138,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         run_dir = Path(args.resume)
         if not (run_dir / "config.yaml").is_file():
             raise UsageError(f"--resume: {str(run_dir)!r} is not a run directory (no config.yaml)")
-        overrides = [f"iterations={args.iterations}"] if args.iterations is not None else []
+        from metarl.run import resume_config
+
         try:
-            cfg = load_config(run_dir / "config.yaml", overrides)
+            cfg = resume_config(run_dir, args.iterations)
         except ConfigError as e:
             raise UsageError(str(e)) from None
-        if args.iterations is not None:
-            (run_dir / "config.yaml").write_text(__import__("metarl.config").config.to_yaml(cfg))
-        from metarl import checkpoint
-
-        if checkpoint.latest(run_dir / "checkpoints") is None:
-            raise UsageError(f"--resume: no checkpoint in {str(run_dir / 'checkpoints')!r}")
+        except FileNotFoundError:
+            raise UsageError(f"--resume: no checkpoint in {str(run_dir / 'checkpoints')!r}") from None
         return _run_training(cfg, run_dir, resume=True, progress=not args.no_progress)
 
     if not args.config:
@@ -211,28 +207,22 @@ def _run_training(cfg: Any, run_dir: Path, resume: bool, progress: bool) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from metarl.evaluation import adaptation_curve
-    from metarl.fileio import atomic_write
+    from metarl.evaluation import evaluate_run
     from metarl.plots import log_adaptation_curve, write_adaptation_outputs
-    from metarl.trainer import build_sampler, load_run
+    from metarl.run import done_iterations, write_json
 
     run_dir = Path(args.run_dir)
     if not (run_dir / "config.yaml").is_file():
         raise UsageError(f"{str(run_dir)!r} is not a run directory (no config.yaml)")
-    try:
-        cfg, family, learner, iteration = load_run(run_dir)
-    except FileNotFoundError as e:
-        raise UsageError(str(e)) from None
-    episodes = args.episodes or cfg.algo.episodes_per_task
+    iteration = done_iterations(run_dir)
+    if iteration is None:
+        raise UsageError(f"no checkpoint in {run_dir / 'checkpoints'}")
     out = Path(args.out) if args.out else run_dir / "eval" / "adaptation.json"
     print(f"evaluating {run_dir} (iteration {iteration}) on {args.tasks} held-out tasks, "
           f"steps 0..{args.steps}", file=sys.stderr)
-    with build_sampler(cfg, family, learner.policy) as sampler:
-        result = adaptation_curve(learner, family, sampler, args.tasks, args.steps, episodes, args.seed,
-                                  on_step=lambda k, m: print(f"  step {k}: {m:.2f}", file=sys.stderr))
-    result["run_dir"] = str(run_dir)
-    result["iteration"] = iteration
-    atomic_write(out, json.dumps(result, indent=1))
+    result = evaluate_run(run_dir, args.tasks, args.steps, args.episodes, args.seed,
+                          on_step=lambda k, m: print(f"  step {k}: {m:.2f}", file=sys.stderr))
+    write_json(out, result, indent=1)
     files = write_adaptation_outputs(result, out.parent, out.stem)
     log_adaptation_curve(result, run_dir)
     print(f"{'step':>4}  {'mean return':>12}  {'stderr':>8}")
