@@ -207,6 +207,7 @@ def _run_training(cfg: Any, run_dir: Path, resume: bool, progress: bool) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from metarl.config import ConfigError
     from metarl.evaluation import evaluate_run
     from metarl.plots import log_adaptation_curve, write_adaptation_outputs
     from metarl.run import done_iterations, write_json
@@ -220,8 +221,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else run_dir / "eval" / "adaptation.json"
     print(f"evaluating {run_dir} (iteration {iteration}) on {args.tasks} held-out tasks, "
           f"steps 0..{args.steps}", file=sys.stderr)
-    result = evaluate_run(run_dir, args.tasks, args.steps, args.episodes, args.seed,
-                          on_step=lambda k, m: print(f"  step {k}: {m:.2f}", file=sys.stderr))
+    try:
+        result = evaluate_run(run_dir, args.tasks, args.steps, args.episodes, args.seed,
+                              on_step=lambda k, m: print(f"  step {k}: {m:.2f}", file=sys.stderr))
+    except ConfigError as e:
+        raise UsageError(f"{run_dir / 'config.yaml'}: {e}") from None
     write_json(out, result, indent=1)
     files = write_adaptation_outputs(result, out.parent, out.stem)
     log_adaptation_curve(result, run_dir)
@@ -234,6 +238,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_analyze(args: argparse.Namespace) -> int:
     from metarl.analysis.representation import analyze_run, format_report
+    from metarl.config import ConfigError
 
     run_dir = Path(args.run_dir)
     if not (run_dir / "config.yaml").is_file():
@@ -244,6 +249,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
                              Path(args.out_dir) if args.out_dir else None)
     except FileNotFoundError as e:
         raise UsageError(str(e)) from None
+    except ConfigError as e:
+        raise UsageError(f"{run_dir / 'config.yaml'}: {e}") from None
     print(format_report(result))
     print("wrote " + ", ".join(result["files"].values()), file=sys.stderr)
     return 0
