@@ -56,6 +56,13 @@ class TaskEnv(gymnasium.Env):
     def get_task(self) -> dict[str, Any]:
         raise NotImplementedError
 
+    def default_task(self) -> dict[str, Any]:
+        """The task of an env built without one: the first task of ``sample_tasks`` seeded with 0.
+
+        Families with a natural centre (the unmodified model) override it.
+        """
+        return self.sample_tasks(1, np.random.default_rng(0))[0]
+
 
 class BatchedEnv(Protocol):
     """Many envs of one family stepped in lockstep on arrays.

@@ -20,6 +20,9 @@ from typing import Any
 
 import yaml
 
+from metarl.algos import ALGOS
+from metarl.algos.maml_trpo import TRPOSettings
+
 
 class ConfigError(ValueError):
     """A bad config file, key or value (the message names it)."""
@@ -74,21 +77,9 @@ class AlgoConfig:
 
 
 @dataclass
-class TRPOConfig:
-    max_kl: float = 0.01
-    """Trust region: mean KL between the adapted policies before and after the update."""
-    cg_iters: int = 10
-    """Conjugate-gradient iterations."""
-    cg_damping: float = 1.0e-5
-    """Added to the KL Hessian."""
-    cg_subsample: float = 1.0
-    """Fraction of tasks used for the conjugate gradient's KL curvature (1.0 = exact)."""
-    hvp_chunk_tasks: int = 4
-    """Tasks per chunk of the KL Hessian-vector product (exact for any value; speed and memory only)."""
-    ls_backtrack: float = 0.8
-    """Line-search step shrink factor."""
-    ls_max_steps: int = 15
-    """Line-search steps before the update is rejected."""
+class TRPOConfig(TRPOSettings):
+    """MAML-TRPO's settings (:class:`metarl.algos.maml_trpo.TRPOSettings`) and the trainer's rejection limit."""
+
     max_consecutive_rejections: int = 5
     """Stop (with a checkpoint) after this many updates in a row rejected for non-finite values."""
 
@@ -257,7 +248,6 @@ def validate(cfg: Config) -> Config:
     need(s.workers is None or s.workers >= 1, "sampler.workers", s.workers, "must be >= 1 (or null: one per core)")
     need(cfg.log.checkpoint_every >= 1, "log.checkpoint_every", cfg.log.checkpoint_every, "must be >= 1")
     import envs  # registers families
-    from metarl.algos import ALGOS
     from metarl.sampling import BACKENDS
 
     need(s.backend in BACKENDS, "sampler.backend", s.backend, f"must be one of {_choices(BACKENDS)}")

@@ -39,19 +39,26 @@ from metarl.policies import GaussianMLPPolicy, Params, flatten, gaussian_kl, gau
 
 @dataclass
 class TRPOSettings:
-    """The trust-region step's settings (the ``trpo`` config section, passed in)."""
+    """The trust-region step's settings (the config's ``trpo`` section extends them)."""
 
     max_kl: float = 0.01
+    """Trust region: mean KL between the adapted policies before and after the update."""
     cg_iters: int = 10
+    """Conjugate-gradient iterations."""
     cg_damping: float = 1.0e-5
+    """Added to the KL Hessian."""
     cg_subsample: float = 1.0
+    """Fraction of tasks used for the conjugate gradient's KL curvature (1.0 = exact)."""
     hvp_chunk_tasks: int = 4
+    """Tasks per chunk of the KL Hessian-vector product (exact for any value; speed and memory only)."""
     ls_backtrack: float = 0.8
+    """Line-search step shrink factor."""
     ls_max_steps: int = 15
+    """Line-search steps before the update is rejected."""
 
     @classmethod
     def of(cls, section: Any) -> TRPOSettings:
-        """The settings read (by attribute) from a config section with at least these fields."""
+        """These settings read (by attribute) from a section holding at least these fields."""
         return cls(**{f.name: getattr(section, f.name) for f in fields(cls)})
 
 
