@@ -9,8 +9,9 @@
     metarl check-family NAME
 
 Every command accepts ``--module PATH`` (repeatable) to import a Python file
-that registers extra task families first.  Bad input exits with status 2 and
-one line on stderr naming the bad value; nothing is written in that case.
+that registers extra task families or outer loops (``metarl.algos.ALGOS``)
+first.  Bad input exits with status 2 and one line on stderr naming the bad
+value; nothing is written in that case.
 """
 
 from __future__ import annotations
@@ -58,7 +59,8 @@ _nonneg_int = _int_at_least(0, "non-negative")
 def build_parser() -> argparse.ArgumentParser:
     common = _Parser(add_help=False)
     common.add_argument("--module", action="append", default=argparse.SUPPRESS, metavar="PATH",
-                        help="import this Python file first, e.g. one that registers a task family (repeatable)")
+                        help="import this Python file first, e.g. one that registers a task family or an "
+                             "outer loop (repeatable)")
     common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="log debug messages")
     parser = _Parser(prog="metarl", description="Meta-reinforcement learning: MAML-TRPO and ANIL.",
                      parents=[common])

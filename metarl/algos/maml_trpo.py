@@ -15,8 +15,14 @@ parameters):
 4. backtracking line search: accept only when ``L`` decreases and
    ``KL <= max_kl``; otherwise the meta-parameters stay as they were.
 
-Meta-parameters are the policy's parameters plus, for Meta-SGD, one learned
-step-size tensor per adapted parameter (named ``inner_lr/<param>``).
+The registry entry ``maml_trpo`` (``algo.name``).  The meta-parameters (the
+policy's plus, for Meta-SGD, one learned step-size tensor per adapted
+parameter, ``inner_lr/<param>``), the advantages and the inner loop are
+:class:`~metarl.algos.base.MetaLearner`'s.  :meth:`MAMLTRPO.step` is handed
+the adapted parameters that collected the validation episodes; they give the
+ratio's and the KL's constants (:meth:`MAMLTRPO.old_outputs`) without
+re-running the inner loop.  :meth:`MAMLTRPO.update` is the step itself, with
+un-namespaced diagnostics.
 """
 
 from __future__ import annotations
