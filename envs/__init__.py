@@ -19,28 +19,16 @@ from envs.half_cheetah import HalfCheetahDirEnv, HalfCheetahVelEnv
 from envs.navigation import Navigation2DEnv
 from envs.rand_params import HopperParamsEnv, Walker2dParamsEnv
 
-register_family("Navigation2D", Navigation2DEnv, horizon=100,
-                description="goal ~ U[-0.5,0.5]^2; reward -||s-g||_2; done when |s-g|_inf < 0.01")
-register_family("HalfCheetahVel", HalfCheetahVelEnv, horizon=100,
-                description="v* ~ U[0,2]; reward -|v_x-v*| - 0.05||a||^2 (horizon 200 in the MAML paper)")
-register_family("HalfCheetahDir", HalfCheetahDirEnv, horizon=100,
-                description="d in {-1,+1}; reward d*v_x - 0.05||a||^2 (horizon 200 in the MAML paper)")
-register_family("AntVel", AntVelEnv, horizon=200,
-                description="v* ~ U[0,3]; reward -|v_x-v*| + 0.05 - ctrl - contact; "
-                            "done if torso z not in [0.2,1]")
-register_family("AntDir", AntDirEnv, horizon=200,
-                description="d in {-1,+1}; reward d*v_x + 0.05 - ctrl - contact; "
-                            "done if torso z not in [0.2,1]")
-register_family("AntDir2D", AntDir2DEnv, horizon=200,
-                description="angle ~ U[0,2pi); reward v_xy.(cos,sin) + 0.05 - ctrl - contact; "
-                            "done if torso z not in [0.2,1]")
-register_family("AntGoal", AntGoalEnv, horizon=200,
-                description="goal ~ U[-3,3]^2; reward 4 - ||xy-g||_1 + 0.05 - ctrl - contact; "
-                            "done if torso z not in [0.2,1]")
-register_family("HopperParams", HopperParamsEnv, horizon=200,
-                description="mass, inertia, damping, friction scaled by 1.5^U[-3,3]; Hopper-v5 reward")
-register_family("Walker2dParams", Walker2dParamsEnv, horizon=200,
-                description="mass, inertia, damping, friction scaled by 1.5^U[-3,3]; Walker2d-v5 reward")
+# `metarl tasks` shows each class docstring's first line (task distribution, reward).
+register_family("Navigation2D", Navigation2DEnv, horizon=100)
+register_family("HalfCheetahVel", HalfCheetahVelEnv, horizon=100)
+register_family("HalfCheetahDir", HalfCheetahDirEnv, horizon=100)
+register_family("AntVel", AntVelEnv, horizon=200)
+register_family("AntDir", AntDirEnv, horizon=200)
+register_family("AntDir2D", AntDir2DEnv, horizon=200)
+register_family("AntGoal", AntGoalEnv, horizon=200)
+register_family("HopperParams", HopperParamsEnv, horizon=200)
+register_family("Walker2dParams", Walker2dParamsEnv, horizon=200)
 
 __all__ = [
     "AntDir2DEnv",

@@ -49,6 +49,7 @@ class _AntBase(VectorizedMujocoEnv):
 
     def __init__(
         self,
+        task: Task | None = None,
         *,
         ctrl_cost_weight: float = 0.005,
         contact_cost_weight: float = 5e-4,
@@ -58,10 +59,10 @@ class _AntBase(VectorizedMujocoEnv):
         terminate_when_unhealthy: bool = True,
         reset_noise_scale: float = 0.1,
         frame_skip: int = 5,
-        action_scale: float = 1.0,
         xml_file: str = "ant.xml",
-        render_mode: str | None = None,
+        **kwargs: Any,
     ):
+        """``kwargs``: ``action_scale``, ``render_mode`` (:class:`~envs.mujoco_base.VectorizedMujocoEnv`)."""
         self.ctrl_cost_weight = float(ctrl_cost_weight)
         self.contact_cost_weight = float(contact_cost_weight)
         self.healthy_reward = float(healthy_reward)
@@ -69,20 +70,19 @@ class _AntBase(VectorizedMujocoEnv):
         self.contact_force_range = (float(contact_force_range[0]), float(contact_force_range[1]))
         self.terminate_when_unhealthy = bool(terminate_when_unhealthy)
         self.reset_noise_scale = float(reset_noise_scale)
-        VectorizedMujocoEnv.__init__(self, gym_asset(xml_file), frame_skip, 119, render_mode=render_mode,
-                                     action_scale=action_scale)
+        VectorizedMujocoEnv.__init__(self, gym_asset(xml_file), frame_skip, 119, task=task, **kwargs)
 
-    def _field_views(self, data: mujoco.MjData) -> dict[str, np.ndarray]:
+    def field_views(self, data: mujoco.MjData) -> dict[str, np.ndarray]:
         torso = self.body_id("torso")
         return {"cfrc_ext": data.cfrc_ext[1:], "xmat": data.xmat[torso], "com": data.xipos[torso]}
 
-    def _observe(self, f: dict[str, np.ndarray]) -> np.ndarray:
+    def observe(self, f: dict[str, np.ndarray]) -> np.ndarray:
         n = f["qpos"].shape[0]
         lo, hi = self.contact_force_range
         contact = np.clip(f["cfrc_ext"].reshape(n, -1), lo, hi)
         return np.concatenate([f["qpos"], f["qvel"], contact, f["xmat"], f["com"]], axis=1)
 
-    def _reset_noise(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    def reset_noise(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         s = self.reset_noise_scale
         qpos = self.init_qpos + rng.uniform(low=-s, high=s, size=self.model.nq)
         qvel = self.init_qvel + s * rng.standard_normal(self.model.nv)
@@ -94,7 +94,8 @@ class _AntBase(VectorizedMujocoEnv):
     ) -> dict[str, np.ndarray]:
         raise NotImplementedError
 
-    def _rewards(self, f, qpos_before, applied, task):
+    def rewards(self, f: dict[str, np.ndarray], qpos_before: np.ndarray, applied: np.ndarray,
+                task: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
         n = f["qpos"].shape[0]
         lo, hi = self.contact_force_range
         contact = np.clip(f["cfrc_ext"].reshape(n, -1), lo, hi)
@@ -120,10 +121,9 @@ class AntVelEnv(TargetVelocityTasks, _AntBase):
     def __init__(self, task: Task | None = None, *, velocity_low: float = 0.0, velocity_high: float = 3.0,
                  **kwargs: Any):
         self._set_velocity_range(velocity_low, velocity_high)
-        super().__init__(**kwargs)
-        self.set_task(task if task is not None else self.sample_tasks(1, np.random.default_rng(0))[0])
+        super().__init__(task, **kwargs)
 
-    def _progress(self, f, qpos_before, task):
+    def _progress(self, f: dict[str, np.ndarray], qpos_before: np.ndarray, task: np.ndarray) -> dict[str, np.ndarray]:
         v_x = self._xy_velocity(f, qpos_before)[:, 0]
         return {"reward_forward": -np.abs(v_x - task[:, 0])}
 
@@ -133,11 +133,7 @@ class AntDirEnv(DirectionTasks, _AntBase):
 
     family = "AntDir"
 
-    def __init__(self, task: Task | None = None, **kwargs: Any):
-        super().__init__(**kwargs)
-        self.set_task(task if task is not None else self.sample_tasks(1, np.random.default_rng(0))[0])
-
-    def _progress(self, f, qpos_before, task):
+    def _progress(self, f: dict[str, np.ndarray], qpos_before: np.ndarray, task: np.ndarray) -> dict[str, np.ndarray]:
         v_x = self._xy_velocity(f, qpos_before)[:, 0]
         return {"reward_forward": task[:, 0] * v_x}
 
@@ -147,24 +143,20 @@ class AntDir2DEnv(_AntBase):
 
     family = "AntDir2D"
 
-    def __init__(self, task: Task | None = None, **kwargs: Any):
-        super().__init__(**kwargs)
-        self.set_task(task if task is not None else self.sample_tasks(1, np.random.default_rng(0))[0])
-
     def sample_tasks(self, n: int, rng: np.random.Generator) -> list[dict[str, Any]]:
         return [{"angle": float(a)} for a in rng.uniform(0.0, 2 * np.pi, size=n)]
 
-    def _task_vector(self, task: Task) -> np.ndarray:
+    def task_vector(self, task: Task) -> np.ndarray:
         self._check_fields(task, ("angle",))
         angle = self._scalar_field(task, "angle", 0.0, 2 * np.pi)
         if angle == 2 * np.pi:
             raise TaskError(f"{self.family}: angle must be in [0, 2*pi), got {task['angle']!r}")
         return np.array([angle, np.cos(angle), np.sin(angle)])
 
-    def _task_from_vector(self, vec: np.ndarray) -> dict[str, Any]:
+    def task_from_vector(self, vec: np.ndarray) -> dict[str, Any]:
         return {"angle": float(vec[0])}
 
-    def _progress(self, f, qpos_before, task):
+    def _progress(self, f: dict[str, np.ndarray], qpos_before: np.ndarray, task: np.ndarray) -> dict[str, np.ndarray]:
         v = self._xy_velocity(f, qpos_before)
         return {"reward_forward": v[:, 0] * task[:, 1] + v[:, 1] * task[:, 2]}
 
@@ -180,14 +172,13 @@ class AntGoalEnv(_AntBase):
             raise ValueError(f"{self.family}: need goal_low <= goal_high, got {goal_low}, {goal_high}")
         self.goal_low, self.goal_high = float(goal_low), float(goal_high)
         self.goal_bonus = float(goal_bonus)
-        super().__init__(**kwargs)
-        self.set_task(task if task is not None else self.sample_tasks(1, np.random.default_rng(0))[0])
+        super().__init__(task, **kwargs)
 
     def sample_tasks(self, n: int, rng: np.random.Generator) -> list[dict[str, Any]]:
         goals = rng.uniform(self.goal_low, self.goal_high, size=(n, 2))
         return [{"goal": (float(x), float(y))} for x, y in goals]
 
-    def _task_vector(self, task: Task) -> np.ndarray:
+    def task_vector(self, task: Task) -> np.ndarray:
         self._check_fields(task, ("goal",))
         try:
             goal = np.asarray(task["goal"], dtype=np.float64)
@@ -200,9 +191,9 @@ class AntGoalEnv(_AntBase):
                             f"[{self.goal_low}, {self.goal_high}]^2")
         return goal
 
-    def _task_from_vector(self, vec: np.ndarray) -> dict[str, Any]:
+    def task_from_vector(self, vec: np.ndarray) -> dict[str, Any]:
         return {"goal": (float(vec[0]), float(vec[1]))}
 
-    def _progress(self, f, qpos_before, task):
+    def _progress(self, f: dict[str, np.ndarray], qpos_before: np.ndarray, task: np.ndarray) -> dict[str, np.ndarray]:
         dist = np.sum(np.abs(f["qpos"][:, 0:2] - task[:, 0:2]), axis=1)
         return {"reward_goal": self.goal_bonus - dist}

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import abc
 import difflib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -55,6 +55,13 @@ class TaskEnv(gymnasium.Env):
     @abc.abstractmethod  # a hook every subclass provides
     def get_task(self) -> dict[str, Any]:
         raise NotImplementedError
+
+    def default_task(self) -> dict[str, Any]:
+        """The task of an env built without one: the first task of ``sample_tasks`` seeded with 0.
+
+        Families with a natural centre (the unmodified model) override it.
+        """
+        return self.sample_tasks(1, np.random.default_rng(0))[0]
 
 
 class BatchedEnv(Protocol):
@@ -152,9 +159,6 @@ class TaskFamily:
     env_cls: type[TaskEnv]
     horizon: int
     kwargs: dict[str, Any] = field(default_factory=dict)
-    description: str = ""
-    oracle: bool = False
-    """Append the task's parameters to observations (the oracle baseline)."""
     _proto: TaskEnv | None = field(default=None, repr=False, compare=False)
 
     def __getstate__(self) -> dict[str, Any]:
@@ -173,33 +177,17 @@ class TaskFamily:
         return self._prototype().sample_tasks(n, rng)
 
     def make_env(self, task: Task | None = None) -> gymnasium.Env:
-        env = self.env_cls(task=task, **self.kwargs)
-        if self.oracle:
-            from envs.oracle import OracleEnv
-
-            return OracleEnv(env)
-        return env
+        return self.env_cls(task=task, **self.kwargs)
 
     def make_vector(self, tasks: Sequence[Task]) -> BatchedEnv:
         batched = getattr(self.env_cls, "batched", None)
         if batched is not None:
-            env = batched(list(tasks), **self.kwargs)
-        else:
-            env = LoopBatchedEnv([self.env_cls(task=t, **self.kwargs) for t in tasks])
-        if self.oracle:
-            from envs.oracle import OracleBatchedEnv
-
-            return OracleBatchedEnv(env, tasks)
-        return env
+            return batched(list(tasks), **self.kwargs)
+        return LoopBatchedEnv([self.env_cls(task=t, **self.kwargs) for t in tasks])
 
     @property
     def obs_dim(self) -> int:
-        dim = int(np.prod(self._prototype().observation_space.shape))
-        if self.oracle:
-            from envs.oracle import task_features
-
-            dim += task_features(self._prototype().get_task()).shape[0]
-        return dim
+        return int(np.prod(self._prototype().observation_space.shape))
 
     @property
     def act_dim(self) -> int:
@@ -232,19 +220,16 @@ def family_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def make_family(name: str, horizon: int | None = None, oracle: bool = False, **kwargs: Any) -> TaskFamily:
-    """Build the registered family ``name`` with constructor ``kwargs``.
-
-    ``oracle=True`` appends each task's parameters to the observations.
-    """
+def make_family(name: str, horizon: int | None = None, **kwargs: Any) -> TaskFamily:
+    """Build the registered family ``name`` with constructor ``kwargs``."""
     if name not in _REGISTRY:
         close = difflib.get_close_matches(name, list(_REGISTRY), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise KeyError(f"unknown task family {name!r}{hint}; registered: {', '.join(family_names())}")
-    env_cls, default_horizon, description = _REGISTRY[name]
+    env_cls, default_horizon, _ = _REGISTRY[name]
     if horizon is not None and int(horizon) < 1:
         raise ValueError(f"horizon must be >= 1, got {horizon}")
-    family = TaskFamily(name, env_cls, int(horizon or default_horizon), dict(kwargs), description, bool(oracle))
+    family = TaskFamily(name, env_cls, int(horizon or default_horizon), dict(kwargs))
     try:
         family._prototype()  # fail now on bad kwargs, not in a worker
     except TypeError as e:
@@ -256,5 +241,3 @@ def describe_families() -> list[tuple[str, int, str]]:
     """``(name, default horizon, description)`` for every registered family."""
     return [(n, _REGISTRY[n][1], _REGISTRY[n][2]) for n in family_names()]
 
-
-FamilyFactory = Callable[..., TaskFamily]

@@ -42,26 +42,26 @@ from envs.mujoco_base import DirectionTasks, TargetVelocityTasks, VectorizedMujo
 class _HalfCheetahBase(VectorizedMujocoEnv):
     def __init__(
         self,
+        task: Task | None = None,
         *,
         ctrl_cost_weight: float = 0.05,
         reset_noise_scale: float = 0.1,
         frame_skip: int = 5,
-        action_scale: float = 1.0,
         xml_file: str = "half_cheetah.xml",
-        render_mode: str | None = None,
+        **kwargs: Any,
     ):
+        """``kwargs``: ``action_scale``, ``render_mode`` (:class:`~envs.mujoco_base.VectorizedMujocoEnv`)."""
         self.ctrl_cost_weight = float(ctrl_cost_weight)
         self.reset_noise_scale = float(reset_noise_scale)
-        VectorizedMujocoEnv.__init__(self, gym_asset(xml_file), frame_skip, 20, render_mode=render_mode,
-                                     action_scale=action_scale)
+        VectorizedMujocoEnv.__init__(self, gym_asset(xml_file), frame_skip, 20, task=task, **kwargs)
 
-    def _field_views(self, data: mujoco.MjData) -> dict[str, np.ndarray]:
+    def field_views(self, data: mujoco.MjData) -> dict[str, np.ndarray]:
         return {"com": data.xipos[self.body_id("torso")]}
 
-    def _observe(self, f: dict[str, np.ndarray]) -> np.ndarray:
+    def observe(self, f: dict[str, np.ndarray]) -> np.ndarray:
         return np.concatenate([f["qpos"][:, 1:], f["qvel"], f["com"]], axis=1)
 
-    def _reset_noise(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    def reset_noise(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         s = self.reset_noise_scale
         qpos = self.init_qpos + rng.uniform(low=-s, high=s, size=self.model.nq)
         qvel = self.init_qvel + s * rng.standard_normal(self.model.nv)
@@ -88,10 +88,10 @@ class HalfCheetahVelEnv(TargetVelocityTasks, _HalfCheetahBase):
         **kwargs: Any,
     ):
         self._set_velocity_range(velocity_low, velocity_high)
-        super().__init__(**kwargs)
-        self.set_task(task if task is not None else self.sample_tasks(1, np.random.default_rng(0))[0])
+        super().__init__(task, **kwargs)
 
-    def _rewards(self, f, qpos_before, applied, task):
+    def rewards(self, f: dict[str, np.ndarray], qpos_before: np.ndarray, applied: np.ndarray,
+                task: np.ndarray) -> tuple[dict[str, np.ndarray], None]:
         v_x = self._x_velocity(f, qpos_before)
         return {"reward_forward": -np.abs(v_x - task[:, 0]), "reward_ctrl": -self._ctrl_cost(applied)}, None
 
@@ -101,14 +101,7 @@ class HalfCheetahDirEnv(DirectionTasks, _HalfCheetahBase):
 
     family = "HalfCheetahDir"
 
-    def __init__(
-        self,
-        task: Task | None = None,
-        **kwargs: Any,
-    ):
-        super().__init__(**kwargs)
-        self.set_task(task if task is not None else self.sample_tasks(1, np.random.default_rng(0))[0])
-
-    def _rewards(self, f, qpos_before, applied, task):
+    def rewards(self, f: dict[str, np.ndarray], qpos_before: np.ndarray, applied: np.ndarray,
+                task: np.ndarray) -> tuple[dict[str, np.ndarray], None]:
         v_x = self._x_velocity(f, qpos_before)
         return {"reward_forward": task[:, 0] * v_x, "reward_ctrl": -self._ctrl_cost(applied)}, None

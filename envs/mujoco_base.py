@@ -9,8 +9,8 @@ Two layers:
   gymnasium and gets the default :class:`~envs.base.LoopBatchedEnv` path
   (see ``experiments/families/swimmer_vel.py``).
 * :class:`VectorizedMujocoEnv` -- subclasses describe a family by pure,
-  vectorised hooks (``_observe``, ``_rewards``, ``_task_vector``,
-  ``_reset_noise``).  The single env runs them on a batch of one; the fast
+  vectorised, public hooks (``observe``, ``rewards``, ``task_vector``,
+  ``reset_noise``).  The single env runs them on a batch of one; the fast
   batched path (:class:`BatchedMujocoEnv`) runs the very same hooks on a
   batch of ``n``, so both give bit-identical trajectories for the same seeds
   and actions.
@@ -166,23 +166,29 @@ class VectorizedMujocoEnv(MujocoTaskEnv):
 
     Subclasses define:
 
-    * ``_task_vector(task) -> (k,) float64``: the validated task as numbers
-      (raises :class:`TaskError`); ``_task_from_vector`` the inverse;
-    * ``_field_views(data) -> dict[name, view]``: MuJoCo arrays the hooks
+    * ``task_vector(task) -> (k,) float64``: the validated task as numbers
+      (raises :class:`TaskError`); ``task_from_vector`` the inverse;
+    * ``field_views(data) -> dict[name, view]``: MuJoCo arrays the hooks
       read (``qpos`` and ``qvel`` are always gathered);
-    * ``_observe(f) -> (n, obs_dim) float64`` from gathered fields ``f``
+    * ``observe(f) -> (n, obs_dim) float64`` from gathered fields ``f``
       (each ``(n, ...)``);
-    * ``_rewards(f, qpos_before (n, nq), applied (n, nu), task (n, k))
+    * ``rewards(f, qpos_before (n, nq), applied (n, nu), task (n, k))
       -> (terms, healthy)``: an ordered dict of ``reward_*`` arrays ``(n,)``
       whose left-to-right sum is the reward, and ``healthy (n,) bool`` or None;
-    * ``_reset_noise(rng) -> (qpos, qvel)`` drawn from ``rng`` exactly as
+    * ``reset_noise(rng) -> (qpos, qvel)`` drawn from ``rng`` exactly as
       the gymnasium env draws from ``self.np_random``.
 
     ``contact_forces = True`` runs ``mj_rnePostConstraint`` after each step.
     ``terminate_when_unhealthy`` ends an episode when ``healthy`` is False.
     ``per_task_model = True`` (parameter families) makes the batched path
-    build one ``MjModel`` per distinct task and ``_apply_model_task`` write
+    build one ``MjModel`` per distinct task and ``apply_model_task`` write
     the task into it.
+
+    These hooks are public: they are the contract between a family's env
+    class and :class:`BatchedMujocoEnv`.  The constructor ends with
+    ``set_task(task)``, or ``set_task(default_task())`` when ``task`` is None,
+    so a subclass sets what its hooks read (task ranges, coefficients) first
+    and passes ``task`` on.
     """
 
     contact_forces: ClassVar[bool] = False
@@ -190,56 +196,57 @@ class VectorizedMujocoEnv(MujocoTaskEnv):
     terminate_when_unhealthy: bool = False
 
     def __init__(self, xml_file: str, frame_skip: int, obs_dim: int, render_mode: str | None = None,
-                 action_scale: float = 1.0):
+                 action_scale: float = 1.0, task: Task | None = None):
         MujocoTaskEnv.__init__(self, xml_file, frame_skip, obs_dim, render_mode=render_mode,
                                action_scale=action_scale)
-        self._views = self._all_views(self.data)
+        self._views = self.all_views(self.data)
+        self.set_task(task if task is not None else self.default_task())
 
     # -- hooks -------------------------------------------------------------
     @abc.abstractmethod  # a hook every subclass provides
-    def _task_vector(self, task: Task) -> np.ndarray:
+    def task_vector(self, task: Task) -> np.ndarray:
         raise NotImplementedError
 
     @abc.abstractmethod  # a hook every subclass provides
-    def _task_from_vector(self, vec: np.ndarray) -> dict[str, Any]:
+    def task_from_vector(self, vec: np.ndarray) -> dict[str, Any]:
         raise NotImplementedError
 
-    def _field_views(self, data: mujoco.MjData) -> dict[str, np.ndarray]:
+    def field_views(self, data: mujoco.MjData) -> dict[str, np.ndarray]:
         return {}
 
     @abc.abstractmethod  # a hook every subclass provides
-    def _observe(self, f: dict[str, np.ndarray]) -> np.ndarray:
+    def observe(self, f: dict[str, np.ndarray]) -> np.ndarray:
         raise NotImplementedError
 
     @abc.abstractmethod  # a hook every subclass provides
-    def _rewards(
+    def rewards(
         self, f: dict[str, np.ndarray], qpos_before: np.ndarray, applied: np.ndarray, task: np.ndarray
     ) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
         raise NotImplementedError
 
     @abc.abstractmethod  # a hook every subclass provides
-    def _reset_noise(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    def reset_noise(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         raise NotImplementedError
 
     # -- shared machinery --------------------------------------------------
-    def _all_views(self, data: mujoco.MjData) -> dict[str, np.ndarray]:
-        return {"qpos": data.qpos, "qvel": data.qvel, **self._field_views(data)}
+    def all_views(self, data: mujoco.MjData) -> dict[str, np.ndarray]:
+        return {"qpos": data.qpos, "qvel": data.qvel, **self.field_views(data)}
 
-    def _apply_model_task(self, model: mujoco.MjModel, task_vec: np.ndarray) -> None:
+    def apply_model_task(self, model: mujoco.MjModel, task_vec: np.ndarray) -> None:
         """Write task-dependent model parameters (parameter families only)."""
 
     def set_task(self, task: Task) -> None:
-        vec = self._task_vector(task)
+        vec = self.task_vector(task)
         self._task = vec
-        self._apply_model_task(self.model, vec)
+        self.apply_model_task(self.model, vec)
 
     def get_task(self) -> dict[str, Any]:
-        return self._task_from_vector(self._task)
+        return self.task_from_vector(self._task)
 
     def reset_model(self) -> np.ndarray:
-        qpos, qvel = self._reset_noise(self.np_random)
+        qpos, qvel = self.reset_noise(self.np_random)
         self.set_state(qpos, qvel)
-        return self._observe(gather([self._views]))[0].astype(np.float32)
+        return self.observe(gather([self._views]))[0].astype(np.float32)
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         applied = self.applied_action(check_action(action, self.model.nu))
@@ -249,8 +256,8 @@ class VectorizedMujocoEnv(MujocoTaskEnv):
         if self.contact_forces:
             mujoco.mj_rnePostConstraint(self.model, self.data)
         f = gather([self._views])
-        obs = self._observe(f)[0].astype(np.float32)
-        terms, healthy = self._rewards(f, qpos_before, applied[None], self._task[None])
+        obs = self.observe(f)[0].astype(np.float32)
+        terms, healthy = self.rewards(f, qpos_before, applied[None], self._task[None])
         reward = sum_terms(terms)
         terminated = bool(self.terminate_when_unhealthy and healthy is not None and not healthy[0])
         info: dict[str, Any] = {k: float(v[0]) for k, v in terms.items()}
@@ -331,8 +338,8 @@ class BatchedMujocoEnv:
         self.kwargs = dict(kwargs)
         proto = _prototype(env_cls, self.kwargs)
         self.proto = proto
-        vecs = [proto._task_vector(t) for t in tasks]
-        self.tasks = [proto._task_from_vector(v) for v in vecs]
+        vecs = [proto.task_vector(t) for t in tasks]
+        self.tasks = [proto.task_from_vector(v) for v in vecs]
         self._task = np.array(vecs, dtype=np.float64).reshape(len(tasks), -1)
         self.num_envs = len(tasks)
         self.obs_dim = int(proto.observation_space.shape[0])
@@ -346,7 +353,7 @@ class BatchedMujocoEnv:
             if key not in models:
                 if proto.per_task_model:
                     m = copy.copy(proto.model)  # mj_copyModel; the task then overwrites every scaled field
-                    proto._apply_model_task(m, vec)
+                    proto.apply_model_task(m, vec)
                 else:
                     m = proto.model
                 models[key] = m
@@ -357,7 +364,7 @@ class BatchedMujocoEnv:
         for m, d in zip(self.models, self.datas, strict=True):
             mujoco.mj_resetData(m, d)
             mujoco.mj_forward(m, d)
-        self._views = [proto._all_views(d) for d in self.datas]
+        self._views = [proto.all_views(d) for d in self.datas]
         self._ctrl = [d.ctrl for d in self.datas]
         self._qpos = gather(self._views)["qpos"]
 
@@ -371,13 +378,13 @@ class BatchedMujocoEnv:
         for m, d, s in zip(self.models, self.datas, seeds, strict=True):
             rng, _ = seeding.np_random(int(s))
             mujoco.mj_resetData(m, d)
-            qpos, qvel = proto._reset_noise(rng)
+            qpos, qvel = proto.reset_noise(rng)
             d.qpos[:] = qpos
             d.qvel[:] = qvel
             mujoco.mj_forward(m, d)
         f = gather(self._views)
         self._qpos = f["qpos"]
-        return proto._observe(f).astype(np.float32)
+        return proto.observe(f).astype(np.float32)
 
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``actions (n, act_dim)`` -> ``obs (n, obs_dim) float32, rewards (n,), terminated (n,)``."""
@@ -392,8 +399,8 @@ class BatchedMujocoEnv:
             for m, d in zip(self.models, self.datas, strict=True):
                 rne(m, d)
         f = gather(self._views)
-        obs = proto._observe(f).astype(np.float32)
-        terms, healthy = proto._rewards(f, self._qpos, applied, self._task)
+        obs = proto.observe(f).astype(np.float32)
+        terms, healthy = proto.rewards(f, self._qpos, applied, self._task)
         self._qpos = f["qpos"]
         rewards = sum_terms(terms)
         if proto.terminate_when_unhealthy and healthy is not None:
@@ -426,12 +433,12 @@ class TargetVelocityTasks:
     def sample_tasks(self, n: int, rng: np.random.Generator) -> list[dict[str, Any]]:
         return [{"velocity": float(v)} for v in rng.uniform(self.velocity_low, self.velocity_high, size=n)]
 
-    def _task_vector(self, task: Task) -> np.ndarray:
+    def task_vector(self, task: Task) -> np.ndarray:
         self._check_fields(task, ("velocity",))  # type: ignore[attr-defined]
         return np.array([self._scalar_field(task, "velocity", self.velocity_low,  # type: ignore[attr-defined]
                                             self.velocity_high)])
 
-    def _task_from_vector(self, vec: np.ndarray) -> dict[str, Any]:
+    def task_from_vector(self, vec: np.ndarray) -> dict[str, Any]:
         return {"velocity": float(vec[0])}
 
 
@@ -455,9 +462,9 @@ class DirectionTasks:
     def sample_tasks(self, n: int, rng: np.random.Generator) -> list[dict[str, Any]]:
         return [{"direction": int(d)} for d in rng.choice(np.array([-1, 1]), size=n)]
 
-    def _task_vector(self, task: Task) -> np.ndarray:
+    def task_vector(self, task: Task) -> np.ndarray:
         self._check_fields(task, ("direction",))  # type: ignore[attr-defined]
         return np.array([float(check_direction(self.family, task))])
 
-    def _task_from_vector(self, vec: np.ndarray) -> dict[str, Any]:
+    def task_from_vector(self, vec: np.ndarray) -> dict[str, Any]:
         return {"direction": int(vec[0])}

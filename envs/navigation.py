@@ -47,9 +47,7 @@ class Navigation2DEnv(TaskEnv):
         bound = self.max_action / self.action_scale  # the actions that are not clipped
         self.action_space = gymnasium.spaces.Box(-bound, bound, (2,), np.float32)
         self._state = np.zeros(2)
-        if task is None:
-            task = self.sample_tasks(1, np.random.default_rng(0))[0]
-        self.set_task(task)
+        self.set_task(task if task is not None else self.default_task())
 
     # -- tasks ---------------------------------------------------------------
     def sample_tasks(self, n: int, rng: np.random.Generator) -> list[dict[str, Any]]:

@@ -1,9 +1,12 @@
-"""Oracle observations: the task's parameters appended to every observation.
+"""The oracle wrapper family: the task's parameters appended to every observation.
 
 The MAML paper's "oracle" baseline sees the task (goal, velocity, direction)
-and needs no adaptation.  ``task_features`` flattens a task's numeric values
-in sorted key order (nested mappings and sequences included), so every
-family gets an oracle without extra code.
+and needs no adaptation.  ``OracleFamily.wrap(family)`` wraps any task
+family (``env.oracle: true`` in a config does it in
+:func:`metarl.run.build_family`); its single and batched envs end every
+observation with ``task_features`` of the task, which flattens the task's
+numeric values in sorted key order (nested mappings and sequences
+included), so every family gets an oracle without extra code.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from typing import Any
 import gymnasium
 import numpy as np
 
-from envs.base import BatchedEnv, Task
+from envs.base import BatchedEnv, Task, TaskFamily
 
 
 def task_features(task: Task) -> np.ndarray:
@@ -73,3 +76,25 @@ class OracleBatchedEnv:
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         obs, rewards, terminated = self.env.step(actions)
         return np.concatenate([obs, self.features], axis=1), rewards, terminated
+
+
+class OracleFamily(TaskFamily):
+    """A task family whose envs' observations end with :func:`task_features` of their task.
+
+    Same name, env class, kwargs, horizon, tasks and actions as the family it
+    wraps; ``obs_dim`` grows by the number of task features.
+    """
+
+    @classmethod
+    def wrap(cls, family: TaskFamily) -> OracleFamily:
+        return cls(family.name, family.env_cls, family.horizon, dict(family.kwargs))
+
+    def make_env(self, task: Task | None = None) -> gymnasium.Env:
+        return OracleEnv(super().make_env(task))
+
+    def make_vector(self, tasks: Sequence[Task]) -> BatchedEnv:
+        return OracleBatchedEnv(super().make_vector(tasks), tasks)
+
+    @property
+    def obs_dim(self) -> int:
+        return super().obs_dim + task_features(self._prototype().get_task()).shape[0]

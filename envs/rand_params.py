@@ -57,9 +57,9 @@ class _RandParamsBase(VectorizedMujocoEnv):
         terminate_when_unhealthy: bool = True,
         reset_noise_scale: float = 5e-3,
         frame_skip: int = 4,
-        action_scale: float = 1.0,
-        render_mode: str | None = None,
+        **kwargs: Any,
     ):
+        """``kwargs``: ``action_scale``, ``render_mode`` (:class:`~envs.mujoco_base.VectorizedMujocoEnv`)."""
         unknown = [p for p in rand_params if p not in PARAM_NAMES]
         if unknown or len(set(rand_params)) != len(rand_params):
             raise ValueError(f"{self.family}: rand_params must be distinct names from {PARAM_NAMES}, "
@@ -75,10 +75,8 @@ class _RandParamsBase(VectorizedMujocoEnv):
         self.reset_noise_scale = float(reset_noise_scale)
         model = load_model(gym_asset(xml_file))
         obs_dim = model.nq - 1 + model.nv
-        VectorizedMujocoEnv.__init__(self, gym_asset(xml_file), frame_skip, obs_dim, render_mode=render_mode,
-                                     action_scale=action_scale)
-        self.default_params = {p: getattr(self.model, p).copy() for p in PARAM_NAMES}
-        self.set_task(task if task is not None else self.default_task())
+        self.default_params = {p: getattr(model, p).copy() for p in PARAM_NAMES}
+        VectorizedMujocoEnv.__init__(self, gym_asset(xml_file), frame_skip, obs_dim, task=task, **kwargs)
 
     # -- tasks ---------------------------------------------------------------
     def default_task(self) -> dict[str, Any]:
@@ -93,7 +91,7 @@ class _RandParamsBase(VectorizedMujocoEnv):
             tasks.append({"scales": {p: 1.5 ** rng.uniform(-lim, lim, size=s) for p, s in shapes.items()}})
         return tasks
 
-    def _task_vector(self, task: Task) -> np.ndarray:
+    def task_vector(self, task: Task) -> np.ndarray:
         self._check_fields(task, ("scales",))
         scales = task["scales"]
         if not isinstance(scales, Mapping):
@@ -130,21 +128,21 @@ class _RandParamsBase(VectorizedMujocoEnv):
             i += size
         return out
 
-    def _task_from_vector(self, vec: np.ndarray) -> dict[str, Any]:
+    def task_from_vector(self, vec: np.ndarray) -> dict[str, Any]:
         return {"scales": self._split(vec)}
 
-    def _apply_model_task(self, model: mujoco.MjModel, task_vec: np.ndarray) -> None:
+    def apply_model_task(self, model: mujoco.MjModel, task_vec: np.ndarray) -> None:
         scales = self._split(task_vec)
         for p in PARAM_NAMES:
             default = self.default_params[p]
             getattr(model, p)[:] = default * scales[p] if p in scales else default
 
     # -- dynamics hooks ------------------------------------------------------
-    def _observe(self, f: dict[str, np.ndarray]) -> np.ndarray:
+    def observe(self, f: dict[str, np.ndarray]) -> np.ndarray:
         c = self.obs_clip_qvel
         return np.concatenate([f["qpos"][:, 1:], np.clip(f["qvel"], -c, c)], axis=1)
 
-    def _reset_noise(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    def reset_noise(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         s = self.reset_noise_scale
         qpos = self.init_qpos + rng.uniform(low=-s, high=s, size=self.model.nq)
         qvel = self.init_qvel + rng.uniform(low=-s, high=s, size=self.model.nv)
@@ -154,7 +152,8 @@ class _RandParamsBase(VectorizedMujocoEnv):
     def _healthy(self, f: dict[str, np.ndarray]) -> np.ndarray:
         raise NotImplementedError
 
-    def _rewards(self, f, qpos_before, applied, task):
+    def rewards(self, f: dict[str, np.ndarray], qpos_before: np.ndarray, applied: np.ndarray,
+                task: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
         v_x = (f["qpos"][:, 0] - qpos_before[:, 0]) / self.dt
         healthy = self._healthy(f)
         terms = {

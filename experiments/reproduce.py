@@ -84,10 +84,10 @@ def seconds_per_iteration(cfg) -> float:
 
 
 def done_iterations(run_dir: Path) -> int | None:
-    from metarl import checkpoint
+    """Iterations at ``run_dir``'s latest checkpoint (None: not started)."""
+    from metarl.run import done_iterations as done
 
-    path = checkpoint.latest(run_dir / "checkpoints")
-    return None if path is None else int(checkpoint.load(path)["iteration"])
+    return done(run_dir)
 
 
 def prune_checkpoints(run_dir: Path) -> None:
@@ -109,7 +109,7 @@ def train(cfg, run_dir: Path, latest_only: bool = False) -> None:
     ``results/`` are committed that way)."""
     from tqdm import tqdm
 
-    from metarl.config import to_yaml
+    from metarl.run import resume_config
     from metarl.trainer import Trainer
 
     done = done_iterations(run_dir)
@@ -119,9 +119,8 @@ def train(cfg, run_dir: Path, latest_only: bool = False) -> None:
     if done is None:
         run_dir.mkdir(parents=True, exist_ok=True)
         trainer = Trainer(cfg, run_dir)
-    else:
-        (run_dir / "config.yaml").write_text(to_yaml(cfg))  # the budget may have grown
-        trainer = Trainer(cfg, run_dir, resume=True)
+    else:  # continue with the run's own config; the budget may have grown
+        trainer = Trainer(resume_config(run_dir, cfg.iterations), run_dir, resume=True)
     with tqdm(total=cfg.iterations, initial=trainer.start_iteration, desc=run_dir.name, unit="it") as bar:
         def tick(r) -> None:
             bar.set_postfix(pre=f"{r.scalars['returns/pre_adapt']:.1f}", post=f"{r.scalars['returns/post_adapt']:.1f}")
@@ -136,20 +135,16 @@ def train(cfg, run_dir: Path, latest_only: bool = False) -> None:
 
 def evaluate(run_dir: Path, tasks: int, steps: int, seed: int) -> dict[str, Any]:
     """Adaptation curve of ``run_dir`` (cached in RUN_DIR/eval/curve_<tasks>_<steps>_<seed>.json)."""
-    from metarl.evaluation import adaptation_curve
-    from metarl.fileio import atomic_write
-    from metarl.trainer import build_sampler, load_run
+    from metarl.evaluation import evaluate_run
+    from metarl.run import write_json
 
     out = run_dir / "eval" / f"curve_{tasks}_{steps}_{seed}.json"
-    cfg, family, learner, iteration = load_run(run_dir)
     if out.exists():
         cached = json.loads(out.read_text())
-        if cached.get("iteration") == iteration:
+        if cached.get("iteration") == done_iterations(run_dir):
             return cached
-    with build_sampler(cfg, family, learner.policy) as sampler:
-        result = adaptation_curve(learner, family, sampler, tasks, steps, cfg.algo.episodes_per_task, seed)
-    result["iteration"] = iteration
-    atomic_write(out, json.dumps(result))
+    result = evaluate_run(run_dir, tasks, steps, None, seed)
+    write_json(out, result)
     return result
 
 

@@ -8,7 +8,8 @@ task's gradient (tasks do not share adapted entries, so the gradient of the
 sum w.r.t. task i's slice is task i's gradient).
 
 * MAML: every parameter is adapted (``names=None``).
-* ANIL: only the head is adapted (``names=policy.head_names()``); the body's
+* ANIL: only the head is adapted (``names=policy.head_names()``, the config's
+  ``policy.adapt: head``, see :func:`adapt_names`); the body's
   features are computed once per batch and reused across inner steps, and the
   body parameters pass through untouched (not stacked, not copied).
 * First order: inner gradients are not differentiated (``first_order=True``).
@@ -24,7 +25,7 @@ import torch
 from torch import Tensor
 
 from metarl.episodes import EpisodeBatch
-from metarl.policies import GaussianMLPPolicy, Params, gaussian_log_prob
+from metarl.policies import GaussianMLPPolicy, Params, gaussian_log_prob, stack_params
 
 StepSize = float | Mapping[str, Tensor]
 
@@ -81,12 +82,7 @@ def _adapt(policy: GaussianMLPPolicy, params: Mapping[str, Tensor], batch: Episo
     ref = policy.params()
     # Stack the adapted entries to (N, ...); entries already stacked (a later
     # step at evaluation time) are kept.
-    fast: Params = OrderedDict(params)
-    for k in names:
-        if params[k].shape == ref[k].shape:
-            fast[k] = params[k].unsqueeze(0).expand(n, *params[k].shape)
-        elif params[k].shape != (n, *ref[k].shape):
-            raise ValueError(f"parameter {k} has shape {tuple(params[k].shape)} for {n} tasks")
+    fast = stack_params(params, ref, n, names)
     if steps == 0:
         return fast
     for k in names:  # constants (e.g. at evaluation): differentiate w.r.t. a copy
@@ -109,26 +105,5 @@ def adapt_names(policy: GaussianMLPPolicy, mode: str) -> list[str]:
     if mode == "all":
         return list(policy.params())
     if mode == "head":
-        return ANIL(policy).names
+        return policy.head_names()
     raise ValueError(f"policy.adapt must be 'all' or 'head', got {mode!r}")
-
-
-class ANIL:
-    """Policy wrapper for ANIL: the inner loop adapts only the head.
-
-    ``ANIL(policy).adapt(params, batch, advantages, lr)`` is
-    :func:`adapt` restricted to ``policy.head_names()``; ``names`` feeds
-    :class:`metarl.algos.maml_trpo.MAMLTRPO` (the config's
-    ``policy.adapt: head`` does the same).
-    """
-
-    def __init__(self, policy: GaussianMLPPolicy):
-        self.policy = policy
-
-    @property
-    def names(self) -> list[str]:
-        return self.policy.head_names()
-
-    def adapt(self, params: Mapping[str, Tensor], batch: EpisodeBatch, advantages: Tensor, lr: StepSize,
-              steps: int = 1, first_order: bool = False) -> Params:
-        return adapt(self.policy, params, batch, advantages, lr, steps, first_order, self.names)

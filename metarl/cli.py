@@ -11,15 +11,15 @@
     metarl check-family NAME
 
 Every command accepts ``--module PATH`` (repeatable) to import a Python file
-that registers extra task families first.  Bad input exits with status 2 and
-one line on stderr naming the bad value; nothing is written in that case.
+that registers extra task families or outer loops (``metarl.algos.ALGOS``)
+first.  Bad input exits with status 2 and one line on stderr naming the bad
+value; nothing is written in that case.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import logging
 import os
 import sys
@@ -85,7 +85,8 @@ def _even_size(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     common = _Parser(add_help=False)
     common.add_argument("--module", action="append", default=argparse.SUPPRESS, metavar="PATH",
-                        help="import this Python file first, e.g. one that registers a task family (repeatable)")
+                        help="import this Python file first, e.g. one that registers a task family or an "
+                             "outer loop (repeatable)")
     common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="log debug messages")
     parser = _Parser(prog="metarl", description="Meta-reinforcement learning: MAML-TRPO and ANIL.",
                      parents=[common])
@@ -184,17 +185,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         run_dir = Path(args.resume)
         if not (run_dir / "config.yaml").is_file():
             raise UsageError(f"--resume: {str(run_dir)!r} is not a run directory (no config.yaml)")
-        overrides = [f"iterations={args.iterations}"] if args.iterations is not None else []
+        from metarl.run import resume_config
+
         try:
-            cfg = load_config(run_dir / "config.yaml", overrides)
+            cfg = resume_config(run_dir, args.iterations)
         except ConfigError as e:
             raise UsageError(str(e)) from None
-        if args.iterations is not None:
-            (run_dir / "config.yaml").write_text(__import__("metarl.config").config.to_yaml(cfg))
-        from metarl import checkpoint
-
-        if checkpoint.latest(run_dir / "checkpoints") is None:
-            raise UsageError(f"--resume: no checkpoint in {str(run_dir / 'checkpoints')!r}")
+        except FileNotFoundError:
+            raise UsageError(f"--resume: no checkpoint in {str(run_dir / 'checkpoints')!r}") from None
         return _run_training(cfg, run_dir, resume=True, progress=not args.no_progress)
 
     if not args.config:
@@ -308,33 +306,31 @@ def _run_training(cfg: Any, run_dir: Path, resume: bool, progress: bool) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from metarl.evaluation import adaptation_curve
-    from metarl.fileio import atomic_write
+    from metarl.config import ConfigError
+    from metarl.evaluation import evaluate_run
     from metarl.plots import log_adaptation_curve, write_adaptation_outputs
-    from metarl.trainer import build_sampler, load_run
+    from metarl.run import done_iterations, write_json
 
     run_dir = Path(args.run_dir)
     if not (run_dir / "config.yaml").is_file():
         raise UsageError(f"{str(run_dir)!r} is not a run directory (no config.yaml)")
-    try:
-        cfg, family, learner, iteration = load_run(run_dir)
-    except FileNotFoundError as e:
-        raise UsageError(str(e)) from None
+    iteration = done_iterations(run_dir)
+    if iteration is None:
+        raise UsageError(f"no checkpoint in {run_dir / 'checkpoints'}")
     _warn_versions(run_dir)
-    episodes = args.episodes or cfg.algo.episodes_per_task
     if args.shots:
-        return _evaluate_shots(args, run_dir, cfg, family, learner, iteration, episodes)
+        return _evaluate_shots(args, run_dir, iteration)
     out = Path(args.out) if args.out else run_dir / "eval" / "adaptation.json"
     _check_writable(out)
     print(f"evaluating {run_dir} (iteration {iteration}) on {args.tasks} held-out tasks, "
           f"steps 0..{args.steps}", file=sys.stderr)
-    with build_sampler(cfg, family, learner.policy) as sampler:
-        result = adaptation_curve(learner, family, sampler, args.tasks, args.steps, episodes, args.seed,
-                                  on_step=lambda k, m: print(f"  step {k}: {m:.2f}", file=sys.stderr),
-                                  inner_lr=args.inner_lr)
-    result["run_dir"] = str(run_dir)
-    result["iteration"] = iteration
-    atomic_write(out, json.dumps(result, indent=1))
+    try:
+        result = evaluate_run(run_dir, args.tasks, args.steps, args.episodes, args.seed,
+                              on_step=lambda k, m: print(f"  step {k}: {m:.2f}", file=sys.stderr),
+                              inner_lr=args.inner_lr)
+    except ConfigError as e:
+        raise UsageError(f"{run_dir / 'config.yaml'}: {e}") from None
+    write_json(out, result, indent=1)
     files = write_adaptation_outputs(result, out.parent, out.stem)
     log_adaptation_curve(result, run_dir)
     print(f"{'step':>4}  {'mean return':>12}  {'stderr':>8}")
@@ -344,13 +340,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _evaluate_shots(args: argparse.Namespace, run_dir: Path, cfg: Any, family: Any, learner: Any, iteration: int,
-                    episodes: int) -> int:
+def _evaluate_shots(args: argparse.Namespace, run_dir: Path, iteration: int) -> int:
+    from metarl.config import ConfigError
     from metarl.evaluation import shots_curve
-    from metarl.fileio import atomic_write
     from metarl.plots import new_figure, save_png
-    from metarl.trainer import build_sampler
+    from metarl.run import build_sampler, load_run, write_json
 
+    try:
+        cfg, family, learner, iteration = load_run(run_dir)
+    except ConfigError as e:
+        raise UsageError(f"{run_dir / 'config.yaml'}: {e}") from None
+    episodes = args.episodes or cfg.algo.episodes_per_task
     shots = sorted(set(args.shots))
     out = Path(args.out) if args.out else run_dir / "eval" / "shots.json"
     _check_writable(out)
@@ -360,7 +360,7 @@ def _evaluate_shots(args: argparse.Namespace, run_dir: Path, cfg: Any, family: A
         result = shots_curve(learner, family, sampler, shots, args.tasks, episodes, args.seed, args.inner_lr,
                              on_point=lambda m, r: print(f"  {m} episodes: {r:.2f}", file=sys.stderr))
     result["run_dir"], result["iteration"] = str(run_dir), iteration
-    atomic_write(out, json.dumps(result, indent=1))
+    write_json(out, result, indent=1)
     fig, (ax,) = new_figure()
     ax.errorbar(result["shots"], result["mean"], yerr=result["stderr"], marker="o", capsize=3, label="after 1 step")
     ax.axhline(result["before"], color="k", ls="--", label="before adaptation")
@@ -380,6 +380,7 @@ def _evaluate_shots(args: argparse.Namespace, run_dir: Path, cfg: Any, family: A
 
 def cmd_analyze(args: argparse.Namespace) -> int:
     from metarl.analysis.representation import analyze_run, format_report
+    from metarl.config import ConfigError
 
     run_dir = Path(args.run_dir)
     if not (run_dir / "config.yaml").is_file():
@@ -391,6 +392,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
                              Path(args.out_dir) if args.out_dir else None)
     except FileNotFoundError as e:
         raise UsageError(str(e)) from None
+    except ConfigError as e:
+        raise UsageError(f"{run_dir / 'config.yaml'}: {e}") from None
     print(format_report(result))
     print("wrote " + ", ".join(result["files"].values()), file=sys.stderr)
     return 0

@@ -14,10 +14,14 @@ import math
 import os
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
+
+from metarl.algos import ALGOS
+from metarl.algos.maml_trpo import TRPOSettings
 
 
 class ConfigError(ValueError):
@@ -50,6 +54,8 @@ class PolicyConfig:
 
 @dataclass
 class AlgoConfig:
+    name: str = "maml_trpo"
+    """Outer-loop algorithm, a key of ``metarl.algos.ALGOS``: maml_trpo."""
     meta_batch_size: int = 20
     """Tasks per meta-iteration."""
     episodes_per_task: int = 20
@@ -71,21 +77,9 @@ class AlgoConfig:
 
 
 @dataclass
-class TRPOConfig:
-    max_kl: float = 0.01
-    """Trust region: mean KL between the adapted policies before and after the update."""
-    cg_iters: int = 10
-    """Conjugate-gradient iterations."""
-    cg_damping: float = 1.0e-5
-    """Added to the KL Hessian."""
-    cg_subsample: float = 1.0
-    """Fraction of tasks used for the conjugate gradient's KL curvature (1.0 = exact)."""
-    hvp_chunk_tasks: int = 4
-    """Tasks per chunk of the KL Hessian-vector product (exact for any value; speed and memory only)."""
-    ls_backtrack: float = 0.8
-    """Line-search step shrink factor."""
-    ls_max_steps: int = 15
-    """Line-search steps before the update is rejected."""
+class TRPOConfig(TRPOSettings):
+    """MAML-TRPO's settings (:class:`metarl.algos.maml_trpo.TRPOSettings`) and the trainer's rejection limit."""
+
     max_consecutive_rejections: int = 5
     """Stop (with a checkpoint) after this many updates in a row rejected for non-finite values."""
 
@@ -252,15 +246,23 @@ def validate(cfg: Config) -> Config:
     need(t.max_consecutive_rejections >= 1, "trpo.max_consecutive_rejections", t.max_consecutive_rejections,
          "must be >= 1")
     need(s.workers is None or s.workers >= 1, "sampler.workers", s.workers, "must be >= 1 (or null: one per core)")
-    need(s.backend in ("serial", "local", "ray"), "sampler.backend", s.backend, "must be serial, local or ray")
     need(cfg.log.checkpoint_every >= 1, "log.checkpoint_every", cfg.log.checkpoint_every, "must be >= 1")
     import envs  # registers families
+    from metarl.sampling import BACKENDS
+
+    need(s.backend in BACKENDS, "sampler.backend", s.backend, f"must be one of {_choices(BACKENDS)}")
+    need(a.name in ALGOS, "algo.name", a.name, f"must be one of {_choices(ALGOS)}")
 
     if cfg.env.family not in envs.family_names():
         close = difflib.get_close_matches(cfg.env.family, envs.family_names(), n=1)
         hint = f" (did you mean {close[0]}?)" if close else ""
         raise ConfigError(f"env.family: unknown family {_fmt(cfg.env.family)}{hint}")
     return cfg
+
+
+def _choices(registry: dict[str, Any]) -> str:
+    names = sorted(registry)
+    return ", ".join(names[:-1]) + " or " + names[-1] if len(names) > 1 else names[0]
 
 
 def from_dict(data: dict[str, Any]) -> Config:
@@ -289,6 +291,20 @@ def load_config(path: str | os.PathLike[str] | None, overrides: list[str] | None
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of keys, got {_fmt(data)}")
     return from_dict(apply_overrides(data, list(overrides or [])))
+
+
+def flat_dict(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested mappings as one level of dotted keys (``{"algo": {"gamma": 0.99}} -> {"algo.gamma": 0.99}``).
+
+    Empty mappings stay values (``env.kwargs: {}``).
+    """
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, Mapping) and v:
+            out.update(flat_dict(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
 
 
 def to_dict(cfg: Config) -> dict[str, Any]:

@@ -31,18 +31,6 @@ class EpisodeBatch:
     def num_tasks(self) -> int:
         return self.obs.shape[0]
 
-    @property
-    def horizon(self) -> int:
-        return self.obs.shape[1]
-
-    @property
-    def episodes_per_task(self) -> int:
-        return self.obs.shape[2]
-
-    def to(self, dtype: torch.dtype) -> EpisodeBatch:
-        return EpisodeBatch(self.obs.to(dtype), self.actions.to(dtype), self.rewards.to(dtype),
-                            self.mask.to(dtype))
-
     def tasks(self, start: int, stop: int) -> EpisodeBatch:
         """Tasks ``start..stop-1``'s episodes (views, no copy)."""
         s = slice(start, stop)
@@ -60,9 +48,6 @@ class EpisodeBatch:
     def episode_returns(self) -> Tensor:
         """Undiscounted return of every episode: ``(N, B)``."""
         return (self.rewards * self.mask).sum(1)
-
-    def num_steps(self) -> int:
-        return int(self.mask.sum().item())
 
 
 def discount_matrix(horizon: int, factor: float, dtype: torch.dtype = torch.float32) -> Tensor:

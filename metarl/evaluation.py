@@ -10,29 +10,26 @@ no-inner-loop (NIL) result.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
 from envs.base import TaskFamily
+from metarl import run
 from metarl.adaptation import adapt
-from metarl.algos.maml_trpo import MAMLTRPO
+from metarl.algos import MetaLearner
 from metarl.episodes import EpisodeBatch
+from metarl.run import EVAL_ROLLOUTS, derive_seed, episode_mean_returns, held_out_tasks, jsonable, mean_stderr
 from metarl.sampling import Sampler
-from metarl.trainer import EVAL_ROLLOUTS, EVAL_TASKS, derive_seed, episode_mean_returns, stream_rng
 
 EVAL_SHOTS = 6  # seed stream of the k-shot curve's adaptation and evaluation episodes
 
 
-def held_out_tasks(family: TaskFamily, num_tasks: int, seed: int) -> list[dict[str, Any]]:
-    return family.sample_tasks(num_tasks, stream_rng(seed, EVAL_TASKS, 0))
-
-
 def adaptation_curve(
-    learner: MAMLTRPO,
+    learner: MetaLearner,
     family: TaskFamily,
     sampler: Sampler,
     num_tasks: int = 40,
@@ -61,14 +58,13 @@ def adaptation_curve(
             on_step(k, float(returns.mean()))
         if k < steps:
             params = _step(learner, params, batch, inner_lr)
-    arr = np.asarray(per_task)
-    stderr = arr.std(axis=1, ddof=1) / math.sqrt(num_tasks) if num_tasks > 1 else np.zeros(len(arr))
+    mean, stderr = mean_stderr(np.asarray(per_task), axis=1)
     return {
         "steps": list(range(steps + 1)),
-        "mean": [float(m) for m in arr.mean(axis=1)],
-        "stderr": [float(s) for s in stderr],
+        "mean": mean,
+        "stderr": stderr,
         "per_task": per_task,
-        "tasks": [_jsonable(t) for t in tasks],
+        "tasks": jsonable(tasks),
         "num_tasks": num_tasks,
         "episodes_per_task": episodes_per_task,
         "seed": seed,
@@ -76,7 +72,7 @@ def adaptation_curve(
     }
 
 
-def _step(learner: MAMLTRPO, params: dict[str, torch.Tensor], batch: Any,
+def _step(learner: MetaLearner, params: dict[str, torch.Tensor], batch: Any,
           inner_lr: float | None) -> dict[str, torch.Tensor]:
     """One more inner step on ``batch``: the trained step size, or ``inner_lr`` when given."""
     if inner_lr is None:
@@ -87,7 +83,7 @@ def _step(learner: MAMLTRPO, params: dict[str, torch.Tensor], batch: Any,
 
 
 def shots_curve(
-    learner: MAMLTRPO,
+    learner: MetaLearner,
     family: TaskFamily,
     sampler: Sampler,
     shots: list[int],
@@ -122,21 +118,26 @@ def shots_curve(
         means.append(float(returns.mean()))
         if on_point is not None:
             on_point(m, means[-1])
-    arr = np.asarray(per_task)
-    stderr = arr.std(axis=1, ddof=1) / math.sqrt(num_tasks) if num_tasks > 1 else np.zeros(len(arr))
-    return {"shots": list(shots), "mean": means, "stderr": [float(x) for x in stderr], "per_task": per_task,
+    _, stderr = mean_stderr(np.asarray(per_task), axis=1)
+    return {"shots": list(shots), "mean": means, "stderr": stderr, "per_task": per_task,
             "before": float(episode_mean_returns(before).mean()), "num_tasks": num_tasks,
             "episodes_per_task": episodes_per_task, "seed": seed, "inner_lr": inner_lr,
-            "tasks": [_jsonable(t) for t in tasks]}
+            "tasks": jsonable(tasks)}
 
 
-def _jsonable(x: Any) -> Any:
-    if isinstance(x, dict):
-        return {k: _jsonable(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, np.ndarray | torch.Tensor):
-        return np.asarray(x).tolist()
-    if isinstance(x, np.generic):
-        return x.item()
-    return x
+def evaluate_run(run_dir: Path, num_tasks: int = 40, steps: int = 3, episodes_per_task: int | None = None,
+                 seed: int = 0, on_step: Callable[[int, float], None] | None = None,
+                 inner_lr: float | None = None) -> dict[str, Any]:
+    """:func:`adaptation_curve` of ``run_dir``'s latest checkpoint with the run's own sampler.
+
+    ``episodes_per_task`` defaults to the run's.  The result also names
+    ``run_dir`` and the checkpoint's ``iteration``.
+    """
+    cfg, family, learner, iteration = run.load_run(run_dir)
+    episodes = episodes_per_task or cfg.algo.episodes_per_task
+    with run.build_sampler(cfg, family, learner.policy) as sampler:
+        result = adaptation_curve(learner, family, sampler, num_tasks, steps, episodes, seed, on_step=on_step,
+                                  inner_lr=inner_lr)
+    result["run_dir"] = str(run_dir)
+    result["iteration"] = iteration
+    return result

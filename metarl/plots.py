@@ -188,16 +188,6 @@ def read_scalars(run_dir: Path, tags: Sequence[str] = LEARNING_TAGS) -> dict[str
     return out
 
 
-def _flat(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, Mapping) and v:
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def _read_config(run_dir: Path) -> dict[str, Any] | None:
     """RUN_DIR's config, flattened to dotted keys, with defaults filled in
     (so runs made before a key existed compare equal on it); the raw YAML
@@ -205,15 +195,15 @@ def _read_config(run_dir: Path) -> dict[str, Any] | None:
     path = Path(run_dir) / "config.yaml"
     if not path.is_file():
         return None
-    from metarl.config import ConfigError, load_config, to_dict
+    from metarl.config import ConfigError, flat_dict, load_config, to_dict
 
     try:
-        return _flat(to_dict(load_config(path)))
+        return flat_dict(to_dict(load_config(path)))
     except (ConfigError, ValueError, TypeError, KeyError):
         import yaml
 
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        return _flat(data) if isinstance(data, Mapping) else None
+        return flat_dict(data) if isinstance(data, Mapping) else None
 
 
 def _ignored(key: str) -> bool:

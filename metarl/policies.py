@@ -100,11 +100,6 @@ class GaussianMLPPolicy(nn.Module):
             log_std = log_std.unsqueeze(-2)
         return mean, log_std
 
-    def log_prob(self, obs: Tensor, actions: Tensor, params: Mapping[str, Tensor] | None = None) -> Tensor:
-        """Log-density of ``actions (..., act_dim)``, summed over action dims: ``(...)``."""
-        mean, log_std = self(obs, params)
-        return gaussian_log_prob(mean, log_std, actions)
-
 
 def _linear(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
     """``x @ W^T + b`` broadcasting over a leading task dim of W and b.
@@ -133,15 +128,17 @@ def gaussian_kl(mean_p: Tensor, log_std_p: Tensor, mean_q: Tensor, log_std_q: Te
 _LOG_2PI = float(torch.log(torch.tensor(2 * torch.pi)))
 
 
-def full_stack(params: Mapping[str, Tensor], like: Mapping[str, Tensor], n: int) -> Params:
-    """Stack every tensor of a partly stacked dict to ``(n, *shape)``.
+def stack_params(params: Mapping[str, Tensor], like: Mapping[str, Tensor], n: int,
+                 names: Sequence[str] | None = None) -> Params:
+    """Stack the tensors ``names`` (default: all of ``like``) of a partly stacked dict to ``(n, *shape)``.
 
     ``like`` holds the unstacked shapes (the meta-parameters); tensors already
-    of shape ``(n, *shape)`` are kept, shared ones are expanded.
+    of shape ``(n, *shape)`` are kept, shared ones are expanded (views, no
+    copy); tensors not in ``names`` pass through as they are.
     """
-    out = OrderedDict()
-    for k, ref in like.items():
-        v = params[k]
+    out = OrderedDict(params)
+    for k in like if names is None else names:
+        v, ref = params[k], like[k]
         if v.shape == ref.shape:
             v = v.unsqueeze(0).expand(n, *ref.shape)
         elif v.shape != (n, *ref.shape):

@@ -6,11 +6,13 @@ One meta-iteration ``i``:
 2. roll out the meta-policy on every task (train episodes, seed ``(seed, 1, i)``);
 3. fit baselines, GAE, adapt per task (``adaptation.adapt``);
 4. roll out every task's adapted policy (valid episodes, seed ``(seed, 2, i)``);
-5. MAML-TRPO step on the post-adaptation surrogate;
-6. log scalars to TensorBoard; checkpoint every ``log.checkpoint_every``.
+5. the meta-learner's outer step (``algo.name``, e.g. MAML-TRPO), handed
+   the adapted parameters of step 3;
+6. log scalars to TensorBoard and ``scalars.csv``; checkpoint every
+   ``log.checkpoint_every``.
 
-Everything random is derived from ``(seed, iteration)``, so a run resumed
-from a checkpoint continues exactly as if it had never stopped.
+Everything random is derived from ``(seed, iteration)`` (:mod:`metarl.run`),
+so a run resumed from a checkpoint continues exactly as if it had never stopped.
 """
 
 from __future__ import annotations
@@ -22,68 +24,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-import envs
-from envs.base import TaskFamily
-from metarl import checkpoint, manifest
-from metarl.adaptation import adapt_names
-from metarl.algos.maml_trpo import MAMLTRPO
-from metarl.config import Config, to_dict, to_yaml
+from metarl import checkpoint, manifest, run
+from metarl.config import Config, flat_dict, to_dict, to_yaml
 from metarl.episodes import EpisodeBatch
-from metarl.policies import GaussianMLPPolicy
+from metarl.run import TASKS, TRAIN, VALID, derive_seed, mean_return, stream_rng
+from metarl.sampling import Sampler
 from metarl.scalars import ScalarsCSV
-from metarl.sampling import PolicySpec, Sampler, make_sampler
 
 log = logging.getLogger(__name__)
-
-TASKS, TRAIN, VALID, EVAL_TASKS, EVAL_ROLLOUTS = range(5)
-
-
-def derive_seed(seed: int, stream: int, index: int) -> int:
-    """A 31-bit seed for ``(seed, stream, index)``."""
-    return int(np.random.SeedSequence([int(seed), int(stream), int(index)]).generate_state(1)[0] >> 1)
-
-
-def stream_rng(seed: int, stream: int, index: int) -> np.random.Generator:
-    return np.random.default_rng([int(seed), int(stream), int(index)])
-
-
-def build_family(cfg: Config) -> TaskFamily:
-    return envs.make_family(cfg.env.family, horizon=cfg.env.horizon, oracle=cfg.env.oracle, **cfg.env.kwargs)
-
-
-def build_learner(cfg: Config, family: TaskFamily) -> MAMLTRPO:
-    """Policy (initialised from ``cfg.seed``) and meta-learner for ``cfg``."""
-    torch.manual_seed(cfg.seed)
-    policy = GaussianMLPPolicy(family.obs_dim, family.act_dim, cfg.policy.hidden_sizes,
-                               cfg.policy.activation, cfg.policy.init_log_std)
-    a = cfg.algo
-    return MAMLTRPO(
-        policy=policy,
-        adapt_names=adapt_names(policy, cfg.policy.adapt),
-        inner_lr=a.inner_lr,
-        inner_steps=a.inner_steps,
-        first_order=a.first_order,
-        learn_inner_lr=a.learn_inner_lr,
-        gamma=a.gamma,
-        gae_lambda=a.gae_lambda,
-        normalize_advantages=a.normalize_advantages,
-        trpo=cfg.trpo,
-    )
-
-
-def build_sampler(cfg: Config, family: TaskFamily, policy: GaussianMLPPolicy) -> Sampler:
-    s = cfg.sampler
-    return make_sampler(s.backend, family, PolicySpec.of(policy), workers=s.workers, ray_address=s.ray_address)
 
 
 def mode_description(cfg: Config) -> str:
     method = "ANIL" if cfg.policy.adapt == "head" else "MAML"
     order = "first order" if cfg.algo.first_order else "second order"
     lr = "Meta-SGD learned step sizes" if cfg.algo.learn_inner_lr else f"inner lr {cfg.algo.inner_lr}"
-    return f"{method}-TRPO, {order}, {cfg.algo.inner_steps} inner step(s), {lr}"
+    return f"{method} ({cfg.algo.name}), {order}, {cfg.algo.inner_steps} inner step(s), {lr}"
 
 
 class TrainingError(RuntimeError):
@@ -102,17 +59,16 @@ class Trainer:
     def __init__(self, cfg: Config, run_dir: Path, resume: bool = False):
         self.cfg = cfg
         self.run_dir = Path(run_dir)
-        self.ckpt_dir = self.run_dir / "checkpoints"
-        self.family = build_family(cfg)
-        self.learner = build_learner(cfg, self.family)
+        self.ckpt_dir = run.checkpoint_dir(self.run_dir)
+        self.family = run.build_family(cfg)
+        self.learner = run.build_learner(cfg, self.family)
         self.start_iteration = 0
         self.rejected_steps = 0
         self.consecutive_rejections = 0
         if resume:
-            path = checkpoint.latest(self.ckpt_dir)
-            if path is None:
+            state = run.latest_state(self.run_dir)
+            if state is None:
                 raise FileNotFoundError(f"no checkpoint to resume from in {self.ckpt_dir}")
-            state = checkpoint.load(path)
             self.learner.load_state_dict(state["meta"])
             self.start_iteration = int(state["iteration"])
             self.rejected_steps = int(state.get("rejected_steps", 0))
@@ -132,15 +88,16 @@ class Trainer:
         b = cfg.algo.episodes_per_task
         t0 = time.perf_counter()
         tasks = self.tasks_for(iteration)
-        if cfg.algo.inner_steps == 0:  # no adaptation (pretrained / oracle baselines): plain TRPO on one batch
+        if cfg.algo.inner_steps == 0:  # no adaptation (pretrained / oracle baselines): one batch, train = valid
             train = self.sampler.sample(tasks, learner.policy.params(), b, derive_seed(cfg.seed, VALID, iteration))
-            train_adv = learner.advantages(train)
             t_sample = time.perf_counter() - t0
             t3 = time.perf_counter()
-            stats = learner.step(train, train_adv, train)
-            self._count_rejection(iteration, stats)
-            return self._result(iteration, tasks, train, mean_return(train), train.rewards.numel(), stats, t0,
-                                t_sample, 0.0, time.perf_counter() - t3)
+            train_adv = learner.advantages(train)
+            adapted = {k: v.detach() for k, v in learner.adapt(train, train_adv).items()}
+            step = learner.step(train, train, adapted, train_adv)
+            self._count_rejection(iteration, step.rejected)
+            return self._result(iteration, tasks, train, mean_return(train), train.rewards.numel(), step.scalars,
+                                t0, t_sample, 0.0, time.perf_counter() - t3)
         train = self.sampler.sample(tasks, learner.policy.params(), b, derive_seed(cfg.seed, TRAIN, iteration))
         t_train = time.perf_counter() - t0
 
@@ -155,52 +112,50 @@ class Trainer:
         t_valid = time.perf_counter() - t2
 
         t3 = time.perf_counter()
-        stats = learner.step(train, train_adv, valid) if valid is not None else MAMLTRPO.rejected_stats()
+        if valid is not None:
+            step = learner.step(train, valid, adapted, train_adv)
+            step_scalars, rejected = step.scalars, step.rejected
+        else:
+            step_scalars, rejected = learner.rejected_scalars(), True
         t_outer = time.perf_counter() - t3
-        self._count_rejection(iteration, stats)
+        self._count_rejection(iteration, rejected)
 
         # post-adaptation return: NaN when non-finite adapted parameters were never rolled out
         post = mean_return(valid) if valid is not None else float("nan")
         env_steps = train.rewards.numel() + (valid.rewards.numel() if valid is not None else 0)
-        return self._result(iteration, tasks, train, post, env_steps, stats, t0, t_train + t_valid, t_adapt, t_outer)
+        return self._result(iteration, tasks, train, post, env_steps, step_scalars, t0, t_train + t_valid, t_adapt,
+                            t_outer)
 
     def _result(self, iteration: int, tasks: list[dict[str, Any]], train: EpisodeBatch, post: float, env_steps: int,
-                stats: dict[str, float], t0: float, sampling_s: float, t_adapt: float,
+                step_scalars: dict[str, float], t0: float, sampling_s: float, t_adapt: float,
                 t_outer: float) -> IterationResult:
-        """The scalars logged for one iteration."""
+        """The scalars logged for one iteration: returns, the learner's own scalars as they come, timings."""
         learner = self.learner
         pre = mean_return(train)
+        own = dict(step_scalars)
+        inner_s = t_adapt + own.pop("time/inner_s", 0.0)
         scalars = {
             "returns/pre_adapt": pre,
             "returns/post_adapt": post,
             "returns/post_minus_pre": post - pre,
-            "trpo/kl": stats["kl"],
-            "trpo/surrogate_before": stats["surrogate_before"],
-            "trpo/surrogate_after": stats["surrogate_after"],
-            "trpo/line_search_steps": stats["line_search_steps"],
-            "trpo/accepted": stats["accepted"],
-            "trpo/grad_norm": stats["grad_norm"],
-            "trpo/rejected_steps": float(self.rejected_steps),
+            **{k: v for k, v in own.items() if not k.startswith("time/")},
+            f"{learner.scalar_prefix}/rejected_steps": float(self.rejected_steps),
             "time/iteration_s": time.perf_counter() - t0,
             "time/sampling_s": sampling_s,
-            "time/inner_s": t_adapt + stats["time_inner_s"],
+            "time/inner_s": inner_s,
             "time/outer_s": t_outer,
-            "time/cg_s": stats["time_cg_s"],
-            "time/line_search_s": stats["time_line_search_s"],
+            **{k: v for k, v in own.items() if k.startswith("time/")},
             "time/env_steps_per_s": env_steps / max(sampling_s, 1e-9),
             "tasks/count": float(len(tasks)),
             "tasks/steps_per_episode": float(train.mask.sum((1,)).mean()),
+            **learner.state_scalars(),
         }
-        if learner.learn_inner_lr:
-            lrs = torch.cat([v.detach().reshape(-1) for v in learner.lr_params.values()])
-            scalars["meta_sgd/lr_mean"] = float(lrs.mean())
-            scalars["meta_sgd/lr_std"] = float(lrs.std())
         for k, v in self.sampler.stats().items():
             scalars[f"sampler/{k}"] = float(v)
         return IterationResult(iteration, scalars)
 
-    def _count_rejection(self, iteration: int, stats: dict[str, float]) -> None:
-        if not stats["rejected_nonfinite"]:
+    def _count_rejection(self, iteration: int, rejected: bool) -> None:
+        if not rejected:
             self.consecutive_rejections = 0
             return
         self.rejected_steps += 1
@@ -230,12 +185,12 @@ class Trainer:
         if self.start_iteration == 0:
             self.writer.add_text("config", "```yaml\n" + to_yaml(cfg) + "```", 0)
             self.writer.add_text("mode", mode_description(cfg), 0)
-            table = "|key|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in _flat_items(to_dict(cfg)))
+            table = "|key|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in flat_dict(to_dict(cfg)).items())
             self.writer.add_text("hyperparameters", table, 0)
             write_hparams(self.writer, cfg)
         manifest.start(self.run_dir)
         status = "failed"
-        self.sampler = build_sampler(cfg, self.family, self.learner.policy)
+        self.sampler = run.build_sampler(cfg, self.family, self.learner.policy)
         iteration = self.start_iteration
         try:
             for iteration in range(self.start_iteration, cfg.iterations):
@@ -291,42 +246,7 @@ def write_hparams(writer: Any, cfg: Config) -> None:
     """
     from torch.utils.tensorboard.summary import hparams
 
-    values = {k: (v if isinstance(v, bool | int | float | str) else str(v)) for k, v in _flat_items(to_dict(cfg))}
+    values = {k: (v if isinstance(v, bool | int | float | str) else str(v)) for k, v in flat_dict(to_dict(cfg)).items()}
     exp, ssi, sei = hparams(values, {m: float("nan") for m in HPARAM_METRICS})
     for s in (exp, ssi, sei):
         writer.file_writer.add_summary(s)
-
-
-def _flat_items(d: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
-    out: list[tuple[str, Any]] = []
-    for k, v in d.items():
-        if isinstance(v, dict) and v:
-            out.extend(_flat_items(v, f"{prefix}{k}."))
-        else:
-            out.append((f"{prefix}{k}", v))
-    return out
-
-
-def load_run(run_dir: Path) -> tuple[Config, TaskFamily, MAMLTRPO, int]:
-    """Config, family, learner (at the latest checkpoint) and its iteration."""
-    from metarl.config import load_config
-
-    cfg = load_config(Path(run_dir) / "config.yaml")
-    family = build_family(cfg)
-    learner = build_learner(cfg, family)
-    path = checkpoint.latest(Path(run_dir) / "checkpoints")
-    if path is None:
-        raise FileNotFoundError(f"no checkpoint in {Path(run_dir) / 'checkpoints'}")
-    state = checkpoint.load(path)
-    learner.load_state_dict(state["meta"])
-    return cfg, family, learner, int(state["iteration"])
-
-
-def mean_return(batch: EpisodeBatch) -> float:
-    """Mean undiscounted episode return over all tasks and episodes."""
-    return float(batch.episode_returns().mean())
-
-
-def episode_mean_returns(batch: EpisodeBatch) -> np.ndarray:
-    """Mean undiscounted episode return per task: ``(N,)``."""
-    return batch.episode_returns().mean(1).numpy()

@@ -171,9 +171,8 @@ def render_run(run_dir: Path, out: Path, tasks: int = 2, steps: int = 1, width: 
                fps: int | None = None, seed: int = 0, episodes: int | None = None,
                on_task: Callable[[int, list[float]], None] | None = None) -> dict[str, Any]:
     """Write the video of ``run_dir`` to ``out`` (``.mp4`` or ``.gif``); returns what was drawn."""
-    from metarl.evaluation import held_out_tasks
-    from metarl.policies import full_stack
-    from metarl.trainer import EVAL_ROLLOUTS, build_sampler, derive_seed, load_run
+    from metarl.policies import stack_params
+    from metarl.run import EVAL_ROLLOUTS, build_sampler, derive_seed, held_out_tasks, load_run
 
     out = Path(out)
     if out.suffix not in (".mp4", ".gif"):
@@ -192,7 +191,7 @@ def render_run(run_dir: Path, out: Path, tasks: int = 2, steps: int = 1, width: 
                 batch = sampler.sample(task_list, params, episodes, derive_seed(seed, EVAL_ROLLOUTS, k))
                 params = learner.adapt_further(params, batch, learner.advantages(batch))
                 per_step.append(params)
-    stacked = [full_stack(p, meta, len(task_list)) for p in per_step]
+    stacked = [stack_params(p, meta, len(task_list)) for p in per_step]
     horizon = family.horizon
     video: list[np.ndarray] = []
     returns: list[list[float]] = []

@@ -19,8 +19,8 @@ from metarl.analysis.representation import (
 )
 from metarl.analysis.similarity import canonical_correlations, cca_similarity, linear_cka
 from metarl.config import load_config
-from metarl.evaluation import held_out_tasks
-from metarl.trainer import EVAL_ROLLOUTS, Trainer, build_sampler, derive_seed, episode_mean_returns
+from metarl.run import EVAL_ROLLOUTS, build_sampler, derive_seed, episode_mean_returns, held_out_tasks
+from metarl.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 NAV_CONFIG = str(ROOT / "experiments" / "configs" / "navigation2d.yaml")

@@ -12,7 +12,7 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 import envs
-from envs.oracle import task_features
+from envs.oracle import OracleFamily, task_features
 from metarl.cli import main
 from metarl.config import load_config
 from metarl.trainer import Trainer
@@ -35,7 +35,7 @@ def test_task_features_flatten_in_sorted_key_order():
 @pytest.mark.parametrize("name", ["Navigation2D", "HalfCheetahVel", "AntGoal"])
 def test_oracle_family_appends_task_to_single_and_batched_observations(name):
     plain = envs.make_family(name)
-    oracle = envs.make_family(name, oracle=True)
+    oracle = OracleFamily.wrap(envs.make_family(name))
     tasks = oracle.sample_tasks(3, np.random.default_rng(0))
     k = task_features(tasks[0]).shape[0]
     assert oracle.obs_dim == plain.obs_dim + k

@@ -8,12 +8,12 @@ import pytest
 import torch
 
 from metarl import baselines
-from metarl.adaptation import ANIL, adapt, vpg_loss
+from metarl.adaptation import adapt, adapt_names, vpg_loss
 from metarl.algos.maml_trpo import MAMLTRPO, flat_grad, kl_hvp
 from metarl.algos.trpo import conjugate_gradient, line_search
 from metarl.config import TRPOConfig
 from metarl.episodes import EpisodeBatch, discounted_returns, gae, normalize
-from metarl.policies import GaussianMLPPolicy, flatten, full_stack, unflatten
+from metarl.policies import GaussianMLPPolicy, flatten, stack_params, unflatten
 from tests.helpers_core import random_batch, tiny_policy
 
 
@@ -151,7 +151,7 @@ def test_maml_step_leaves_parameters_untouched_when_line_search_fails(monkeypatc
         return (loss + 1e6, kl) if not create_graph else (loss, kl)
 
     monkeypatch.setattr(learner, "objective", worse)
-    stats = learner.step(train, train_adv, valid)
+    stats = learner.update(train, train_adv, valid)
     assert stats["accepted"] == 0.0
     for k, v in learner.meta_params().items():
         assert torch.equal(v.detach(), before[k]), k
@@ -161,7 +161,7 @@ def test_maml_step_improves_surrogate_within_trust_region():
     learner, train, train_adv, valid, _, _ = make_problem("all")
     learner.trpo = TRPOConfig(max_kl=0.01)
     before = flatten(learner.meta_params()).detach().clone()
-    stats = learner.step(train, train_adv, valid)
+    stats = learner.update(train, train_adv, valid)
     assert stats["accepted"] == 1.0
     assert stats["surrogate_after"] < stats["surrogate_before"]
     assert 0 < stats["kl"] <= 0.01
@@ -243,7 +243,7 @@ def test_functional_forward_matches_module_and_stacks_per_task():
         mi, li = policy(obs[i], {k: v[i] for k, v in params.items()})
         torch.testing.assert_close(stacked_mean[i], mi)
         torch.testing.assert_close(stacked_log_std[i, 0], li)
-    full = full_stack(policy.params(), policy.params(), 4)
+    full = stack_params(policy.params(), policy.params(), 4)
     assert all(v.shape[0] == 4 for v in full.values())
 
 
@@ -278,13 +278,13 @@ def test_anil_adapts_only_the_head_and_the_body_still_gets_meta_gradient():
     assert all(g.abs().max() > 0 for g in grads)
 
 
-def test_anil_wrapper_equals_head_only_adaptation():
+def test_anil_names_give_head_only_adaptation():
     policy = tiny_policy()
     batch = random_batch()
     adv = torch.randn(batch.rewards.shape, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
-    wrapped = ANIL(policy).adapt(policy.params(), batch, adv, lr=0.3, steps=2)
+    wrapped = adapt(policy, policy.params(), batch, adv, lr=0.3, steps=2, names=adapt_names(policy, "head"))
     direct = adapt(policy, policy.params(), batch, adv, lr=0.3, steps=2, names=["head.weight", "head.bias"])
-    assert ANIL(policy).names == ["head.weight", "head.bias"]
+    assert adapt_names(policy, "head") == ["head.weight", "head.bias"]
     for k in direct:
         assert torch.equal(wrapped[k], direct[k])
 
@@ -324,7 +324,7 @@ def test_trpo_step_equals_exact_natural_gradient_step():
     h = kl_hessian(learner, meta, args) + 1e-3 * torch.eye(x0.numel(), dtype=torch.float64)
     direction = torch.linalg.solve(h, -g)
     full = direction * torch.sqrt(1e-3 / (0.5 * direction @ h @ direction))
-    stats = learner.step(train, train_adv, valid)
+    stats = learner.update(train, train_adv, valid)
     assert stats["accepted"] == 1.0
     expected = x0 + learner.trpo.ls_backtrack ** (stats["line_search_steps"] - 1) * full
     # CG stops at a residual of 1e-10, so agreement is to about 1e-4 relative
@@ -374,7 +374,7 @@ def test_meta_sgd_with_fixed_step_sizes_equals_maml():
 def test_meta_sgd_step_sizes_change_after_an_outer_step():
     learner, train, train_adv, valid, _, _ = make_problem("all", learn_lr=True)
     before = {k: v.detach().clone() for k, v in learner.lr_params.items()}
-    stats = learner.step(train, train_adv, valid)
+    stats = learner.update(train, train_adv, valid)
     assert stats["accepted"] == 1.0
     changed = [k for k, v in learner.lr_params.items() if not torch.equal(v.detach(), before[k])]
     assert sorted(changed) == sorted(before)

@@ -16,7 +16,8 @@ from metarl import plots
 from metarl.analysis.representation import freeze_ablation, representation_similarity
 from metarl.config import load_config
 from metarl.evaluation import adaptation_curve
-from metarl.trainer import Trainer, build_sampler
+from metarl.run import build_sampler
+from metarl.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 NAV_CONFIG = str(ROOT / "experiments" / "configs" / "navigation2d.yaml")

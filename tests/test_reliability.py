@@ -269,7 +269,7 @@ def test_nan_loss_rejects_the_update_and_leaves_parameters_unchanged(tmp_path, m
 
     monkeypatch.setattr(learner, "objective", nan_once)
     before = {k: v.detach().clone() for k, v in learner.meta_params().items()}
-    trainer.sampler = __import__("metarl.trainer", fromlist=["build_sampler"]).build_sampler(
+    trainer.sampler = __import__("metarl.run", fromlist=["build_sampler"]).build_sampler(
         cfg, trainer.family, learner.policy)
     first = trainer.run_iteration(0)
     assert first.scalars["trpo/rejected_steps"] == 1 and first.scalars["trpo/accepted"] == 0

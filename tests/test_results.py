@@ -14,7 +14,7 @@ import torch
 
 from metarl import checkpoint
 from metarl.config import load_config
-from metarl.trainer import build_family, build_learner
+from metarl.run import build_family, build_learner
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "results" / "locomotion"

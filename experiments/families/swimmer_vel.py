@@ -25,7 +25,7 @@ class SwimmerVelEnv(MujocoTaskEnv):
         self.velocity_low, self.velocity_high = velocity_low, velocity_high
         self.ctrl_cost_weight, self.reset_noise_scale = ctrl_cost_weight, reset_noise_scale
         super().__init__(gym_asset("swimmer.xml"), frame_skip, 8, render_mode, action_scale)
-        self.set_task(task if task is not None else self.sample_tasks(1, np.random.default_rng(0))[0])
+        self.set_task(task if task is not None else self.default_task())
 
     def sample_tasks(self, n: int, rng: np.random.Generator) -> list[dict[str, Any]]:
         return [{"velocity": float(v)} for v in rng.uniform(self.velocity_low, self.velocity_high, n)]

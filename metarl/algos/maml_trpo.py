@@ -15,8 +15,14 @@ parameters):
 4. backtracking line search: accept only when ``L`` decreases and
    ``KL <= max_kl``; otherwise the meta-parameters stay as they were.
 
-Meta-parameters are the policy's parameters plus, for Meta-SGD, one learned
-step-size tensor per adapted parameter (named ``inner_lr/<param>``).
+The registry entry ``maml_trpo`` (``algo.name``).  The meta-parameters (the
+policy's plus, for Meta-SGD, one learned step-size tensor per adapted
+parameter, ``inner_lr/<param>``), the advantages and the inner loop are
+:class:`~metarl.algos.base.MetaLearner`'s.  :meth:`MAMLTRPO.step` is handed
+the adapted parameters that collected the validation episodes; they give the
+ratio's and the KL's constants (:meth:`MAMLTRPO.old_outputs`) without
+re-running the inner loop.  :meth:`MAMLTRPO.update` is the step itself, with
+un-namespaced diagnostics.
 """
 
 from __future__ import annotations
@@ -25,102 +31,82 @@ import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import NamedTuple
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 from torch import Tensor
 
-from metarl import baselines
-from metarl.adaptation import adapt
+from metarl.algos.base import MetaLearner, StepResult, learner_kwargs
 from metarl.algos.trpo import conjugate_gradient, line_search
-from metarl.config import TRPOConfig
-from metarl.episodes import EpisodeBatch, gae, masked_task_mean, normalize
+from metarl.episodes import EpisodeBatch, masked_task_mean
 from metarl.policies import GaussianMLPPolicy, Params, flatten, gaussian_kl, gaussian_log_prob, unflatten
-
-LR_PREFIX = "inner_lr/"
 
 
 @dataclass
-class MAMLTRPO:
-    """Meta-learner state and the MAML-TRPO update.
+class TRPOSettings:
+    """The trust-region step's settings (the config's ``trpo`` section extends them)."""
 
-    ``adapt_names``: parameters adapted in the inner loop (all for MAML, the
-    head for ANIL).  ``learn_inner_lr``: Meta-SGD step sizes, initialised at
-    ``inner_lr``.
-    """
+    max_kl: float = 0.01
+    """Trust region: mean KL between the adapted policies before and after the update."""
+    cg_iters: int = 10
+    """Conjugate-gradient iterations."""
+    cg_damping: float = 1.0e-5
+    """Added to the KL Hessian."""
+    cg_subsample: float = 1.0
+    """Fraction of tasks used for the conjugate gradient's KL curvature (1.0 = exact)."""
+    hvp_chunk_tasks: int = 4
+    """Tasks per chunk of the KL Hessian-vector product (exact for any value; speed and memory only)."""
+    ls_backtrack: float = 0.8
+    """Line-search step shrink factor."""
+    ls_max_steps: int = 15
+    """Line-search steps before the update is rejected."""
 
-    policy: GaussianMLPPolicy
-    adapt_names: Sequence[str]
-    inner_lr: float = 0.1
-    inner_steps: int = 1
-    first_order: bool = False
-    learn_inner_lr: bool = False
-    gamma: float = 0.99
-    gae_lambda: float = 1.0
-    normalize_advantages: bool = True
-    trpo: TRPOConfig = field(default_factory=TRPOConfig)
-    lr_params: dict[str, Tensor] = field(default_factory=dict)
+    @classmethod
+    def of(cls, section: Any) -> TRPOSettings:
+        """These settings read (by attribute) from a section holding at least these fields."""
+        return cls(**{f.name: getattr(section, f.name) for f in fields(cls)})
 
-    def __post_init__(self) -> None:
-        self.adapt_names = list(self.adapt_names)
-        if self.learn_inner_lr and not self.lr_params:
-            params = self.policy.params()
-            self.lr_params = OrderedDict(
-                (k, torch.full_like(params[k], self.inner_lr).detach().requires_grad_())
-                for k in self.adapt_names
-            )
 
-    # -- parameters --------------------------------------------------------------
-    def meta_params(self) -> Params:
-        """Every meta-learned tensor, by name (shared with the policy)."""
-        out = OrderedDict(self.policy.params())
-        for k, v in self.lr_params.items():
-            out[LR_PREFIX + k] = v
-        return out
+# The diagnostics of :meth:`MAMLTRPO.update` and the scalar names they are logged under.
+SCALAR_NAMES = {
+    "kl": "trpo/kl",
+    "surrogate_before": "trpo/surrogate_before",
+    "surrogate_after": "trpo/surrogate_after",
+    "line_search_steps": "trpo/line_search_steps",
+    "accepted": "trpo/accepted",
+    "grad_norm": "trpo/grad_norm",
+    "time_inner_s": "time/inner_s",
+    "time_cg_s": "time/cg_s",
+    "time_line_search_s": "time/line_search_s",
+}
 
-    def _split(self, meta: Mapping[str, Tensor]) -> tuple[Params, float | Params]:
-        policy_params = OrderedDict((k, v) for k, v in meta.items() if not k.startswith(LR_PREFIX))
-        if not self.learn_inner_lr:
-            return policy_params, self.inner_lr
-        lr = OrderedDict((k[len(LR_PREFIX):], v) for k, v in meta.items() if k.startswith(LR_PREFIX))
-        return policy_params, lr
 
-    def state_dict(self) -> dict[str, Tensor]:
-        return OrderedDict((k, v.detach().clone()) for k, v in self.meta_params().items())
+@dataclass
+class MAMLTRPO(MetaLearner):
+    """MAML-TRPO: the :class:`~metarl.algos.base.MetaLearner` state plus the TRPO outer step."""
 
-    def load_state_dict(self, state: Mapping[str, Tensor]) -> None:
-        meta = self.meta_params()
-        if set(state) != set(meta):
-            raise KeyError(f"checkpoint holds {sorted(state)}, the learner needs {sorted(meta)}")
-        with torch.no_grad():
-            for k, v in meta.items():
-                v.copy_(state[k])
+    trpo: TRPOSettings = field(default_factory=TRPOSettings)
 
-    # -- advantages and adaptation -----------------------------------------------
-    def advantages(self, batch: EpisodeBatch) -> Tensor:
-        """Per-task linear baseline, GAE, optional per-task normalisation: (N, T, B)."""
-        values = baselines.fit_predict(batch, self.gamma)
-        adv = gae(batch.rewards, values, batch.mask, self.gamma, self.gae_lambda)
-        return normalize(adv, batch.mask) if self.normalize_advantages else adv
+    scalar_prefix: ClassVar[str] = "trpo"
 
-    def adapt(self, train: EpisodeBatch, train_adv: Tensor, meta: Mapping[str, Tensor] | None = None,
-              create_graph: bool = False, steps: int | None = None) -> Params:
-        """Adapted parameters per task (adapted entries stacked ``(N, ...)``)."""
-        params, lr = self._split(self.meta_params() if meta is None else meta)
-        first_order = self.first_order or not create_graph
-        return adapt(self.policy, params, train, train_adv, lr,
-                     self.inner_steps if steps is None else steps, first_order, self.adapt_names)
+    @classmethod
+    def from_config(cls, cfg: Any, policy: GaussianMLPPolicy, adapt_names: Sequence[str]) -> MAMLTRPO:
+        return cls(policy, adapt_names, **learner_kwargs(cfg.algo), trpo=TRPOSettings.of(cfg.trpo))
 
-    def adapt_further(self, params: Mapping[str, Tensor], batch: EpisodeBatch, advantages: Tensor,
-                      steps: int = 1) -> Params:
-        """Test-time adaptation: ``steps`` more inner steps from ``params``
-        (meta- or already adapted, stacked) with the learned or fixed step size."""
-        _, lr = self._split(self.meta_params())
-        if not isinstance(lr, float):
-            lr = OrderedDict((k, v.detach()) for k, v in lr.items())
-        adapted = adapt(self.policy, params, batch, advantages, lr, steps, True, self.adapt_names)
-        return OrderedDict((k, v.detach()) for k, v in adapted.items())
+    def step(self, train: EpisodeBatch, valid: EpisodeBatch, adapted: Mapping[str, Tensor],
+             train_adv: Tensor | None = None) -> StepResult:
+        """One TRPO update (:meth:`update`), its diagnostics under their scalar names."""
+        if train_adv is None:
+            train_adv = self.advantages(train)
+        return self._result(self.update(train, train_adv, valid, adapted))
+
+    def rejected_scalars(self) -> dict[str, float]:
+        return self._result(self.rejected_stats()).scalars
+
+    @staticmethod
+    def _result(stats: dict[str, float]) -> StepResult:
+        return StepResult({name: stats[k] for k, name in SCALAR_NAMES.items()}, bool(stats["rejected_nonfinite"]))
 
     # -- the outer step ------------------------------------------------------------
     def _surrogate_kl(self, adapted: Params, valid: EpisodeBatch, valid_adv: Tensor, old_mean: Tensor,
@@ -134,10 +120,15 @@ class MAMLTRPO:
         kl = masked_task_mean(kl_steps, valid.mask).mean()
         return loss, kl, mean, log_std
 
-    def old_outputs(self, train: EpisodeBatch, train_adv: Tensor, valid: EpisodeBatch) -> Old:
-        """The adapted policies that collected ``valid``: means, log-stds, log-probs (constants)."""
+    def old_outputs(self, train: EpisodeBatch, train_adv: Tensor, valid: EpisodeBatch,
+                    adapted: Mapping[str, Tensor] | None = None) -> Old:
+        """The adapted policies that collected ``valid``: means, log-stds, log-probs (constants).
+
+        ``adapted``: those policies' parameters (computed from ``train`` if None).
+        """
         with torch.no_grad():
-            adapted = self.adapt(train, train_adv, create_graph=False)
+            if adapted is None:
+                adapted = self.adapt(train, train_adv, create_graph=False)
             mean, log_std = self.policy(valid.flat_obs(), adapted)
             n, t, b = valid.mask.shape
             logp = gaussian_log_prob(mean, log_std, valid.flat_actions()).reshape(n, t, b)
@@ -193,8 +184,11 @@ class MAMLTRPO:
                 "surrogate_before": float("nan"), "surrogate_after": float("nan"), "grad_norm": float("nan"),
                 "cg_tasks": 0.0, "time_inner_s": 0.0, "time_cg_s": 0.0, "time_line_search_s": 0.0}
 
-    def step(self, train: EpisodeBatch, train_adv: Tensor, valid: EpisodeBatch) -> dict[str, float]:
+    def update(self, train: EpisodeBatch, train_adv: Tensor, valid: EpisodeBatch,
+               adapted: Mapping[str, Tensor] | None = None) -> dict[str, float]:
         """One TRPO update of the meta-parameters.  Returns diagnostics.
+
+        ``adapted``: the parameters that collected ``valid`` (recomputed if None).
 
         Non-finite episodes, losses, gradients or CG solutions reject the step
         (``rejected_nonfinite = 1``) and leave the meta-parameters unchanged.
@@ -213,7 +207,7 @@ class MAMLTRPO:
         if not all(bool(torch.isfinite(x).all()) for x in (train.rewards, valid.rewards, train_adv)):
             return finish()
         valid_adv = self.advantages(valid).detach()
-        old = self.old_outputs(train, train_adv, valid)
+        old = self.old_outputs(train, train_adv, valid, adapted)
         loss, kl = self.objective(meta, train, train_adv, valid, valid_adv, old, create_graph=True)
         timings["inner_s"] = time.perf_counter() - t0
 

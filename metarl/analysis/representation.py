@@ -9,14 +9,13 @@ re-reads them.
 ``freeze_ablation`` adapts only chosen parameters at test time (one inner
 step) and reports the post-adaptation return of each choice.
 
-Both use the held-out task stream of :mod:`metarl.evaluation` and roll out
+Both use the held-out task stream of :mod:`metarl.run` and roll out
 the meta-policy with the seed of ``adaptation_curve``'s step 0, so the same
 ``seed`` gives the same tasks and step-0 episodes as ``metarl evaluate``.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
@@ -29,32 +28,28 @@ from torch import Tensor
 
 from envs.base import TaskFamily
 from metarl.adaptation import adapt
-from metarl.algos.maml_trpo import MAMLTRPO
+from metarl.algos import MetaLearner
 from metarl.analysis.similarity import cca_similarity, linear_cka
 from metarl.episodes import EpisodeBatch
-from metarl.evaluation import held_out_tasks
-from metarl.fileio import atomic_write
 from metarl.policies import Params
+from metarl.run import (
+    EVAL_ROLLOUTS,
+    build_sampler,
+    derive_seed,
+    episode_mean_returns,
+    held_out_tasks,
+    jsonable,
+    load_run,
+    mean_stderr,
+    stream_rng,
+    write_json,
+)
 from metarl.sampling import Sampler
-from metarl.trainer import EVAL_ROLLOUTS, derive_seed, episode_mean_returns, stream_rng
 
 STATES_STREAM = 101  # random stream of the state subsample (apart from the trainer's streams)
 
 
-def _plain(x: Any) -> Any:
-    """Tasks as JSON-ready values (tuples and arrays become lists)."""
-    if isinstance(x, Mapping):
-        return {k: _plain(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [_plain(v) for v in x]
-    if isinstance(x, np.ndarray | Tensor):
-        return np.asarray(x).tolist()
-    if isinstance(x, np.generic):
-        return x.item()
-    return x
-
-
-def _meta_params(learner: MAMLTRPO) -> Params:
+def _meta_params(learner: MetaLearner) -> Params:
     return OrderedDict((k, v.detach()) for k, v in learner.policy.params().items())
 
 
@@ -79,16 +74,8 @@ def task_states(batch: EpisodeBatch, index: int, max_states: int | None, rng: np
     return obs
 
 
-def _mean_stderr(values: np.ndarray) -> tuple[list[float], list[float]]:
-    """Mean and standard error over axis 0 of ``values (tasks, ...)``."""
-    n = values.shape[0]
-    mean = values.mean(axis=0)
-    stderr = values.std(axis=0, ddof=1) / math.sqrt(n) if n > 1 else np.zeros_like(mean)
-    return [float(m) for m in np.atleast_1d(mean)], [float(s) for s in np.atleast_1d(stderr)]
-
-
 def representation_similarity(
-    learner: MAMLTRPO,
+    learner: MetaLearner,
     family: TaskFamily,
     sampler: Sampler,
     num_tasks: int = 20,
@@ -140,9 +127,9 @@ def representation_similarity(
                 cka[i, j] = linear_cka(a, b)
                 cca[i, j] = cca_similarity(a, b, keep=cca_keep)
                 change[i, j] = relative_change(a, b)
-    cka_mean, cka_se = _mean_stderr(cka)
-    cca_mean, cca_se = _mean_stderr(cca)
-    change_mean, _ = _mean_stderr(change)
+    cka_mean, cka_se = mean_stderr(cka)
+    cca_mean, cca_se = mean_stderr(cca)
+    change_mean, _ = mean_stderr(change)
     return {
         "layers": layers,
         "cka": cka_mean,
@@ -155,7 +142,7 @@ def representation_similarity(
         "pre_adapt_return": float(episode_mean_returns(batch).mean()),
         "adapted_params": list(learner.adapt_names),
         "cca_keep": cca_keep,
-        "tasks": _plain(tasks),
+        "tasks": jsonable(tasks),
         "num_tasks": num_tasks,
         "episodes_per_task": episodes_per_task,
         "seed": seed,
@@ -172,7 +159,7 @@ def relative_change(before: Tensor, after: Tensor) -> float:
     return diff / base if base > 0 else math.inf
 
 
-def default_variants(learner: MAMLTRPO) -> dict[str, list[str] | None]:
+def default_variants(learner: MetaLearner) -> dict[str, list[str] | None]:
     """``all`` (every policy parameter), ``head_only``, ``body_only``, ``none``."""
     names = list(learner.policy.params())
     return {
@@ -183,7 +170,7 @@ def default_variants(learner: MAMLTRPO) -> dict[str, list[str] | None]:
     }
 
 
-def _step_size(learner: MAMLTRPO, names: Sequence[str]) -> float | dict[str, Tensor]:
+def _step_size(learner: MetaLearner, names: Sequence[str]) -> float | dict[str, Tensor]:
     """The learner's inner step size; Meta-SGD's learned ones where it has them."""
     if not learner.learn_inner_lr:
         return learner.inner_lr
@@ -195,7 +182,7 @@ def _step_size(learner: MAMLTRPO, names: Sequence[str]) -> float | dict[str, Ten
 
 
 def freeze_ablation(
-    learner: MAMLTRPO,
+    learner: MetaLearner,
     family: TaskFamily,
     sampler: Sampler,
     num_tasks: int = 20,
@@ -240,7 +227,7 @@ def freeze_ablation(
     step0 = episode_mean_returns(batch).astype(np.float64)
 
     def summary(returns: np.ndarray) -> dict[str, Any]:
-        mean, stderr = _mean_stderr(returns[:, None])
+        mean, stderr = mean_stderr(returns[:, None])
         return {"mean": mean[0], "stderr": stderr[0], "per_task": [float(r) for r in returns]}
 
     out: dict[str, Any] = {}
@@ -258,7 +245,7 @@ def freeze_ablation(
         "step0": summary(step0),
         "variants": out,
         "learner_adapts": list(learner.adapt_names),
-        "tasks": _plain(tasks),
+        "tasks": jsonable(tasks),
         "num_tasks": num_tasks,
         "episodes_per_task": episodes_per_task,
         "seed": seed,
@@ -282,8 +269,6 @@ def analyze_run(
     ``episodes_per_task`` defaults to the run's.  Returns the JSON dict with
     the written paths under ``"files"``.
     """
-    from metarl.trainer import build_sampler, load_run
-
     run_dir = Path(run_dir)
     cfg, family, learner, iteration = load_run(run_dir)
     episodes = episodes_per_task or cfg.algo.episodes_per_task
@@ -295,7 +280,7 @@ def analyze_run(
     out_dir = Path(out_dir) if out_dir is not None else run_dir / "eval"
     out_dir.mkdir(parents=True, exist_ok=True)
     files = {"json": out_dir / "analysis.json"}
-    atomic_write(files["json"], json.dumps(result, indent=1))
+    write_json(files["json"], result, indent=1)
     if plot:
         from metarl.plots import plot_freeze_ablation, plot_similarity
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import abc
+import logging
+import time
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -11,7 +13,7 @@ from torch import Tensor
 
 from envs.base import Task, TaskFamily
 from metarl.episodes import EpisodeBatch
-from metarl.policies import full_stack
+from metarl.policies import stack_params
 from metarl.sampling.worker import PolicySpec, Shard
 
 
@@ -22,12 +24,28 @@ class Sampler(abc.ABC):
     (the policy's own shape) or per task ``(N, *shape)`` (adapted).  The
     result depends only on the seed, the tasks and the parameters, never on
     the backend or the number of workers.
+
+    The base class does the shared work: checks the call, stacks the
+    parameters, splits the (task, episode) grid into one shard per worker,
+    assembles the shards' arrays, times the call, counts worker restarts,
+    reports :meth:`stats` and refuses calls after :meth:`close`.  A backend
+    implements :meth:`_dispatch` (run shard ``i`` on worker ``i``, replacing
+    workers that die via :meth:`_count_restart`) and :meth:`_release`.
     """
 
-    def __init__(self, family: TaskFamily, spec: PolicySpec):
+    def __init__(self, family: TaskFamily, spec: PolicySpec, workers: int = 1, max_retries: int = 3):
+        if int(workers) < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
         self.family = family
         self.spec = spec
+        self.num_workers = int(workers)
+        self.max_retries = int(max_retries)
         self._shapes = {k: v.detach() for k, v in spec.build().params().items()}
+        self._restarts = 0
+        self._busy = [0.0] * self.num_workers  # seconds each worker spent rolling out in the last call
+        self._last_wall = 0.0
+        self._closed = False
+        self._log = logging.getLogger(type(self).__module__)
 
     def sample(self, tasks: Sequence[Task], params: Mapping[str, Tensor], episodes_per_task: int,
                seed: int) -> EpisodeBatch:
@@ -35,23 +53,59 @@ class Sampler(abc.ABC):
             raise ValueError("sample needs at least one task")
         if episodes_per_task < 1:
             raise ValueError(f"episodes_per_task must be >= 1, got {episodes_per_task}")
-        stacked = full_stack({k: v.detach() for k, v in params.items()}, self._shapes, len(tasks))
+        if self._closed:
+            raise RuntimeError(f"{type(self).__name__} is closed")
+        tasks = list(tasks)
+        stacked = stack_params({k: v.detach() for k, v in params.items()}, self._shapes, len(tasks))
         arrays = {k: v.to(torch.float32).contiguous().numpy() for k, v in stacked.items()}
-        parts = self._run(list(tasks), arrays, episodes_per_task, int(seed))
+        shards = split_grid(len(tasks), episodes_per_task, self.num_workers)
+        start = time.perf_counter()
+        self._busy = [0.0] * self.num_workers
+        results = self._dispatch(tasks, arrays, shards, int(seed))
+        self._last_wall = time.perf_counter() - start
+        parts = assemble(shards, results, len(tasks), episodes_per_task)
         return EpisodeBatch(*(torch.from_numpy(np.ascontiguousarray(parts[k]))
                               for k in ("obs", "actions", "rewards", "mask")))
 
     @abc.abstractmethod
-    def _run(self, tasks: list[Task], params: dict[str, np.ndarray], episodes_per_task: int,
-             seed: int) -> dict[str, np.ndarray]:
-        """Return full ``(N, T, B, ...)`` arrays for the grid."""
+    def _dispatch(self, tasks: list[Task], params: dict[str, np.ndarray], shards: list[Shard],
+                  seed: int) -> list[dict[str, np.ndarray]]:
+        """Run shard ``i`` on worker ``i``; return every shard's arrays ``(n_i, T, b_i, ...)`` in shard order.
+
+        Records worker ``i``'s rollout seconds in ``self._busy[i]``.
+        """
+
+    def _count_restart(self, worker: int, deaths: int, why: str) -> None:
+        """A worker died on its shard (the ``deaths``-th time): log and count it, or give up.
+
+        Raises :class:`RuntimeError` once one shard has killed its worker
+        more than ``max_retries`` times in a call.
+        """
+        self._restarts += 1
+        self._log.warning("sampler worker %d died (%s); starting a replacement and re-running its shard "
+                          "with the same seed", worker, why)
+        if deaths > self.max_retries:
+            raise RuntimeError(f"sampler worker {worker} died {deaths} times on the same shard ({why}); giving up")
 
     def stats(self) -> dict[str, float]:
-        """Counters the trainer logs as ``sampler/<key>`` (e.g. ``worker_restarts``)."""
-        return {}
+        """Counters the trainer logs as ``sampler/<key>``: ``worker_restarts`` (cumulative),
+        ``workers``, ``last_call_s`` and ``utilisation_w<i>``, the fraction of the
+        last call's wall time worker ``i`` spent rolling out."""
+        out = {"worker_restarts": float(self._restarts), "workers": float(self.num_workers),
+               "last_call_s": self._last_wall}
+        for i, busy in enumerate(self._busy):
+            out[f"utilisation_w{i}"] = busy / self._last_wall if self._last_wall > 0 else 0.0
+        return out
 
     def close(self) -> None:
-        """Release workers (no-op for in-process sampling)."""
+        """Release the workers (idempotent); later calls raise."""
+        if self._closed:
+            return
+        self._closed = True
+        self._release()
+
+    def _release(self) -> None:
+        """Stop the backend's workers (nothing to do in-process)."""
         return None
 
     def __enter__(self) -> Sampler:

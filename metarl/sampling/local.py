@@ -25,7 +25,6 @@ Faults:
 from __future__ import annotations
 
 import atexit
-import logging
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -40,10 +39,8 @@ import cloudpickle
 import numpy as np
 
 from envs.base import Task, TaskFamily
-from metarl.sampling.base import Sampler, assemble, split_grid
-from metarl.sampling.worker import PolicySpec
-
-logger = logging.getLogger(__name__)
+from metarl.sampling.base import Sampler
+from metarl.sampling.worker import PolicySpec, Shard
 
 FAULT_KINDS = ("kill", "segv", "raise", "hang")
 """Test aids for ``LocalSampler(fault=(worker, kind))``: on its first call the
@@ -139,7 +136,6 @@ class _Slot:
     ready: bool = False  # the process has started and built its worker
     deadline: float | None = None  # monotonic time after which a pending job counts as hung
     deaths: int = 0  # deaths while running the current job
-    busy: float = 0.0  # seconds spent in rollout during the last call
     started: list[int] = field(default_factory=list)  # pids, oldest first
 
 
@@ -172,23 +168,16 @@ class LocalSampler(Sampler):
     def __init__(self, family: TaskFamily, spec: PolicySpec, workers: int | None = None,
                  start_method: str = "spawn", timeout: float | None = None, max_retries: int = 3,
                  fault: tuple[int, str] | None = None):
-        super().__init__(family, spec)
-        self.num_workers = default_workers() if not workers else int(workers)
-        if self.num_workers < 1:
-            raise ValueError(f"workers must be >= 1, got {workers}")
+        super().__init__(family, spec, default_workers() if not workers else int(workers), max_retries)
         if fault is not None and fault[1] not in FAULT_KINDS:
             raise ValueError(f"fault kind must be one of {FAULT_KINDS}, got {fault[1]!r}")
         self.timeout = timeout
         self.startup_timeout = 120.0
-        self.max_retries = int(max_retries)
         self._ctx = multiprocessing.get_context(start_method)
         self._payload = cloudpickle.dumps((family, spec))
         self._fault = fault
         self._slots = [_Slot(i) for i in range(self.num_workers)]
-        self._restarts = 0
         self._calls = 0
-        self._last_wall = 0.0
-        self._closed = False
         _LIVE.add(self)
         for slot in self._slots:
             self._start(slot)
@@ -228,16 +217,12 @@ class LocalSampler(Sampler):
         return [s.process.pid if s.process is not None else None for s in self._slots]
 
     # -- sampling -----------------------------------------------------------------
-    def _run(self, tasks: list[Task], params: dict[str, np.ndarray], episodes_per_task: int,
-             seed: int) -> dict[str, np.ndarray]:
-        if self._closed:
-            raise RuntimeError("LocalSampler is closed")
-        shards = split_grid(len(tasks), episodes_per_task, self.num_workers)
+    def _dispatch(self, tasks: list[Task], params: dict[str, np.ndarray], shards: list[Shard],
+                  seed: int) -> list[dict[str, np.ndarray]]:
         self._calls += 1
         call_id = self._calls
-        start = time.perf_counter()
         for slot in self._slots:
-            slot.busy, slot.deaths = 0.0, 0
+            slot.deaths = 0
             if slot.process is None:  # stopped after an interrupted call
                 self._start(slot)
         results: dict[int, dict[str, np.ndarray]] = {}
@@ -252,8 +237,7 @@ class LocalSampler(Sampler):
                 if slot.job is not None:
                     self._stop(slot)
             raise
-        self._last_wall = time.perf_counter() - start
-        return assemble(shards, [results[i] for i in range(len(shards))], len(tasks), episodes_per_task)
+        return [results[i] for i in range(len(shards))]
 
     def _submit(self, slot: _Slot, job: tuple[Any, ...]) -> None:
         slot.job = job
@@ -284,13 +268,8 @@ class LocalSampler(Sampler):
             proc.join(timeout=1.0)
             code = proc.exitcode
         slot.deaths += 1
-        self._restarts += 1
-        logger.warning("sampler worker %d (pid %s) died (%s, exit code %s); starting a replacement and "
-                       "re-running its shard with the same seed", slot.index,
-                       proc.pid if proc is not None else "?", why, code)
-        if slot.deaths > self.max_retries:
-            raise RuntimeError(f"sampler worker {slot.index} died {slot.deaths} times on the same shard "
-                               f"(last exit code {code}); giving up")
+        self._count_restart(slot.index, slot.deaths,
+                            f"pid {proc.pid if proc is not None else '?'}, {why}, exit code {code}")
         self._stop(slot)
         self._start(slot)
         if job is not None:
@@ -345,25 +324,11 @@ class LocalSampler(Sampler):
         if reply_call != call_id:
             return  # a stale reply cannot happen (stale workers are stopped); ignore defensively
         slot.job = None
-        slot.busy = reply[3]
+        self._busy[slot.index] = reply[3]
         results[slot.index] = reply[2]
 
-    # -- bookkeeping --------------------------------------------------------------
-    def stats(self) -> dict[str, float]:
-        """``worker_restarts`` (cumulative), ``workers``, ``last_call_s`` and
-        ``utilisation_w<i>``: the fraction of the last call's wall time worker
-        ``i`` spent rolling out."""
-        out = {"worker_restarts": float(self._restarts), "workers": float(self.num_workers),
-               "last_call_s": self._last_wall}
-        for s in self._slots:
-            out[f"utilisation_w{s.index}"] = s.busy / self._last_wall if self._last_wall > 0 else 0.0
-        return out
-
-    def close(self) -> None:
-        """Stop and join every worker process (idempotent)."""
-        if self._closed:
-            return
-        self._closed = True
+    def _release(self) -> None:
+        """Stop and join every worker process."""
         for slot in self._slots:
             if slot.process is not None and slot.job is None:
                 _send_quietly(slot.conn, None)  # ask idle workers to exit, in parallel

@@ -26,7 +26,7 @@ import cloudpickle
 import numpy as np
 
 from envs.base import Task, TaskFamily
-from metarl.sampling.base import Sampler, assemble, split_grid
+from metarl.sampling.base import Sampler
 from metarl.sampling.worker import PolicySpec, Shard
 
 logger = logging.getLogger(__name__)
@@ -70,7 +70,6 @@ class RaySampler(Sampler):
 
     def __init__(self, family: TaskFamily, spec: PolicySpec, workers: int | None = None,
                  ray_address: str | None = None, max_retries: int = 3):
-        super().__init__(family, spec)
         import ray
 
         self._ray = ray
@@ -84,15 +83,10 @@ class RaySampler(Sampler):
                 self._owns_ray = True
         if not workers:
             workers = max(1, int(ray.cluster_resources().get("CPU", 1)))
-        self.num_workers = int(workers)
-        self.max_retries = int(max_retries)
+        super().__init__(family, spec, int(workers), max_retries)
         self._payload = cloudpickle.dumps((family, spec))
         self._actor_cls = ray.remote(num_cpus=1, max_restarts=0)(RayRolloutActor)
         self._actors = [self._new_actor() for _ in range(self.num_workers)]
-        self._restarts = 0
-        self._busy = [0.0] * self.num_workers
-        self._last_wall = 0.0
-        self._closed = False
 
     def _new_actor(self) -> Any:
         return self._actor_cls.options(scheduling_strategy="SPREAD").remote(self._payload)
@@ -101,13 +95,9 @@ class RaySampler(Sampler):
         """``(node id, pid)`` of every actor, in worker order."""
         return self._ray.get([a.where.remote() for a in self._actors])
 
-    def _run(self, tasks: list[Task], params: dict[str, np.ndarray], episodes_per_task: int,
-             seed: int) -> dict[str, np.ndarray]:
-        if self._closed:
-            raise RuntimeError("RaySampler is closed")
+    def _dispatch(self, tasks: list[Task], params: dict[str, np.ndarray], shards: list[Shard],
+                  seed: int) -> list[dict[str, np.ndarray]]:
         ray = self._ray
-        start = time.perf_counter()
-        shards = split_grid(len(tasks), episodes_per_task, self.num_workers)
         params_ref = ray.put(params)
         tasks_ref = ray.put(tasks)
         pending: dict[Any, int] = {}
@@ -115,7 +105,6 @@ class RaySampler(Sampler):
             pending[self._actors[i].rollout.remote(tasks_ref, params_ref, shard, seed)] = i
         deaths = [0] * len(shards)
         results: dict[int, dict[str, np.ndarray]] = {}
-        self._busy = [0.0] * self.num_workers
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
             ref = done[0]
@@ -124,12 +113,7 @@ class RaySampler(Sampler):
                 arrays, busy, error = ray.get(ref)
             except (ray.exceptions.RayActorError, ray.exceptions.ObjectLostError) as e:
                 deaths[i] += 1
-                self._restarts += 1
-                logger.warning("ray sampler worker %d died (%s); starting a replacement and re-running its "
-                               "shard with the same seed", i, type(e).__name__)
-                if deaths[i] > self.max_retries:
-                    raise RuntimeError(f"ray sampler worker {i} died {deaths[i]} times on the same shard; "
-                                       f"giving up") from e
+                self._count_restart(i, deaths[i], f"ray actor: {type(e).__name__}")
                 ray.kill(self._actors[i])
                 self._actors[i] = self._new_actor()
                 pending[self._actors[i].rollout.remote(tasks_ref, params_ref, shards[i], seed)] = i
@@ -138,22 +122,10 @@ class RaySampler(Sampler):
                 raise RuntimeError(f"ray sampler worker {i} raised while sampling:\n{error}")
             results[i] = arrays
             self._busy[i] = busy
-        self._last_wall = time.perf_counter() - start
-        return assemble(shards, [results[i] for i in range(len(shards))], len(tasks), episodes_per_task)
+        return [results[i] for i in range(len(shards))]
 
-    def stats(self) -> dict[str, float]:
-        """``worker_restarts``, ``workers``, ``last_call_s`` and per-actor ``utilisation_w<i>``."""
-        out = {"worker_restarts": float(self._restarts), "workers": float(self.num_workers),
-               "last_call_s": self._last_wall}
-        for i, busy in enumerate(self._busy):
-            out[f"utilisation_w{i}"] = busy / self._last_wall if self._last_wall > 0 else 0.0
-        return out
-
-    def close(self) -> None:
+    def _release(self) -> None:
         """Kill the actors; shut Ray down if this sampler started it."""
-        if self._closed:
-            return
-        self._closed = True
         ray = self._ray
         if ray.is_initialized():
             for actor in self._actors:

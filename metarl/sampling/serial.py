@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 from envs.base import Task, TaskFamily
-from metarl.sampling.base import Sampler, assemble, split_grid
-from metarl.sampling.worker import PolicySpec, RolloutWorker
+from metarl.sampling.base import Sampler
+from metarl.sampling.worker import PolicySpec, RolloutWorker, Shard
 
 
 class SerialSampler(Sampler):
@@ -17,12 +19,14 @@ class SerialSampler(Sampler):
     """
 
     def __init__(self, family: TaskFamily, spec: PolicySpec, shards: int = 1):
-        super().__init__(family, spec)
+        super().__init__(family, spec, workers=shards)
         self.worker = RolloutWorker(family, spec)
-        self.shards = shards
 
-    def _run(self, tasks: list[Task], params: dict[str, np.ndarray], episodes_per_task: int,
-             seed: int) -> dict[str, np.ndarray]:
-        shards = split_grid(len(tasks), episodes_per_task, self.shards)
-        results = [self.worker.rollout(tasks, params, s, seed) for s in shards]
-        return assemble(shards, results, len(tasks), episodes_per_task)
+    def _dispatch(self, tasks: list[Task], params: dict[str, np.ndarray], shards: list[Shard],
+                  seed: int) -> list[dict[str, np.ndarray]]:
+        results = []
+        for i, shard in enumerate(shards):
+            start = time.perf_counter()
+            results.append(self.worker.rollout(tasks, params, shard, seed))
+            self._busy[i] = time.perf_counter() - start
+        return results

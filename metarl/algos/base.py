@@ -1,0 +1,174 @@
+"""The meta-learner contract: what every outer-loop algorithm shares.
+
+A meta-learner owns the meta-parameters (the policy's parameters plus, for
+Meta-SGD, one learned step-size tensor per adapted parameter, named
+``inner_lr/<param>``), the advantages every inner loop uses, the inner loop
+itself (``adapt``, ``adapt_further``) and the checkpointed state.  An outer
+loop subclasses :class:`MetaLearner` and implements :meth:`MetaLearner.step`.
+
+One meta-iteration, as the trainer drives it (``N`` tasks, ``T`` steps,
+``B`` episodes per task)::
+
+    train_adv = learner.advantages(train)            # (N, T, B)
+    adapted = learner.adapt(train, train_adv)        # adapted entries (N, *shape), no graph
+    valid = <roll out adapted>                       # EpisodeBatch (N, T, B, ...)
+    result = learner.step(train, valid, adapted, train_adv)
+
+``step`` updates the meta-parameters in place and returns a
+:class:`StepResult` whose scalars are namespaced (``trpo/kl``,
+``time/cg_s``); the trainer logs them as they come.  A ``time/inner_s``
+entry is the step's own share of inner-loop time; the trainer adds the time
+of its ``adapt`` call to it.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from metarl import baselines
+from metarl.adaptation import adapt
+from metarl.episodes import EpisodeBatch, gae, normalize
+from metarl.policies import GaussianMLPPolicy, Params
+
+LR_PREFIX = "inner_lr/"
+
+
+@dataclass
+class StepResult:
+    """What one outer step reports.
+
+    ``scalars``: namespaced diagnostics, logged as they come.  ``rejected``:
+    the update was refused because of non-finite episodes, losses, gradients
+    or steps (the meta-parameters are unchanged); the trainer counts these
+    and stops after ``trpo.max_consecutive_rejections`` in a row.
+    """
+
+    scalars: dict[str, float]
+    rejected: bool = False
+
+
+@dataclass
+class MetaLearner(abc.ABC):
+    """Meta-learner state, advantages and the inner loop; subclasses add the outer step.
+
+    ``adapt_names``: parameters adapted in the inner loop (all for MAML, the
+    head for ANIL).  ``learn_inner_lr``: Meta-SGD step sizes, initialised at
+    ``inner_lr``.
+    """
+
+    policy: GaussianMLPPolicy
+    adapt_names: Sequence[str]
+    inner_lr: float = 0.1
+    inner_steps: int = 1
+    first_order: bool = False
+    learn_inner_lr: bool = False
+    gamma: float = 0.99
+    gae_lambda: float = 1.0
+    normalize_advantages: bool = True
+    lr_params: dict[str, Tensor] = field(default_factory=dict)
+
+    scalar_prefix: ClassVar[str] = "outer"
+    """Namespace of the trainer's per-algorithm counters (``<prefix>/rejected_steps``)."""
+
+    def __post_init__(self) -> None:
+        self.adapt_names = list(self.adapt_names)
+        if self.learn_inner_lr and not self.lr_params:
+            params = self.policy.params()
+            self.lr_params = OrderedDict(
+                (k, torch.full_like(params[k], self.inner_lr).detach().requires_grad_())
+                for k in self.adapt_names
+            )
+
+    @classmethod
+    def from_config(cls, cfg: Any, policy: GaussianMLPPolicy, adapt_names: Sequence[str]) -> MetaLearner:
+        """Build from a run config (read by attribute: ``cfg.algo.*``; subclasses read their own section)."""
+        return cls(policy, adapt_names, **learner_kwargs(cfg.algo))
+
+    # -- parameters --------------------------------------------------------------
+    def meta_params(self) -> Params:
+        """Every meta-learned tensor, by name (shared with the policy)."""
+        out = OrderedDict(self.policy.params())
+        for k, v in self.lr_params.items():
+            out[LR_PREFIX + k] = v
+        return out
+
+    def _split(self, meta: Mapping[str, Tensor]) -> tuple[Params, float | Params]:
+        policy_params = OrderedDict((k, v) for k, v in meta.items() if not k.startswith(LR_PREFIX))
+        if not self.learn_inner_lr:
+            return policy_params, self.inner_lr
+        lr = OrderedDict((k[len(LR_PREFIX):], v) for k, v in meta.items() if k.startswith(LR_PREFIX))
+        return policy_params, lr
+
+    def state_dict(self) -> dict[str, Tensor]:
+        """Copies of :meth:`meta_params` (what a checkpoint's ``meta`` holds)."""
+        return OrderedDict((k, v.detach().clone()) for k, v in self.meta_params().items())
+
+    def load_state_dict(self, state: Mapping[str, Tensor]) -> None:
+        meta = self.meta_params()
+        if set(state) != set(meta):
+            raise KeyError(f"checkpoint holds {sorted(state)}, the learner needs {sorted(meta)}")
+        with torch.no_grad():
+            for k, v in meta.items():
+                v.copy_(state[k])
+
+    def state_scalars(self) -> dict[str, float]:
+        """Scalars describing the meta-parameters, logged every iteration (Meta-SGD step sizes)."""
+        if not self.learn_inner_lr:
+            return {}
+        lrs = torch.cat([v.detach().reshape(-1) for v in self.lr_params.values()])
+        return {"meta_sgd/lr_mean": float(lrs.mean()), "meta_sgd/lr_std": float(lrs.std())}
+
+    # -- advantages and adaptation -----------------------------------------------
+    def advantages(self, batch: EpisodeBatch) -> Tensor:
+        """Per-task linear baseline, GAE, optional per-task normalisation: (N, T, B)."""
+        values = baselines.fit_predict(batch, self.gamma)
+        adv = gae(batch.rewards, values, batch.mask, self.gamma, self.gae_lambda)
+        return normalize(adv, batch.mask) if self.normalize_advantages else adv
+
+    def adapt(self, train: EpisodeBatch, train_adv: Tensor, meta: Mapping[str, Tensor] | None = None,
+              create_graph: bool = False, steps: int | None = None) -> Params:
+        """Adapted parameters per task (adapted entries stacked ``(N, ...)``)."""
+        params, lr = self._split(self.meta_params() if meta is None else meta)
+        first_order = self.first_order or not create_graph
+        return adapt(self.policy, params, train, train_adv, lr,
+                     self.inner_steps if steps is None else steps, first_order, self.adapt_names)
+
+    def adapt_further(self, params: Mapping[str, Tensor], batch: EpisodeBatch, advantages: Tensor,
+                      steps: int = 1) -> Params:
+        """Test-time adaptation: ``steps`` more inner steps from ``params``
+        (meta- or already adapted, stacked) with the learned or fixed step size."""
+        _, lr = self._split(self.meta_params())
+        if not isinstance(lr, float):
+            lr = OrderedDict((k, v.detach()) for k, v in lr.items())
+        adapted = adapt(self.policy, params, batch, advantages, lr, steps, True, self.adapt_names)
+        return OrderedDict((k, v.detach()) for k, v in adapted.items())
+
+    # -- the outer step ------------------------------------------------------------
+    @abc.abstractmethod
+    def step(self, train: EpisodeBatch, valid: EpisodeBatch, adapted: Mapping[str, Tensor],
+             train_adv: Tensor | None = None) -> StepResult:
+        """Update the meta-parameters from one meta-batch.
+
+        ``train``: episodes of the meta-policy; ``valid``: episodes of the
+        adapted policies ``adapted`` (the output of :meth:`adapt` on
+        ``train``, detached; adapted entries ``(N, *shape)``); ``train_adv``:
+        the advantages ``adapted`` was computed with (recomputed if None).
+        """
+
+    def rejected_scalars(self) -> dict[str, float]:
+        """The scalars of an update refused before :meth:`step` ran (non-finite adapted parameters)."""
+        return {}
+
+
+def learner_kwargs(algo: Any) -> dict[str, Any]:
+    """The :class:`MetaLearner` settings held by an ``algo`` config section."""
+    names = ("inner_lr", "inner_steps", "first_order", "learn_inner_lr", "gamma", "gae_lambda",
+             "normalize_advantages")
+    return {k: getattr(algo, k) for k in names}

@@ -1,0 +1,166 @@
+"""What every command shares about a run: seed streams, builders, loading, results.
+
+A run directory ``runs/<family>__<name>__<seed>__<time>/`` holds
+``config.yaml``, TensorBoard events, ``scalars.csv``, ``checkpoints/``
+(atomic writes, ``latest`` pointer) and ``eval/``.  Training
+(:mod:`metarl.trainer`), evaluation (:mod:`metarl.evaluation`), the analysis
+(:mod:`metarl.analysis`), the command line and the experiment scripts all
+build a run's family, learner and sampler, and draw its random numbers,
+through this module, so they agree on them.
+
+Random streams: everything random is derived from ``(seed, stream, index)``
+with the stream ids below, so a run resumed from a checkpoint continues
+exactly as if it had never stopped, and every method evaluated with the same
+seed sees the same held-out tasks.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import envs
+from envs.base import TaskFamily
+from envs.oracle import OracleFamily
+from metarl import checkpoint
+from metarl.adaptation import adapt_names
+from metarl.algos import ALGOS, MetaLearner
+from metarl.config import Config, load_config, to_yaml
+from metarl.episodes import EpisodeBatch
+from metarl.fileio import atomic_write
+from metarl.policies import GaussianMLPPolicy
+from metarl.sampling import PolicySpec, Sampler, make_sampler
+
+TASKS, TRAIN, VALID, EVAL_TASKS, EVAL_ROLLOUTS = range(5)
+"""Stream ids: training tasks, train and valid rollouts (index: the iteration),
+held-out tasks (index 0) and evaluation rollouts (index: the inner step)."""
+
+
+# -- seed streams -------------------------------------------------------------------
+
+def derive_seed(seed: int, stream: int, index: int) -> int:
+    """A 31-bit seed for ``(seed, stream, index)``."""
+    return int(np.random.SeedSequence([int(seed), int(stream), int(index)]).generate_state(1)[0] >> 1)
+
+
+def stream_rng(seed: int, stream: int, index: int) -> np.random.Generator:
+    """The generator of ``(seed, stream, index)``."""
+    return np.random.default_rng([int(seed), int(stream), int(index)])
+
+
+def held_out_tasks(family: TaskFamily, num_tasks: int, seed: int) -> list[dict[str, Any]]:
+    """``num_tasks`` tasks from the evaluation stream, which training never uses."""
+    return family.sample_tasks(num_tasks, stream_rng(seed, EVAL_TASKS, 0))
+
+
+# -- builders -----------------------------------------------------------------------
+
+def build_family(cfg: Config) -> TaskFamily:
+    """The configured task family; ``env.oracle`` wraps it in :class:`envs.oracle.OracleFamily`."""
+    family = envs.make_family(cfg.env.family, horizon=cfg.env.horizon, **cfg.env.kwargs)
+    return OracleFamily.wrap(family) if cfg.env.oracle else family
+
+
+def build_learner(cfg: Config, family: TaskFamily) -> MetaLearner:
+    """Policy (initialised from ``cfg.seed``) and the meta-learner ``algo.name`` for ``cfg``."""
+    torch.manual_seed(cfg.seed)
+    policy = GaussianMLPPolicy(family.obs_dim, family.act_dim, cfg.policy.hidden_sizes,
+                               cfg.policy.activation, cfg.policy.init_log_std)
+    return ALGOS[cfg.algo.name].from_config(cfg, policy, adapt_names(policy, cfg.policy.adapt))
+
+
+def build_sampler(cfg: Config, family: TaskFamily, policy: GaussianMLPPolicy) -> Sampler:
+    """The configured sampler backend for ``policy``'s architecture."""
+    s = cfg.sampler
+    return make_sampler(s.backend, family, PolicySpec.of(policy), workers=s.workers, ray_address=s.ray_address)
+
+
+# -- loading ------------------------------------------------------------------------
+
+def checkpoint_dir(run_dir: Path) -> Path:
+    return Path(run_dir) / "checkpoints"
+
+
+def latest_state(run_dir: Path) -> dict[str, Any] | None:
+    """The state of the run's latest checkpoint (``iteration``, ``meta``, ...), or None."""
+    path = checkpoint.latest(checkpoint_dir(run_dir))
+    return None if path is None else checkpoint.load(path)
+
+
+def done_iterations(run_dir: Path) -> int | None:
+    """Iterations completed at the latest checkpoint (None: no checkpoint)."""
+    state = latest_state(run_dir)
+    return None if state is None else int(state["iteration"])
+
+
+def load_run(run_dir: Path) -> tuple[Config, TaskFamily, MetaLearner, int]:
+    """Config, family, learner (at the latest checkpoint) and its iteration."""
+    cfg = load_config(Path(run_dir) / "config.yaml")
+    family = build_family(cfg)
+    learner = build_learner(cfg, family)
+    state = latest_state(run_dir)
+    if state is None:
+        raise FileNotFoundError(f"no checkpoint in {checkpoint_dir(run_dir)}")
+    learner.load_state_dict(state["meta"])
+    return cfg, family, learner, int(state["iteration"])
+
+
+def resume_config(run_dir: Path, iterations: int | None = None) -> Config:
+    """The config a resumed run continues with; ``iterations`` extends (or shrinks) its budget.
+
+    A changed budget is written back to ``config.yaml``.  Raises
+    :class:`FileNotFoundError` when the run has no checkpoint and
+    :class:`metarl.config.ConfigError` for a bad config.
+    """
+    run_dir = Path(run_dir)
+    cfg = load_config(run_dir / "config.yaml", [f"iterations={iterations}"] if iterations is not None else [])
+    if checkpoint.latest(checkpoint_dir(run_dir)) is None:
+        raise FileNotFoundError(f"no checkpoint in {str(checkpoint_dir(run_dir))!r}")
+    if iterations is not None:
+        (run_dir / "config.yaml").write_text(to_yaml(cfg), encoding="utf-8")
+    return cfg
+
+
+# -- returns and results ------------------------------------------------------------
+
+def mean_return(batch: EpisodeBatch) -> float:
+    """Mean undiscounted episode return over all tasks and episodes."""
+    return float(batch.episode_returns().mean())
+
+
+def episode_mean_returns(batch: EpisodeBatch) -> np.ndarray:
+    """Mean undiscounted episode return per task: ``(N,)``."""
+    return batch.episode_returns().mean(1).numpy()
+
+
+def mean_stderr(values: np.ndarray, axis: int = 0) -> tuple[list[float], list[float]]:
+    """Mean and standard error (``ddof=1``) along ``axis``; zero error for one sample."""
+    values = np.asarray(values)
+    n = values.shape[axis]
+    mean = values.mean(axis=axis)
+    stderr = values.std(axis=axis, ddof=1) / math.sqrt(n) if n > 1 else np.zeros_like(mean)
+    return [float(m) for m in np.atleast_1d(mean)], [float(s) for s in np.atleast_1d(stderr)]
+
+
+def jsonable(x: Any) -> Any:
+    """``x`` with tuples, arrays, tensors and numpy scalars as JSON-ready values."""
+    if isinstance(x, Mapping):
+        return {k: jsonable(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [jsonable(v) for v in x]
+    if isinstance(x, np.ndarray | torch.Tensor):
+        return np.asarray(x).tolist()
+    if isinstance(x, np.generic):
+        return x.item()
+    return x
+
+
+def write_json(path: Path, result: Any, indent: int | None = None) -> Path:
+    """Write ``result`` as JSON atomically (the old file or the new one, never half of one)."""
+    return atomic_write(path, json.dumps(jsonable(result), indent=indent))
