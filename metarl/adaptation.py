@@ -31,11 +31,14 @@ StepSize = float | Mapping[str, Tensor]
 
 
 def vpg_loss(policy: GaussianMLPPolicy, params: Mapping[str, Tensor], batch: EpisodeBatch,
-             advantages: Tensor, features: Tensor | None = None) -> Tensor:
+             advantages: Tensor, features: Tensor | None = None, reference_logp: Tensor | None = None) -> Tensor:
     """Per-task VPG loss ``-mean_t log pi(a_t|s_t) A_t`` over masked steps: ``(N,)``.
 
     ``advantages``: (N, T, B), treated as constants.  ``features``: optional
-    precomputed body output ``(N, T*B, hidden)`` (ANIL).
+    precomputed body output ``(N, T*B, hidden)`` (ANIL).  ``reference_logp``
+    (N, T, B): the sampling policy's log-probabilities (constants); the loss is
+    then ProMP's low-variance-curvature objective ``-mean_t (pi / pi_ref) A_t``,
+    whose value and gradient at ``pi = pi_ref`` are the VPG loss's.
     """
     if features is None:
         mean, log_std = policy(batch.flat_obs(), params)
@@ -48,6 +51,8 @@ def vpg_loss(policy: GaussianMLPPolicy, params: Mapping[str, Tensor], batch: Epi
     n = batch.num_tasks
     mask = batch.mask.reshape(n, -1)
     adv = advantages.detach().reshape(n, -1)
+    if reference_logp is not None:
+        logp = torch.exp(logp - reference_logp.detach().reshape(n, -1))  # the likelihood ratio
     return -(logp * adv * mask).sum(1) / mask.sum(1).clamp(min=1)
 
 
@@ -60,6 +65,7 @@ def adapt(
     steps: int = 1,
     first_order: bool = False,
     names: Sequence[str] | None = None,
+    reference_logp: Tensor | None = None,
 ) -> Params:
     """Adapt ``params`` to each of the batch's N tasks with ``steps`` VPG steps.
 
@@ -67,17 +73,20 @@ def adapt(
     the others are the meta-parameters themselves (same tensor objects).
     With ``first_order=False`` the result is differentiable w.r.t. ``params``
     (and ``lr``) to second order.  The inputs are never modified.
+    ``reference_logp`` (N, T, B) switches every step's loss to the LVC
+    objective against those log-probabilities (see :func:`vpg_loss`).
     """
     names = list(params) if names is None else list(names)
     unknown = [k for k in names if k not in params]
     if unknown:
         raise KeyError(f"cannot adapt unknown parameters {unknown}")
     with torch.enable_grad():
-        return _adapt(policy, params, batch, advantages, lr, steps, first_order, names)
+        return _adapt(policy, params, batch, advantages, lr, steps, first_order, names, reference_logp)
 
 
 def _adapt(policy: GaussianMLPPolicy, params: Mapping[str, Tensor], batch: EpisodeBatch, advantages: Tensor,
-           lr: StepSize, steps: int, first_order: bool, names: list[str]) -> Params:
+           lr: StepSize, steps: int, first_order: bool, names: list[str],
+           reference_logp: Tensor | None = None) -> Params:
     n = batch.num_tasks
     ref = policy.params()
     # Stack the adapted entries to (N, ...); entries already stacked (a later
@@ -91,7 +100,7 @@ def _adapt(policy: GaussianMLPPolicy, params: Mapping[str, Tensor], batch: Episo
     body_fixed = not any(k.startswith("body.") for k in names)
     features = policy.features(batch.flat_obs(), params) if body_fixed else None
     for _ in range(steps):
-        loss = vpg_loss(policy, fast, batch, advantages, features).sum()
+        loss = vpg_loss(policy, fast, batch, advantages, features, reference_logp).sum()
         grads = torch.autograd.grad(loss, [fast[k] for k in names], create_graph=not first_order)
         fast = OrderedDict(fast)
         for k, g in zip(names, grads):

@@ -22,6 +22,7 @@ import yaml
 
 from metarl.algos import ALGOS
 from metarl.algos.maml_trpo import TRPOSettings
+from metarl.algos.proximal import ProximalSettings
 
 
 class ConfigError(ValueError):
@@ -55,7 +56,7 @@ class PolicyConfig:
 @dataclass
 class AlgoConfig:
     name: str = "maml_trpo"
-    """Outer-loop algorithm, a key of ``metarl.algos.ALGOS``: maml_trpo."""
+    """Outer-loop algorithm, a key of ``metarl.algos.ALGOS``: maml_trpo | promp | maml_ppo."""
     meta_batch_size: int = 20
     """Tasks per meta-iteration."""
     episodes_per_task: int = 20
@@ -85,6 +86,11 @@ class TRPOConfig(TRPOSettings):
 
 
 @dataclass
+class ProximalConfig(ProximalSettings):
+    """ProMP's and MAML-PPO's settings (:class:`metarl.algos.proximal.ProximalSettings`)."""
+
+
+@dataclass
 class SamplerConfig:
     backend: str = "local"
     """local (worker processes, the default) | ray (actors, for clusters) | serial (in-process, for debugging)."""
@@ -110,6 +116,7 @@ class Config:
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     algo: AlgoConfig = field(default_factory=AlgoConfig)
     trpo: TRPOConfig = field(default_factory=TRPOConfig)
+    proximal: ProximalConfig = field(default_factory=ProximalConfig)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     iterations: int = 100
     """Meta-iterations."""
@@ -245,6 +252,15 @@ def validate(cfg: Config) -> Config:
     need(t.ls_max_steps >= 1, "trpo.ls_max_steps", t.ls_max_steps, "must be >= 1")
     need(t.max_consecutive_rejections >= 1, "trpo.max_consecutive_rejections", t.max_consecutive_rejections,
          "must be >= 1")
+    x = cfg.proximal
+    need(x.lr > 0, "proximal.lr", x.lr, "must be > 0")
+    need(x.epochs >= 1, "proximal.epochs", x.epochs, "must be >= 1")
+    need(x.clip_eps > 0, "proximal.clip_eps", x.clip_eps, "must be > 0")
+    need(x.kl_coef >= 0, "proximal.kl_coef", x.kl_coef, "must be >= 0")
+    need(x.target_kl > 0, "proximal.target_kl", x.target_kl, "must be > 0")
+    need(0 <= x.adam_beta1 < 1, "proximal.adam_beta1", x.adam_beta1, "must be in [0, 1)")
+    need(0 <= x.adam_beta2 < 1, "proximal.adam_beta2", x.adam_beta2, "must be in [0, 1)")
+    need(x.adam_eps > 0, "proximal.adam_eps", x.adam_eps, "must be > 0")
     need(s.workers is None or s.workers >= 1, "sampler.workers", s.workers, "must be >= 1 (or null: one per core)")
     need(cfg.log.checkpoint_every >= 1, "log.checkpoint_every", cfg.log.checkpoint_every, "must be >= 1")
     import envs  # registers families

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 from metarl.algos.base import MetaLearner, StepResult
 from metarl.algos.maml_trpo import MAMLTRPO
+from metarl.algos.proximal import MAMLPPO, ProMP
 
 ALGOS: dict[str, type[MetaLearner]] = {
     "maml_trpo": MAMLTRPO,
+    "promp": ProMP,
+    "maml_ppo": MAMLPPO,
 }
 
-__all__ = ["ALGOS", "MAMLTRPO", "MetaLearner", "StepResult"]
+__all__ = ["ALGOS", "MAMLPPO", "MAMLTRPO", "MetaLearner", "ProMP", "StepResult"]

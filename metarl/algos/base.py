@@ -107,7 +107,11 @@ class MetaLearner(abc.ABC):
         return policy_params, lr
 
     def state_dict(self) -> dict[str, Tensor]:
-        """Copies of :meth:`meta_params` (what a checkpoint's ``meta`` holds)."""
+        """Copies of :meth:`meta_params` (what a checkpoint's ``meta`` holds).
+
+        An outer loop with state of its own (optimizer moments, penalty
+        coefficients) appends it after the meta-parameters, as tensors, and
+        restores it in :meth:`load_state_dict`, so a resumed run is exact."""
         return OrderedDict((k, v.detach().clone()) for k, v in self.meta_params().items())
 
     def load_state_dict(self, state: Mapping[str, Tensor]) -> None:
