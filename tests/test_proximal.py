@@ -6,8 +6,8 @@ import math
 
 import pytest
 import torch
-
 from helpers_core import random_batch, tiny_policy
+
 from metarl.adaptation import adapt, adapt_names, vpg_loss
 from metarl.algos import ALGOS, MAMLPPO, ProMP
 from metarl.algos.proximal import ProximalSettings, adam_update, clipped_surrogate, next_kl_coef
