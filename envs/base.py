@@ -83,6 +83,14 @@ class BatchedEnv(Protocol):
 
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
 
+    def reset_some(self, indices: Sequence[int], seeds: Sequence[int]) -> np.ndarray:
+        """Reset only envs ``indices`` (one seed each); their observations ``(len(indices), obs_dim)``.
+
+        Optional: the gymnasium vector entry point (:mod:`envs.vector`) uses it
+        for autoreset; the samplers reset all envs at once.
+        """
+        ...
+
 
 class LoopBatchedEnv:
     """Default batched path: loops over one gymnasium env per task."""
@@ -100,6 +108,10 @@ class LoopBatchedEnv:
             raise ValueError(f"reset got {len(seeds)} seeds for {self.num_envs} envs")
         obs = [env.reset(seed=int(s))[0] for env, s in zip(self.envs, seeds, strict=True)]
         return np.asarray(obs, dtype=np.float32).reshape(self.num_envs, self.obs_dim)
+
+    def reset_some(self, indices: Sequence[int], seeds: Sequence[int]) -> np.ndarray:
+        obs = [self.envs[int(i)].reset(seed=int(s))[0] for i, s in zip(indices, seeds, strict=True)]
+        return np.asarray(obs, dtype=np.float32).reshape(len(obs), self.obs_dim)
 
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         actions = check_actions(actions, self.num_envs, self.act_dim)
@@ -209,9 +221,12 @@ def register_family(name: str, env_cls: type[TaskEnv], horizon: int, description
     env_id = f"metarl/{name}-v0"
     if env_id in gymnasium.registry:
         del gymnasium.registry[env_id]
+    from envs.vector import vector_entry_point
+
     gymnasium.register(
         id=env_id,
         entry_point=f"{env_cls.__module__}:{env_cls.__qualname__}",
+        vector_entry_point=vector_entry_point(name),
         max_episode_steps=int(horizon),
     )
 

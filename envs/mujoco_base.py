@@ -374,8 +374,16 @@ class BatchedMujocoEnv:
     def reset(self, seeds: Sequence[int]) -> np.ndarray:
         if len(seeds) != self.num_envs:
             raise ValueError(f"reset got {len(seeds)} seeds for {self.num_envs} envs")
+        return self.reset_some(range(self.num_envs), seeds)
+
+    def reset_some(self, indices: Sequence[int], seeds: Sequence[int]) -> np.ndarray:
+        """Reset envs ``indices``, each from its seed; returns their observations."""
+        indices = [int(i) for i in indices]
+        if len(indices) != len(seeds):
+            raise ValueError(f"reset_some got {len(seeds)} seeds for {len(indices)} envs")
         proto = self.proto
-        for m, d, s in zip(self.models, self.datas, seeds, strict=True):
+        for i, s in zip(indices, seeds, strict=True):
+            m, d = self.models[i], self.datas[i]
             rng, _ = seeding.np_random(int(s))
             mujoco.mj_resetData(m, d)
             qpos, qvel = proto.reset_noise(rng)
@@ -384,7 +392,7 @@ class BatchedMujocoEnv:
             mujoco.mj_forward(m, d)
         f = gather(self._views)
         self._qpos = f["qpos"]
-        return proto.observe(f).astype(np.float32)
+        return proto.observe(f).astype(np.float32)[indices]
 
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``actions (n, act_dim)`` -> ``obs (n, obs_dim) float32, rewards (n,), terminated (n,)``."""

@@ -110,6 +110,13 @@ class BatchedNavigation2D:
         self.state = np.zeros((self.num_envs, 2))
         return self.state.astype(np.float32)
 
+    def reset_some(self, indices: Sequence[int], seeds: Sequence[int]) -> np.ndarray:
+        idx = np.asarray(indices, dtype=np.int64)
+        if len(idx) != len(seeds):
+            raise ValueError(f"reset_some got {len(seeds)} seeds for {len(idx)} envs")
+        self.state[idx] = 0.0
+        return self.state[idx].astype(np.float32)
+
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         a = np.clip(self.action_scale * check_actions(actions, self.num_envs, 2), -self.max_action, self.max_action)
         self.state = self.state + a

@@ -73,6 +73,10 @@ class OracleBatchedEnv:
     def reset(self, seeds: Sequence[int]) -> np.ndarray:
         return np.concatenate([self.env.reset(seeds), self.features], axis=1)
 
+    def reset_some(self, indices: Sequence[int], seeds: Sequence[int]) -> np.ndarray:
+        idx = [int(i) for i in indices]
+        return np.concatenate([self.env.reset_some(idx, seeds), self.features[idx]], axis=1)
+
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         obs, rewards, terminated = self.env.step(actions)
         return np.concatenate([obs, self.features], axis=1), rewards, terminated
