@@ -226,7 +226,7 @@ def register_family(name: str, env_cls: type[TaskEnv], horizon: int, description
     gymnasium.register(
         id=env_id,
         entry_point=f"{env_cls.__module__}:{env_cls.__qualname__}",
-        vector_entry_point=vector_entry_point(name),
+        vector_entry_point=vector_entry_point(name, make_family),
         max_episode_steps=int(horizon),
     )
 

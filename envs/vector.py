@@ -28,7 +28,7 @@ Semantics:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import gymnasium
@@ -36,18 +36,20 @@ import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from envs.base import Task, make_family
+Task = Mapping[str, Any]
 
 
 class TaskVectorEnv(VectorEnv):
-    """``num_envs`` envs of one task family on its batched path, with gymnasium's vector API."""
+    """``num_envs`` envs of one task family on its batched path, with gymnasium's vector API.
 
-    def __init__(self, family: str, num_envs: int, tasks: Sequence[Task] | Task | None = None,
-                 horizon: int | None = None, **kwargs: Any):
+    ``family``: a :class:`envs.base.TaskFamily` (``envs.make_family(name, ...)``).
+    """
+
+    def __init__(self, family: Any, num_envs: int, tasks: Sequence[Task] | Task | None = None):
         if int(num_envs) < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
         self.num_envs = int(num_envs)
-        self.family = make_family(family, horizon=horizon, **kwargs)
+        self.family = family
         if tasks is None:
             tasks = self.family.sample_tasks(self.num_envs, np.random.default_rng(0))
         elif isinstance(tasks, dict):
@@ -111,14 +113,19 @@ class TaskVectorEnv(VectorEnv):
         return obs, rewards, terminated, truncated, {}
 
 
-def vector_entry_point(family: str):
-    """The ``vector_entry_point`` registered for ``family`` (gymnasium calls it with ``num_envs=...``)."""
+def vector_entry_point(name: str, make_family: Callable[..., Any]) -> Callable[..., TaskVectorEnv]:
+    """The ``vector_entry_point`` registered for family ``name`` (gymnasium calls it with ``num_envs=...``).
 
-    def make(num_envs: int = 1, **kwargs: Any) -> TaskVectorEnv:
+    ``make_family(name, horizon=..., **kwargs)`` builds the family (passed in
+    by :func:`envs.base.register_family`, so this module imports nothing of ``envs``).
+    """
+
+    def make(num_envs: int = 1, tasks: Sequence[Task] | Task | None = None, horizon: int | None = None,
+             **kwargs: Any) -> TaskVectorEnv:
         kwargs.pop("render_mode", None)
         steps = kwargs.pop("max_episode_steps", None)  # gymnasium passes the registered time limit
-        kwargs.setdefault("horizon", steps)
-        return TaskVectorEnv(family, num_envs, **kwargs)
+        family = make_family(name, horizon=horizon if horizon is not None else steps, **kwargs)
+        return TaskVectorEnv(family, num_envs, tasks)
 
-    make.__name__ = f"make_{family}_vector"
+    make.__name__ = f"make_{name}_vector"
     return make
