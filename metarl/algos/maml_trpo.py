@@ -33,6 +33,7 @@ from torch import Tensor
 
 from metarl import baselines
 from metarl.adaptation import adapt
+from metarl.algos.curvature import gauss_newton_product
 from metarl.algos.trpo import conjugate_gradient, line_search
 from metarl.config import TRPOConfig
 from metarl.episodes import EpisodeBatch, gae, masked_task_mean, normalize
@@ -165,10 +166,12 @@ class MAMLTRPO:
                   valid_adv: Tensor, old: Old) -> Callable[[Tensor], Tensor]:
         """Damped Hessian-vector product of the mean KL, for the conjugate gradient.
 
-        Uses the first :meth:`curvature_tasks` tasks.  Their KL graphs are
-        built in chunks of ``hvp_chunk_tasks`` tasks and the products summed
-        with each chunk's weight: the same Hessian, but every backward pass
-        works on tensors small enough to stay in cache.
+        Uses the first :meth:`curvature_tasks` tasks, in chunks of
+        ``hvp_chunk_tasks`` tasks whose products are summed with each chunk's
+        weight: the same Hessian, but every pass works on tensors small enough
+        to stay in cache.  ``trpo.curvature``: ``double_backward`` builds each
+        chunk's KL graph and differentiates it twice; ``gauss_newton`` is the
+        same Hessian as ``Jᵀ F J`` (:mod:`metarl.algos.curvature`).
         """
         n_curv = self.curvature_tasks(train.num_tasks)
         chunk = max(1, self.trpo.hvp_chunk_tasks)
@@ -176,6 +179,12 @@ class MAMLTRPO:
         parts = []
         for a in range(0, n_curv, chunk):
             b = min(a + chunk, n_curv)
+            if self.trpo.curvature == "gauss_newton":
+                params, lr = self._split(meta)
+                parts.append(((b - a) / n_curv, gauss_newton_product(
+                    self.policy, params, lr, self.adapt_names, self.inner_steps, self.first_order,
+                    train.tasks(a, b), train_adv[a:b], valid.tasks(a, b))))
+                continue
             _, kl = self.objective(meta, train.tasks(a, b), train_adv[a:b], valid.tasks(a, b), valid_adv[a:b],
                                    old.tasks(a, b), create_graph=True)
             parts.append(((b - a) / n_curv, kl_hvp(kl, tensors, 0.0)))

@@ -1,0 +1,243 @@
+"""Gauss-Newton curvature of the outer step's mean KL, through the inner loop.
+
+At the old meta-parameters θ the mean KL between the adapted policies that
+collected the validation episodes and the adapted policies ``π_{θ'(θ)}`` is
+zero with zero gradient w.r.t. the policy outputs, so its Hessian w.r.t. θ is
+exactly ``Jᵀ F J``:
+
+* ``J = ∂θ'/∂θ``, the Jacobian of the inner loop.  One step
+  ``θ_i = θ_{i-1} - α ⊙ g(θ_{i-1})`` (``g`` the inner-loss gradient, ``H`` its
+  Hessian at ``θ_{i-1}``) has ``J_i = I - D H`` on the policy parameters, ``D``
+  the diagonal of step sizes (α on adapted entries, 0 on the others), and
+  ``-diag(g)`` on Meta-SGD's step sizes.  k steps: ``J = J_k ... J_1``, so
+  ``J v`` runs the steps forwards (``u ← u - D H u - v_α ⊙ g``) and ``Jᵀ w``
+  backwards (``w ← w - H D w``, ``w_α -= Σ_tasks g ⊙ w``).  ``H`` is symmetric,
+  so both products are one double backward of the inner loss on the train
+  batch: ``H d = ∂(g · d)/∂θ``.  First order: the inner gradients are
+  constants, so ``J = I`` (plus the Meta-SGD term).
+* ``F`` is the Fisher of the diagonal Gaussian at the adapted parameters on
+  the validation observations, with the mean KL's own weights.  The KL code
+  (``maml_trpo._surrogate_kl``) takes ``mean_n [Σ_s m_ns KL_ns / max(1, Σ_s
+  m_ns)]`` of ``KL(old || new)`` summed over action dims, whose Hessian in the
+  outputs at ``new = old`` is ``1/σ²`` per mean entry and ``2`` per log-std
+  entry.  So with ``w_ns = m_ns / (N max(1, Σ_s m_ns))``:
+  ``Fu = J_μᵀ (w σ⁻² J_μ u) + 2 (Σ_s w_ns) u_logstd``.  ``J_μ`` (a forward-mode
+  tangent) and ``J_μᵀ`` go through the policy's layers with their
+  activations cached once per outer step (:class:`MLPLinearization`).
+
+ANIL (only the head adapts, the body is fixed in the inner loop): the body's
+features ``Φ`` on the train and ``Ψ`` on the valid observations are computed
+once.  The inner loss is differentiated as a function of ``(Φ, log_std,
+head)``; the body's tangent enters through ``J_Φ v_body`` and its cotangent
+leaves through ``J_Φᵀ``, so no product differentiates through the body twice.
+
+Shapes: ``N`` tasks, ``M = T*B`` steps per task; adapted tensors are stacked
+``(N, *shape)``, the others shared ``(*shape)``.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+
+import torch
+from torch import Tensor
+
+from metarl.adaptation import vpg_loss
+from metarl.episodes import EpisodeBatch
+from metarl.policies import GaussianMLPPolicy, unflatten
+
+StepSize = float | Mapping[str, Tensor]
+
+
+class MLPLinearization:
+    """The policy's layers ``layers`` (prefixes, in order) linearized at ``params`` on ``x``.
+
+    ``x``: (N, M, in).  Each body layer is ``act(x W^T + b)``, the head is
+    linear.  The layer inputs and activation slopes are cached, so
+    :meth:`jvp` and :meth:`vjp` are a few batched matmuls.  Parameters may be
+    stacked ``(N, ...)`` or shared; cotangents come back in the same shape.
+    """
+
+    def __init__(self, policy: GaussianMLPPolicy, x: Tensor, params: Mapping[str, Tensor], layers: Sequence[str]):
+        self.layers = list(layers)
+        self.params = params
+        self.inputs: list[Tensor] = []
+        self.slopes: list[Tensor | None] = []
+        act = {"tanh": torch.tanh, "relu": torch.relu}[policy.activation]
+        with torch.no_grad():
+            for name in self.layers:
+                self.inputs.append(x)
+                w, b = params[f"{name}.weight"], params[f"{name}.bias"]
+                pre = torch.matmul(x, w.transpose(-1, -2)) + (b.unsqueeze(-2) if b.dim() == 2 else b)
+                if name.startswith("body."):
+                    x = act(pre)
+                    self.slopes.append(1 - x * x if policy.activation == "tanh" else (pre > 0).to(x.dtype))
+                else:
+                    x = pre
+                    self.slopes.append(None)
+        self.output = x  # (N, M, out)
+
+    def jvp(self, tangent: Mapping[str, Tensor], x_dot: Tensor | None = None) -> Tensor:
+        """Output tangent ``(N, M, out)`` for parameter tangents ``tangent`` (and an input tangent)."""
+        y = x_dot
+        for name, x, slope in zip(self.layers, self.inputs, self.slopes):
+            w = self.params[f"{name}.weight"]
+            dw, db = tangent[f"{name}.weight"], tangent[f"{name}.bias"]
+            out = torch.matmul(x, dw.transpose(-1, -2)) + (db.unsqueeze(-2) if db.dim() == 2 else db)
+            if y is not None:
+                out = out + torch.matmul(y, w.transpose(-1, -2))
+            y = out if slope is None else out * slope
+        assert y is not None
+        return y
+
+    def vjp(self, cot: Tensor, need_input: bool = False) -> tuple[dict[str, Tensor], Tensor | None]:
+        """Parameter cotangents for an output cotangent ``cot (N, M, out)`` (and the input's)."""
+        grads: dict[str, Tensor] = {}
+        z = cot
+        for i in reversed(range(len(self.layers))):
+            name, x, slope = self.layers[i], self.inputs[i], self.slopes[i]
+            if slope is not None:
+                z = z * slope
+            w = self.params[f"{name}.weight"]
+            if w.dim() == 3:
+                grads[f"{name}.weight"] = torch.matmul(z.transpose(-1, -2), x)
+                grads[f"{name}.bias"] = z.sum(-2)
+            else:  # shared across tasks: sum over tasks and steps in one matmul
+                zz, xx = z.reshape(-1, z.shape[-1]), x.reshape(-1, x.shape[-1])
+                grads[f"{name}.weight"] = zz.t() @ xx
+                grads[f"{name}.bias"] = zz.sum(0)
+            if i > 0 or need_input:
+                z = torch.matmul(z, w)
+        return grads, (z if need_input else None)
+
+
+def _kl_weights(mask: Tensor) -> Tensor:
+    """``w_ns = m_ns / (N max(1, Σ_s m_ns))`` of the mean KL: mask (N, T, B) -> (N, M)."""
+    n = mask.shape[0]
+    m = mask.reshape(n, -1)
+    return m / (n * m.sum(1, keepdim=True).clamp(min=1))
+
+
+def gauss_newton_product(policy: GaussianMLPPolicy, params: Mapping[str, Tensor], lr: StepSize,
+                         names: Sequence[str], steps: int, first_order: bool, train: EpisodeBatch,
+                         train_adv: Tensor, valid: EpisodeBatch) -> Callable[[Tensor], Tensor]:
+    """``v -> Jᵀ F J v``: the Hessian of the mean KL of these tasks w.r.t. the meta-parameters.
+
+    ``params``: the policy's meta-parameters (unstacked); ``lr``: the scalar
+    step size or Meta-SGD's per-parameter tensors (then also meta-parameters,
+    after the policy's in the flat vector).  ``v`` and the result are flat
+    ``(P,)`` in the order of ``params`` then ``lr``.  Everything that does not
+    depend on ``v`` (inner gradients with their graphs, cached activations) is
+    built here, once.
+    """
+    names = list(names)
+    meta = OrderedDict((k, t.detach()) for k, t in params.items())
+    meta_sgd = isinstance(lr, Mapping)
+    lrs = OrderedDict((k, (lr[k].detach() if meta_sgd else lr)) for k in names)  # type: ignore[index]
+    layout: dict[str, Tensor] = OrderedDict(meta)
+    if meta_sgd:
+        layout.update((f"lr/{k}", lrs[k]) for k in names)
+    n = train.num_tasks
+    body = [f"body.{i}" for i in range(len(policy.body))]
+    body_fixed = not any(k.startswith("body.") for k in names)
+    fixed = [k for k in meta if k not in names]
+    # -- the inner loop, each step's gradient kept with its graph ----------------
+    train_lin = MLPLinearization(policy, train.flat_obs(), meta, body) if body_fixed and steps > 0 else None
+    phi = train_lin.output.requires_grad_() if train_lin is not None else None
+    # shared inputs of the inner loss: the fixed params (ANIL: only those outside the body, plus Φ)
+    shared_names = [k for k in fixed if not (body_fixed and k.startswith("body."))]
+    shared = OrderedDict((k, meta[k].clone().requires_grad_()) for k in shared_names)
+    fast = OrderedDict((k, meta[k].unsqueeze(0).expand(n, *meta[k].shape)) for k in names)
+    inner: list[tuple[list[Tensor], list[Tensor], list[Tensor], list[Tensor]]] = []  # z, adapted leaves, g_all, g
+    for _ in range(steps):
+        leaves = [fast[k].detach().requires_grad_() for k in names]
+        inputs = OrderedDict(meta)
+        inputs.update(shared)
+        inputs.update(zip(names, leaves))
+        z = ([phi] if phi is not None else []) + list(shared.values()) + leaves
+        with torch.enable_grad():
+            loss = vpg_loss(policy, inputs, train, train_adv, phi).sum()
+            if first_order:
+                g_all = []
+                g = list(torch.autograd.grad(loss, leaves))
+            else:
+                g_all = list(torch.autograd.grad(loss, z, create_graph=True, allow_unused=True))
+                g = g_all[len(z) - len(leaves):]
+        inner.append((z, leaves, g_all, g))
+        fast = OrderedDict((k, fast[k].detach() - lrs[k] * gk.detach()) for k, gk in zip(names, g))
+    adapted = OrderedDict(meta)
+    adapted.update(fast)
+    # -- the Fisher at the adapted parameters, valid observations ----------------
+    valid_lin = MLPLinearization(policy, valid.flat_obs(), adapted, policy.layer_names())
+    w = _kl_weights(valid.mask).unsqueeze(-1)  # (N, M, 1)
+    log_std = adapted["log_std"]
+    precision = w * torch.exp(-2 * (log_std.unsqueeze(-2) if log_std.dim() == 2 else log_std))
+    ls_weight = 2 * w.sum(1)  # (N, 1)
+    if log_std.dim() == 1:
+        ls_weight = ls_weight.sum()
+    n_shared = (1 if phi is not None else 0) + len(shared)
+
+    def hess(step: int, d: list[Tensor | None], adapted_only: bool) -> list[Tensor]:
+        """``H d`` of step ``step``'s inner loss (rows of z, or only the adapted rows)."""
+        z, leaves, g_all, g = inner[step]
+        pairs = [(t, x) for t, x in zip(g_all if adapted_only else g, d) if t is not None and x is not None]
+        targets = leaves if adapted_only else z
+        res = torch.autograd.grad([t for t, _ in pairs], targets, [x for _, x in pairs], retain_graph=True,
+                                  allow_unused=True)
+        return [torch.zeros_like(t) if r is None else r for t, r in zip(targets, res)]
+
+    def product(v: Tensor) -> Tensor:
+        vd = unflatten(v, layout)
+        # forward: J v
+        phi_dot = train_lin.jvp(vd) if (train_lin is not None and not first_order) else None
+        tan = OrderedDict((k, vd[k]) for k in meta)
+        t_fast = OrderedDict((k, vd[k].unsqueeze(0).expand(n, *vd[k].shape)) for k in names)
+        for i in range(steps):
+            _, _, _, g = inner[i]
+            if not first_order:
+                d = ([phi_dot] if phi is not None else []) + [vd[k] for k in shared] + list(t_fast.values())
+                hd = hess(i, d, adapted_only=True)
+            new = OrderedDict()
+            for j, k in enumerate(names):
+                u = t_fast[k]
+                if not first_order:
+                    u = u - lrs[k] * hd[j]
+                if meta_sgd:
+                    u = u - vd[f"lr/{k}"] * g[j].detach()
+                new[k] = u
+            t_fast = new
+        tan.update(t_fast)
+        # Fisher
+        cot_mean, _ = valid_lin.vjp(precision * valid_lin.jvp(tan))
+        cot = OrderedDict((k, cot_mean[k]) for k in meta if k != "log_std")
+        cot["log_std"] = ls_weight * tan["log_std"]
+        # backward: Jᵀ
+        cot_fast = OrderedDict((k, cot[k]) for k in names)
+        cot_shared = OrderedDict((k, cot[k]) for k in fixed)
+        cot_lr = OrderedDict((k, torch.zeros_like(lrs[k]) if meta_sgd else None) for k in names)
+        cot_phi: Tensor | None = None
+        for i in reversed(range(steps)):
+            _, _, _, g = inner[i]
+            if meta_sgd:
+                for j, k in enumerate(names):
+                    cot_lr[k] = cot_lr[k] - (g[j].detach() * cot_fast[k]).sum(0)
+            if first_order:
+                continue
+            hd = hess(i, [lrs[k] * cot_fast[k] for k in names], adapted_only=False)
+            if phi is not None:
+                cot_phi = -hd[0] if cot_phi is None else cot_phi - hd[0]
+            for j, k in enumerate(shared):
+                cot_shared[k] = cot_shared[k] - hd[(1 if phi is not None else 0) + j]
+            cot_fast = OrderedDict((k, cot_fast[k] - hd[n_shared + j]) for j, k in enumerate(names))
+        if cot_phi is not None:
+            assert train_lin is not None
+            body_cot, _ = train_lin.vjp(cot_phi)
+            for k, c in body_cot.items():
+                cot_shared[k] = cot_shared[k] + c
+        parts = [cot_fast[k].sum(0) if k in cot_fast else cot_shared[k] for k in meta]
+        if meta_sgd:
+            parts += [cot_lr[k] for k in names]
+        return torch.cat([p.reshape(-1) for p in parts])
+
+    return product
