@@ -271,7 +271,8 @@ def test_module_family_trains_with_worker_processes(tmp_path):
     """A family from a --module file reaches spawned workers (pickled by value)."""
     run = tmp_path / "run"
     cmd = [sys.executable, "-m", "metarl", "train", NAV_CONFIG, "--module", SWIMMER, "--run-dir", str(run),
-           "--no-progress", "--set", "env.family=SwimmerVel", "--set", "env.kwargs={}", "--set", "iterations=1", "--set", "env.horizon=10",
+           "--no-progress", "--set", "env.family=SwimmerVel", "--set", "env.kwargs={}", "--set", "iterations=1",
+           "--set", "env.horizon=10",
            "--set", "algo.meta_batch_size=2", "--set", "algo.episodes_per_task=2", "--set", "sampler.backend=local",
            "--set", "sampler.workers=2"]
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
