@@ -155,7 +155,7 @@ class Trainer:
         t_valid = time.perf_counter() - t2
 
         t3 = time.perf_counter()
-        stats = learner.step(train, train_adv, valid) if valid is not None else MAMLTRPO.rejected_stats()
+        stats = learner.step(train, train_adv, valid, adapted) if valid is not None else MAMLTRPO.rejected_stats()
         t_outer = time.perf_counter() - t3
         self._count_rejection(iteration, stats)
 

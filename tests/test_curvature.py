@@ -117,3 +117,21 @@ def test_training_gives_the_same_parameters_with_either_product(tmp_path, extra)
         final[curvature] = {k: v.detach().clone() for k, v in trainer.learner.meta_params().items()}
     for k, ref in final["double_backward"].items():
         torch.testing.assert_close(final["gauss_newton"][k], ref, rtol=1e-5, atol=5e-5)
+
+
+@pytest.mark.parametrize("curvature", ["gauss_newton", "double_backward"])
+def test_chunks_in_threads_give_the_same_product_bit_for_bit(curvature):
+    learner, train, train_adv, valid, valid_adv, old = make_problem("all", steps=2)
+    meta = learner.meta_params()
+    args = (train, train_adv, valid, valid_adv, old)
+    learner.trpo = TRPOConfig(hvp_chunk_tasks=1, curvature=curvature)
+    v = torch.randn(flatten(meta).numel(), generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    serial = learner.curvature(meta, *args)(v)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        threaded = learner.curvature(meta, *args)(v)
+        assert torch.get_num_threads() == 2  # restored after the product
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(serial, threaded)

@@ -39,6 +39,8 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 import torch
 from torch import Tensor
@@ -48,6 +50,7 @@ from metarl.episodes import EpisodeBatch
 from metarl.policies import GaussianMLPPolicy, unflatten
 
 StepSize = float | Mapping[str, Tensor]
+T = TypeVar("T")
 
 
 class MLPLinearization:
@@ -239,5 +242,49 @@ def gauss_newton_product(policy: GaussianMLPPolicy, params: Mapping[str, Tensor]
         if meta_sgd:
             parts += [cot_lr[k] for k in names]
         return torch.cat([p.reshape(-1) for p in parts])
+
+    return product
+
+
+def _one_intra_op_thread(threads: int, fn: Callable[[], list]) -> list:
+    """Run ``fn`` (which starts ``threads`` worker threads) with one intra-op thread each."""
+    if threads <= 1:
+        return fn()
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # threads started from here on get one intra-op thread
+    try:
+        return fn()
+    finally:
+        torch.set_num_threads(before)
+
+
+def map_chunks(fn: Callable[[int, int], T], ranges: Sequence[tuple[int, int]], threads: int) -> list[T]:
+    """``[fn(a, b) for (a, b) in ranges]``, in ``threads`` Python threads when > 1 (results in order)."""
+    if threads <= 1 or len(ranges) <= 1:
+        return [fn(a, b) for a, b in ranges]
+
+    def run() -> list[T]:
+        with ThreadPoolExecutor(threads) as pool:
+            return list(pool.map(lambda r: fn(*r), ranges))
+
+    return _one_intra_op_thread(threads, run)
+
+
+def weighted_sum(parts: Sequence[tuple[float, Callable[[Tensor], Tensor]]], threads: int,
+                 damping: float) -> Callable[[Tensor], Tensor]:
+    """``v -> Σ_i w_i h_i(v) + damping v`` for per-chunk products ``(w_i, h_i)``.
+
+    With ``threads > 1`` the chunks' products run in that many Python threads
+    (each with one intra-op thread; the kernels and the autograd engine
+    release the GIL), because per-task matrices are too small for intra-op
+    threading to pay.  The terms are summed in chunk order either way.
+    """
+    def product(v: Tensor) -> Tensor:
+        terms = map_chunks(lambda i, _: parts[i][0] * parts[i][1](v), [(i, i + 1) for i in range(len(parts))],
+                           threads)
+        total = terms[0]
+        for term in terms[1:]:
+            total = total + term
+        return total + damping * v
 
     return product

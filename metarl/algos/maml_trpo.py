@@ -33,7 +33,7 @@ from torch import Tensor
 
 from metarl import baselines
 from metarl.adaptation import adapt
-from metarl.algos.curvature import gauss_newton_product
+from metarl.algos.curvature import gauss_newton_product, map_chunks, weighted_sum
 from metarl.algos.trpo import conjugate_gradient, line_search
 from metarl.config import TRPOConfig
 from metarl.episodes import EpisodeBatch, gae, masked_task_mean, normalize
@@ -135,10 +135,16 @@ class MAMLTRPO:
         kl = masked_task_mean(kl_steps, valid.mask).mean()
         return loss, kl, mean, log_std
 
-    def old_outputs(self, train: EpisodeBatch, train_adv: Tensor, valid: EpisodeBatch) -> Old:
-        """The adapted policies that collected ``valid``: means, log-stds, log-probs (constants)."""
+    def old_outputs(self, train: EpisodeBatch, train_adv: Tensor, valid: EpisodeBatch,
+                    adapted: Mapping[str, Tensor] | None = None) -> Old:
+        """The adapted policies that collected ``valid``: means, log-stds, log-probs (constants).
+
+        ``adapted``: those policies' parameters when the caller already has
+        them (``adapt(train, train_adv)`` at the current meta-parameters).
+        """
         with torch.no_grad():
-            adapted = self.adapt(train, train_adv, create_graph=False)
+            if adapted is None:
+                adapted = self.adapt(train, train_adv, create_graph=False)
             mean, log_std = self.policy(valid.flat_obs(), adapted)
             n, t, b = valid.mask.shape
             logp = gaussian_log_prob(mean, log_std, valid.flat_actions()).reshape(n, t, b)
@@ -169,31 +175,30 @@ class MAMLTRPO:
         Uses the first :meth:`curvature_tasks` tasks, in chunks of
         ``hvp_chunk_tasks`` tasks whose products are summed with each chunk's
         weight: the same Hessian, but every pass works on tensors small enough
-        to stay in cache.  ``trpo.curvature``: ``double_backward`` builds each
-        chunk's KL graph and differentiates it twice; ``gauss_newton`` is the
-        same Hessian as ``Jᵀ F J`` (:mod:`metarl.algos.curvature`).
+        to stay in cache.  Chunks are built and multiplied in as many Python
+        threads as torch has intra-op threads (:func:`~metarl.algos.curvature.weighted_sum`).
+        ``trpo.curvature``: ``double_backward`` builds each chunk's KL graph
+        and differentiates it twice; ``gauss_newton`` is the same Hessian as
+        ``Jᵀ F J`` (:mod:`metarl.algos.curvature`).
         """
         n_curv = self.curvature_tasks(train.num_tasks)
         chunk = max(1, self.trpo.hvp_chunk_tasks)
         tensors = list(meta.values())
-        parts = []
-        for a in range(0, n_curv, chunk):
-            b = min(a + chunk, n_curv)
+
+        def build(a: int, b: int) -> tuple[float, Callable[[Tensor], Tensor]]:
             if self.trpo.curvature == "gauss_newton":
                 params, lr = self._split(meta)
-                parts.append(((b - a) / n_curv, gauss_newton_product(
+                return (b - a) / n_curv, gauss_newton_product(
                     self.policy, params, lr, self.adapt_names, self.inner_steps, self.first_order,
-                    train.tasks(a, b), train_adv[a:b], valid.tasks(a, b))))
-                continue
+                    train.tasks(a, b), train_adv[a:b], valid.tasks(a, b))
             _, kl = self.objective(meta, train.tasks(a, b), train_adv[a:b], valid.tasks(a, b), valid_adv[a:b],
                                    old.tasks(a, b), create_graph=True)
-            parts.append(((b - a) / n_curv, kl_hvp(kl, tensors, 0.0)))
-        damping = self.trpo.cg_damping
+            return (b - a) / n_curv, kl_hvp(kl, tensors, 0.0)
 
-        def hvp(v: Tensor) -> Tensor:
-            return sum(w * h(v) for w, h in parts) + damping * v
-
-        return hvp
+        threads = torch.get_num_threads()
+        ranges = [(a, min(a + chunk, n_curv)) for a in range(0, n_curv, chunk)]
+        parts = map_chunks(build, ranges, threads)
+        return weighted_sum(parts, threads, self.trpo.cg_damping)
 
     @staticmethod
     def rejected_stats() -> dict[str, float]:
@@ -202,8 +207,12 @@ class MAMLTRPO:
                 "surrogate_before": float("nan"), "surrogate_after": float("nan"), "grad_norm": float("nan"),
                 "cg_tasks": 0.0, "time_inner_s": 0.0, "time_cg_s": 0.0, "time_line_search_s": 0.0}
 
-    def step(self, train: EpisodeBatch, train_adv: Tensor, valid: EpisodeBatch) -> dict[str, float]:
+    def step(self, train: EpisodeBatch, train_adv: Tensor, valid: EpisodeBatch,
+             adapted: Mapping[str, Tensor] | None = None) -> dict[str, float]:
         """One TRPO update of the meta-parameters.  Returns diagnostics.
+
+        ``adapted``: the parameters that collected ``valid``, if the caller
+        has them (else the inner loop is re-run without a graph).
 
         Non-finite episodes, losses, gradients or CG solutions reject the step
         (``rejected_nonfinite = 1``) and leave the meta-parameters unchanged.
@@ -222,7 +231,7 @@ class MAMLTRPO:
         if not all(bool(torch.isfinite(x).all()) for x in (train.rewards, valid.rewards, train_adv)):
             return finish()
         valid_adv = self.advantages(valid).detach()
-        old = self.old_outputs(train, train_adv, valid)
+        old = self.old_outputs(train, train_adv, valid, adapted)
         loss, kl = self.objective(meta, train, train_adv, valid, valid_adv, old, create_graph=True)
         timings["inner_s"] = time.perf_counter() - t0
 
