@@ -86,11 +86,10 @@ class MLPLinearization:
         y = x_dot
         for name, x, slope in zip(self.layers, self.inputs, self.slopes):
             w = self.params[f"{name}.weight"]
-            dw, db = tangent[f"{name}.weight"], tangent[f"{name}.bias"]
-            out = torch.matmul(x, dw.transpose(-1, -2)) + (db.unsqueeze(-2) if db.dim() == 2 else db)
+            out = _affine(x, tangent[f"{name}.weight"], tangent[f"{name}.bias"])
             if y is not None:
-                out = out + torch.matmul(y, w.transpose(-1, -2))
-            y = out if slope is None else out * slope
+                out = _affine(y, w, None, out)
+            y = out if slope is None else out.mul_(slope)
         assert y is not None
         return y
 
@@ -113,6 +112,25 @@ class MLPLinearization:
             if i > 0 or need_input:
                 z = torch.matmul(z, w)
         return grads, (z if need_input else None)
+
+
+def _affine(x: Tensor, w: Tensor, b: Tensor | None, acc: Tensor | None = None) -> Tensor:
+    """``x w^T + b`` (or ``acc += x w^T`` in place) in one BLAS call.
+
+    ``x (N, M, in)``; ``w (out, in)`` with ``b (out,)``, or ``w (N, out, in)``
+    with ``b (N, out)``; ``acc (N, M, out)``.
+    """
+    if w.dim() == 3:
+        if acc is not None:
+            return acc.baddbmm_(x, w.transpose(-1, -2))
+        return torch.baddbmm(b.unsqueeze(-2), x, w.transpose(-1, -2)) if b is not None else x @ w.transpose(-1, -2)
+    n, m, d = x.shape
+    flat = x.reshape(n * m, d)
+    if acc is not None:
+        acc.view(n * m, -1).addmm_(flat, w.t())
+        return acc
+    out = torch.addmm(b, flat, w.t()) if b is not None else flat @ w.t()
+    return out.view(n, m, -1)
 
 
 def _kl_weights(mask: Tensor) -> Tensor:
