@@ -133,6 +133,44 @@ def _affine(x: Tensor, w: Tensor, b: Tensor | None, acc: Tensor | None = None) -
     return out.view(n, m, -1)
 
 
+class HeadStep:
+    """One ANIL inner step in closed form: the VPG loss of a linear head on fixed features.
+
+    ``L = Σ_n -Σ_s c_ns log N(a_ns; W_n φ_ns + b_n, σ²)`` with ``c = A m / max(1, Σ_s m)``,
+    ``φ (N, M, h)``, ``W (N, act, h)``, ``b (N, act)``, shared ``log_std (act,)``.
+    With ``r = a - μ`` and ``e = σ⁻²``: ``δ = ∂L/∂μ = -c r e``, ``g_W = δᵀ φ``,
+    ``g_b = Σ_s δ``; ``∂δ/∂μ = c e`` and ``∂δ/∂log_std = 2 c r e``.  :meth:`forward`
+    is the directional derivative of ``(g_W, g_b)`` along ``(φ̇, log_std̊, Ẇ, ḃ)`` and
+    :meth:`backward` its transpose, i.e. the head rows and columns of the inner
+    Hessian in the variables ``(φ, log_std, W, b)``.
+    """
+
+    def __init__(self, phi: Tensor, weight: Tensor, bias: Tensor, log_std: Tensor, actions: Tensor, c: Tensor):
+        self.phi, self.weight = phi, weight
+        mean = torch.baddbmm(bias.unsqueeze(-2), phi, weight.transpose(-1, -2))
+        self.r = actions - mean  # (N, M, act)
+        self.ce = c * torch.exp(-2 * log_std)  # (N, M, act)
+        self.delta = -self.ce * self.r
+        self.grads = [self.delta.transpose(-1, -2) @ phi, self.delta.sum(-2)]
+
+    def forward(self, phi_dot: Tensor | None, log_std_dot: Tensor, w_dot: Tensor, b_dot: Tensor) -> list[Tensor]:
+        mean_dot = torch.baddbmm(b_dot.unsqueeze(-2), self.phi, w_dot.transpose(-1, -2))
+        if phi_dot is not None:
+            mean_dot.baddbmm_(phi_dot, self.weight.transpose(-1, -2))
+        delta_dot = self.ce * (mean_dot + 2 * self.r * log_std_dot)
+        gw_dot = delta_dot.transpose(-1, -2) @ self.phi
+        if phi_dot is not None:
+            gw_dot.baddbmm_(self.delta.transpose(-1, -2), phi_dot)
+        return [gw_dot, delta_dot.sum(-2)]
+
+    def backward(self, u_w: Tensor, u_b: Tensor) -> list[Tensor]:
+        rho = torch.baddbmm(u_b.unsqueeze(-2), self.phi, u_w.transpose(-1, -2))  # cotangent of δ
+        kappa = rho * self.ce  # cotangent of μ
+        cot_phi = torch.bmm(self.delta, u_w).baddbmm_(kappa, self.weight)
+        cot_ls = 2 * (kappa * self.r).sum((0, 1))
+        return [cot_phi, cot_ls, kappa.transpose(-1, -2) @ self.phi, kappa.sum(-2)]
+
+
 def _kl_weights(mask: Tensor) -> Tensor:
     """``w_ns = m_ns / (N max(1, Σ_s m_ns))`` of the mean KL: mask (N, T, B) -> (N, M)."""
     n = mask.shape[0]
@@ -171,7 +209,21 @@ def gauss_newton_product(policy: GaussianMLPPolicy, params: Mapping[str, Tensor]
     shared = OrderedDict((k, meta[k].clone().requires_grad_()) for k in shared_names)
     fast = OrderedDict((k, meta[k].unsqueeze(0).expand(n, *meta[k].shape)) for k in names)
     inner: list[tuple[list[Tensor], list[Tensor], list[Tensor], list[Tensor]]] = []  # z, adapted leaves, g_all, g
+    head_steps: list[HeadStep] = []
+    closed_form = phi is not None and names == policy.head_names() and shared_names == ["log_std"]
+    if closed_form:
+        assert phi is not None
+        phi = phi.detach()
+        m = train.mask.reshape(n, -1, 1)
+        c = train_adv.detach().reshape(n, -1, 1) * m / m.sum(1, keepdim=True).clamp(min=1)
     for _ in range(steps):
+        if closed_form:
+            head_steps.append(HeadStep(phi, fast["head.weight"], fast["head.bias"], meta["log_std"],
+                                       train.flat_actions(), c))
+            g = head_steps[-1].grads
+            inner.append(([], [], [], g))
+            fast = OrderedDict((k, fast[k] - lrs[k] * gk) for k, gk in zip(names, g))
+            continue
         leaves = [fast[k].detach().requires_grad_() for k in names]
         inputs = OrderedDict(meta)
         inputs.update(shared)
@@ -201,6 +253,9 @@ def gauss_newton_product(policy: GaussianMLPPolicy, params: Mapping[str, Tensor]
 
     def hess(step: int, d: list[Tensor | None], adapted_only: bool) -> list[Tensor]:
         """``H d`` of step ``step``'s inner loss (rows of z, or only the adapted rows)."""
+        if closed_form:
+            hs = head_steps[step]
+            return hs.forward(d[0], d[1], d[2], d[3]) if adapted_only else hs.backward(d[0], d[1])  # type: ignore
         z, leaves, g_all, g = inner[step]
         pairs = [(t, x) for t, x in zip(g_all if adapted_only else g, d) if t is not None and x is not None]
         targets = leaves if adapted_only else z
