@@ -171,6 +171,87 @@ class HeadStep:
         return [cot_phi, cot_ls, kappa.transpose(-1, -2) @ self.phi, kappa.sum(-2)]
 
 
+class MLPStep:
+    """One MAML inner step in closed form: the VPG loss's gradient and Hessian-vector products.
+
+    Every parameter is stacked per task.  Body layers ``h = act(x Wᵀ + b)``
+    (slope ``s``), head ``μ = h Wᵀ + b``, per-task ``log_std``; with ``r = a - μ``,
+    ``e = σ⁻²`` and ``c = A m / max(1, Σ_s m)``: ``δ = ∂L/∂μ = -c r e`` and
+    ``∂L/∂log_std = Σ_s c (1 - r² e)``, then backpropagation.  :meth:`hvp` is
+    the directional derivative of that gradient (forward-mode through the
+    cached forward and backward passes): ``H d`` with ``H`` the (symmetric)
+    inner-loss Hessian, one task block per task.
+    """
+
+    def __init__(self, policy: GaussianMLPPolicy, obs: Tensor, actions: Tensor, c: Tensor,
+                 params: Mapping[str, Tensor]):
+        self.tanh = policy.activation == "tanh"
+        self.layers = policy.layer_names()
+        self.params = params
+        self.lin = MLPLinearization(policy, obs, params, self.layers)
+        self.log_std = params["log_std"].unsqueeze(-2)  # (N, 1, act)
+        self.r = actions - self.lin.output
+        self.ce = c * torch.exp(-2 * self.log_std)
+        self.c = c
+        delta = -self.ce * self.r
+        self.eps: list[Tensor] = []  # cotangent of each layer's pre-activation (the head's is δ)
+        self.betas: dict[int, Tensor] = {}  # cotangent of each body layer's output
+        grads = {"log_std": (c * (1 - self.r * self.r * torch.exp(-2 * self.log_std))).sum(-2)}
+        z = delta
+        for i in reversed(range(len(self.layers))):
+            name, slope = self.layers[i], self.lin.slopes[i]
+            if slope is not None:
+                z = z * slope
+            self.eps.append(z)
+            grads[f"{name}.weight"] = z.transpose(-1, -2) @ self.lin.inputs[i]
+            grads[f"{name}.bias"] = z.sum(-2)
+            if i > 0:
+                z = z @ params[f"{name}.weight"]
+                self.betas[i - 1] = z
+        self.eps.reverse()
+        self.grads = grads
+
+    def hvp(self, d: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """``H d`` for a stacked tangent ``d`` (same keys and shapes as the parameters)."""
+        lin, layers = self.lin, self.layers
+        x_dots: list[Tensor | None] = []
+        slope_dots: list[Tensor | None] = []
+        y: Tensor | None = None
+        for i, name in enumerate(layers):  # forward tangents of every layer input
+            x_dots.append(y)
+            out = _affine(lin.inputs[i], d[f"{name}.weight"], d[f"{name}.bias"])
+            if y is not None:
+                out = _affine(y, self.params[f"{name}.weight"], None, out)
+            slope = lin.slopes[i]
+            if slope is not None:
+                out = out.mul_(slope)
+                # tanh: s = 1 - h², ṡ = -2 h ḣ (h is the next layer's input); relu: ṡ = 0
+                slope_dots.append(-2 * lin.inputs[i + 1] * out if self.tanh else None)
+            else:
+                slope_dots.append(None)
+            y = out
+        assert y is not None
+        ls_dot = d["log_std"].unsqueeze(-2)
+        tmp = y + self.r * ls_dot  # μ̇ + r ls̊
+        res = {"log_std": (2 * self.ce * self.r * tmp).sum(-2)}
+        z_dot = self.ce * (tmp + self.r * ls_dot)  # δ̇ = c e (μ̇ + 2 r ls̊)
+        for i in reversed(range(len(layers))):
+            name = layers[i]
+            if lin.slopes[i] is not None:
+                z_dot = z_dot * lin.slopes[i]
+                if slope_dots[i] is not None:
+                    z_dot = z_dot + self.betas[i] * slope_dots[i]
+            eps, x, x_dot = self.eps[i], lin.inputs[i], x_dots[i]
+            gw = z_dot.transpose(-1, -2) @ x
+            if x_dot is not None:
+                gw.baddbmm_(eps.transpose(-1, -2), x_dot)
+            res[f"{name}.weight"] = gw
+            res[f"{name}.bias"] = z_dot.sum(-2)
+            if i > 0:  # tangent of the cotangent of the layer's input
+                z_dot = torch.bmm(z_dot, self.params[f"{name}.weight"]).baddbmm_(eps, d[f"{name}.weight"])
+        return res
+
+
 def _kl_weights(mask: Tensor) -> Tensor:
     """``w_ns = m_ns / (N max(1, Σ_s m_ns))`` of the mean KL: mask (N, T, B) -> (N, M)."""
     n = mask.shape[0]
@@ -216,7 +297,18 @@ def gauss_newton_product(policy: GaussianMLPPolicy, params: Mapping[str, Tensor]
         phi = phi.detach()
         m = train.mask.reshape(n, -1, 1)
         c = train_adv.detach().reshape(n, -1, 1) * m / m.sum(1, keepdim=True).clamp(min=1)
+    mlp_steps: list[MLPStep] = []
+    full_form = not closed_form and names == list(meta) and not first_order
+    if full_form:
+        m = train.mask.reshape(n, -1, 1)
+        c = train_adv.detach().reshape(n, -1, 1) * m / m.sum(1, keepdim=True).clamp(min=1)
     for _ in range(steps):
+        if full_form:
+            mlp_steps.append(MLPStep(policy, train.flat_obs(), train.flat_actions(), c, fast))
+            g = [mlp_steps[-1].grads[k] for k in names]
+            inner.append(([], [], [], g))
+            fast = OrderedDict((k, fast[k] - lrs[k] * gk) for k, gk in zip(names, g))
+            continue
         if closed_form:
             head_steps.append(HeadStep(phi, fast["head.weight"], fast["head.bias"], meta["log_std"],
                                        train.flat_actions(), c))
@@ -253,6 +345,9 @@ def gauss_newton_product(policy: GaussianMLPPolicy, params: Mapping[str, Tensor]
 
     def hess(step: int, d: list[Tensor | None], adapted_only: bool) -> list[Tensor]:
         """``H d`` of step ``step``'s inner loss (rows of z, or only the adapted rows)."""
+        if full_form:
+            hd = mlp_steps[step].hvp(dict(zip(names, d)))  # type: ignore[arg-type]
+            return [hd[k] for k in names]
         if closed_form:
             hs = head_steps[step]
             return hs.forward(d[0], d[1], d[2], d[3]) if adapted_only else hs.backward(d[0], d[1])  # type: ignore
