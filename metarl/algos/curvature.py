@@ -12,9 +12,11 @@ exactly ``Jᵀ F J``:
   ``-diag(g)`` on Meta-SGD's step sizes.  k steps: ``J = J_k ... J_1``, so
   ``J v`` runs the steps forwards (``u ← u - D H u - v_α ⊙ g``) and ``Jᵀ w``
   backwards (``w ← w - H D w``, ``w_α -= Σ_tasks g ⊙ w``).  ``H`` is symmetric,
-  so both products are one double backward of the inner loss on the train
-  batch: ``H d = ∂(g · d)/∂θ``.  First order: the inner gradients are
-  constants, so ``J = I`` (plus the Meta-SGD term).
+  so both need only ``H d``, a Hessian-vector product of the inner loss on the
+  train batch: in closed form for MAML (:class:`MLPStep`, forward-mode through
+  the cached forward and backward passes) and ANIL (:class:`HeadStep`), else
+  one double backward ``H d = ∂(g · d)/∂θ``.  First order: the inner
+  gradients are constants, so ``J = I`` (plus the Meta-SGD term).
 * ``F`` is the Fisher of the diagonal Gaussian at the adapted parameters on
   the validation observations, with the mean KL's own weights.  The KL code
   (``maml_trpo._surrogate_kl``) takes ``mean_n [Σ_s m_ns KL_ns / max(1, Σ_s
@@ -30,6 +32,9 @@ features ``Φ`` on the train and ``Ψ`` on the valid observations are computed
 once.  The inner loss is differentiated as a function of ``(Φ, log_std,
 head)``; the body's tangent enters through ``J_Φ v_body`` and its cotangent
 leaves through ``J_Φᵀ``, so no product differentiates through the body twice.
+Under ANIL, J differs from I only in the head's rows: ``∂θ'_head/∂θ_body =
+-α ∂g_head/∂Φ J_Φ`` and ``∂θ'_head/∂log_std`` are not zero, so J is not
+symmetric there and :class:`HeadStep` supplies both directions.
 
 Shapes: ``N`` tasks, ``M = T*B`` steps per task; adapted tensors are stacked
 ``(N, *shape)``, the others shared ``(*shape)``.
