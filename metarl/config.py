@@ -82,7 +82,7 @@ class TRPOConfig:
     """Fraction of tasks used for the conjugate gradient's KL curvature (1.0 = exact)."""
     hvp_chunk_tasks: int = 4
     """Tasks per chunk of the KL Hessian-vector product (exact for any value; speed and memory only)."""
-    curvature: str = "double_backward"
+    curvature: str = "gauss_newton"
     """KL Hessian-vector product: gauss_newton (Jᵀ F J through the inner loop) | double_backward (of the KL graph)."""
     ls_backtrack: float = 0.8
     """Line-search step shrink factor."""
