@@ -3,7 +3,9 @@
 One run trains each mode for a few iterations on the same family and sizes,
 and prints the median time per iteration split into sampling / inner /
 outer (CG, line search), plus the ratios ANIL/MAML and FO/MAML of the outer
-step measured in the same run.
+step measured in the same run.  Modes ending in ``_db`` use the
+double-backward KL product (``trpo.curvature=double_backward``), the others
+the Gauss-Newton product; each figure is printed next to its ``_db`` twin.
 
     python benchmarks/bench_meta_iteration.py                      # HalfCheetahVel 40x20x100, 2 local workers
     python benchmarks/bench_meta_iteration.py --family Navigation2D --tasks 20
@@ -21,12 +23,17 @@ import torch
 from metarl.config import load_config
 from metarl.trainer import Trainer
 
+GN, DB = ["trpo.curvature=gauss_newton"], ["trpo.curvature=double_backward"]
 MODES = {
-    "maml": [],
-    "fomaml": ["algo.first_order=true"],
-    "anil": ["policy.adapt=head"],
-    "maml_cg0.25": ["trpo.cg_subsample=0.25"],
+    "maml": GN,
+    "maml_db": DB,
+    "anil": GN + ["policy.adapt=head"],
+    "anil_db": DB + ["policy.adapt=head"],
+    "fomaml": GN + ["algo.first_order=true"],
+    "fomaml_db": DB + ["algo.first_order=true"],
+    "maml_cg0.25": GN + ["trpo.cg_subsample=0.25"],
 }
+DEFAULT_MODES = "maml,maml_db,anil,anil_db"
 KEYS = ["time/iteration_s", "time/sampling_s", "time/inner_s", "time/outer_s", "time/cg_s", "time/line_search_s"]
 
 
@@ -52,7 +59,7 @@ def main() -> None:
     p.add_argument("--backend", default="local")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--iterations", type=int, default=4, help="per mode; the first is not timed")
-    p.add_argument("--modes", default=",".join(MODES), help=f"comma-separated subset of {list(MODES)}")
+    p.add_argument("--modes", default=DEFAULT_MODES, help=f"comma-separated subset of {list(MODES)}")
     p.add_argument("--threads", type=int, default=torch.get_num_threads(), help="intra-op threads, main process")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -66,11 +73,20 @@ def main() -> None:
         print(f"{mode:>12}: iteration {r['time/iteration_s']:6.2f} s = sampling {r['time/sampling_s']:5.2f} "
               f"+ inner {r['time/inner_s']:5.2f} + outer {r['time/outer_s']:5.2f} "
               f"(cg {r['time/cg_s']:5.2f}, line search {r['time/line_search_s']:5.2f})", flush=True)
-    if "maml" in rows:
-        base = rows["maml"]["time/outer_s"]
+    for mode in rows:  # each Gauss-Newton figure next to its double-backward twin
+        twin = f"{mode}_db"
+        if twin in rows:
+            a, b = rows[mode], rows[twin]
+            print(f"{mode:>12} vs {twin}: iteration {a['time/iteration_s']:5.2f} vs {b['time/iteration_s']:5.2f} s, "
+                  f"outer {a['time/outer_s']:5.2f} vs {b['time/outer_s']:5.2f} s, "
+                  f"cg {a['time/cg_s']:5.2f} vs {b['time/cg_s']:5.2f} s")
+    for base in ("maml", "maml_db"):
+        if base not in rows:
+            continue
         for mode in rows:
-            if mode != "maml":
-                print(f"outer-step time {mode}/maml: {rows[mode]['time/outer_s'] / base:.2f}")
+            if mode != base and mode.endswith("_db") == base.endswith("_db"):
+                print(f"{mode}/{base}: outer step {rows[mode]['time/outer_s'] / rows[base]['time/outer_s']:.2f}, "
+                      f"iteration {rows[mode]['time/iteration_s'] / rows[base]['time/iteration_s']:.2f}")
 
 
 if __name__ == "__main__":

@@ -247,6 +247,8 @@ def validate(cfg: Config) -> Config:
     need(t.cg_iters >= 1, "trpo.cg_iters", t.cg_iters, "must be >= 1")
     need(t.cg_damping >= 0, "trpo.cg_damping", t.cg_damping, "must be >= 0")
     need(0 < t.cg_subsample <= 1, "trpo.cg_subsample", t.cg_subsample, "must be in (0, 1]")
+    need(t.curvature in ("gauss_newton", "double_backward"), "trpo.curvature", t.curvature,
+         "must be gauss_newton or double_backward")
     need(t.hvp_chunk_tasks >= 1, "trpo.hvp_chunk_tasks", t.hvp_chunk_tasks, "must be >= 1")
     need(0 < t.ls_backtrack < 1, "trpo.ls_backtrack", t.ls_backtrack, "must be in (0, 1)")
     need(t.ls_max_steps >= 1, "trpo.ls_max_steps", t.ls_max_steps, "must be >= 1")

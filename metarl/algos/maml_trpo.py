@@ -38,6 +38,7 @@ import torch
 from torch import Tensor
 
 from metarl.algos.base import MetaLearner, StepResult, learner_kwargs
+from metarl.algos.curvature import gauss_newton_product, map_chunks, weighted_sum
 from metarl.algos.trpo import conjugate_gradient, line_search
 from metarl.episodes import EpisodeBatch, masked_task_mean
 from metarl.policies import GaussianMLPPolicy, Params, flatten, gaussian_kl, gaussian_log_prob, unflatten
@@ -57,6 +58,8 @@ class TRPOSettings:
     """Fraction of tasks used for the conjugate gradient's KL curvature (1.0 = exact)."""
     hvp_chunk_tasks: int = 4
     """Tasks per chunk of the KL Hessian-vector product (exact for any value; speed and memory only)."""
+    curvature: str = "gauss_newton"
+    """KL Hessian-vector product: gauss_newton (Jᵀ F J through the inner loop) | double_backward (of the KL graph)."""
     ls_backtrack: float = 0.8
     """Line-search step shrink factor."""
     ls_max_steps: int = 15
@@ -156,26 +159,33 @@ class MAMLTRPO(MetaLearner):
                   valid_adv: Tensor, old: Old) -> Callable[[Tensor], Tensor]:
         """Damped Hessian-vector product of the mean KL, for the conjugate gradient.
 
-        Uses the first :meth:`curvature_tasks` tasks.  Their KL graphs are
-        built in chunks of ``hvp_chunk_tasks`` tasks and the products summed
-        with each chunk's weight: the same Hessian, but every backward pass
-        works on tensors small enough to stay in cache.
+        Uses the first :meth:`curvature_tasks` tasks, in chunks of
+        ``hvp_chunk_tasks`` tasks whose products are summed with each chunk's
+        weight: the same Hessian, but every pass works on tensors small enough
+        to stay in cache.  Chunks are built and multiplied in as many Python
+        threads as torch has intra-op threads (:func:`~metarl.algos.curvature.weighted_sum`).
+        ``trpo.curvature``: ``double_backward`` builds each chunk's KL graph
+        and differentiates it twice; ``gauss_newton`` is the same Hessian as
+        ``Jᵀ F J`` (:mod:`metarl.algos.curvature`).
         """
         n_curv = self.curvature_tasks(train.num_tasks)
         chunk = max(1, self.trpo.hvp_chunk_tasks)
         tensors = list(meta.values())
-        parts = []
-        for a in range(0, n_curv, chunk):
-            b = min(a + chunk, n_curv)
+
+        def build(a: int, b: int) -> tuple[float, Callable[[Tensor], Tensor]]:
+            if self.trpo.curvature == "gauss_newton":
+                params, lr = self._split(meta)
+                return (b - a) / n_curv, gauss_newton_product(
+                    self.policy, params, lr, self.adapt_names, self.inner_steps, self.first_order,
+                    train.tasks(a, b), train_adv[a:b], valid.tasks(a, b))
             _, kl = self.objective(meta, train.tasks(a, b), train_adv[a:b], valid.tasks(a, b), valid_adv[a:b],
                                    old.tasks(a, b), create_graph=True)
-            parts.append(((b - a) / n_curv, kl_hvp(kl, tensors, 0.0)))
-        damping = self.trpo.cg_damping
+            return (b - a) / n_curv, kl_hvp(kl, tensors, 0.0)
 
-        def hvp(v: Tensor) -> Tensor:
-            return sum(w * h(v) for w, h in parts) + damping * v
-
-        return hvp
+        threads = torch.get_num_threads()
+        ranges = [(a, min(a + chunk, n_curv)) for a in range(0, n_curv, chunk)]
+        parts = map_chunks(build, ranges, threads)
+        return weighted_sum(parts, threads, self.trpo.cg_damping)
 
     @staticmethod
     def rejected_stats() -> dict[str, float]:
