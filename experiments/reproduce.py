@@ -2,6 +2,8 @@
 
     python experiments/reproduce.py anil [--iterations N] [--seeds 1 2 3] [--families ...]
     python experiments/reproduce.py maml [--iterations N] [--family Navigation2D] [--seeds 1]
+    python experiments/reproduce.py locomotion [--iterations 500] [--seeds 1 2 3] [--families ...]
+    python experiments/reproduce.py outer [--methods promp maml_ppo] [--families Navigation2D] [--iterations 100]
 
 ``anil``: MAML and ANIL on HalfCheetahDir, HalfCheetahVel and Navigation2D,
 three seeds each (Raghu et al., table 2); writes ``ROOT/anil_table.md`` with
@@ -58,6 +60,8 @@ METHODS = {
     "pretrained": ["algo.inner_steps=0"],
     "random": ["iterations=0"],
     "oracle": ["algo.inner_steps=0", "env.oracle=true"],
+    "promp": ["algo.name=promp"],
+    "maml_ppo": ["algo.name=maml_ppo"],
 }
 
 
@@ -186,6 +190,33 @@ def cmd_anil(args: argparse.Namespace) -> None:
     print(text + f"wrote {out}")
 
 
+def cmd_outer(args: argparse.Namespace) -> None:
+    """Outer loops side by side: train (resuming), evaluate 0..3 steps, write ``ROOT/outer_table.md``."""
+    root = Path(args.root)
+    jobs = [(config_for(f, m, s, args.iterations, args.set), root / f"{f}__{m}__{s}")
+            for s in args.seeds for f in args.families for m in args.methods]
+    if not args.no_estimate:
+        print_plan(jobs)
+    for cfg, run_dir in jobs:
+        train(cfg, run_dir, latest_only=True)
+        evaluate(run_dir, args.eval_tasks, 3, args.eval_seed)
+    rows = ["| family | method | " + " | ".join(f"seed {s}" for s in args.seeds)
+            + " | 1 step, mean ± std | step 0 | 2 steps | 3 steps |", "|---|---|" + "---|" * (len(args.seeds) + 4)]
+    for f in args.families:
+        for m in args.methods:
+            curves = [evaluate(root / f"{f}__{m}__{s}", args.eval_tasks, 3, args.eval_seed)["mean"] for s in args.seeds]
+            one = [c[1] for c in curves]
+            std = statistics.stdev(one) if len(one) > 1 else 0.0
+            rest = [statistics.mean(c[k] for c in curves) for k in (0, 2, 3)]
+            rows.append(f"| {f} | {m} | " + " | ".join(f"{v:.1f}" for v in one)
+                        + f" | **{statistics.mean(one):.1f} ± {std:.1f}** | " + " | ".join(f"{v:.1f}" for v in rest) + " |")
+    text = (f"Budget: {args.iterations} meta-iterations per run; {args.eval_tasks} held-out tasks (seed "
+            f"{args.eval_seed}), returns after 0..3 inner steps.\n\n" + "\n".join(rows) + "\n")
+    out = root / "outer_table.md"
+    out.write_text(text)
+    print(text + f"wrote {out}")
+
+
 def cmd_maml(args: argparse.Namespace) -> None:
     from metarl.plots import new_figure, save_png
 
@@ -253,9 +284,10 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(ROOT))
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="which", required=True)
-    budgets = {"maml": 100, "anil": 200, "locomotion": 500}
-    roots = {"maml": "runs/reproduce_maml", "anil": "runs/reproduce_anil", "locomotion": "results/locomotion"}
-    for name in ("anil", "maml", "locomotion"):
+    budgets = {"maml": 100, "anil": 200, "locomotion": 500, "outer": 100}
+    roots = {"maml": "runs/reproduce_maml", "anil": "runs/reproduce_anil", "locomotion": "results/locomotion",
+             "outer": "results/outer"}
+    for name in ("anil", "maml", "locomotion", "outer"):
         s = sub.add_parser(name)
         s.add_argument("--iterations", type=int, default=budgets[name],
                        help="meta-iterations per run (the budget)")
@@ -270,11 +302,14 @@ def main(argv: list[str] | None = None) -> int:
                                                                        "HalfCheetahVel"], choices=FAMILY_CONFIGS)
     sub.choices["maml"].add_argument("--family", default="Navigation2D", choices=FAMILY_CONFIGS)
     sub.choices["locomotion"].add_argument("--families", nargs="+", default=list(LOCOMOTION), choices=FAMILY_CONFIGS)
+    sub.choices["outer"].add_argument("--families", nargs="+", default=["Navigation2D"], choices=FAMILY_CONFIGS)
+    sub.choices["outer"].add_argument("--methods", nargs="+", default=["promp", "maml_ppo"], choices=list(METHODS),
+                                      help="outer loops (and MAML/ANIL variants) to compare")
     args = p.parse_args(argv)
     if args.iterations < 1:
         p.error(f"--iterations must be >= 1, got {args.iterations}")
     t0 = time.time()
-    {"anil": cmd_anil, "maml": cmd_maml, "locomotion": cmd_locomotion}[args.which](args)
+    {"anil": cmd_anil, "maml": cmd_maml, "locomotion": cmd_locomotion, "outer": cmd_outer}[args.which](args)
     print(f"total wall time {(time.time() - t0) / 60:.1f} min")
     return 0
 
