@@ -59,6 +59,14 @@ def episode_rng(seed: int, task_id: int, episode: int) -> np.random.Generator:
     return np.random.default_rng([int(seed), int(task_id), int(episode)])
 
 
+def episode_draws(seed: int, task_id: int, episode: int, horizon: int, act_dim: int) -> tuple[int, np.ndarray]:
+    """The reset seed and the standard-normal action noise ``(horizon, act_dim)``
+    float32 of episode ``episode`` of task ``task_id`` in a call with ``seed``."""
+    rng = episode_rng(seed, task_id, episode)
+    reset_seed = int(rng.integers(2**31 - 1))
+    return reset_seed, rng.standard_normal((horizon, act_dim), dtype=np.float32)
+
+
 class RowwiseMLP:
     """The policy mean for stacked per-task parameters, row by row independent.
 
@@ -129,9 +137,8 @@ class RolloutWorker:
         reset_seeds = np.empty(n * b, dtype=np.int64)
         for j, tid in enumerate(ids):
             for e in range(b):
-                rng = episode_rng(seed, tid, shard.ep_start + e)
-                reset_seeds[j * b + e] = rng.integers(2**31 - 1)
-                noise[:, j, e] = rng.standard_normal((horizon, act_dim), dtype=np.float32)
+                reset_seeds[j * b + e], noise[:, j, e] = episode_draws(seed, tid, shard.ep_start + e, horizon,
+                                                                       act_dim)
         index = torch.as_tensor(ids, dtype=torch.long)
         full = {k: torch.as_tensor(np.asarray(v, dtype=np.float32)) for k, v in params.items()}
         p = {k: v[index] for k, v in full.items()}
