@@ -255,7 +255,7 @@ def test_learner_and_worker_forward_passes_equal_a_hand_written_mlp(activation):
     # functional forward at a different parameter dict: its own log_std, not the module's
     other = {k: v.detach() + 1.0 for k, v in policy.params().items()}
     _, other_log_std = policy(obs, other)
-    np.testing.assert_allclose(other_log_std.numpy(), p["log_std"] + 1.0, rtol=1e-6)
+    np.testing.assert_allclose(other_log_std.detach().numpy(), p["log_std"] + 1.0, rtol=1e-6)
 
     # the worker: with a tiny std its actions are the policy mean at the recorded observations
     family = envs.make_family("HalfCheetahVel", horizon=8)
