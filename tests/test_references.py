@@ -274,3 +274,22 @@ def test_learner_and_worker_forward_passes_equal_a_hand_written_mlp(activation):
     np.testing.assert_allclose(batch.actions.numpy(), want, rtol=1e-4, atol=1e-5)
     learner_mean, _ = wpolicy(batch.obs)
     np.testing.assert_allclose(batch.actions.numpy(), learner_mean.detach().numpy(), rtol=1e-4, atol=1e-5)
+
+
+# -- evaluation statistics ----------------------------------------------------------------
+
+def test_adaptation_curve_standard_error_is_the_sample_std_over_root_n():
+    from metarl.evaluation import adaptation_curve
+
+    cfg = load_config(None, ["policy.hidden_sizes=[4]", "env.horizon=10"])
+    family = envs.make_family("Navigation2D", horizon=10)
+    learner = build_learner(cfg, family)
+    sampler = SerialSampler(family, PolicySpec.of(learner.policy))
+    curve = adaptation_curve(learner, family, sampler, num_tasks=4, steps=1, episodes_per_task=2, seed=0)
+    for k, returns in enumerate(curve["per_task"]):
+        n = len(returns)
+        mean = sum(returns) / n
+        sample_std = (sum((r - mean) ** 2 for r in returns) / (n - 1)) ** 0.5  # ddof = 1
+        assert curve["mean"][k] == pytest.approx(mean, rel=1e-12)
+        assert curve["stderr"][k] == pytest.approx(sample_std / n**0.5, rel=1e-9)
+        assert sample_std > 0
