@@ -33,8 +33,8 @@ from metarl.algos.maml_trpo import MAMLTRPO
 from metarl.config import Config, to_dict, to_yaml
 from metarl.episodes import EpisodeBatch
 from metarl.policies import GaussianMLPPolicy
-from metarl.scalars import ScalarsCSV
 from metarl.sampling import PolicySpec, Sampler, make_sampler
+from metarl.scalars import ScalarsCSV
 
 log = logging.getLogger(__name__)
 
