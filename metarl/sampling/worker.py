@@ -12,7 +12,10 @@ grid is split across workers.
 The policy mean is evaluated by :func:`rowwise_mean`, whose result for one
 row does not depend on how many rows or tasks are evaluated with it (BLAS
 matmul kernels do depend on the batch shape), so the same seed gives
-bit-identical batches for every split of the grid.
+bit-identical batches for every split of the grid on every step that
+happened.  After termination (mask 0) rewards are 0 in every split, but the
+observations and actions there depend on the split: a shard stops stepping
+once all of its episodes have terminated and leaves zeros.
 """
 
 from __future__ import annotations
