@@ -70,3 +70,14 @@ def test_baseline_of_a_float32_batch_is_the_double_precision_fit():
     assert single.dtype == torch.float32
     double = baselines.fit_predict(batch_of(obs.astype(np.float32), (rewards * mask).astype(np.float32), mask), 0.95)
     np.testing.assert_allclose(single.numpy(), double.numpy().astype(np.float32), rtol=1e-6, atol=1e-6)
+
+
+def test_baseline_features_are_exact_in_double_precision():
+    obs = torch.randn(2, 150, 3, 2, dtype=torch.float64)
+    mask = torch.ones(2, 150, 3, dtype=torch.float64)
+    f = baselines.features(obs, mask)
+    assert f.dtype == torch.float64 and f.shape == (2, 150, 3, 8)
+    for t in (0, 1, 37, 149):
+        u = t / 100.0
+        assert f[1, t, 2, 4:].tolist() == [u, u**2, u**3, 1.0]
+    assert torch.equal(f[..., :2], obs) and torch.equal(f[..., 2:4], obs * obs)
