@@ -204,12 +204,14 @@ def cmd_outer(args: argparse.Namespace) -> None:
             + " | 1 step, mean ± std | step 0 | 2 steps | 3 steps |", "|---|---|" + "---|" * (len(args.seeds) + 4)]
     for f in args.families:
         for m in args.methods:
-            curves = [evaluate(root / f"{f}__{m}__{s}", args.eval_tasks, 3, args.eval_seed)["mean"] for s in args.seeds]
+            curves = [evaluate(root / f"{f}__{m}__{s}", args.eval_tasks, 3, args.eval_seed)["mean"]
+                      for s in args.seeds]
             one = [c[1] for c in curves]
             std = statistics.stdev(one) if len(one) > 1 else 0.0
             rest = [statistics.mean(c[k] for c in curves) for k in (0, 2, 3)]
             rows.append(f"| {f} | {m} | " + " | ".join(f"{v:.1f}" for v in one)
-                        + f" | **{statistics.mean(one):.1f} ± {std:.1f}** | " + " | ".join(f"{v:.1f}" for v in rest) + " |")
+                        + f" | **{statistics.mean(one):.1f} ± {std:.1f}** | "
+                        + " | ".join(f"{v:.1f}" for v in rest) + " |")
     text = (f"Budget: {args.iterations} meta-iterations per run; {args.eval_tasks} held-out tasks (seed "
             f"{args.eval_seed}), returns after 0..3 inner steps.\n\n" + "\n".join(rows) + "\n")
     out = root / "outer_table.md"

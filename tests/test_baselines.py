@@ -9,6 +9,7 @@ from pathlib import Path
 import gymnasium
 import numpy as np
 import pytest
+import torch
 from gymnasium.utils.env_checker import check_env
 
 import envs
@@ -60,7 +61,24 @@ def test_oracle_env_through_gymnasium_make_is_unchanged():
     assert env.observation_space.shape == (2,)
 
 
-def test_pretrained_random_and_oracle_runs_train_and_evaluate(tmp_path):
+def test_pretrained_random_and_oracle_runs_train_and_evaluate(tmp_path, monkeypatch):
+    import metarl.run
+
+    batches: list = []
+
+    def recording_sampler(*args):
+        sampler = build_sampler(*args)
+        sample = sampler.sample
+
+        def record(tasks, params, b, seed):
+            batches.append((list(tasks), sample(tasks, params, b, seed)))
+            return batches[-1][1]
+
+        sampler.sample = record
+        return sampler
+
+    build_sampler = metarl.run.build_sampler
+    monkeypatch.setattr(metarl.run, "build_sampler", recording_sampler)
     runs = {}
     for name, extra in {"pretrained": ["algo.inner_steps=0", "iterations=2"],
                         "random": ["iterations=0"],
@@ -68,11 +86,27 @@ def test_pretrained_random_and_oracle_runs_train_and_evaluate(tmp_path):
         cfg = load_config(NAV, SMALL + extra + [f"name={name}"])
         run = tmp_path / name
         run.mkdir()
-        results = Trainer(cfg, run).train()
-        if cfg.algo.inner_steps == 0 and results:
-            s = results[-1].scalars
-            assert s["returns/pre_adapt"] == s["returns/post_adapt"]  # one batch, no adaptation
+        batches.clear()
+        before = {k: v.detach().clone() for k, v in Trainer(cfg, run).learner.policy.params().items()}
+        trainer = Trainer(cfg, run)
+        results = trainer.train()
+        assert len(batches) == len(results)  # one batch per iteration: no adaptation, no valid batch
+        for res, (tasks, batch) in zip(results, batches):
+            s = res.scalars
+            # the mean episode return, summed by hand over the steps that happened
+            rewards, mask = batch.rewards.numpy(), batch.mask.numpy()
+            returns = [sum(float(rewards[i, t, e]) for t in range(rewards.shape[1]) if mask[i, t, e])
+                       for i in range(rewards.shape[0]) for e in range(rewards.shape[2])]
+            assert s["returns/pre_adapt"] == pytest.approx(np.mean(returns), rel=1e-6)
+            assert s["returns/post_adapt"] == s["returns/pre_adapt"]
             assert s["trpo/accepted"] == 1.0
+            if cfg.env.oracle:  # the policy saw each task's goal
+                goals = np.array([t["goal"] for t in tasks], dtype=np.float32)
+                seen = batch.mask.numpy().astype(bool)
+                want = np.broadcast_to(goals[:, None, None, :], batch.obs[..., -2:].shape)
+                np.testing.assert_array_equal(batch.obs[..., -2:].numpy()[seen], want[seen])
+        moved = any(not torch.equal(v.detach(), before[k]) for k, v in trainer.learner.policy.params().items())
+        assert moved == bool(results)  # the pretrained and oracle runs trained; random did not
         assert main(["evaluate", str(run), "--tasks", "3", "--steps", "1", "--episodes", "2"]) == 0
         runs[name] = json.loads((run / "eval" / "adaptation.json").read_text())
     # the same held-out tasks for every method evaluated with the same seed

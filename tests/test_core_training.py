@@ -20,6 +20,7 @@ from metarl.cli import main
 from metarl.config import ConfigError, load_config
 from metarl.run import load_run
 from metarl.trainer import Trainer
+from tests.helpers_limits import time_limit, tiny_cli_sets
 
 SMALL = ["algo.meta_batch_size=4", "algo.episodes_per_task=4", "env.horizon=20", "policy.hidden_sizes=[8]",
          "sampler.backend=serial"]
@@ -230,7 +231,10 @@ def test_cli_train_writes_tags_checkpoints_and_evaluate_writes_json(tmp_path, ca
 ])
 def test_cli_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, capsys, monkeypatch, args, message):
     monkeypatch.chdir(tmp_path)
-    assert main(args) == 2
+    if args[:2] == ["train", NAV_CONFIG]:  # tiny sizes first: the override under test comes later and wins
+        args = [*args[:2], *tiny_cli_sets(), *args[2:]]
+    with time_limit(30):
+        assert main(args) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1, err
     assert message in err
@@ -271,17 +275,25 @@ SWIMMER = str(ROOT / "experiments" / "families" / "swimmer_vel.py")
 def test_module_family_trains_with_worker_processes(tmp_path):
     """A family from a --module file reaches spawned workers (pickled by value)."""
     run = tmp_path / "run"
+    sets = ["env.family=SwimmerVel", "env.kwargs={}", "iterations=1", "env.horizon=10", "algo.meta_batch_size=2",
+            "algo.episodes_per_task=2", "sampler.backend=local", "sampler.workers=2"]
     cmd = [sys.executable, "-m", "metarl", "train", NAV_CONFIG, "--module", SWIMMER, "--run-dir", str(run),
-           "--no-progress", "--set", "env.family=SwimmerVel", "--set", "env.kwargs={}", "--set", "iterations=1",
-           "--set", "env.horizon=10",
-           "--set", "algo.meta_batch_size=2", "--set", "algo.episodes_per_task=2", "--set", "sampler.backend=local",
-           "--set", "sampler.workers=2"]
-    done = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
+           "--no-progress"] + [a for s in sets for a in ("--set", s)]
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert done.returncode == 0, done.stderr
     assert checkpoint.latest(run / "checkpoints").name == "iter_000001.pt"
+    meta = checkpoint.load(checkpoint.latest(run / "checkpoints"))["meta"]
+    assert main(["check-family", "SwimmerVel", "--module", SWIMMER]) == 0  # registers it here too
+    swimmer = envs.make_family("SwimmerVel")
+    assert meta["body.0.weight"].shape[1] == swimmer.obs_dim != envs.make_family("Navigation2D").obs_dim
+    assert meta["log_std"].shape == (swimmer.act_dim,)
     ev = subprocess.run([sys.executable, "-m", "metarl", "evaluate", str(run), "--module", SWIMMER, "--tasks", "2",
-                         "--steps", "1", "--episodes", "2"], capture_output=True, text=True, cwd=tmp_path)
+                         "--steps", "1", "--episodes", "2"], capture_output=True, text=True, cwd=tmp_path,
+                        timeout=300)
     assert ev.returncode == 0, ev.stderr
+    curve = json.loads((run / "eval" / "adaptation.json").read_text())
+    assert curve["steps"] == [0, 1] and len(curve["tasks"]) == 2 and "velocity" in curve["tasks"][0]
+    assert np.all(np.isfinite(curve["per_task"])) and np.shape(curve["per_task"]) == (2, 2)
 
 
 def test_module_option_works_before_or_after_the_command(capsys):
@@ -294,8 +306,18 @@ def test_module_option_works_before_or_after_the_command(capsys):
 @pytest.mark.parametrize("activation", ["tanh", "relu"])
 def test_both_activations_train(tmp_path, activation):
     (tmp_path / "run").mkdir()
-    results = Trainer(small_config(1, [f"policy.activation={activation}"]), tmp_path / "run").train()
-    assert np.isfinite(results[0].scalars["returns/post_adapt"])
+    trainer = Trainer(small_config(1, [f"policy.activation={activation}"]), tmp_path / "run")
+    policy = trainer.learner.policy
+    before = {k: v.detach().clone() for k, v in policy.params().items()}
+    results = trainer.train()
+    assert results[0].scalars["trpo/accepted"] == 1.0
+    assert any(not torch.equal(v.detach(), before[k]) for k, v in policy.params().items())
+    # the trained policy computes with the configured nonlinearity
+    act = {"tanh": np.tanh, "relu": lambda x: np.maximum(x, 0.0)}[activation]
+    obs = np.random.default_rng(0).normal(size=(5, policy.obs_dim)).astype(np.float32)
+    p = {k: v.detach().numpy() for k, v in policy.params().items()}
+    want = act(obs @ p["body.0.weight"].T + p["body.0.bias"]) @ p["head.weight"].T + p["head.bias"]
+    np.testing.assert_allclose(policy(torch.from_numpy(obs))[0].detach().numpy(), want, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "experiments" / "configs").glob("*.yaml")), ids=lambda p: p.name)
@@ -333,8 +355,17 @@ def test_halfcheetah_dir_config_trains_and_logs_returns(tmp_path):
     assert main(args) == 0
     acc = EventAccumulator(str(run))
     acc.Reload()
-    returns = [e.value for e in acc.Scalars("returns/post_adapt")]
-    assert len(returns) == 2 and all(np.isfinite(returns))
+    scalars = {tag: [e.value for e in acc.Scalars(tag)] for tag in
+               ("returns/pre_adapt", "returns/post_adapt", "returns/post_minus_pre", "tasks/count",
+                "tasks/steps_per_episode")}
+    assert all(len(v) == 2 and np.all(np.isfinite(v)) for v in scalars.values())
+    # the config's family and the overrides were used: 2 tasks, 20 steps (HalfCheetah never terminates)
+    assert scalars["tasks/count"] == [2.0, 2.0] and scalars["tasks/steps_per_episode"] == [20.0, 20.0]
+    np.testing.assert_allclose(scalars["returns/post_minus_pre"],
+                               np.subtract(scalars["returns/post_adapt"], scalars["returns/pre_adapt"]), rtol=1e-5)
+    cfg, family, learner, iteration = load_run(run)
+    assert (cfg.env.family, family.obs_dim, iteration) == ("HalfCheetahDir", 20, 2)
+    assert learner.policy.params()["body.0.weight"].shape[1] == 20
 
 
 def test_navigation2d_action_scale_reads_actions_in_units_of_the_clip_range():

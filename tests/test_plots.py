@@ -180,6 +180,17 @@ def test_plot_similarity_and_ablation_from_real_results(runs, tmp_path):
     with build_sampler(runs["anil1"]["cfg"], t.family, t.learner.policy) as sampler:
         sim = representation_similarity(t.learner, t.family, sampler, num_tasks=2, episodes_per_task=3, seed=0)
         ablation = freeze_ablation(t.learner, t.family, sampler, num_tasks=2, episodes_per_task=3, seed=0)
+    # ANIL adapts the head only: the body's representations are unchanged, the head's are not
+    assert sim["adapted_params"] == ["head.weight", "head.bias"]
+    body = [i for i, name in enumerate(sim["layers"]) if name.startswith("body")]
+    assert body and len(body) == len(sim["layers"]) - 1
+    for i in body:
+        assert sim["cka"][i] == pytest.approx(1.0, abs=1e-6) and sim["relative_change"][i] == 0.0
+    assert sim["relative_change"][-1] > 0
+    # adapting nothing reproduces step 0 exactly (common random numbers)
+    assert ablation["variants"]["none"]["per_task"] == ablation["step0"]["per_task"]
+    assert ablation["variants"]["none"]["gain"] == 0.0
+    assert ablation["variants"]["head_only"]["per_task"] != ablation["step0"]["per_task"]
     png_size(plots.plot_similarity(sim, tmp_path / "sim.png"))
     png_size(plots.plot_freeze_ablation(ablation, tmp_path / "ablation.png"))
     with pytest.raises(ValueError, match="lacks 'cka'"):

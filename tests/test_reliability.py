@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import os
 import random
@@ -10,6 +11,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import types
+import typing
 from pathlib import Path
 
 import numpy as np
@@ -23,8 +26,9 @@ import envs
 from envs.navigation import Navigation2DEnv
 from metarl import checkpoint
 from metarl.cli import main
-from metarl.config import load_config
+from metarl.config import Config, load_config
 from metarl.trainer import Trainer, TrainingError
+from tests.helpers_limits import TINY_SETS, time_limit, tiny_cli_sets
 
 ROOT = Path(__file__).resolve().parents[1]
 NAV_CONFIG = ROOT / "experiments" / "configs" / "navigation2d.yaml"
@@ -37,38 +41,89 @@ BASE = yaml.safe_load(NAV_CONFIG.read_text())
 TEXT = st.text(alphabet="abcdefghijklmnopqrstuvwxyz", min_size=1, max_size=8)
 NOT_A_NUMBER = st.one_of(TEXT, st.lists(st.integers(), max_size=2), st.dictionaries(TEXT, st.integers(), max_size=1))
 NOT_SCALAR = st.one_of(st.lists(st.integers(), max_size=2), st.dictionaries(TEXT, st.integers(), max_size=1))
-# key path -> strategy of values that must be rejected
-INVALID = {
-    ("iterations",): st.one_of(NOT_A_NUMBER, st.integers(max_value=-1), st.floats(0.1, 0.9)),
-    ("seed",): st.one_of(NOT_A_NUMBER, st.integers(max_value=-1)),
-    ("name",): st.one_of(NOT_SCALAR, st.just(""), st.just("a/b")),
-    ("env", "family"): st.one_of(TEXT.map(lambda s: "No" + s), NOT_SCALAR),
-    ("env", "horizon"): st.one_of(NOT_A_NUMBER, st.integers(max_value=0)),
-    ("env", "kwargs"): st.one_of(TEXT, st.lists(st.integers(), min_size=1, max_size=2)),
-    ("policy", "hidden_sizes"): st.one_of(TEXT, st.just([]), st.lists(st.integers(max_value=0), min_size=1,
-                                                                      max_size=3)),
-    ("policy", "activation"): st.one_of(TEXT.filter(lambda s: s not in ("tanh", "relu")), NOT_SCALAR),
-    ("policy", "adapt"): st.one_of(TEXT.filter(lambda s: s not in ("all", "head")), NOT_SCALAR),
-    ("algo", "meta_batch_size"): st.one_of(NOT_A_NUMBER, st.integers(max_value=0)),
-    ("algo", "episodes_per_task"): st.one_of(NOT_A_NUMBER, st.integers(max_value=0)),
-    ("algo", "inner_lr"): st.one_of(NOT_A_NUMBER, st.floats(max_value=0.0, allow_nan=False, allow_infinity=False),
-                                    st.just(float("nan")), st.just(float("inf"))),
-    ("algo", "first_order"): st.one_of(TEXT, st.integers(0, 5), NOT_SCALAR),
-    ("algo", "gamma"): st.one_of(NOT_A_NUMBER, st.floats(1.01, 10), st.floats(-5, 0)),
-    ("trpo", "max_kl"): st.one_of(NOT_A_NUMBER, st.floats(-1, 0)),
-    ("trpo", "cg_iters"): st.one_of(NOT_A_NUMBER, st.integers(max_value=0)),
-    ("trpo", "ls_backtrack"): st.one_of(NOT_A_NUMBER, st.floats(1.0, 3.0), st.floats(-1.0, 0.0)),
-    ("trpo", "cg_subsample"): st.one_of(NOT_A_NUMBER, st.floats(1.01, 2.0), st.floats(-1.0, 0.0)),
-    ("sampler", "backend"): st.one_of(TEXT.filter(lambda s: s not in ("serial", "local", "ray")), NOT_SCALAR),
-    ("sampler", "workers"): st.one_of(NOT_A_NUMBER, st.integers(max_value=0)),
-    ("log", "checkpoint_every"): st.one_of(NOT_A_NUMBER, st.integers(max_value=0)),
+# range checks: key path -> strategy of well-typed values that must be rejected
+OUT_OF_RANGE = {
+    ("iterations",): st.one_of(st.integers(max_value=-1), st.floats(0.1, 0.9)),
+    ("seed",): st.integers(max_value=-1),
+    ("name",): st.one_of(st.just(""), st.just("a/b")),
+    ("env", "family"): TEXT.map(lambda s: "No" + s),
+    ("env", "horizon"): st.integers(max_value=0),
+    ("policy", "hidden_sizes"): st.one_of(st.just([]), st.lists(st.integers(max_value=0), min_size=1, max_size=3)),
+    ("policy", "activation"): TEXT.filter(lambda s: s not in ("tanh", "relu")),
+    ("policy", "adapt"): TEXT.filter(lambda s: s not in ("all", "head")),
+    ("algo", "meta_batch_size"): st.integers(max_value=0),
+    ("algo", "episodes_per_task"): st.integers(max_value=0),
+    ("algo", "inner_lr"): st.floats(max_value=0.0, allow_nan=False, allow_infinity=False),
+    ("algo", "inner_steps"): st.integers(max_value=-1),
+    ("algo", "gamma"): st.one_of(st.floats(1.01, 10), st.floats(-5, 0)),
+    ("algo", "gae_lambda"): st.one_of(st.floats(1.01, 10), st.floats(-5, -0.01)),
+    ("trpo", "max_kl"): st.floats(-1, 0),
+    ("trpo", "cg_iters"): st.integers(max_value=0),
+    ("trpo", "cg_damping"): st.floats(-5, -1e-6),
+    ("trpo", "ls_backtrack"): st.one_of(st.floats(1.0, 3.0), st.floats(-1.0, 0.0)),
+    ("trpo", "ls_max_steps"): st.integers(max_value=0),
+    ("trpo", "cg_subsample"): st.one_of(st.floats(1.01, 2.0), st.floats(-1.0, 0.0)),
+    ("trpo", "hvp_chunk_tasks"): st.integers(max_value=0),
+    ("trpo", "max_consecutive_rejections"): st.integers(max_value=0),
+    ("sampler", "backend"): TEXT.filter(lambda s: s not in ("serial", "local", "ray")),
+    ("sampler", "workers"): st.integers(max_value=0),
+    ("log", "checkpoint_every"): st.integers(max_value=0),
 }
+
+
+def config_keys() -> dict[tuple[str, ...], object]:
+    """Every config key path and its annotation, from the config dataclasses."""
+    out: dict[tuple[str, ...], object] = {}
+
+    def walk(cls: type, prefix: tuple[str, ...]) -> None:
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if dataclasses.is_dataclass(hints[f.name]):
+                walk(hints[f.name], (*prefix, f.name))
+            else:
+                out[(*prefix, f.name)] = hints[f.name]
+
+    walk(Config, ())
+    return out
+
+
+def wrong_type(tp: object) -> st.SearchStrategy:
+    """Values of the wrong type for annotation ``tp`` (``X | None`` as ``X``; None is valid there)."""
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return wrong_type(args[0])
+    if tp is bool:
+        return st.one_of(TEXT, st.integers(0, 5), NOT_SCALAR)
+    if tp is int:
+        return st.one_of(NOT_A_NUMBER, st.floats(0.1, 0.9).map(lambda x: x + 2), st.booleans())
+    if tp is float:
+        return st.one_of(NOT_A_NUMBER, st.just(float("nan")), st.just(float("inf")), st.booleans())
+    if tp is str:
+        return st.one_of(NOT_SCALAR, st.integers())
+    if typing.get_origin(tp) is list:
+        return st.one_of(TEXT, st.dictionaries(TEXT, st.integers(), max_size=1),
+                         st.lists(TEXT, min_size=1, max_size=2))
+    if typing.get_origin(tp) is dict:
+        return st.one_of(TEXT, st.lists(st.integers(), min_size=1, max_size=2))
+    raise AssertionError(f"no invalid values for annotation {tp}; add them to wrong_type")
+
+
+KEYS = config_keys()
+INVALID = {k: st.one_of(wrong_type(tp), OUT_OF_RANGE[k]) if k in OUT_OF_RANGE else wrong_type(tp)
+           for k, tp in KEYS.items()}
+SECTIONS = sorted({k[0] for k in KEYS if len(k) == 2})
+
+
+def test_every_range_check_names_a_config_key():
+    assert set(OUT_OF_RANGE) <= set(KEYS)
+    assert {"gae_lambda", "cg_damping", "hvp_chunk_tasks", "ls_max_steps", "inner_steps",
+            "max_consecutive_rejections", "init_log_std"} <= {k[-1] for k in INVALID}
 
 
 @st.composite
 def malformed_configs(draw) -> str:
     kind = draw(st.sampled_from(["value", "unknown_key", "yaml", "top_level"]))
-    data = yaml.safe_load(NAV_CONFIG.read_text())
+    data = tiny_base()
     if kind == "value":
         path = draw(st.sampled_from(sorted(INVALID)))
         node = data
@@ -76,7 +131,7 @@ def malformed_configs(draw) -> str:
             node = node[key]
         node[path[-1]] = draw(INVALID[path])
     elif kind == "unknown_key":
-        section = draw(st.sampled_from([None, "env", "policy", "algo", "trpo", "sampler", "log"]))
+        section = draw(st.sampled_from([None, *SECTIONS]))
         node = data if section is None else data[section]
         key = draw(TEXT.filter(lambda k: k not in node)) + "_x"
         node[key] = draw(st.integers())
@@ -101,12 +156,47 @@ def test_malformed_configs_exit_2_with_one_line_and_no_run_directory(text):
         assert not run_dir.exists()
 
 
+def tiny_base() -> dict:
+    data = yaml.safe_load(NAV_CONFIG.read_text())
+    for item in TINY_SETS:  # should validation regress, the run it starts is tiny
+        *path, key = item.split("=")[0].split(".")
+        (data[path[0]] if path else data)[key] = yaml.safe_load(item.split("=", 1)[1])
+    return data
+
+
+def assert_rejected(data: dict) -> None:
+    text = yaml.safe_dump(data)
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = Path(tmp) / "bad.yaml"
+        cfg.write_text(text)
+        run_dir = Path(tmp) / "run"
+        r, err = run_main(["train", str(cfg), "--run-dir", str(run_dir), "--no-progress"])
+        assert r == 2, text
+        assert len(err.strip().splitlines()) == 1, err
+        assert err.startswith("metarl: error: ") and "Traceback" not in err
+        assert not run_dir.exists()
+
+
+@pytest.mark.parametrize("key", sorted(KEYS), ids=".".join)
+@settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_every_config_key_rejects_wrong_types_and_out_of_range_values(key, data):
+    strategies = [wrong_type(KEYS[key])] + ([OUT_OF_RANGE[key]] if key in OUT_OF_RANGE else [])
+    for strategy in strategies:
+        cfg = tiny_base()
+        node = cfg
+        for part in key[:-1]:
+            node = node[part]
+        node[key[-1]] = data.draw(strategy)
+        assert_rejected(cfg)
+
+
 def run_main(argv: list[str]) -> tuple[int, str]:
     import contextlib
     import io
 
     buf = io.StringIO()
-    with contextlib.redirect_stderr(buf):
+    with contextlib.redirect_stderr(buf), time_limit(30):
         code = main(argv)
     return code, buf.getvalue()
 
@@ -136,7 +226,7 @@ def test_kill_9_at_random_points_then_resume_gives_the_uninterrupted_result(tmp_
     iterations = 12
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     reference = tmp_path / "reference"
-    subprocess.run(train_cmd(reference, iterations), check=True, env=env, capture_output=True)
+    subprocess.run(train_cmd(reference, iterations), check=True, env=env, capture_output=True, timeout=300)
     expected = final_params(reference)
 
     rng = random.Random(1234)
@@ -146,17 +236,22 @@ def test_kill_9_at_random_points_then_resume_gives_the_uninterrupted_result(tmp_
         run = tmp_path / f"killed{trial}"
         proc = subprocess.Popen(train_cmd(run, iterations), env=env, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
-        # wait until training has begun (a checkpoint exists), then kill at a random moment
-        deadline = time.monotonic() + 60
-        while checkpoint.latest(run / "checkpoints") is None and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.01)
-        time.sleep(rng.uniform(0.0, 0.8))
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-            kills += 1
-        proc.wait()
+        try:
+            # wait until training has begun (a checkpoint exists), then kill at a random moment
+            deadline = time.monotonic() + 60
+            while (checkpoint.latest(run / "checkpoints") is None and proc.poll() is None
+                   and time.monotonic() < deadline):
+                time.sleep(0.01)
+            time.sleep(rng.uniform(0.0, 0.8))
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+                kills += 1
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
         subprocess.run([sys.executable, "-m", "metarl", "train", "--resume", str(run), "--no-progress"],
-                       check=True, env=env, capture_output=True)
+                       check=True, env=env, capture_output=True, timeout=300)
         got = final_params(run)
         assert sorted(got) == sorted(expected)
         for k in expected:
@@ -195,7 +290,8 @@ def test_failed_checkpoint_write_keeps_the_previous_checkpoint(tmp_path, monkeyp
 def test_unwritable_run_directory_is_a_usage_error(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
-    code, err = run_main(["train", str(NAV_CONFIG), "--run-dir", str(blocker / "run"), "--no-progress"])
+    code, err = run_main(["train", str(NAV_CONFIG), *tiny_cli_sets(), "--run-dir", str(blocker / "run"),
+                          "--no-progress"])
     assert code == 2 and "cannot write run directory" in err and len(err.strip().splitlines()) == 1
 
 
@@ -313,28 +409,39 @@ def test_ctrl_c_writes_a_checkpoint_and_leaves_no_worker_processes(tmp_path):
                                "--set", "log.checkpoint_every=1000"))
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
-    deadline = time.monotonic() + 120
-    # wait until the workers run, then give the (tiny) iterations a few seconds
-    while time.monotonic() < deadline and proc.poll() is None:
-        if len([c for c in _children(proc.pid) if _alive(c)]) >= 2:
-            break
-        time.sleep(0.05)
-    time.sleep(6.0)
-    workers = _children(proc.pid)
-    assert proc.poll() is None and len(workers) >= 2
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err
-    assert "resume with: metarl train --resume" in err
-    state = checkpoint.load(checkpoint.latest(run / "checkpoints"))
-    assert 1 <= state["iteration"] < 100000
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and any(_alive(p) for p in workers):
-        time.sleep(0.05)
-    assert not [p for p in workers if _alive(p)]
+    workers: list[int] = []
+    try:
+        deadline = time.monotonic() + 120
+        # wait until the workers run, then give the (tiny) iterations a few seconds
+        while time.monotonic() < deadline and proc.poll() is None:
+            if len([c for c in _children(proc.pid) if _alive(c)]) >= 2:
+                break
+            time.sleep(0.05)
+        time.sleep(6.0)
+        workers = _children(proc.pid)
+        assert proc.poll() is None and len(workers) >= 2
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 130, err
+        assert "resume with: metarl train --resume" in err
+        state = checkpoint.load(checkpoint.latest(run / "checkpoints"))
+        assert 1 <= state["iteration"] < 100000
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(_alive(p) for p in workers):
+            time.sleep(0.05)
+        assert not [p for p in workers if _alive(p)]
+    finally:  # a failed assertion must not leave a 100,000-iteration run (or its workers) behind
+        if proc.poll() is None:
+            workers = workers or _children(proc.pid)
+            proc.kill()
+            proc.communicate()
+        for pid in workers:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
     # and the run continues from there
     assert subprocess.run([sys.executable, "-m", "metarl", "train", "--resume", str(run), "--iterations",
-                           str(state["iteration"] + 1), "--no-progress"], capture_output=True).returncode == 0
+                           str(state["iteration"] + 1), "--no-progress"], capture_output=True,
+                          timeout=120).returncode == 0
 
 
 def test_atomic_writes_have_ordinary_permissions(tmp_path):

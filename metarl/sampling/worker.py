@@ -12,7 +12,10 @@ grid is split across workers.
 The policy mean is evaluated by :func:`rowwise_mean`, whose result for one
 row does not depend on how many rows or tasks are evaluated with it (BLAS
 matmul kernels do depend on the batch shape), so the same seed gives
-bit-identical batches for every split of the grid.
+bit-identical batches for every split of the grid on every step that
+happened.  After termination (mask 0) rewards are 0 in every split, but the
+observations and actions there depend on the split: a shard stops stepping
+once all of its episodes have terminated and leaves zeros.
 """
 
 from __future__ import annotations
@@ -57,6 +60,14 @@ class Shard:
 
 def episode_rng(seed: int, task_id: int, episode: int) -> np.random.Generator:
     return np.random.default_rng([int(seed), int(task_id), int(episode)])
+
+
+def episode_draws(seed: int, task_id: int, episode: int, horizon: int, act_dim: int) -> tuple[int, np.ndarray]:
+    """The reset seed and the standard-normal action noise ``(horizon, act_dim)``
+    float32 of episode ``episode`` of task ``task_id`` in a call with ``seed``."""
+    rng = episode_rng(seed, task_id, episode)
+    reset_seed = int(rng.integers(2**31 - 1))
+    return reset_seed, rng.standard_normal((horizon, act_dim), dtype=np.float32)
 
 
 class RowwiseMLP:
@@ -129,9 +140,8 @@ class RolloutWorker:
         reset_seeds = np.empty(n * b, dtype=np.int64)
         for j, tid in enumerate(ids):
             for e in range(b):
-                rng = episode_rng(seed, tid, shard.ep_start + e)
-                reset_seeds[j * b + e] = rng.integers(2**31 - 1)
-                noise[:, j, e] = rng.standard_normal((horizon, act_dim), dtype=np.float32)
+                reset_seeds[j * b + e], noise[:, j, e] = episode_draws(seed, tid, shard.ep_start + e, horizon,
+                                                                       act_dim)
         index = torch.as_tensor(ids, dtype=torch.long)
         full = {k: torch.as_tensor(np.asarray(v, dtype=np.float32)) for k, v in params.items()}
         p = {k: v[index] for k, v in full.items()}
