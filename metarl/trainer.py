@@ -33,8 +33,9 @@ from metarl.algos.maml_trpo import MAMLTRPO
 from metarl.config import Config, to_dict, to_yaml
 from metarl.episodes import EpisodeBatch
 from metarl.policies import GaussianMLPPolicy
-from metarl.scalars import ScalarsCSV
 from metarl.sampling import PolicySpec, Sampler, make_sampler
+from metarl.scalars import ScalarsCSV
+from metarl.success import success_scalars
 
 log = logging.getLogger(__name__)
 
@@ -139,8 +140,10 @@ class Trainer:
             t3 = time.perf_counter()
             stats = learner.step(train, train_adv, train)
             self._count_rejection(iteration, stats)
-            return self._result(iteration, tasks, train, mean_return(train), train.rewards.numel(), stats, t0,
-                                t_sample, 0.0, time.perf_counter() - t3)
+            res = self._result(iteration, tasks, train, mean_return(train), train.rewards.numel(), stats, t0,
+                               t_sample, 0.0, time.perf_counter() - t3)
+            res.scalars.update(success_scalars(train, train))
+            return res
         train = self.sampler.sample(tasks, learner.policy.params(), b, derive_seed(cfg.seed, TRAIN, iteration))
         t_train = time.perf_counter() - t0
 
@@ -162,7 +165,9 @@ class Trainer:
         # post-adaptation return: NaN when non-finite adapted parameters were never rolled out
         post = mean_return(valid) if valid is not None else float("nan")
         env_steps = train.rewards.numel() + (valid.rewards.numel() if valid is not None else 0)
-        return self._result(iteration, tasks, train, post, env_steps, stats, t0, t_train + t_valid, t_adapt, t_outer)
+        res = self._result(iteration, tasks, train, post, env_steps, stats, t0, t_train + t_valid, t_adapt, t_outer)
+        res.scalars.update(success_scalars(train, valid))
+        return res
 
     def _result(self, iteration: int, tasks: list[dict[str, Any]], train: EpisodeBatch, post: float, env_steps: int,
                 stats: dict[str, float], t0: float, sampling_s: float, t_adapt: float,

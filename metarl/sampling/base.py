@@ -38,8 +38,10 @@ class Sampler(abc.ABC):
         stacked = full_stack({k: v.detach() for k, v in params.items()}, self._shapes, len(tasks))
         arrays = {k: v.to(torch.float32).contiguous().numpy() for k, v in stacked.items()}
         parts = self._run(list(tasks), arrays, episodes_per_task, int(seed))
+        success = parts.get("success")
         return EpisodeBatch(*(torch.from_numpy(np.ascontiguousarray(parts[k]))
-                              for k in ("obs", "actions", "rewards", "mask")))
+                              for k in ("obs", "actions", "rewards", "mask")),
+                            success=None if success is None else torch.from_numpy(np.ascontiguousarray(success)))
 
     @abc.abstractmethod
     def _run(self, tasks: list[Task], params: dict[str, np.ndarray], episodes_per_task: int,
