@@ -286,8 +286,8 @@ class MetaWorldBatchedEnv(LoopBatchedEnv):
         rfv = str(kwargs.get("reward_function_version", "v2"))
         envs, lent = [], []
         for task in tasks:
-            name = task["env_name"] if isinstance(task, dict) and "env_name" in task else None
-            inner = _borrow(name, rfv) if name in _env_classes() else None
+            name = task.get("env_name") if isinstance(task, dict) else None
+            inner = _borrow(name, rfv) if isinstance(name, str) and name in _env_classes() else None
             env = env_cls(task=task, _inner=inner, **kwargs)
             envs.append(env)
             lent.append(((env._inner_name, rfv), env._inner))
