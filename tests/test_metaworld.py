@@ -339,3 +339,15 @@ def metaworld_version_installed() -> str:
     from importlib import metadata
 
     return metadata.version("metaworld")
+
+
+def test_protocol_needs_a_family_with_test_tasks(tmp_path, capsys):
+    run = tmp_path / "nav"
+    nav = str(ROOT / "experiments" / "configs" / "navigation2d.yaml")
+    sets = ["--set", "iterations=1", "--set", "env.horizon=5", "--set", "algo.meta_batch_size=2",
+            "--set", "algo.episodes_per_task=2", "--set", "policy.hidden_sizes=[4]", "--set", "sampler.backend=serial"]
+    assert main(["train", nav, *sets, "--run-dir", str(run), "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--protocol", "metaworld"]) == 2
+    assert "has no test tasks of its own" in capsys.readouterr().err
+    assert not (run / "eval" / "metaworld.json").exists()
