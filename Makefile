@@ -19,6 +19,10 @@ $(BIN)/metarl: setup.cfg pyproject.toml
 	# torch first, pinned: an unpinned torch pulls a multi-GB CUDA build
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e .
+	# a venv made when the suite used mujoco 4 keeps mujoco 4's split-off packages, whose plugins break 3.3
+	@if $(BIN)/pip show --quiet mujoco-core 2>/dev/null; then \
+		$(BIN)/pip uninstall --quiet -y mujoco-studio mujoco-core && \
+		$(BIN)/pip install --quiet --force-reinstall --no-deps mujoco==3.3.0; fi
 	touch $(BIN)/metarl
 
 $(VENV)/.test-deps: $(BIN)/metarl

@@ -10,12 +10,14 @@ from envs.base import (
     TaskError,
     TaskFamily,
     describe_families,
+    family_env_class,
     family_names,
     make_family,
     register_family,
 )
 from envs.check import check_family
 from envs.half_cheetah import HalfCheetahDirEnv, HalfCheetahVelEnv
+from envs.metaworld import MetaWorldML1Env, MetaWorldML10Env
 from envs.navigation import Navigation2DEnv
 from envs.rand_params import HopperParamsEnv, Walker2dParamsEnv
 
@@ -29,6 +31,12 @@ register_family("AntDir2D", AntDir2DEnv, horizon=200)
 register_family("AntGoal", AntGoalEnv, horizon=200)
 register_family("HopperParams", HopperParamsEnv, horizon=200)
 register_family("Walker2dParams", Walker2dParamsEnv, horizon=200)
+register_family("MetaWorldML1", MetaWorldML1Env, horizon=500,
+                description="Meta-World ML1 (kwarg env_name, default reach-v3): 50 train / 50 test goals; "
+                            "Meta-World's reward; success in info")
+register_family("MetaWorldML10", MetaWorldML10Env, horizon=500,
+                description="Meta-World ML10: 10 train / 5 test environments x 50 goals; Meta-World's reward; "
+                            "success in info")
 
 __all__ = [
     "AntDir2DEnv",
@@ -38,6 +46,8 @@ __all__ = [
     "HalfCheetahDirEnv",
     "HalfCheetahVelEnv",
     "HopperParamsEnv",
+    "MetaWorldML1Env",
+    "MetaWorldML10Env",
     "Walker2dParamsEnv",
     "check_family",
     "BatchedEnv",
@@ -48,6 +58,7 @@ __all__ = [
     "TaskError",
     "TaskFamily",
     "describe_families",
+    "family_env_class",
     "family_names",
     "make_family",
     "register_family",

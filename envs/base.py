@@ -73,6 +73,9 @@ class BatchedEnv(Protocol):
     terminated (n,) bool)``.  For the same seed and actions, env ``i`` follows
     exactly the trajectory of ``make_env(tasks[i])`` reset with that seed.
     Envs that terminated keep being stepped; callers mask what follows.
+
+    Families whose envs report ``info["success"]`` expose it after each step
+    as ``success``: ``(n,)`` bool (``None`` or absent otherwise).
     """
 
     num_envs: int
@@ -102,6 +105,8 @@ class LoopBatchedEnv:
         self.num_envs = len(self.envs)
         self.obs_dim = int(np.prod(self.envs[0].observation_space.shape))
         self.act_dim = int(np.prod(self.envs[0].action_space.shape))
+        self.success: np.ndarray | None = None
+        """After a step: ``info["success"]`` of every env, ``(n,)`` bool, when the envs report it."""
 
     def reset(self, seeds: Sequence[int]) -> np.ndarray:
         if len(seeds) != self.num_envs:
@@ -118,11 +123,17 @@ class LoopBatchedEnv:
         obs = np.empty((self.num_envs, self.obs_dim), dtype=np.float32)
         rewards = np.empty(self.num_envs, dtype=np.float64)
         terminated = np.empty(self.num_envs, dtype=bool)
+        success = np.zeros(self.num_envs, dtype=bool)
+        reported = False
         for i, env in enumerate(self.envs):
-            o, r, term, _trunc, _info = env.step(actions[i])
+            o, r, term, _trunc, info = env.step(actions[i])
             obs[i] = np.asarray(o, dtype=np.float32).reshape(-1)
             rewards[i] = r
             terminated[i] = term
+            if "success" in info:
+                reported = True
+                success[i] = bool(info["success"])
+        self.success = success if reported else None
         return obs, rewards, terminated
 
 
@@ -191,6 +202,21 @@ class TaskFamily:
     def make_env(self, task: Task | None = None) -> gymnasium.Env:
         return self.env_cls(task=task, **self.kwargs)
 
+    def test_tasks(self) -> list[dict[str, Any]] | None:
+        """The family's own held-out tasks (e.g. Meta-World's test goals), or None if it has none."""
+        own = getattr(self._prototype(), "test_tasks", None)
+        return own() if callable(own) else None
+
+    @property
+    def max_batch_envs(self) -> int | None:
+        """At most this many envs stepped at once by a rollout worker (None: no limit)."""
+        return getattr(self.env_cls, "max_batch_envs", None)
+
+    def provenance(self) -> dict[str, Any] | None:
+        """Versions and seeds the family's tasks depend on (a run's manifest records them), or None."""
+        own = getattr(self.env_cls, "provenance", None)
+        return own(**self.kwargs) if callable(own) else None
+
     def make_vector(self, tasks: Sequence[Task]) -> BatchedEnv:
         batched = getattr(self.env_cls, "batched", None)
         if batched is not None:
@@ -231,6 +257,12 @@ def register_family(name: str, env_cls: type[TaskEnv], horizon: int, description
     )
 
 
+def family_env_class(name: str) -> type[TaskEnv] | None:
+    """The env class registered as family ``name`` (None if unknown)."""
+    entry = _REGISTRY.get(name)
+    return entry[0] if entry else None
+
+
 def family_names() -> list[str]:
     return sorted(_REGISTRY)
 
@@ -244,6 +276,9 @@ def make_family(name: str, horizon: int | None = None, **kwargs: Any) -> TaskFam
     env_cls, default_horizon, _ = _REGISTRY[name]
     if horizon is not None and int(horizon) < 1:
         raise ValueError(f"horizon must be >= 1, got {horizon}")
+    limit = getattr(env_cls, "max_horizon", None)
+    if limit is not None and int(horizon or default_horizon) > limit:
+        raise ValueError(f"{name}: horizon {horizon} exceeds the longest episode the env allows ({limit})")
     family = TaskFamily(name, env_cls, int(horizon or default_horizon), dict(kwargs))
     try:
         family._prototype()  # fail now on bad kwargs, not in a worker

@@ -4,6 +4,7 @@
     metarl train CONFIG --seeds 1 2 3      (or --seeds 3: seeds 1..3)
     metarl train --resume RUN_DIR
     metarl evaluate RUN_DIR [--tasks N] [--steps K] [--episodes B] [--seed N] [--inner-lr LR] [--shots M ...]
+    metarl evaluate RUN_DIR --protocol metaworld [--seed N] [--inner-lr LR]
     metarl analyze RUN_DIR [--tasks N] [--seed N]
     metarl plot RUN_DIR [RUN_DIR ...] --out FILE.png
     metarl video RUN_DIR [--tasks N] [--steps K] [--out FILE.mp4|FILE.gif]
@@ -121,6 +122,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shots", type=_positive_int, nargs="+", metavar="M",
                    help="k-shot curve instead: the return after one step vs M adaptation episodes per task, "
                         "e.g. --shots 1 2 5 10 20")
+    p.add_argument("--protocol", choices=["adaptation", "metaworld"],
+                   help="adaptation: the curve over --steps on sampled tasks; metaworld: Meta-World's protocol "
+                        "over every test task (10 adaptation episodes, one step, 3 evaluation episodes; success "
+                        "rate). Default: the family's own (metaworld for the Meta-World families), else adaptation")
 
     p = add("analyze", "per-layer representation change (CKA/CCA) and the layer-freezing ablation")
     p.add_argument("run_dir", help="a run directory written by metarl train")
@@ -320,6 +325,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     _warn_versions(run_dir)
     if args.shots:
         return _evaluate_shots(args, run_dir, iteration)
+    if args.protocol != "adaptation":  # the family's own protocol (Meta-World's) unless adaptation is asked for
+        from metarl.run import load_run
+
+        try:
+            cfg, family, learner, iteration = load_run(run_dir)
+        except ConfigError as e:
+            raise UsageError(f"{run_dir / 'config.yaml'}: {e}") from None
+        protocol = args.protocol or getattr(family.env_cls, "evaluation_protocol", None) or "adaptation"
+        if protocol != "adaptation":
+            return _evaluate_protocol(args, protocol, run_dir, cfg, family, learner, iteration)
     out = Path(args.out) if args.out else run_dir / "eval" / "adaptation.json"
     _check_writable(out)
     print(f"evaluating {run_dir} (iteration {iteration}) on {args.tasks} held-out tasks, "
@@ -337,6 +352,31 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     for k, m, s in zip(result["steps"], result["mean"], result["stderr"]):
         print(f"{k:>4}  {m:>12.2f}  {s:>8.2f}")
     print(f"wrote {out}, {files['csv']}, {files['png']}", file=sys.stderr)
+    return 0
+
+
+def _evaluate_protocol(args: argparse.Namespace, protocol: str, run_dir: Path, cfg: Any, family: Any, learner: Any,
+                       iteration: int) -> int:
+    from metarl.protocols import PROTOCOLS, write_protocol_outputs
+    from metarl.run import build_sampler
+
+    out = Path(args.out) if args.out else run_dir / "eval" / f"{protocol}.json"
+    _check_writable(out)
+    tasks = family.test_tasks()
+    if tasks is None:
+        raise UsageError(f"--protocol {protocol}: family {family.name} has no test tasks of its own")
+    print(f"{protocol} protocol on {run_dir} (iteration {iteration}): {len(tasks)} test tasks", file=sys.stderr)
+    with build_sampler(cfg, family, learner.policy) as sampler:
+        result = PROTOCOLS[protocol](learner, family, sampler, seed=args.seed, tasks=tasks, inner_lr=args.inner_lr,
+                                     on_chunk=lambda d, n: print(f"  {d}/{n} tasks", file=sys.stderr))
+    result["run_dir"], result["iteration"] = str(run_dir), iteration
+    files = write_protocol_outputs(result, out, run_dir, iteration)
+    print(f"success rate {result['success_rate']:.3f} ± {result['success_stderr']:.3f} (standard error over "
+          f"{result['num_tasks']} test tasks; before adaptation {result['success_rate_pre']:.3f})")
+    print(f"return before adaptation {result['return_pre']:.2f}, after {result['return_post']:.2f}")
+    for name, rate in result["by_env"].items():
+        print(f"  {name}: {rate:.3f}")
+    print(f"wrote {files['json']}, {files['csv']}", file=sys.stderr)
     return 0
 
 

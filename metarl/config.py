@@ -275,6 +275,10 @@ def validate(cfg: Config) -> Config:
         close = difflib.get_close_matches(cfg.env.family, envs.family_names(), n=1)
         hint = f" (did you mean {close[0]}?)" if close else ""
         raise ConfigError(f"env.family: unknown family {_fmt(cfg.env.family)}{hint}")
+    limit = getattr(envs.family_env_class(cfg.env.family), "max_horizon", None)
+    if limit is not None and cfg.env.horizon is not None:
+        need(cfg.env.horizon <= limit, "env.horizon", cfg.env.horizon,
+             f"must be <= {limit}, the longest episode {cfg.env.family} allows")
     return cfg
 
 

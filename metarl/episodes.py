@@ -20,12 +20,15 @@ class EpisodeBatch:
 
     obs: (N, T, B, obs_dim); actions: (N, T, B, act_dim);
     rewards: (N, T, B); mask: (N, T, B).
+    success: (N, T, B), 1.0 where the env reported success on a live step;
+    ``None`` for families that do not report it.
     """
 
     obs: Tensor
     actions: Tensor
     rewards: Tensor
     mask: Tensor
+    success: Tensor | None = None
 
     @property
     def num_tasks(self) -> int:
@@ -34,7 +37,8 @@ class EpisodeBatch:
     def tasks(self, start: int, stop: int) -> EpisodeBatch:
         """Tasks ``start..stop-1``'s episodes (views, no copy)."""
         s = slice(start, stop)
-        return EpisodeBatch(self.obs[s], self.actions[s], self.rewards[s], self.mask[s])
+        return EpisodeBatch(self.obs[s], self.actions[s], self.rewards[s], self.mask[s],
+                            None if self.success is None else self.success[s])
 
     def flat_obs(self) -> Tensor:
         """``(N, T*B, obs_dim)``."""
@@ -48,6 +52,12 @@ class EpisodeBatch:
     def episode_returns(self) -> Tensor:
         """Undiscounted return of every episode: ``(N, B)``."""
         return (self.rewards * self.mask).sum(1)
+
+    def episode_success(self) -> Tensor | None:
+        """1.0 for every episode that succeeded at any step, else 0.0: ``(N, B)``; None if not reported."""
+        if self.success is None:
+            return None
+        return (self.success * self.mask).amax(1)
 
 
 def discount_matrix(horizon: int, factor: float, dtype: torch.dtype = torch.float32) -> Tensor:

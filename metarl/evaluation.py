@@ -57,7 +57,7 @@ def adaptation_curve(
         if on_step is not None:
             on_step(k, float(returns.mean()))
         if k < steps:
-            params = _step(learner, params, batch, inner_lr)
+            params = adapt_step(learner, params, batch, inner_lr)
     mean, stderr = mean_stderr(np.asarray(per_task), axis=1)
     return {
         "steps": list(range(steps + 1)),
@@ -72,7 +72,7 @@ def adaptation_curve(
     }
 
 
-def _step(learner: MetaLearner, params: dict[str, torch.Tensor], batch: Any,
+def adapt_step(learner: MetaLearner, params: dict[str, torch.Tensor], batch: Any,
           inner_lr: float | None) -> dict[str, torch.Tensor]:
     """One more inner step on ``batch``: the trained step size, or ``inner_lr`` when given."""
     if inner_lr is None:
@@ -111,7 +111,7 @@ def shots_curve(
     for m in shots:
         first = EpisodeBatch(adapt_batch.obs[:, :, :m], adapt_batch.actions[:, :, :m], adapt_batch.rewards[:, :, :m],
                              adapt_batch.mask[:, :, :m])  # the first m episodes of every task
-        params = _step(learner, meta, first, inner_lr)
+        params = adapt_step(learner, meta, first, inner_lr)
         after = sampler.sample(tasks, params, episodes_per_task, derive_seed(seed, EVAL_SHOTS, m))
         returns = episode_mean_returns(after)
         per_task.append([float(r) for r in returns])

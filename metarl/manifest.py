@@ -9,7 +9,10 @@ Fields: ``versions`` (python, torch, numpy, mujoco, gymnasium, ray,
 metaworld; null when not installed), ``git`` (commit and dirty flag of the
 checkout the code was imported from, or null outside a checkout),
 ``command`` (argv), ``hostname``, ``cpu_count``, ``start_time``,
-``end_time`` (ISO 8601, UTC).
+``end_time`` (ISO 8601, UTC); ``family`` (the task family's name and what
+its tasks depend on, e.g. Meta-World's package and reward-function versions
+and benchmark seed; read from ``RUN_DIR/config.yaml``; null when the family
+declares nothing).
 """
 
 from __future__ import annotations
@@ -61,9 +64,35 @@ def git_state(root: Path = _CODE_ROOT) -> dict[str, Any] | None:
     return {"commit": commit, "dirty": bool(status.strip())}
 
 
-def session(argv: list[str] | None = None) -> dict[str, Any]:
+def family_provenance(run_dir: Path) -> dict[str, Any] | None:
+    """``{"name", **provenance}`` of the family in ``RUN_DIR/config.yaml``, or None.
+
+    Families declare provenance with a ``provenance(**kwargs)`` classmethod on
+    their env class (the Meta-World families do); others give None.
+    """
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        return None
+    import yaml
+
+    import envs  # noqa: F401  (registers the families)
+    from envs.base import family_env_class
+
+    try:
+        env = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("env") or {}
+    except (OSError, yaml.YAMLError):
+        return None
+    name = env.get("family")
+    provenance = getattr(family_env_class(str(name)), "provenance", None)
+    if not callable(provenance):
+        return None
+    return {"name": name, **provenance(**(env.get("kwargs") or {}))}
+
+
+def session(argv: list[str] | None = None, run_dir: Path | None = None) -> dict[str, Any]:
     return {
         "versions": versions(),
+        "family": family_provenance(run_dir) if run_dir is not None else None,
         "git": git_state(),
         "command": list(sys.argv if argv is None else argv),
         "hostname": socket.gethostname(),
@@ -88,7 +117,7 @@ def read(run_dir: Path) -> dict[str, Any] | None:
 def start(run_dir: Path, argv: list[str] | None = None) -> dict[str, Any]:
     """Record a new training session in ``RUN_DIR/manifest.json``; returns the manifest."""
     data = read(run_dir) or {"sessions": []}
-    data["sessions"].append(session(argv))
+    data["sessions"].append(session(argv, run_dir))
     data.update(data["sessions"][-1])  # the top level mirrors the newest session
     atomic_write(Path(run_dir) / FILENAME, json.dumps(data, indent=1) + "\n")
     return data

@@ -32,6 +32,7 @@ from metarl.episodes import EpisodeBatch
 from metarl.run import TASKS, TRAIN, VALID, derive_seed, mean_return, stream_rng
 from metarl.sampling import Sampler
 from metarl.scalars import ScalarsCSV
+from metarl.success import success_scalars
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +97,10 @@ class Trainer:
             adapted = {k: v.detach() for k, v in learner.adapt(train, train_adv).items()}
             step = learner.step(train, train, adapted, train_adv)
             self._count_rejection(iteration, step.rejected)
-            return self._result(iteration, tasks, train, mean_return(train), train.rewards.numel(), step.scalars,
-                                t0, t_sample, 0.0, time.perf_counter() - t3)
+            res = self._result(iteration, tasks, train, mean_return(train), train.rewards.numel(), step.scalars,
+                               t0, t_sample, 0.0, time.perf_counter() - t3)
+            res.scalars.update(success_scalars(train, train))
+            return res
         train = self.sampler.sample(tasks, learner.policy.params(), b, derive_seed(cfg.seed, TRAIN, iteration))
         t_train = time.perf_counter() - t0
 
@@ -123,8 +126,10 @@ class Trainer:
         # post-adaptation return: NaN when non-finite adapted parameters were never rolled out
         post = mean_return(valid) if valid is not None else float("nan")
         env_steps = train.rewards.numel() + (valid.rewards.numel() if valid is not None else 0)
-        return self._result(iteration, tasks, train, post, env_steps, step_scalars, t0, t_train + t_valid, t_adapt,
-                            t_outer)
+        res = self._result(iteration, tasks, train, post, env_steps, step_scalars, t0, t_train + t_valid, t_adapt,
+                           t_outer)
+        res.scalars.update(success_scalars(train, valid))
+        return res
 
     def _result(self, iteration: int, tasks: list[dict[str, Any]], train: EpisodeBatch, post: float, env_steps: int,
                 step_scalars: dict[str, float], t0: float, sampling_s: float, t_adapt: float,

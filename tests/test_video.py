@@ -45,7 +45,9 @@ def test_video_has_one_frame_per_step_panels_side_by_side_and_moving_frames(chee
     diffs = [np.abs(frames[t + 1].astype(int) - frames[t].astype(int)).mean() for t in range(len(frames) - 1)]
     assert min(diffs[:5]) > 0.0, "the body moves from frame to frame"
     left, right = frames[:, :, :96].astype(int), frames[:, :, 96:].astype(int)
-    assert np.abs(left - right).mean() > 0.5, "the adapted panel shows a different policy"
+    # identical policies would give identical panels (0.0); the GIF palette shrinks real differences
+    # (mean 0.41 under mujoco 3.3.0, 0.50 under 4.0; MP4 ~2.6-2.9)
+    assert np.abs(left - right).mean() > 0.25, "the adapted panel shows a different policy"
 
 
 def test_video_without_a_gl_backend_is_one_clear_line(cheetah_run, tmp_path, monkeypatch, capsys):

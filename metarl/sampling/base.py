@@ -64,8 +64,10 @@ class Sampler(abc.ABC):
         results = self._dispatch(tasks, arrays, shards, int(seed))
         self._last_wall = time.perf_counter() - start
         parts = assemble(shards, results, len(tasks), episodes_per_task)
+        success = parts.get("success")
         return EpisodeBatch(*(torch.from_numpy(np.ascontiguousarray(parts[k]))
-                              for k in ("obs", "actions", "rewards", "mask")))
+                              for k in ("obs", "actions", "rewards", "mask")),
+                            success=None if success is None else torch.from_numpy(np.ascontiguousarray(success)))
 
     @abc.abstractmethod
     def _dispatch(self, tasks: list[Task], params: dict[str, np.ndarray], shards: list[Shard],

@@ -130,8 +130,27 @@ class RolloutWorker:
         ``params``: every policy tensor stacked over *all* N tasks of the call,
         ``(N, *shape)``.  Returns arrays shaped ``(n, T, b, ...)`` with
         ``n = len(shard.task_ids)``, ``b = ep_stop - ep_start``: obs, actions,
-        rewards (float32) and mask (1.0 up to and including termination).
+        rewards (float32) and mask (1.0 up to and including termination), plus
+        ``success`` (float32, 1.0 where the env reported ``info["success"]`` on
+        a live step) for families that report it.  A family with
+        ``max_batch_envs`` is stepped in blocks of at most that many envs; the
+        result is the same as in one block.
         """
+        blocks = sub_shards(shard, self.family.max_batch_envs)
+        if len(blocks) == 1:
+            return self._rollout_block(tasks, params, shard, seed)
+        parts = [self._rollout_block(tasks, params, blk, seed) for blk in blocks]
+        ids = list(shard.task_ids)
+        out = {k: np.zeros((len(ids), v.shape[1], shard.ep_stop - shard.ep_start, *v.shape[3:]), dtype=v.dtype)
+               for k, v in parts[0].items()}
+        for blk, part in zip(blocks, parts, strict=True):
+            rows = [ids.index(t) for t in blk.task_ids]
+            for k, v in part.items():
+                out[k][rows, :, blk.ep_start - shard.ep_start:blk.ep_stop - shard.ep_start] = v
+        return out
+
+    def _rollout_block(self, tasks: Sequence[Task], params: Mapping[str, np.ndarray], shard: Shard,
+                       seed: int) -> dict[str, np.ndarray]:
         ids = list(shard.task_ids)
         n, b = len(ids), shard.ep_stop - shard.ep_start
         horizon, act_dim = self.family.horizon, self.spec.act_dim
@@ -156,6 +175,7 @@ class RolloutWorker:
         act_buf = np.zeros((horizon, n, b, act_dim), dtype=np.float32)
         rew_buf = np.zeros((horizon, n * b), dtype=np.float32)
         mask_buf = np.zeros((horizon, n * b), dtype=np.float32)
+        success_buf: np.ndarray | None = None
         alive = np.ones(n * b, dtype=bool)
         obs = env.reset(reset_seeds.tolist())
         with torch.inference_mode():
@@ -167,12 +187,40 @@ class RolloutWorker:
                 obs, rewards, terminated = env.step(actions.reshape(n * b, act_dim))
                 mask_buf[t] = alive
                 rew_buf[t] = np.where(alive, rewards, 0.0)
+                success = getattr(env, "success", None)
+                if success is not None:
+                    if success_buf is None:
+                        success_buf = np.zeros((horizon, n * b), dtype=np.float32)
+                    success_buf[t] = success & alive
                 alive &= ~terminated
                 if not alive.any():
                     break
-        return {
+        close = getattr(env, "close", None)
+        if callable(close):
+            close()
+        out = {
             "obs": obs_buf.reshape(horizon, n, b, -1).transpose(1, 0, 2, 3),
             "actions": act_buf.transpose(1, 0, 2, 3),
             "rewards": rew_buf.reshape(horizon, n, b).transpose(1, 0, 2),
             "mask": mask_buf.reshape(horizon, n, b).transpose(1, 0, 2),
         }
+        if success_buf is not None:
+            out["success"] = success_buf.reshape(horizon, n, b).transpose(1, 0, 2)
+        return out
+
+
+def sub_shards(shard: Shard, max_envs: int | None) -> list[Shard]:
+    """``shard`` cut into blocks of at most ``max_envs`` (task, episode) pairs (``None``: one block).
+
+    Whole tasks go together while their episodes fit in a block; a task with
+    more episodes than ``max_envs`` is split into episode ranges.
+    """
+    b = shard.ep_stop - shard.ep_start
+    if max_envs is None or len(shard.task_ids) * b <= max_envs:
+        return [shard]
+    if b <= max_envs:
+        per = max_envs // b
+        ids = shard.task_ids
+        return [Shard(ids[i:i + per], shard.ep_start, shard.ep_stop) for i in range(0, len(ids), per)]
+    return [Shard((t,), e, min(e + max_envs, shard.ep_stop))
+            for t in shard.task_ids for e in range(shard.ep_start, shard.ep_stop, max_envs)]
