@@ -301,7 +301,7 @@ def test_success_is_any_step_of_a_live_episode():
     mask[0, 2:, 1] = 0.0
     batch = EpisodeBatch(torch.zeros(n, t, b, 1), torch.zeros(n, t, b, 1), torch.zeros(n, t, b), mask, success)
     assert batch.episode_success().tolist() == [[1.0, 0.0, 0.0]]
-    assert batch.tasks(0, 1).success is not None and batch.to(torch.float64).success.dtype == torch.float64
+    assert batch.tasks(0, 1).success is not None and batch.tasks(0, 1).success.shape[0] == 1
 
 
 # -- through the command line -------------------------------------------------------------------------
