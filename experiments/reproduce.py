@@ -279,7 +279,11 @@ def cmd_locomotion(args: argparse.Namespace) -> None:
         print(f"  {run_dir.name}: after 0..3 steps " + " / ".join(f"{m:.1f}" for m in result["mean"]), flush=True)
     from experiments import locomotion_report
 
-    locomotion_report.main(["--root", str(args.root)])
+    root = Path(args.root).resolve()
+    if root == locomotion_report.DEFAULT_ROOT.resolve():  # the released campaign: RESULTS.md's own section
+        locomotion_report.main(["--root", str(root)])
+    else:  # any other root keeps its report beside its runs
+        locomotion_report.main(["--root", str(root), "--results", str(root / "report.md")])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -110,7 +110,10 @@ def test_campaign_continues_from_committed_artifacts_in_a_fresh_clone(tmp_path):
     committed = subprocess.run(["git", "ls-files"], cwd=clone, check=True, capture_output=True, text=True).stdout
     assert "events.out.tfevents" not in committed and "scalars.csv" in committed
 
+    results_md = (ROOT / "RESULTS.md").read_text()
     assert script.main([*args, "--iterations", "4", "--root", str(clone / "results" / "locomotion")]) == 0
+    assert (ROOT / "RESULTS.md").read_text() == results_md, "a campaign elsewhere leaves RESULTS.md alone"
+    assert "HalfCheetahDir__maml__1" in (clone / "results" / "locomotion" / "report.md").read_text()
     for method in ("maml", "anil"):
         a = _params(straight / f"HalfCheetahDir__{method}__1")
         b = _params(clone / "results" / "locomotion" / f"HalfCheetahDir__{method}__1")
