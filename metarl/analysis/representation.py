@@ -170,17 +170,6 @@ def default_variants(learner: MetaLearner) -> dict[str, list[str] | None]:
     }
 
 
-def _step_size(learner: MetaLearner, names: Sequence[str]) -> float | dict[str, Tensor]:
-    """The learner's inner step size; Meta-SGD's learned ones where it has them."""
-    if not learner.learn_inner_lr:
-        return learner.inner_lr
-    ref = learner.policy.params()
-    return OrderedDict(
-        (k, learner.lr_params[k].detach() if k in learner.lr_params else torch.full_like(ref[k], learner.inner_lr))
-        for k in names
-    )
-
-
 def freeze_ablation(
     learner: MetaLearner,
     family: TaskFamily,
@@ -233,7 +222,7 @@ def freeze_ablation(
     out: dict[str, Any] = {}
     for name, names in resolved.items():
         if names:
-            adapted = adapt(policy, params, batch, adv, _step_size(learner, names), steps=1, first_order=True,
+            adapted = adapt(policy, params, batch, adv, learner.step_size(names), steps=1, first_order=True,
                             names=names)
             adapted = OrderedDict((k, v.detach()) for k, v in adapted.items())
         else:
