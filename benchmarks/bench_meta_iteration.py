@@ -1,4 +1,4 @@
-"""Time full meta-iterations for MAML (second order), first-order MAML and ANIL.
+"""Time full meta-iterations for MAML (second order), first-order MAML, ANIL and the learned inner updates.
 
 One run trains each mode for a few iterations on the same family and sizes,
 and prints the median time per iteration split into sampling / inner /
@@ -7,6 +7,7 @@ step measured in the same run.
 
     python benchmarks/bench_meta_iteration.py                      # HalfCheetahVel 40x20x100, 2 local workers
     python benchmarks/bench_meta_iteration.py --family Navigation2D --tasks 20
+    python benchmarks/bench_meta_iteration.py --iterations 3 --modes maml,meta_sgd,kronecker
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ MODES = {
     "fomaml": ["algo.first_order=true"],
     "anil": ["policy.adapt=head"],
     "maml_cg0.25": ["trpo.cg_subsample=0.25"],
+    "meta_sgd": ["algo.inner_update=meta_sgd"],
+    "kronecker": ["algo.inner_update=kronecker"],
 }
 KEYS = ["time/iteration_s", "time/sampling_s", "time/inner_s", "time/outer_s", "time/cg_s", "time/line_search_s"]
 

@@ -110,6 +110,27 @@ def test_meta_gradient_wrt_factors_matches_finite_differences(adapt_mode, steps)
         assert per_tensor[PRECOND_PREFIX + k].abs().max() > 1e-6, k
 
 
+def test_trpo_curvature_through_the_preconditioner_matches_finite_differences():
+    """The double-backward KL Hessian-vector product covers the factors too (what the TRPO step uses)."""
+    learner, args = kronecker_problem()
+    meta = learner.meta_params()
+    hvp = learner.curvature(meta, *args)
+    x0 = flatten(meta).detach()
+    v = torch.randn(x0.shape, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+
+    def grad_kl_at(x):
+        leaves = [t.detach().clone().requires_grad_() for t in unflatten(x, meta).values()]
+        cand = dict(zip(meta.keys(), leaves, strict=True))
+        _, kl_x = learner.objective(cand, *args, create_graph=True)
+        return flat_grad(kl_x, leaves).detach()
+
+    eps = 1e-5
+    numeric = (grad_kl_at(x0 + eps * v) - grad_kl_at(x0 - eps * v)) / (2 * eps)
+    analytic = hvp(v) - learner.trpo.cg_damping * v
+    assert analytic.norm() > 1e-3
+    torch.testing.assert_close(analytic, numeric, rtol=1e-5, atol=1e-8)
+
+
 def test_factors_change_after_an_outer_step():
     learner, (train, train_adv, valid, _, _) = kronecker_problem(perturb=False)
     before = {k: v.detach().clone() for k, v in learner.precond_params.items()}
