@@ -1,4 +1,4 @@
-"""Time full meta-iterations for MAML (second order), first-order MAML and ANIL.
+"""Time full meta-iterations for MAML (second order), first-order MAML, ANIL and the learned inner updates.
 
 One run trains each mode for a few iterations on the same family and sizes,
 and prints the median time per iteration split into sampling / inner /
@@ -9,6 +9,7 @@ the Gauss-Newton product; each figure is printed next to its ``_db`` twin.
 
     python benchmarks/bench_meta_iteration.py                      # HalfCheetahVel 40x20x100, 2 local workers
     python benchmarks/bench_meta_iteration.py --family Navigation2D --tasks 20
+    python benchmarks/bench_meta_iteration.py --iterations 3 --modes maml,meta_sgd,kronecker
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ MODES = {
     "fomaml": GN + ["algo.first_order=true"],
     "fomaml_db": DB + ["algo.first_order=true"],
     "maml_cg0.25": GN + ["trpo.cg_subsample=0.25"],
+    "meta_sgd": GN + ["algo.inner_update=meta_sgd"],
+    "meta_sgd_db": DB + ["algo.inner_update=meta_sgd"],
+    "kronecker": DB + ["algo.inner_update=kronecker"],
 }
 DEFAULT_MODES = "maml,maml_db,anil,anil_db"
 KEYS = ["time/iteration_s", "time/sampling_s", "time/inner_s", "time/outer_s", "time/cg_s", "time/line_search_s"]

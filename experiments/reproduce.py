@@ -4,6 +4,7 @@
     python experiments/reproduce.py maml [--iterations N] [--family Navigation2D] [--seeds 1]
     python experiments/reproduce.py locomotion [--iterations 500] [--seeds 1 2 3] [--families ...]
     python experiments/reproduce.py outer [--methods promp maml_ppo] [--families Navigation2D] [--iterations 100]
+    python experiments/reproduce.py depth [--iterations N] [--seeds 1 2 3] [--depths 1 2 3 4]
 
 ``anil``: MAML and ANIL on HalfCheetahDir, HalfCheetahVel and Navigation2D,
 three seeds each (Raghu et al., table 2); writes ``ROOT/anil_table.md`` with
@@ -16,7 +17,15 @@ numbers.
 observation); evaluates 0..3 inner steps on the same held-out tasks and
 writes ``ROOT/maml_<family>.md`` and ``ROOT/maml_<family>.png``.
 
-Both resume where they stopped (finished runs are skipped, interrupted ones
+``depth``: MAML-TRPO on Navigation2D with 1..4 hidden layers of width 64
+(Arnold et al., "When MAML can adapt fast"), and the same sweep on depths 1
+and 2 with the learned Kronecker preconditioner (``algo.inner_update:
+kronecker``) and with Meta-SGD; evaluates every run on 40 held-out tasks
+(return after one inner step, gain over step 0) and writes ``ROOT/depth.md``
+and ``ROOT/depth.png`` with ``experiments/depth_report.py``, which
+regenerates them from the run artifacts alone.
+
+All resume where they stopped (finished runs are skipped, interrupted ones
 continue from their latest checkpoint), take an iteration budget, and print
 the expected runtime on this machine, measured by timing two iterations of
 each configuration first.
@@ -258,6 +267,45 @@ def cmd_maml(args: argparse.Namespace) -> None:
     print(text + f"wrote {root / f'maml_{args.family}.md'} and {png}")
 
 
+DEPTH_RULES = {"maml": "sgd", "kronecker": "kronecker", "meta_sgd": "meta_sgd"}  # method -> algo.inner_update
+
+
+def depth_jobs(args: argparse.Namespace) -> list[tuple[Any, Path]]:
+    """The depth sweep's runs, seed-major: MAML at every depth, the learned updates at the shallow ones.
+
+    The sweep's own overrides (architecture, inner update) come after ``--set``."""
+    from experiments.depth_report import run_name
+    from metarl.config import load_config
+
+    root = Path(args.root)
+    cells = [("maml", d) for d in args.depths] + [(m, d) for m in ("kronecker", "meta_sgd")
+                                                   for d in args.learned_depths]
+    jobs = []
+    for s in args.seeds:
+        for method, depth in cells:
+            overrides = [f"iterations={args.iterations}", f"seed={s}", f"name={method}_d{depth}", *args.set,
+                         f"policy.hidden_sizes={[args.width] * depth}", f"algo.inner_update={DEPTH_RULES[method]}",
+                         "algo.learn_inner_lr=false"]
+            jobs.append((load_config(CONFIGS / FAMILY_CONFIGS["Navigation2D"], overrides),
+                         root / run_name(method, depth, s)))
+    return jobs
+
+
+def cmd_depth(args: argparse.Namespace) -> None:
+    """The depth sweep: train (resuming), evaluate one inner step, write the table and figure."""
+    jobs = depth_jobs(args)
+    if not args.no_estimate:
+        print_plan(jobs)
+    for cfg, run_dir in jobs:
+        train(cfg, run_dir, latest_only=True)
+        result = evaluate(run_dir, args.eval_tasks, 1, args.eval_seed)
+        print(f"  {run_dir.name}: step 0 {result['mean'][0]:.1f}, after 1 step {result['mean'][1]:.1f}", flush=True)
+    from experiments import depth_report
+
+    depth_report.main(["--root", str(args.root), "--eval-tasks", str(args.eval_tasks),
+                       "--eval-seed", str(args.eval_seed)])
+
+
 LOCOMOTION = ("HalfCheetahDir", "HalfCheetahVel")
 
 
@@ -290,10 +338,10 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(ROOT))
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="which", required=True)
-    budgets = {"maml": 100, "anil": 200, "locomotion": 500, "outer": 100}
+    budgets = {"maml": 100, "anil": 200, "locomotion": 500, "outer": 100, "depth": 100}
     roots = {"maml": "runs/reproduce_maml", "anil": "runs/reproduce_anil", "locomotion": "results/locomotion",
-             "outer": "results/outer"}
-    for name in ("anil", "maml", "locomotion", "outer"):
+             "outer": "results/outer", "depth": "results/depth"}
+    for name in ("anil", "maml", "locomotion", "outer", "depth"):
         s = sub.add_parser(name)
         s.add_argument("--iterations", type=int, default=budgets[name],
                        help="meta-iterations per run (the budget)")
@@ -311,11 +359,17 @@ def main(argv: list[str] | None = None) -> int:
     sub.choices["outer"].add_argument("--families", nargs="+", default=["Navigation2D"], choices=FAMILY_CONFIGS)
     sub.choices["outer"].add_argument("--methods", nargs="+", default=["promp", "maml_ppo"], choices=list(METHODS),
                                       help="outer loops (and MAML/ANIL variants) to compare")
+    depth = sub.choices["depth"]
+    depth.add_argument("--depths", type=int, nargs="+", default=[1, 2, 3, 4], help="hidden layers, MAML")
+    depth.add_argument("--learned-depths", type=int, nargs="+", default=[1, 2],
+                       help="hidden layers, Kronecker preconditioner and Meta-SGD")
+    depth.add_argument("--width", type=int, default=64, help="width of every hidden layer")
     args = p.parse_args(argv)
     if args.iterations < 1:
         p.error(f"--iterations must be >= 1, got {args.iterations}")
     t0 = time.time()
-    {"anil": cmd_anil, "maml": cmd_maml, "locomotion": cmd_locomotion, "outer": cmd_outer}[args.which](args)
+    {"anil": cmd_anil, "maml": cmd_maml, "locomotion": cmd_locomotion, "outer": cmd_outer,
+     "depth": cmd_depth}[args.which](args)
     print(f"total wall time {(time.time() - t0) / 60:.1f} min")
     return 0
 

@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from metarl.algos import ALGOS
+from metarl.algos.base import resolve_inner_update
 from metarl.algos.maml_trpo import TRPOSettings
 from metarl.algos.proximal import ProximalSettings
 
@@ -64,7 +65,10 @@ class AlgoConfig:
     inner_lr: float = 0.1
     """Inner-loop step size (the initial value when learn_inner_lr)."""
     learn_inner_lr: bool = False
-    """Meta-SGD: meta-learn one step size per adapted parameter entry."""
+    """Meta-SGD: meta-learn one step size per adapted parameter entry (the same as inner_update: meta_sgd)."""
+    inner_update: str = "sgd"
+    """Inner-update rule: sgd (W - lr g) | meta_sgd (learned per-entry steps) | kronecker
+    (W - lr L g R, learned L, R per weight matrix, a learned diagonal for vectors)."""
     inner_steps: int = 1
     """Inner-loop gradient steps."""
     first_order: bool = False
@@ -242,6 +246,11 @@ def validate(cfg: Config) -> Config:
     need(a.inner_lr > 0, "algo.inner_lr", a.inner_lr, "must be > 0")
     need(a.inner_steps >= 0, "algo.inner_steps", a.inner_steps, "must be >= 0")
     need(0 < a.gamma <= 1, "algo.gamma", a.gamma, "must be in (0, 1]")
+    try:  # the two spellings of Meta-SGD agree from here on
+        a.inner_update = resolve_inner_update(a.inner_update, a.learn_inner_lr)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    a.learn_inner_lr = a.inner_update == "meta_sgd"
     need(0 <= a.gae_lambda <= 1, "algo.gae_lambda", a.gae_lambda, "must be in [0, 1]")
     need(t.max_kl > 0, "trpo.max_kl", t.max_kl, "must be > 0")
     need(t.cg_iters >= 1, "trpo.cg_iters", t.cg_iters, "must be >= 1")

@@ -41,8 +41,10 @@ def adaptation_curve(
 ) -> dict[str, Any]:
     """Returns ``{"steps", "mean", "stderr", "per_task", "tasks"}`` (per_task: steps x tasks).
 
-    ``inner_lr`` replaces the trained step size (fixed or Meta-SGD's learned
-    ones) at test time with one scalar step size."""
+    ``inner_lr`` replaces the trained step rule (fixed, Meta-SGD's learned
+    step sizes or the learned preconditioner) at test time with one scalar
+    step size; without it every step uses the learner's own rule
+    (:meth:`~metarl.algos.base.MetaLearner.adapt_further`)."""
     if num_tasks < 1:
         raise ValueError(f"num_tasks must be >= 1, got {num_tasks}")
     if steps < 0:

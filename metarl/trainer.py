@@ -40,7 +40,9 @@ log = logging.getLogger(__name__)
 def mode_description(cfg: Config) -> str:
     method = "ANIL" if cfg.policy.adapt == "head" else "MAML"
     order = "first order" if cfg.algo.first_order else "second order"
-    lr = "Meta-SGD learned step sizes" if cfg.algo.learn_inner_lr else f"inner lr {cfg.algo.inner_lr}"
+    lr = {"meta_sgd": "Meta-SGD learned step sizes",
+          "kronecker": f"learned Kronecker preconditioner, inner lr {cfg.algo.inner_lr}"}.get(
+        cfg.algo.inner_update, f"inner lr {cfg.algo.inner_lr}")
     return f"{method} ({cfg.algo.name}), {order}, {cfg.algo.inner_steps} inner step(s), {lr}"
 
 

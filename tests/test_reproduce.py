@@ -56,3 +56,36 @@ def test_anil_reproduction_extends_the_budget_by_resuming(tmp_path, capsys):
         row = [ln for ln in table.splitlines() if ln.startswith(f"| Navigation2D | {method.upper()} |")]
         assert len(row) == 1, table
         assert f"| {statistics.mean(finals):.1f} ± {statistics.stdev(finals):.1f} (2 seeds) |" in row[0], row[0]
+
+
+@pytest.mark.integration
+def test_depth_sweep_trains_evaluates_reports_and_skips_finished_runs(tmp_path, capsys):
+    script = load_script()
+    i = TINY.index("policy.hidden_sizes=[8]")
+    tiny = TINY[:i - 1] + TINY[i + 1:]  # the sweep sets the architecture (--width, --depths)
+    args = ["depth", "--iterations", "1", "--seeds", "1", "--depths", "1", "2", "--learned-depths", "1",
+            "--width", "4", "--root", str(tmp_path), *tiny]
+    assert script.main(args) == 0
+    names = sorted(p.name for p in tmp_path.iterdir() if p.is_dir())
+    assert names == ["Navigation2D__kronecker_d1__1", "Navigation2D__maml_d1__1", "Navigation2D__maml_d2__1",
+                     "Navigation2D__meta_sgd_d1__1"]
+    from metarl.run import load_run
+
+    cfg, _, learner, _ = load_run(tmp_path / "Navigation2D__kronecker_d1__1")
+    assert cfg.algo.inner_update == "kronecker" and cfg.policy.hidden_sizes == [4] and learner.precond_params
+    assert load_run(tmp_path / "Navigation2D__maml_d2__1")[0].policy.hidden_sizes == [4, 4]
+    table = (tmp_path / "depth.md").read_text()
+    for row in ("| MAML | 1 |", "| MAML | 2 |", "| MAML + Kronecker preconditioner | 1 |", "| Meta-SGD | 1 |"):
+        assert row in table
+    assert "(1 seed)" in table and "3 held-out tasks" in table
+    png = (tmp_path / "depth.png").read_bytes()
+    assert png[:4] == b"\x89PNG"
+    capsys.readouterr()
+    assert script.main(args) == 0
+    assert "Navigation2D__maml_d2__1: finished (1 iterations)" in capsys.readouterr().out
+    # the report alone regenerates the same table from the artifacts
+    (tmp_path / "depth.md").unlink()
+    from experiments import depth_report
+
+    assert depth_report.main(["--root", str(tmp_path), "--eval-tasks", "3", "--no-plots"]) == 0
+    assert (tmp_path / "depth.md").read_text() == table

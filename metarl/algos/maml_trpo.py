@@ -59,7 +59,8 @@ class TRPOSettings:
     hvp_chunk_tasks: int = 4
     """Tasks per chunk of the KL Hessian-vector product (exact for any value; speed and memory only)."""
     curvature: str = "gauss_newton"
-    """KL Hessian-vector product: gauss_newton (Jᵀ F J through the inner loop) | double_backward (of the KL graph)."""
+    """KL Hessian-vector product: gauss_newton (Jᵀ F J through the inner loop) | double_backward (of the KL graph).
+    ``algo.inner_update: kronecker`` always uses double_backward."""
     ls_backtrack: float = 0.8
     """Line-search step shrink factor."""
     ls_max_steps: int = 15
@@ -172,8 +173,12 @@ class MAMLTRPO(MetaLearner):
         chunk = max(1, self.trpo.hvp_chunk_tasks)
         tensors = list(meta.values())
 
+        # The Gauss-Newton product's inner-loop Jacobian is derived for plain and Meta-SGD step sizes; the
+        # Kronecker preconditioner's factors take the double-backward product, exact for any inner update.
+        gauss_newton = self.trpo.curvature == "gauss_newton" and self.inner_update != "kronecker"
+
         def build(a: int, b: int) -> tuple[float, Callable[[Tensor], Tensor]]:
-            if self.trpo.curvature == "gauss_newton":
+            if gauss_newton:
                 params, lr = self._split(meta)
                 return (b - a) / n_curv, gauss_newton_product(
                     self.policy, params, lr, self.adapt_names, self.inner_steps, self.first_order,

@@ -29,6 +29,7 @@ from torch import Tensor
 from envs.base import TaskFamily
 from metarl.adaptation import adapt
 from metarl.algos import MetaLearner
+from metarl.analysis.preconditioner import format_spectra, preconditioner_spectra
 from metarl.analysis.similarity import cca_similarity, linear_cka
 from metarl.episodes import EpisodeBatch
 from metarl.policies import Params
@@ -170,17 +171,6 @@ def default_variants(learner: MetaLearner) -> dict[str, list[str] | None]:
     }
 
 
-def _step_size(learner: MetaLearner, names: Sequence[str]) -> float | dict[str, Tensor]:
-    """The learner's inner step size; Meta-SGD's learned ones where it has them."""
-    if not learner.learn_inner_lr:
-        return learner.inner_lr
-    ref = learner.policy.params()
-    return OrderedDict(
-        (k, learner.lr_params[k].detach() if k in learner.lr_params else torch.full_like(ref[k], learner.inner_lr))
-        for k in names
-    )
-
-
 def freeze_ablation(
     learner: MetaLearner,
     family: TaskFamily,
@@ -233,7 +223,7 @@ def freeze_ablation(
     out: dict[str, Any] = {}
     for name, names in resolved.items():
         if names:
-            adapted = adapt(policy, params, batch, adv, _step_size(learner, names), steps=1, first_order=True,
+            adapted = adapt(policy, params, batch, adv, learner.step_size(names), steps=1, first_order=True,
                             names=names)
             adapted = OrderedDict((k, v.detach()) for k, v in adapted.items())
         else:
@@ -264,7 +254,9 @@ def analyze_run(
     """Both analyses of RUN_DIR's latest checkpoint, written to ``OUT_DIR`` (default ``RUN_DIR/eval``).
 
     Writes ``analysis.json`` (``{"similarity": ..., "freeze_ablation": ...,
-    "run_dir", "iteration"}``) and, with ``plot`` (needs matplotlib),
+    "preconditioner": ..., "run_dir", "iteration"}``; ``preconditioner`` is the
+    learned Kronecker factors' spectra per layer,
+    :func:`metarl.analysis.preconditioner.preconditioner_spectra`, or null) and, with ``plot`` (needs matplotlib),
     ``similarity.png`` and ``freeze_ablation.png``; every file atomically.
     ``episodes_per_task`` defaults to the run's.  Returns the JSON dict with
     the written paths under ``"files"``.
@@ -276,7 +268,8 @@ def analyze_run(
         similarity = representation_similarity(learner, family, sampler, num_tasks, episodes, seed, max_states)
         ablation = freeze_ablation(learner, family, sampler, num_tasks, episodes, seed)
     result: dict[str, Any] = {"run_dir": str(run_dir), "iteration": iteration, "similarity": similarity,
-                              "freeze_ablation": ablation}
+                              "freeze_ablation": ablation,
+                              "preconditioner": preconditioner_spectra(learner.precond_params)}
     out_dir = Path(out_dir) if out_dir is not None else run_dir / "eval"
     out_dir.mkdir(parents=True, exist_ok=True)
     files = {"json": out_dir / "analysis.json"}
@@ -304,4 +297,6 @@ def format_report(result: Mapping[str, Any]) -> str:
     for name, v in abl["variants"].items():
         gain = f"{v['gain']:+.2f} ± {v['gain_stderr']:.2f}"
         lines.append(f"{name:<10}  {v['mean']:>10.2f}  {v['stderr']:>8.2f}  {gain:>16}")
+    if result.get("preconditioner"):
+        lines += ["", *format_spectra(result["preconditioner"])]
     return "\n".join(lines)
