@@ -237,6 +237,11 @@ def make_family(name: str, horizon: int | None = None, **kwargs: Any) -> TaskFam
     return family
 
 
+def family_class(name: str) -> type[TaskEnv]:
+    """The environment class registered as ``name`` (``KeyError`` if none is)."""
+    return _REGISTRY[name][0]
+
+
 def describe_families() -> list[tuple[str, int, str]]:
     """``(name, default horizon, description)`` for every registered family."""
     return [(n, _REGISTRY[n][1], _REGISTRY[n][2]) for n in family_names()]

@@ -58,6 +58,14 @@ _positive_int = _int_at_least(1, "positive")
 _nonneg_int = _int_at_least(0, "non-negative")
 
 
+def _seed(text: str) -> int:
+    """An argparse type: a seed in [0, 2**64)."""
+    value = _nonneg_int(text)
+    if value >= 2**64:
+        raise argparse.ArgumentTypeError(f"expected a seed below 2**64, got {text[:40]!r}")
+    return value
+
+
 def _positive_float(text: str) -> float:
     """An argparse type: a finite float > 0."""
     import math
@@ -100,8 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, dotted (repeatable): --set algo.inner_lr=0.05")
     p.add_argument("--run-dir", help="run directory (default: runs/<family>__<name>__<seed>__<time>)")
-    p.add_argument("--seed", type=_nonneg_int, help="override the config's seed")
-    p.add_argument("--seeds", type=_nonneg_int, nargs="+", metavar="S",
+    p.add_argument("--seed", type=_seed, help="override the config's seed")
+    p.add_argument("--seeds", type=_seed, nargs="+", metavar="S",
                    help="train these seeds one after another (one number N: seeds 1..N); finished seeds are "
                         "skipped, interrupted ones resumed; run directories <log.root>/<family>__<name>__seed<S> "
                         "(or --run-dir DIR/seed<S>)")
@@ -115,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tasks", type=_positive_int, default=40, help="held-out tasks (default 40)")
     p.add_argument("--steps", type=_nonneg_int, default=3, help="inner steps 0..K (default 3; 0 = NIL)")
     p.add_argument("--episodes", type=_positive_int, help="episodes per task per step (default: the run's)")
-    p.add_argument("--seed", type=_nonneg_int, default=0, help="seed of the held-out tasks and rollouts")
+    p.add_argument("--seed", type=_seed, default=0, help="seed of the held-out tasks and rollouts")
     p.add_argument("--out", help="output JSON (default RUN_DIR/eval/adaptation.json, or shots.json with --shots)")
     p.add_argument("--inner-lr", type=_positive_float, help="test-time inner step size (default: the trained one)")
     p.add_argument("--shots", type=_positive_int, nargs="+", metavar="M",
@@ -126,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", help="a run directory written by metarl train")
     p.add_argument("--tasks", type=_positive_int, default=20, help="held-out tasks (default 20)")
     p.add_argument("--episodes", type=_positive_int, help="episodes per task (default: the run's)")
-    p.add_argument("--seed", type=_nonneg_int, default=0, help="seed of the held-out tasks and rollouts")
+    p.add_argument("--seed", type=_seed, default=0, help="seed of the held-out tasks and rollouts")
     p.add_argument("--max-states", type=_positive_int, default=2000, help="states per task for CKA/CCA")
     p.add_argument("--out-dir", help="output directory (default RUN_DIR/eval)")
 
@@ -143,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--width", type=_even_size, default=320, help="panel width in pixels (even, default 320)")
     p.add_argument("--height", type=_even_size, default=240, help="panel height in pixels (even, default 240)")
     p.add_argument("--fps", type=_positive_int, help="frames per second (default: the env's 1/dt)")
-    p.add_argument("--seed", type=_nonneg_int, default=0, help="seed of the held-out tasks (as metarl evaluate)")
+    p.add_argument("--seed", type=_seed, default=0, help="seed of the held-out tasks (as metarl evaluate)")
     p.add_argument("--out", help="output .mp4 or .gif (default RUN_DIR/eval/video.mp4, .gif without imageio-ffmpeg)")
 
     add("tasks", "list registered task families")
@@ -160,12 +168,20 @@ def _import_modules(paths: list[str]) -> None:
     for path in paths:
         if not os.path.isfile(path):
             raise UsageError(f"--module: no such file {path!r}")
+        if not path.endswith(".py"):
+            raise UsageError(f"--module: {path!r} is not a Python file (.py)")
         name = "metarl_user_" + Path(path).stem
         spec = importlib.util.spec_from_file_location(name, path)
-        assert spec is not None and spec.loader is not None
+        if spec is None or spec.loader is None:
+            raise UsageError(f"--module: cannot import {path!r}")
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
-        spec.loader.exec_module(module)
+        try:
+            spec.loader.exec_module(module)
+        except Exception as e:  # noqa: BLE001 - a user's file: one line naming it and the error
+            sys.modules.pop(name, None)
+            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            raise UsageError(f"--module {path!r} failed to import: {type(e).__name__}: {first[:200]}") from None
         cloudpickle.register_pickle_by_value(module)
 
 
@@ -174,6 +190,45 @@ def _import_modules(paths: list[str]) -> None:
 def _default_run_dir(cfg: Any) -> Path:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     return Path(cfg.log.root) / f"{cfg.env.family}__{cfg.name}__{cfg.seed}__{stamp}"
+
+
+def _check_family(cfg: Any) -> None:
+    """Build the configured family once (its constructor sees ``env.kwargs``) before anything is written."""
+    from metarl.run import build_family
+
+    try:
+        build_family(cfg)
+    except (ValueError, TypeError, KeyError) as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UsageError(f"env.kwargs: {cfg.env.family} refuses {cfg.env.kwargs}: {msg[:200]}") from None
+
+
+def _make_run_dir(cfg: Any, run_dir: str | None, force: bool) -> Path:
+    """The run directory: a fresh unique one by default, else ``run_dir`` (emptied of metarl's files with force)."""
+    from metarl import rundir
+
+    try:
+        if run_dir is None:
+            return rundir.create_unique(_default_run_dir(cfg))
+        path = Path(run_dir)
+        if path.exists() and not path.is_dir():
+            raise UsageError(f"cannot write run directory {str(path)!r}: it is not a directory")
+        if path.exists() and any(path.iterdir()):
+            if not force:
+                raise UsageError(f"run directory {str(path)!r} exists and is not empty (use --force or --resume)")
+            _probe(path)
+            rundir.clean(path)
+        path.mkdir(parents=True, exist_ok=True)
+        _probe(path)
+        return path
+    except OSError as e:
+        raise UsageError(f"cannot write run directory {str(run_dir or cfg.log.root)!r}: {e.strerror or e}") from None
+
+
+def _probe(path: Path) -> None:
+    probe = path / ".write_test"
+    probe.write_text("")
+    probe.unlink()
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -191,8 +246,6 @@ def cmd_train(args: argparse.Namespace) -> int:
             cfg = resume_config(run_dir, args.iterations)
         except ConfigError as e:
             raise UsageError(str(e)) from None
-        except FileNotFoundError:
-            raise UsageError(f"--resume: no checkpoint in {str(run_dir / 'checkpoints')!r}") from None
         return _run_training(cfg, run_dir, resume=True, progress=not args.no_progress)
 
     if not args.config:
@@ -208,17 +261,17 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg = load_config(args.config, overrides)
     except ConfigError as e:
         raise UsageError(str(e)) from None
-    run_dir = Path(args.run_dir) if args.run_dir else _default_run_dir(cfg)
-    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())) and not args.force:
-        raise UsageError(f"run directory {str(run_dir)!r} exists and is not empty (use --force or --resume)")
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / ".write_test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as e:
-        raise UsageError(f"cannot write run directory {str(run_dir)!r}: {e.strerror}") from None
+    _check_family(cfg)
+    run_dir = _make_run_dir(cfg, args.run_dir, args.force)
+    _write_config(run_dir, cfg)  # first: a run interrupted from here on can be resumed
     return _run_training(cfg, run_dir, resume=False, progress=not args.no_progress)
+
+
+def _write_config(run_dir: Path, cfg: Any) -> None:
+    from metarl.config import to_yaml
+    from metarl.fileio import atomic_write
+
+    atomic_write(run_dir / "config.yaml", to_yaml(cfg))
 
 
 def _seed_list(values: list[int]) -> list[int]:
@@ -233,7 +286,7 @@ def _seed_list(values: list[int]) -> list[int]:
 def _train_seeds(args: argparse.Namespace) -> int:
     """``--seeds``: each seed in its own stable run directory; skip finished, resume interrupted."""
     from metarl import checkpoint
-    from metarl.config import ConfigError, load_config, to_yaml
+    from metarl.config import ConfigError, load_config
 
     if args.seed is not None:
         raise UsageError("--seeds and --seed exclude each other")
@@ -257,13 +310,14 @@ def _train_seeds(args: argparse.Namespace) -> int:
             continue
         if done is not None:
             if load_config(run_dir / "config.yaml").iterations != cfg.iterations:
-                (run_dir / "config.yaml").write_text(to_yaml(cfg))  # the budget grew
+                _write_config(run_dir, cfg)  # the budget grew
             print(f"seed {seed}: resuming at iteration {done} in {run_dir}", file=sys.stderr)
             rc = _run_training(cfg, run_dir, resume=True, progress=not args.no_progress)
         else:
             for stale in run_dir.glob("events.out.tfevents.*"):  # a start that never reached a checkpoint
                 stale.unlink()
             run_dir.mkdir(parents=True, exist_ok=True)
+            _write_config(run_dir, cfg)
             print(f"seed {seed}: starting in {run_dir}", file=sys.stderr)
             rc = _run_training(cfg, run_dir, resume=False, progress=not args.no_progress)
         if rc != 0:
@@ -272,11 +326,17 @@ def _train_seeds(args: argparse.Namespace) -> int:
 
 
 def _run_training(cfg: Any, run_dir: Path, resume: bool, progress: bool) -> int:
-    from tqdm import tqdm
+    from metarl.signals import exit_code
 
-    from metarl.trainer import Trainer, TrainingError
+    try:
+        from tqdm import tqdm
 
-    trainer = Trainer(cfg, run_dir, resume=resume)
+        from metarl.trainer import Trainer, TrainingError
+
+        trainer = Trainer(cfg, run_dir, resume=resume)
+    except KeyboardInterrupt as e:  # during imports or start-up: config.yaml is written, the run resumes from 0
+        print(f"interrupted; resume with: metarl train --resume {run_dir}", file=sys.stderr)
+        return exit_code(e)
     print(f"run directory: {run_dir}", file=sys.stderr)
     bar = tqdm(total=cfg.iterations, initial=trainer.start_iteration, unit="it", disable=not progress,
                dynamic_ncols=True, desc=cfg.env.family)
@@ -289,10 +349,10 @@ def _run_training(cfg: Any, run_dir: Path, resume: bool, progress: bool) -> int:
 
     try:
         results = trainer.train(on_iteration)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         bar.close()
         print(f"interrupted; resume with: metarl train --resume {run_dir}", file=sys.stderr)
-        return 130
+        return exit_code(e)
     except TrainingError as e:
         bar.close()
         print(f"metarl: training stopped: {e}", file=sys.stderr)
@@ -453,6 +513,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
         raise UsageError(f"--labels needs one label per run directory ({len(args.run_dirs)}), got {len(args.labels)}")
     if not args.out.lower().endswith(".png"):
         raise UsageError(f"--out must name a .png file, got {args.out!r}")
+    _check_writable(Path(args.out))
     try:
         out = plot_runs([Path(d) for d in args.run_dirs], Path(args.out), args.labels)
     except ValueError as e:
@@ -491,6 +552,17 @@ COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "analyze": cmd_analyze
 
 
 def main(argv: list[str] | None = None) -> int:
+    from metarl.signals import exit_code, sigterm_as_interrupt
+
+    try:
+        with sigterm_as_interrupt():
+            return _main(argv)
+    except KeyboardInterrupt as e:  # before a command could handle it (imports, argument parsing)
+        print("metarl: interrupted", file=sys.stderr)
+        return exit_code(e)
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -501,6 +573,12 @@ def main(argv: list[str] | None = None) -> int:
         _import_modules(getattr(args, "module", []))
         return COMMANDS[args.command](args)
     except UsageError as e:
+        print(f"metarl: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except ValueError as e:  # a bad checkpoint or latest pointer (metarl.checkpoint, imported only when used)
+        ckpt = sys.modules.get("metarl.checkpoint")
+        if ckpt is None or not isinstance(e, ckpt.CheckpointError):
+            raise
         print(f"metarl: error: {e}", file=sys.stderr)
         return EXIT_USAGE
 
