@@ -23,6 +23,7 @@ import importlib.util
 import logging
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -369,14 +370,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from metarl.config import ConfigError
     from metarl.evaluation import evaluate_run
     from metarl.plots import log_adaptation_curve, write_adaptation_outputs
-    from metarl.run import done_iterations, write_json
+    from metarl.run import write_json
 
     run_dir = Path(args.run_dir)
-    if not (run_dir / "config.yaml").is_file():
-        raise UsageError(f"{str(run_dir)!r} is not a run directory (no config.yaml)")
-    iteration = done_iterations(run_dir)
-    if iteration is None:
-        raise UsageError(f"no checkpoint in {run_dir / 'checkpoints'}")
+    iteration = _check_run(run_dir)
     _warn_versions(run_dir)
     if args.shots:
         return _evaluate_shots(args, run_dir, iteration)
@@ -443,8 +440,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     from metarl.config import ConfigError
 
     run_dir = Path(args.run_dir)
-    if not (run_dir / "config.yaml").is_file():
-        raise UsageError(f"{str(run_dir)!r} is not a run directory (no config.yaml)")
+    _check_run(run_dir)
+    _check_writable((Path(args.out_dir) if args.out_dir else run_dir / "eval") / "analysis.json")
     _warn_versions(run_dir)
     print(f"analysing {run_dir} on {args.tasks} held-out tasks", file=sys.stderr)
     try:
@@ -463,8 +460,7 @@ def cmd_video(args: argparse.Namespace) -> int:
     from metarl.video import VideoError, default_suffix, render_run
 
     run_dir = Path(args.run_dir)
-    if not (run_dir / "config.yaml").is_file():
-        raise UsageError(f"{str(run_dir)!r} is not a run directory (no config.yaml)")
+    _check_run(run_dir)
     out = Path(args.out) if args.out else run_dir / "eval" / f"video{default_suffix()}"
     if out.suffix not in (".mp4", ".gif"):
         raise UsageError(f"{str(out)!r}: the video must be a .mp4 or .gif file")
@@ -480,6 +476,21 @@ def cmd_video(args: argparse.Namespace) -> int:
     print(f"wrote {info['out']} ({info['frames']} frames, {info['size'][0]}x{info['size'][1]}, {info['fps']} fps)",
           file=sys.stderr)
     return 0
+
+
+def _check_run(run_dir: Path) -> int:
+    """A run directory with a config and a checkpoint that loads into its learner; its iteration."""
+    from metarl.config import ConfigError
+    from metarl.run import load_run
+
+    if not (run_dir / "config.yaml").is_file():
+        raise UsageError(f"{str(run_dir)!r} is not a run directory (no config.yaml)")
+    try:
+        return load_run(run_dir)[3]
+    except ConfigError as e:
+        raise UsageError(f"{run_dir / 'config.yaml'}: {e}") from None
+    except FileNotFoundError:
+        raise UsageError(f"no checkpoint in {run_dir / 'checkpoints'}") from None
 
 
 def _warn_versions(run_dir: Path) -> None:
@@ -501,6 +512,12 @@ def _check_writable(out: Path) -> None:
         raise UsageError(f"cannot write {str(out)!r}: it is a directory")
     if not os.access(parent, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
         raise UsageError(f"cannot write {str(out)!r}: permission denied")
+    try:  # permissions are not the whole story (read-only or special file systems, root)
+        fd, probe = tempfile.mkstemp(prefix=".metarl-probe-", dir=parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise UsageError(f"cannot write {str(out)!r}: {e.strerror or e}") from None
 
 
 def cmd_plot(args: argparse.Namespace) -> int:

@@ -199,7 +199,7 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
 def _parse_scalar(text: str) -> Any:
     try:
         return inputs.load_yaml(text)
-    except (yaml.YAMLError, ValueError):
+    except yaml.YAMLError:
         return text
 
 
@@ -223,7 +223,10 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             if not isinstance(nxt, dict):
                 raise ConfigError(f"--set {key}: {part} is not a section")
             node = nxt
-        node[parts[-1]] = _parse_scalar(text)
+        try:
+            node[parts[-1]] = _parse_scalar(text)
+        except ValueError as e:
+            raise ConfigError(f"--set {key}: {e}") from None
     return data
 
 

@@ -47,23 +47,27 @@ def load_yaml(text: str) -> Any:
 
 
 def check_tree(data: Any, where: str) -> None:
-    """Bound the expanded size and depth of a loaded YAML tree; refuse null bytes in strings."""
+    """Bound the expanded size and depth of a loaded YAML tree; refuse null bytes in strings.
+
+    Messages name ``where`` (the file) and the dotted key of the offending value.
+    """
     budget = MAX_NODES
-    stack: list[tuple[Any, int]] = [(data, 0)]
+    stack: list[tuple[Any, int, str]] = [(data, 0, "")]
     while stack:
-        value, depth = stack.pop()
+        value, depth, key = stack.pop()
         budget -= 1
         if budget < 0:
             raise ValueError(f"{where}: more than {MAX_NODES} values once YAML aliases are expanded")
         if depth > MAX_DEPTH:
-            raise ValueError(f"{where}: nested deeper than {MAX_DEPTH} levels")
+            raise ValueError(f"{where}: {key or 'the top level'} is nested deeper than {MAX_DEPTH} levels")
         if isinstance(value, dict):
             for k, v in value.items():
-                stack += [(k, depth + 1), (v, depth + 1)]
+                child = f"{key}.{k}" if key else str(k)
+                stack += [(k, depth + 1, child), (v, depth + 1, child)]
         elif isinstance(value, list | tuple):
-            stack += [(v, depth + 1) for v in value]
+            stack += [(v, depth + 1, f"{key}[{i}]") for i, v in enumerate(value)]
         elif isinstance(value, str) and "\x00" in value:
-            raise ValueError(f"{where}: a string contains a null byte: {value[:40]!r}")
+            raise ValueError(f"{key or where}: a string contains a null byte: {value[:40]!r}")
 
 
 def short_repr(value: Any, limit: int = 80) -> str:

@@ -31,7 +31,7 @@ from envs.oracle import OracleFamily
 from metarl import checkpoint
 from metarl.adaptation import adapt_names
 from metarl.algos import ALGOS, MetaLearner
-from metarl.config import Config, ConfigError, load_config, to_yaml
+from metarl.config import Config, ConfigError, load_config
 from metarl.episodes import EpisodeBatch
 from metarl.fileio import atomic_write
 from metarl.policies import GaussianMLPPolicy
@@ -132,8 +132,9 @@ def restore(learner: MetaLearner, state: Mapping[str, Any], where: Path) -> None
 def resume_config(run_dir: Path, iterations: int | None = None) -> Config:
     """The config a resumed run continues with; ``iterations`` extends (or keeps) its budget.
 
-    A changed budget is written back to ``config.yaml`` atomically.  A run
-    without a checkpoint resumes from iteration 0.  Raises
+    The trainer writes a changed budget back to ``config.yaml`` (atomically,
+    once the checkpoint has loaded).  A run without a checkpoint resumes from
+    iteration 0.  Raises
     :class:`metarl.config.ConfigError` for a bad config or an ``iterations``
     below the iteration already reached, and
     :class:`metarl.checkpoint.CheckpointError` for a bad checkpoint.
@@ -143,8 +144,6 @@ def resume_config(run_dir: Path, iterations: int | None = None) -> Config:
     done = done_iterations(run_dir) or 0
     if iterations is not None and iterations < done:
         raise ConfigError(f"--iterations {iterations} is below the {done} iterations {run_dir} has done")
-    if iterations is not None:
-        atomic_write(run_dir / "config.yaml", to_yaml(cfg))
     return cfg
 
 

@@ -67,19 +67,19 @@ class Trainer:
         self.start_iteration = 0
         self.rejected_steps = 0
         self.consecutive_rejections = 0
+        config_path = self.run_dir / "config.yaml"
         if resume:
-            # A run with no checkpoint (killed before its first one) starts over from iteration 0.
-            rundir.remove_stale_temporaries(self.run_dir)
-            state = run.latest_state(self.run_dir)
-            if state is None:
-                rundir.clean(self.run_dir, keep_config=True)
-            else:
+            state = run.latest_state(self.run_dir)  # checked (structure, shapes) before anything is written
+            if state is not None:
                 run.restore(self.learner, state, self.ckpt_dir)
                 self.start_iteration = int(state["iteration"])
                 self.rejected_steps = int(state.get("rejected_steps", 0))
                 self.consecutive_rejections = int(state.get("consecutive_rejections", 0))
-        else:
-            atomic_write(self.run_dir / "config.yaml", to_yaml(cfg))
+            rundir.remove_stale_temporaries(self.run_dir)
+            if state is None:  # killed before its first checkpoint: start over from iteration 0
+                rundir.clean(self.run_dir, keep_config=True)
+        if not (resume and config_path.is_file() and config_path.read_text(encoding="utf-8") == to_yaml(cfg)):
+            atomic_write(config_path, to_yaml(cfg))  # a resumed run's budget may have changed
         self.sampler: Sampler | None = None
         self.writer: Any = None
 
