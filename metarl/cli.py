@@ -214,7 +214,7 @@ def _make_run_dir(cfg: Any, run_dir: str | None, force: bool) -> Path:
         path = Path(run_dir)
         if path.exists() and not path.is_dir():
             raise UsageError(f"cannot write run directory {str(path)!r}: it is not a directory")
-        if path.exists() and any(path.iterdir()):
+        if path.exists() and set(path.iterdir()) - set(rundir.stale_temporaries(path)):
             if not force:
                 raise UsageError(f"run directory {str(path)!r} exists and is not empty (use --force or --resume)")
             _probe(path)
@@ -227,9 +227,10 @@ def _make_run_dir(cfg: Any, run_dir: str | None, force: bool) -> Path:
 
 
 def _probe(path: Path) -> None:
-    probe = path / ".write_test"
-    probe.write_text("")
-    probe.unlink()
+    """Create and remove a file in ``path`` (a leftover, after a kill, counts as a stale temporary)."""
+    fd, probe = tempfile.mkstemp(prefix=".metarl-probe-", suffix=".tmp", dir=path)
+    os.close(fd)
+    os.unlink(probe)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -265,6 +266,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     _check_family(cfg)
     run_dir = _make_run_dir(cfg, args.run_dir, args.force)
     _write_config(run_dir, cfg)  # first: a run interrupted from here on can be resumed
+    _RESUMABLE["run_dir"] = run_dir
     return _run_training(cfg, run_dir, resume=False, progress=not args.no_progress)
 
 
@@ -327,8 +329,9 @@ def _train_seeds(args: argparse.Namespace) -> int:
 
 
 def _run_training(cfg: Any, run_dir: Path, resume: bool, progress: bool) -> int:
-    from metarl.signals import exit_code
+    from metarl.signals import begin_work, exit_code
 
+    _RESUMABLE["run_dir"] = run_dir
     try:
         from tqdm import tqdm
 
@@ -349,6 +352,7 @@ def _run_training(cfg: Any, run_dir: Path, resume: bool, progress: bool) -> int:
         bar.update(1)
 
     try:
+        begin_work()  # from here an interrupt checkpoints (and stops the workers) before exiting
         results = trainer.train(on_iteration)
     except KeyboardInterrupt as e:
         bar.close()
@@ -513,7 +517,7 @@ def _check_writable(out: Path) -> None:
     if not os.access(parent, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
         raise UsageError(f"cannot write {str(out)!r}: permission denied")
     try:  # permissions are not the whole story (read-only or special file systems, root)
-        fd, probe = tempfile.mkstemp(prefix=".metarl-probe-", dir=parent)
+        fd, probe = tempfile.mkstemp(prefix=".metarl-probe-", suffix=".tmp", dir=parent)
         os.close(fd)
         os.unlink(probe)
     except OSError as e:
@@ -568,15 +572,35 @@ COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "analyze": cmd_analyze
             "tasks": cmd_tasks, "check-family": cmd_check_family, "video": cmd_video}
 
 
-def main(argv: list[str] | None = None) -> int:
-    from metarl.signals import exit_code, sigterm_as_interrupt
+_RESUMABLE: dict[str, Path] = {}  # "run_dir": a run whose config.yaml is on disk (for the interrupt message)
+
+
+def _interrupted_message() -> str:
+    run_dir = _RESUMABLE.get("run_dir")
+    return f"interrupted; resume with: metarl train --resume {run_dir}" if run_dir else "metarl: interrupted"
+
+
+def _exit_at_once(signum: int) -> None:
+    """Ctrl-C or SIGTERM during start-up: one line, then exit (nothing but atomic writes has happened)."""
+    from metarl.signals import exit_code
 
     try:
-        with sigterm_as_interrupt():
+        sys.stderr.write(_interrupted_message() + "\n")
+        sys.stderr.flush()
+    finally:
+        os._exit(exit_code(signum))
+
+
+def main(argv: list[str] | None = None) -> int:
+    from metarl import signals
+
+    _RESUMABLE.clear()
+    try:
+        with signals.handled(_exit_at_once):
             return _main(argv)
-    except KeyboardInterrupt as e:  # before a command could handle it (imports, argument parsing)
-        print("metarl: interrupted", file=sys.stderr)
-        return exit_code(e)
+    except KeyboardInterrupt as e:  # an interrupt raised outside a command's own handling
+        print(_interrupted_message(), file=sys.stderr)
+        return signals.exit_code(e)
 
 
 def _main(argv: list[str] | None) -> int:
