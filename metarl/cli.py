@@ -616,6 +616,12 @@ def _main(argv: list[str] | None) -> int:
     except UsageError as e:
         print(f"metarl: error: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except ConnectionError as e:  # an unreachable sampler.ray_address (metarl.sampling.ray_backend)
+        ray_backend = sys.modules.get("metarl.sampling.ray_backend")
+        if ray_backend is None or not isinstance(e, ray_backend.RayUnreachableError):
+            raise
+        print(f"metarl: error: {e}", file=sys.stderr)
+        return 1
     except ValueError as e:  # a bad checkpoint or latest pointer (metarl.checkpoint, imported only when used)
         ckpt = sys.modules.get("metarl.checkpoint")
         if ckpt is None or not isinstance(e, ckpt.CheckpointError):

@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
-import signal
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -114,19 +110,7 @@ def test_valid_base_config_is_accepted():
     assert load_config(NAV_CONFIG).env.family == "Navigation2D"
 
 
-# -- kill -9 at random points, then resume ----------------------------------------------
-
-def train_cmd(run_dir: Path, iterations: int, extra: tuple[str, ...] = ()) -> list[str]:
-    cmd = [sys.executable, "-m", "metarl", "train", str(NAV_CONFIG), "--run-dir", str(run_dir), "--no-progress",
-           "--set", f"iterations={iterations}", "--set", "log.checkpoint_every=1"]
-    for s in SMALL:
-        cmd += ["--set", s]
-    return cmd + list(extra)  # later overrides win
-
-
-def final_params(run_dir: Path) -> dict[str, torch.Tensor]:
-    return checkpoint.load(checkpoint.latest(run_dir / "checkpoints"))["meta"]
-
+# -- write failures (kill -9, signals and resume: tests/test_resume_signals.py) ------------------------
 
 def test_failed_checkpoint_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     cfg = load_config(NAV_CONFIG, SMALL + ["iterations=3", "log.checkpoint_every=1"])
@@ -246,54 +230,6 @@ def test_nan_actions_never_reach_the_simulator():
     bad[1, 0] = np.nan
     with pytest.raises(ValueError, match="NaN"):
         env.step(bad)
-
-
-# -- Ctrl-C -----------------------------------------------------------------------------------
-
-def _children(pid: int) -> list[int]:
-    out: list[int] = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        out += [int(c) for c in (task / "children").read_text().split()]
-    return out
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return state != "Z"
-
-
-@pytest.mark.integration
-def test_ctrl_c_writes_a_checkpoint_and_leaves_no_worker_processes(tmp_path):
-    run = tmp_path / "run"
-    cmd = train_cmd(run, 100000, ("--set", "sampler.backend=local", "--set", "sampler.workers=2",
-                               "--set", "log.checkpoint_every=1000"))
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
-    deadline = time.monotonic() + 120
-    # wait until the workers run, then give the (tiny) iterations a few seconds
-    while time.monotonic() < deadline and proc.poll() is None:
-        if len([c for c in _children(proc.pid) if _alive(c)]) >= 2:
-            break
-        time.sleep(0.05)
-    time.sleep(6.0)
-    workers = _children(proc.pid)
-    assert proc.poll() is None and len(workers) >= 2
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err
-    assert "resume with: metarl train --resume" in err
-    state = checkpoint.load(checkpoint.latest(run / "checkpoints"))
-    assert 1 <= state["iteration"] < 100000
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and any(_alive(p) for p in workers):
-        time.sleep(0.05)
-    assert not [p for p in workers if _alive(p)]
-    # and the run continues from there
-    assert subprocess.run([sys.executable, "-m", "metarl", "train", "--resume", str(run), "--iterations",
-                           str(state["iteration"] + 1), "--no-progress"], capture_output=True).returncode == 0
 
 
 def test_atomic_writes_have_ordinary_permissions(tmp_path):

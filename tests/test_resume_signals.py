@@ -113,7 +113,7 @@ def reference(tmp_path_factory) -> tuple[Path, float]:
 def kill_trials(reference: tuple[Path, float], tmp_path: Path, trials: int, seed: int = 1234) -> dict[str, int]:
     """``trials`` runs killed at uniform moments over a whole run (start-up included), then continued.
 
-    Every third trial is a run of half the budget, killed, then extended with
+    Trials 1, 4, 7, ... are runs of half the budget, killed, then extended with
     ``--resume --iterations``, killed again during that, then resumed.
     """
     ref_dir, wall = reference
@@ -122,7 +122,7 @@ def kill_trials(reference: tuple[Path, float], tmp_path: Path, trials: int, seed
     counts = {"trials": 0, "killed": 0, "before_config": 0, "before_first_checkpoint": 0, "resume_extend": 0}
     for trial in range(trials):
         run = tmp_path / f"killed{trial}"
-        extend = trial % 3 == 2
+        extend = trial % 3 == 1
         first = train_cmd(run, ITERATIONS // 2 if extend else ITERATIONS)
         killed = launch_and_kill(first, rng.uniform(0.0, wall))
         counts["killed"] += killed
@@ -432,7 +432,8 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.mark.integration
-def test_sigterm_mid_run_checkpoints_exits_143_and_leaves_no_workers(tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_signal_mid_run_checkpoints_exits_and_leaves_no_workers(tmp_path, signum):
     run = tmp_path / "run"
     cmd = train_cmd(run, 100000, "sampler.backend=local", "sampler.workers=2", "log.checkpoint_every=1000")
     proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -446,9 +447,9 @@ def test_sigterm_mid_run_checkpoints_exits_143_and_leaves_no_workers(tmp_path):
             time.sleep(0.1)
         workers = [c for c in _children(proc.pid) if _alive(c)]
         assert proc.poll() is None and len(workers) >= 2
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(signum)
         _, err = proc.communicate(timeout=60)
-        assert proc.returncode == 143, err
+        assert proc.returncode == 128 + signum, err
         assert "Traceback" not in err and "resume with: metarl train --resume" in err
         state = checkpoint.load(checkpoint.latest(run / "checkpoints"))
         assert 1 <= state["iteration"] < 100000
