@@ -13,7 +13,8 @@
 Every command accepts ``--module PATH`` (repeatable) to import a Python file
 that registers extra task families or outer loops (``metarl.algos.ALGOS``)
 first.  Bad input exits with status 2 and one line on stderr naming the bad
-value; nothing is written in that case.
+value; nothing is written in that case.  Ctrl-C exits 130 and SIGTERM 143
+(training writes a checkpoint first; see :mod:`metarl.signals`).
 """
 
 from __future__ import annotations
@@ -116,7 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(or --run-dir DIR/seed<S>)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue RUN_DIR from its latest checkpoint")
     p.add_argument("--iterations", type=_nonneg_int, help="with --resume: extend the run to this many iterations")
-    p.add_argument("--force", action="store_true", help="allow writing into an existing non-empty --run-dir")
+    p.add_argument("--force", action="store_true",
+                   help="start over in an existing non-empty --run-dir (removes the files metarl wrote there)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     p = add("evaluate", "test-time adaptation curve on held-out tasks")
