@@ -257,12 +257,6 @@ def register_family(name: str, env_cls: type[TaskEnv], horizon: int, description
     )
 
 
-def family_env_class(name: str) -> type[TaskEnv] | None:
-    """The env class registered as family ``name`` (None if unknown)."""
-    entry = _REGISTRY.get(name)
-    return entry[0] if entry else None
-
-
 def family_names() -> list[str]:
     return sorted(_REGISTRY)
 
@@ -285,6 +279,11 @@ def make_family(name: str, horizon: int | None = None, **kwargs: Any) -> TaskFam
     except TypeError as e:
         raise ValueError(f"{name}: bad env kwargs {dict(kwargs)!r}: {e}") from None
     return family
+
+
+def family_class(name: str) -> type[TaskEnv]:
+    """The environment class registered as ``name`` (``KeyError`` if none is)."""
+    return _REGISTRY[name][0]
 
 
 def describe_families() -> list[tuple[str, int, str]]:

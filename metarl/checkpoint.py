@@ -10,6 +10,7 @@ previous checkpoint intact.
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 from typing import Any
 
@@ -30,18 +31,67 @@ def save(ckpt_dir: Path, iteration: int, state: dict[str, Any]) -> Path:
     return path
 
 
+class CheckpointError(ValueError):
+    """A checkpoint or ``latest`` pointer that cannot be used (the message names the file)."""
+
+
+_NAME = re.compile(r"iter_[0-9]{6,}\.pt")
+
+
 def latest(ckpt_dir: Path) -> Path | None:
+    """The checkpoint ``latest`` points at; None when there is no pointer.
+
+    The pointer must name a file ``iter_NNNNNN.pt`` inside ``ckpt_dir``
+    (never a path elsewhere) that exists; anything else raises
+    :class:`CheckpointError`.
+    """
+    ckpt_dir = Path(ckpt_dir)
     pointer = ckpt_dir / LATEST
     if not pointer.exists():
         return None
-    path = ckpt_dir / pointer.read_text().strip()
-    return path if path.exists() else None
+    try:
+        name = pointer.read_bytes()[:256].decode("utf-8").strip()
+    except (OSError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"cannot read {pointer}: {type(e).__name__}") from None
+    if not _NAME.fullmatch(name):
+        raise CheckpointError(f"{pointer} must name a checkpoint file iter_NNNNNN.pt in {ckpt_dir}, "
+                              f"got {name[:60]!r}")
+    path = ckpt_dir / name
+    if not path.is_file():
+        raise CheckpointError(f"{pointer} names {name}, which does not exist")
+    return path
 
 
 def load(path: Path) -> dict[str, Any]:
-    """Load a checkpoint; refuses anything but tensors and plain containers."""
+    """Load a checkpoint; refuses anything but tensors and plain containers.
+
+    Also refuses a state without an ``iteration`` (a non-negative integer)
+    and a ``meta`` mapping of finite tensors.
+    """
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - re-raised with the file name
-        raise ValueError(f"cannot load checkpoint {path}: {type(e).__name__}: "
-                         f"{str(e).splitlines()[0] if str(e) else ''}") from None
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise CheckpointError(f"cannot load checkpoint {path}: {type(e).__name__}: {first[:200]}") from None
+    problem = _problem(state)
+    if problem:
+        raise CheckpointError(f"checkpoint {path}: {problem}")
+    return state
+
+
+def _problem(state: Any) -> str | None:
+    """Why ``state`` is not a checkpoint (None: it is one)."""
+    if not isinstance(state, dict):
+        return f"expected a mapping, got {type(state).__name__}"
+    it = state.get("iteration")
+    if isinstance(it, bool) or not isinstance(it, int) or it < 0:
+        return f"'iteration' must be a non-negative integer, got {str(it)[:40]}"
+    meta = state.get("meta")
+    if not isinstance(meta, dict) or not meta:
+        return "'meta' must be a non-empty mapping of tensors"
+    for k, v in meta.items():
+        if isinstance(v, dict):  # nested state (e.g. an optimizer's)
+            continue
+        if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all()):
+            return f"'meta.{k}' holds NaN or infinite values"
+    return None

@@ -14,7 +14,8 @@
 Every command accepts ``--module PATH`` (repeatable) to import a Python file
 that registers extra task families or outer loops (``metarl.algos.ALGOS``)
 first.  Bad input exits with status 2 and one line on stderr naming the bad
-value; nothing is written in that case.
+value; nothing is written in that case.  Ctrl-C exits 130 and SIGTERM 143
+(training writes a checkpoint first; see :mod:`metarl.signals`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import importlib.util
 import logging
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -57,6 +59,14 @@ def _int_at_least(minimum: int, what: str):
 
 _positive_int = _int_at_least(1, "positive")
 _nonneg_int = _int_at_least(0, "non-negative")
+
+
+def _seed(text: str) -> int:
+    """An argparse type: a seed in [0, 2**64)."""
+    value = _nonneg_int(text)
+    if value >= 2**64:
+        raise argparse.ArgumentTypeError(f"expected a seed below 2**64, got {text[:40]!r}")
+    return value
 
 
 def _positive_float(text: str) -> float:
@@ -101,14 +111,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, dotted (repeatable): --set algo.inner_lr=0.05")
     p.add_argument("--run-dir", help="run directory (default: runs/<family>__<name>__<seed>__<time>)")
-    p.add_argument("--seed", type=_nonneg_int, help="override the config's seed")
-    p.add_argument("--seeds", type=_nonneg_int, nargs="+", metavar="S",
+    p.add_argument("--seed", type=_seed, help="override the config's seed")
+    p.add_argument("--seeds", type=_seed, nargs="+", metavar="S",
                    help="train these seeds one after another (one number N: seeds 1..N); finished seeds are "
                         "skipped, interrupted ones resumed; run directories <log.root>/<family>__<name>__seed<S> "
                         "(or --run-dir DIR/seed<S>)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue RUN_DIR from its latest checkpoint")
     p.add_argument("--iterations", type=_nonneg_int, help="with --resume: extend the run to this many iterations")
-    p.add_argument("--force", action="store_true", help="allow writing into an existing non-empty --run-dir")
+    p.add_argument("--force", action="store_true",
+                   help="start over in an existing non-empty --run-dir (removes the files metarl wrote there)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     p = add("evaluate", "test-time adaptation curve on held-out tasks")
@@ -116,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tasks", type=_positive_int, default=40, help="held-out tasks (default 40)")
     p.add_argument("--steps", type=_nonneg_int, default=3, help="inner steps 0..K (default 3; 0 = NIL)")
     p.add_argument("--episodes", type=_positive_int, help="episodes per task per step (default: the run's)")
-    p.add_argument("--seed", type=_nonneg_int, default=0, help="seed of the held-out tasks and rollouts")
+    p.add_argument("--seed", type=_seed, default=0, help="seed of the held-out tasks and rollouts")
     p.add_argument("--out", help="output JSON (default RUN_DIR/eval/adaptation.json, or shots.json with --shots)")
     p.add_argument("--inner-lr", type=_positive_float, help="test-time inner step size (default: the trained one)")
     p.add_argument("--shots", type=_positive_int, nargs="+", metavar="M",
@@ -131,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", help="a run directory written by metarl train")
     p.add_argument("--tasks", type=_positive_int, default=20, help="held-out tasks (default 20)")
     p.add_argument("--episodes", type=_positive_int, help="episodes per task (default: the run's)")
-    p.add_argument("--seed", type=_nonneg_int, default=0, help="seed of the held-out tasks and rollouts")
+    p.add_argument("--seed", type=_seed, default=0, help="seed of the held-out tasks and rollouts")
     p.add_argument("--max-states", type=_positive_int, default=2000, help="states per task for CKA/CCA")
     p.add_argument("--out-dir", help="output directory (default RUN_DIR/eval)")
 
@@ -148,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--width", type=_even_size, default=320, help="panel width in pixels (even, default 320)")
     p.add_argument("--height", type=_even_size, default=240, help="panel height in pixels (even, default 240)")
     p.add_argument("--fps", type=_positive_int, help="frames per second (default: the env's 1/dt)")
-    p.add_argument("--seed", type=_nonneg_int, default=0, help="seed of the held-out tasks (as metarl evaluate)")
+    p.add_argument("--seed", type=_seed, default=0, help="seed of the held-out tasks (as metarl evaluate)")
     p.add_argument("--out", help="output .mp4 or .gif (default RUN_DIR/eval/video.mp4, .gif without imageio-ffmpeg)")
 
     add("tasks", "list registered task families")
@@ -165,12 +176,20 @@ def _import_modules(paths: list[str]) -> None:
     for path in paths:
         if not os.path.isfile(path):
             raise UsageError(f"--module: no such file {path!r}")
+        if not path.endswith(".py"):
+            raise UsageError(f"--module: {path!r} is not a Python file (.py)")
         name = "metarl_user_" + Path(path).stem
         spec = importlib.util.spec_from_file_location(name, path)
-        assert spec is not None and spec.loader is not None
+        if spec is None or spec.loader is None:
+            raise UsageError(f"--module: cannot import {path!r}")
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
-        spec.loader.exec_module(module)
+        try:
+            spec.loader.exec_module(module)
+        except Exception as e:  # noqa: BLE001 - a user's file: one line naming it and the error
+            sys.modules.pop(name, None)
+            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            raise UsageError(f"--module {path!r} failed to import: {type(e).__name__}: {first[:200]}") from None
         cloudpickle.register_pickle_by_value(module)
 
 
@@ -179,6 +198,46 @@ def _import_modules(paths: list[str]) -> None:
 def _default_run_dir(cfg: Any) -> Path:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     return Path(cfg.log.root) / f"{cfg.env.family}__{cfg.name}__{cfg.seed}__{stamp}"
+
+
+def _check_family(cfg: Any) -> None:
+    """Build the configured family once (its constructor sees ``env.kwargs``) before anything is written."""
+    from metarl.run import build_family
+
+    try:
+        build_family(cfg)
+    except (ValueError, TypeError, KeyError) as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UsageError(f"env.kwargs: {cfg.env.family} refuses {cfg.env.kwargs}: {msg[:200]}") from None
+
+
+def _make_run_dir(cfg: Any, run_dir: str | None, force: bool) -> Path:
+    """The run directory: a fresh unique one by default, else ``run_dir`` (emptied of metarl's files with force)."""
+    from metarl import rundir
+
+    try:
+        if run_dir is None:
+            return rundir.create_unique(_default_run_dir(cfg))
+        path = Path(run_dir)
+        if path.exists() and not path.is_dir():
+            raise UsageError(f"cannot write run directory {str(path)!r}: it is not a directory")
+        if path.exists() and set(path.iterdir()) - set(rundir.stale_temporaries(path)):
+            if not force:
+                raise UsageError(f"run directory {str(path)!r} exists and is not empty (use --force or --resume)")
+            _probe(path)
+            rundir.clean(path)
+        path.mkdir(parents=True, exist_ok=True)
+        _probe(path)
+        return path
+    except OSError as e:
+        raise UsageError(f"cannot write run directory {str(run_dir or cfg.log.root)!r}: {e.strerror or e}") from None
+
+
+def _probe(path: Path) -> None:
+    """Create and remove a file in ``path`` (a leftover, after a kill, counts as a stale temporary)."""
+    fd, probe = tempfile.mkstemp(prefix=".metarl-probe-", suffix=".tmp", dir=path)
+    os.close(fd)
+    os.unlink(probe)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -196,8 +255,6 @@ def cmd_train(args: argparse.Namespace) -> int:
             cfg = resume_config(run_dir, args.iterations)
         except ConfigError as e:
             raise UsageError(str(e)) from None
-        except FileNotFoundError:
-            raise UsageError(f"--resume: no checkpoint in {str(run_dir / 'checkpoints')!r}") from None
         return _run_training(cfg, run_dir, resume=True, progress=not args.no_progress)
 
     if not args.config:
@@ -213,17 +270,18 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg = load_config(args.config, overrides)
     except ConfigError as e:
         raise UsageError(str(e)) from None
-    run_dir = Path(args.run_dir) if args.run_dir else _default_run_dir(cfg)
-    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())) and not args.force:
-        raise UsageError(f"run directory {str(run_dir)!r} exists and is not empty (use --force or --resume)")
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / ".write_test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as e:
-        raise UsageError(f"cannot write run directory {str(run_dir)!r}: {e.strerror}") from None
+    _check_family(cfg)
+    run_dir = _make_run_dir(cfg, args.run_dir, args.force)
+    _write_config(run_dir, cfg)  # first: a run interrupted from here on can be resumed
+    _RESUMABLE["run_dir"] = run_dir
     return _run_training(cfg, run_dir, resume=False, progress=not args.no_progress)
+
+
+def _write_config(run_dir: Path, cfg: Any) -> None:
+    from metarl.config import to_yaml
+    from metarl.fileio import atomic_write
+
+    atomic_write(run_dir / "config.yaml", to_yaml(cfg))
 
 
 def _seed_list(values: list[int]) -> list[int]:
@@ -238,7 +296,7 @@ def _seed_list(values: list[int]) -> list[int]:
 def _train_seeds(args: argparse.Namespace) -> int:
     """``--seeds``: each seed in its own stable run directory; skip finished, resume interrupted."""
     from metarl import checkpoint
-    from metarl.config import ConfigError, load_config, to_yaml
+    from metarl.config import ConfigError, load_config
 
     if args.seed is not None:
         raise UsageError("--seeds and --seed exclude each other")
@@ -262,13 +320,14 @@ def _train_seeds(args: argparse.Namespace) -> int:
             continue
         if done is not None:
             if load_config(run_dir / "config.yaml").iterations != cfg.iterations:
-                (run_dir / "config.yaml").write_text(to_yaml(cfg))  # the budget grew
+                _write_config(run_dir, cfg)  # the budget grew
             print(f"seed {seed}: resuming at iteration {done} in {run_dir}", file=sys.stderr)
             rc = _run_training(cfg, run_dir, resume=True, progress=not args.no_progress)
         else:
             for stale in run_dir.glob("events.out.tfevents.*"):  # a start that never reached a checkpoint
                 stale.unlink()
             run_dir.mkdir(parents=True, exist_ok=True)
+            _write_config(run_dir, cfg)
             print(f"seed {seed}: starting in {run_dir}", file=sys.stderr)
             rc = _run_training(cfg, run_dir, resume=False, progress=not args.no_progress)
         if rc != 0:
@@ -277,11 +336,18 @@ def _train_seeds(args: argparse.Namespace) -> int:
 
 
 def _run_training(cfg: Any, run_dir: Path, resume: bool, progress: bool) -> int:
-    from tqdm import tqdm
+    from metarl.signals import begin_work, exit_code
 
-    from metarl.trainer import Trainer, TrainingError
+    _RESUMABLE["run_dir"] = run_dir
+    try:
+        from tqdm import tqdm
 
-    trainer = Trainer(cfg, run_dir, resume=resume)
+        from metarl.trainer import Trainer, TrainingError
+
+        trainer = Trainer(cfg, run_dir, resume=resume)
+    except KeyboardInterrupt as e:  # during imports or start-up: config.yaml is written, the run resumes from 0
+        print(f"interrupted; resume with: metarl train --resume {run_dir}", file=sys.stderr)
+        return exit_code(e)
     print(f"run directory: {run_dir}", file=sys.stderr)
     bar = tqdm(total=cfg.iterations, initial=trainer.start_iteration, unit="it", disable=not progress,
                dynamic_ncols=True, desc=cfg.env.family)
@@ -293,11 +359,12 @@ def _run_training(cfg: Any, run_dir: Path, resume: bool, progress: bool) -> int:
         bar.update(1)
 
     try:
+        begin_work()  # from here an interrupt checkpoints (and stops the workers) before exiting
         results = trainer.train(on_iteration)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         bar.close()
         print(f"interrupted; resume with: metarl train --resume {run_dir}", file=sys.stderr)
-        return 130
+        return exit_code(e)
     except TrainingError as e:
         bar.close()
         print(f"metarl: training stopped: {e}", file=sys.stderr)
@@ -314,14 +381,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from metarl.config import ConfigError
     from metarl.evaluation import evaluate_run
     from metarl.plots import log_adaptation_curve, write_adaptation_outputs
-    from metarl.run import done_iterations, write_json
+    from metarl.run import write_json
 
     run_dir = Path(args.run_dir)
-    if not (run_dir / "config.yaml").is_file():
-        raise UsageError(f"{str(run_dir)!r} is not a run directory (no config.yaml)")
-    iteration = done_iterations(run_dir)
-    if iteration is None:
-        raise UsageError(f"no checkpoint in {run_dir / 'checkpoints'}")
+    iteration = _check_run(run_dir)
     _warn_versions(run_dir)
     if args.shots:
         return _evaluate_shots(args, run_dir, iteration)
@@ -423,8 +486,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     from metarl.config import ConfigError
 
     run_dir = Path(args.run_dir)
-    if not (run_dir / "config.yaml").is_file():
-        raise UsageError(f"{str(run_dir)!r} is not a run directory (no config.yaml)")
+    _check_run(run_dir)
+    _check_writable((Path(args.out_dir) if args.out_dir else run_dir / "eval") / "analysis.json")
     _warn_versions(run_dir)
     print(f"analysing {run_dir} on {args.tasks} held-out tasks", file=sys.stderr)
     try:
@@ -443,8 +506,7 @@ def cmd_video(args: argparse.Namespace) -> int:
     from metarl.video import VideoError, default_suffix, render_run
 
     run_dir = Path(args.run_dir)
-    if not (run_dir / "config.yaml").is_file():
-        raise UsageError(f"{str(run_dir)!r} is not a run directory (no config.yaml)")
+    _check_run(run_dir)
     out = Path(args.out) if args.out else run_dir / "eval" / f"video{default_suffix()}"
     if out.suffix not in (".mp4", ".gif"):
         raise UsageError(f"{str(out)!r}: the video must be a .mp4 or .gif file")
@@ -460,6 +522,21 @@ def cmd_video(args: argparse.Namespace) -> int:
     print(f"wrote {info['out']} ({info['frames']} frames, {info['size'][0]}x{info['size'][1]}, {info['fps']} fps)",
           file=sys.stderr)
     return 0
+
+
+def _check_run(run_dir: Path) -> int:
+    """A run directory with a config and a checkpoint that loads into its learner; its iteration."""
+    from metarl.config import ConfigError
+    from metarl.run import load_run
+
+    if not (run_dir / "config.yaml").is_file():
+        raise UsageError(f"{str(run_dir)!r} is not a run directory (no config.yaml)")
+    try:
+        return load_run(run_dir)[3]
+    except ConfigError as e:
+        raise UsageError(f"{run_dir / 'config.yaml'}: {e}") from None
+    except FileNotFoundError:
+        raise UsageError(f"no checkpoint in {run_dir / 'checkpoints'}") from None
 
 
 def _warn_versions(run_dir: Path) -> None:
@@ -481,6 +558,12 @@ def _check_writable(out: Path) -> None:
         raise UsageError(f"cannot write {str(out)!r}: it is a directory")
     if not os.access(parent, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
         raise UsageError(f"cannot write {str(out)!r}: permission denied")
+    try:  # permissions are not the whole story (read-only or special file systems, root)
+        fd, probe = tempfile.mkstemp(prefix=".metarl-probe-", suffix=".tmp", dir=parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise UsageError(f"cannot write {str(out)!r}: {e.strerror or e}") from None
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
@@ -493,6 +576,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
         raise UsageError(f"--labels needs one label per run directory ({len(args.run_dirs)}), got {len(args.labels)}")
     if not args.out.lower().endswith(".png"):
         raise UsageError(f"--out must name a .png file, got {args.out!r}")
+    _check_writable(Path(args.out))
     try:
         out = plot_runs([Path(d) for d in args.run_dirs], Path(args.out), args.labels)
     except ValueError as e:
@@ -530,7 +614,38 @@ COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "analyze": cmd_analyze
             "tasks": cmd_tasks, "check-family": cmd_check_family, "video": cmd_video}
 
 
+_RESUMABLE: dict[str, Path] = {}  # "run_dir": a run whose config.yaml is on disk (for the interrupt message)
+
+
+def _interrupted_message() -> str:
+    run_dir = _RESUMABLE.get("run_dir")
+    return f"interrupted; resume with: metarl train --resume {run_dir}" if run_dir else "metarl: interrupted"
+
+
+def _exit_at_once(signum: int) -> None:
+    """Ctrl-C or SIGTERM during start-up: one line, then exit (nothing but atomic writes has happened)."""
+    from metarl.signals import exit_code
+
+    try:
+        sys.stderr.write(_interrupted_message() + "\n")
+        sys.stderr.flush()
+    finally:
+        os._exit(exit_code(signum))
+
+
 def main(argv: list[str] | None = None) -> int:
+    from metarl import signals
+
+    _RESUMABLE.clear()
+    try:
+        with signals.handled(_exit_at_once):
+            return _main(argv)
+    except KeyboardInterrupt as e:  # an interrupt raised outside a command's own handling
+        print(_interrupted_message(), file=sys.stderr)
+        return signals.exit_code(e)
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -541,6 +656,18 @@ def main(argv: list[str] | None = None) -> int:
         _import_modules(getattr(args, "module", []))
         return COMMANDS[args.command](args)
     except UsageError as e:
+        print(f"metarl: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except ConnectionError as e:  # an unreachable sampler.ray_address (metarl.sampling.ray_backend)
+        ray_backend = sys.modules.get("metarl.sampling.ray_backend")
+        if ray_backend is None or not isinstance(e, ray_backend.RayUnreachableError):
+            raise
+        print(f"metarl: error: {e}", file=sys.stderr)
+        return 1
+    except ValueError as e:  # a bad checkpoint or latest pointer (metarl.checkpoint, imported only when used)
+        ckpt = sys.modules.get("metarl.checkpoint")
+        if ckpt is None or not isinstance(e, ckpt.CheckpointError):
+            raise
         print(f"metarl: error: {e}", file=sys.stderr)
         return EXIT_USAGE
 

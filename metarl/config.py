@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from metarl import inputs
 from metarl.algos import ALGOS
 from metarl.algos.base import resolve_inner_update
 from metarl.algos.maml_trpo import TRPOSettings
@@ -102,6 +103,8 @@ class SamplerConfig:
     """Worker processes (local) or actors (ray); null: one per core (local) or per cluster CPU (ray)."""
     ray_address: str | None = None
     """Existing Ray cluster to join (HOST:PORT); null starts a local one."""
+    hang_timeout: float | None = 300.0
+    """Seconds a ready worker may take for one shard before it is killed and replaced (local); null: no limit."""
 
 
 @dataclass
@@ -132,7 +135,7 @@ class Config:
 # -- parsing -----------------------------------------------------------------------
 
 def _fmt(value: Any) -> str:
-    return repr(value) if isinstance(value, str) else str(value)
+    return inputs.short_repr(value)
 
 
 def _convert(value: Any, tp: Any, key: str) -> Any:
@@ -179,7 +182,7 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {_fmt(data)}")
+        raise ConfigError(f"{prefix[:-1] or 'config'}: expected a section (a mapping of keys), got {_fmt(data)}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}
@@ -199,7 +202,7 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
 
 def _parse_scalar(text: str) -> Any:
     try:
-        return yaml.safe_load(text)
+        return inputs.load_yaml(text)
     except yaml.YAMLError:
         return text
 
@@ -215,6 +218,8 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             raise ConfigError(f"--set expects key=value, got {item!r}")
         node = data
         parts = key.split(".")
+        if not all(parts):
+            raise ConfigError(f"--set {key}: empty key name between dots")
         for part in parts[:-1]:
             nxt = node.get(part)
             if nxt is None:
@@ -222,7 +227,10 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             if not isinstance(nxt, dict):
                 raise ConfigError(f"--set {key}: {part} is not a section")
             node = nxt
-        node[parts[-1]] = _parse_scalar(text)
+        try:
+            node[parts[-1]] = _parse_scalar(text)
+        except ValueError as e:
+            raise ConfigError(f"--set {key}: {e}") from None
     return data
 
 
@@ -234,7 +242,7 @@ def validate(cfg: Config) -> Config:
 
     a, t, p, s = cfg.algo, cfg.trpo, cfg.policy, cfg.sampler
     need(cfg.iterations >= 0, "iterations", cfg.iterations, "must be >= 0")
-    need(cfg.seed >= 0, "seed", cfg.seed, "must be >= 0")
+    need(0 <= cfg.seed < 2**64, "seed", cfg.seed, "must be in [0, 2**64)")
     need(bool(cfg.name) and "/" not in cfg.name, "name", cfg.name, "must be a non-empty name without '/'")
     need(cfg.env.horizon is None or cfg.env.horizon >= 1, "env.horizon", cfg.env.horizon, "must be >= 1")
     need(len(p.hidden_sizes) >= 1 and all(h >= 1 for h in p.hidden_sizes), "policy.hidden_sizes",
@@ -273,6 +281,9 @@ def validate(cfg: Config) -> Config:
     need(0 <= x.adam_beta2 < 1, "proximal.adam_beta2", x.adam_beta2, "must be in [0, 1)")
     need(x.adam_eps > 0, "proximal.adam_eps", x.adam_eps, "must be > 0")
     need(s.workers is None or s.workers >= 1, "sampler.workers", s.workers, "must be >= 1 (or null: one per core)")
+    need(s.hang_timeout is None or s.hang_timeout > 0, "sampler.hang_timeout", s.hang_timeout,
+         "must be > 0 (or null: no limit)")
+    _check_sizes(cfg, need)
     need(cfg.log.checkpoint_every >= 1, "log.checkpoint_every", cfg.log.checkpoint_every, "must be >= 1")
     import envs  # registers families
     from metarl.sampling import BACKENDS
@@ -284,11 +295,56 @@ def validate(cfg: Config) -> Config:
         close = difflib.get_close_matches(cfg.env.family, envs.family_names(), n=1)
         hint = f" (did you mean {close[0]}?)" if close else ""
         raise ConfigError(f"env.family: unknown family {_fmt(cfg.env.family)}{hint}")
-    limit = getattr(envs.family_env_class(cfg.env.family), "max_horizon", None)
+    limit = getattr(envs.family_class(cfg.env.family), "max_horizon", None)
     if limit is not None and cfg.env.horizon is not None:
         need(cfg.env.horizon <= limit, "env.horizon", cfg.env.horizon,
              f"must be <= {limit}, the longest episode {cfg.env.family} allows")
+    try:
+        inputs.check_env_kwargs(envs.family_class(cfg.env.family), cfg.env.kwargs, cfg.env.family)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     return cfg
+
+
+MAX_HORIZON = 100_000
+MAX_WIDTH = 16_384
+MAX_LAYERS = 32
+MAX_BATCH_STEPS = 50_000_000
+MAX_WEIGHTS = 50_000_000
+MAX_REMOTE_WORKERS = 4096
+
+
+def max_local_workers() -> int:
+    """Local worker processes allowed: 8 per core, and at most half the process limit (RLIMIT_NPROC)."""
+    import resource
+
+    from metarl.sampling.local import default_workers
+
+    limit = 8 * default_workers()
+    soft, _ = resource.getrlimit(resource.RLIMIT_NPROC)
+    if soft != resource.RLIM_INFINITY:
+        limit = min(limit, max(1, soft // 2))
+    return limit
+
+
+def _check_sizes(cfg: Config, need: Any) -> None:
+    """Upper bounds on sizes that would otherwise exhaust memory or processes."""
+    h, p, a, s = cfg.env.horizon, cfg.policy, cfg.algo, cfg.sampler
+    need(h is None or h <= MAX_HORIZON, "env.horizon", h, f"must be <= {MAX_HORIZON}")
+    need(len(p.hidden_sizes) <= MAX_LAYERS and all(w <= MAX_WIDTH for w in p.hidden_sizes), "policy.hidden_sizes",
+         p.hidden_sizes, f"must have at most {MAX_LAYERS} layers of width <= {MAX_WIDTH}")
+    weights = sum(x * y for x, y in zip(p.hidden_sizes, p.hidden_sizes[1:]))
+    need(weights <= MAX_WEIGHTS, "policy.hidden_sizes", p.hidden_sizes,
+         f"must have at most {MAX_WEIGHTS} weights between hidden layers")
+    steps = a.meta_batch_size * a.episodes_per_task * (h or 1)
+    need(steps <= MAX_BATCH_STEPS, "algo.meta_batch_size", a.meta_batch_size,
+         f"times algo.episodes_per_task times env.horizon ({steps} steps per batch) must be <= {MAX_BATCH_STEPS}")
+    if s.workers is not None and s.backend == "local":
+        top = max_local_workers()
+        need(s.workers <= top, "sampler.workers", s.workers,
+             f"must be <= {top} on this machine (8 per core, half the process limit)")
+    elif s.workers is not None:
+        need(s.workers <= MAX_REMOTE_WORKERS, "sampler.workers", s.workers, f"must be <= {MAX_REMOTE_WORKERS}")
 
 
 def _choices(registry: dict[str, Any]) -> str:
@@ -306,13 +362,22 @@ def load_config(path: str | os.PathLike[str] | None, overrides: list[str] | None
     if path is not None:
         try:
             with open(path, encoding="utf-8") as f:
-                data = yaml.safe_load(f)
+                text = f.read(inputs.MAX_CONFIG_BYTES + 1)
+            if len(text) > inputs.MAX_CONFIG_BYTES:
+                raise ConfigError(f"config file is larger than {inputs.MAX_CONFIG_BYTES} bytes: {path}")
+            data = inputs.load_yaml(text)
+        except UnicodeDecodeError:
+            raise ConfigError(f"config file is not UTF-8 text: {path}") from None
+        except ValueError as e:
+            if isinstance(e, ConfigError):
+                raise
+            raise ConfigError(f"{path}: {e}") from None
         except FileNotFoundError:
             raise ConfigError(f"config file not found: {path}") from None
         except IsADirectoryError:
             raise ConfigError(f"config path is a directory: {path}") from None
-        except UnicodeDecodeError:
-            raise ConfigError(f"config file is not UTF-8 text: {path}") from None
+        except OSError as e:
+            raise ConfigError(f"cannot read config file {path}: {e.strerror or e}") from None
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None)
             where = f" at line {mark.line + 1}" if mark is not None else ""
@@ -321,7 +386,12 @@ def load_config(path: str | os.PathLike[str] | None, overrides: list[str] | None
             data = {}
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of keys, got {_fmt(data)}")
-    return from_dict(apply_overrides(data, list(overrides or [])))
+    data = apply_overrides(data, list(overrides or []))
+    try:
+        inputs.check_tree(data, str(path) if path is not None else "config")
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    return from_dict(data)
 
 
 def flat_dict(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -76,14 +76,15 @@ def family_provenance(run_dir: Path) -> dict[str, Any] | None:
     import yaml
 
     import envs  # noqa: F401  (registers the families)
-    from envs.base import family_env_class
+    from envs.base import family_class, family_names
 
     try:
         env = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("env") or {}
     except (OSError, yaml.YAMLError):
         return None
     name = env.get("family")
-    provenance = getattr(family_env_class(str(name)), "provenance", None)
+    cls = family_class(str(name)) if str(name) in family_names() else None
+    provenance = getattr(cls, "provenance", None)
     if not callable(provenance):
         return None
     return {"name": name, **provenance(**(env.get("kwargs") or {}))}

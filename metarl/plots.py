@@ -283,7 +283,10 @@ def _load_adaptation(run_dir: Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     data = json.loads(path.read_text(encoding="utf-8"))
-    _check_curve(data)
+    try:
+        _check_curve(data)
+    except (TypeError, ValueError, AttributeError) as e:  # null or mistyped fields
+        raise ValueError(f"{path}: not an adaptation curve ({type(e).__name__}: {e})") from None
     return data
 
 

@@ -31,7 +31,7 @@ from envs.oracle import OracleFamily
 from metarl import checkpoint
 from metarl.adaptation import adapt_names
 from metarl.algos import ALGOS, MetaLearner
-from metarl.config import Config, load_config, to_yaml
+from metarl.config import Config, ConfigError, load_config
 from metarl.episodes import EpisodeBatch
 from metarl.fileio import atomic_write
 from metarl.policies import GaussianMLPPolicy
@@ -78,7 +78,8 @@ def build_learner(cfg: Config, family: TaskFamily) -> MetaLearner:
 def build_sampler(cfg: Config, family: TaskFamily, policy: GaussianMLPPolicy) -> Sampler:
     """The configured sampler backend for ``policy``'s architecture."""
     s = cfg.sampler
-    return make_sampler(s.backend, family, PolicySpec.of(policy), workers=s.workers, ray_address=s.ray_address)
+    return make_sampler(s.backend, family, PolicySpec.of(policy), workers=s.workers, ray_address=s.ray_address,
+                        hang_timeout=s.hang_timeout)
 
 
 # -- loading ------------------------------------------------------------------------
@@ -107,23 +108,42 @@ def load_run(run_dir: Path) -> tuple[Config, TaskFamily, MetaLearner, int]:
     state = latest_state(run_dir)
     if state is None:
         raise FileNotFoundError(f"no checkpoint in {checkpoint_dir(run_dir)}")
-    learner.load_state_dict(state["meta"])
+    restore(learner, state, checkpoint_dir(run_dir))
     return cfg, family, learner, int(state["iteration"])
 
 
-def resume_config(run_dir: Path, iterations: int | None = None) -> Config:
-    """The config a resumed run continues with; ``iterations`` extends (or shrinks) its budget.
+def restore(learner: MetaLearner, state: Mapping[str, Any], where: Path) -> None:
+    """Load a checkpoint's ``meta`` into ``learner``, refusing other names or shapes
+    (:class:`metarl.checkpoint.CheckpointError`)."""
+    want = learner.state_dict()
+    meta = state["meta"]
+    if set(meta) != set(want):
+        raise checkpoint.CheckpointError(f"checkpoint in {where} holds {len(meta)} tensors that do not match this "
+                                         f"run's learner ({len(want)}: {', '.join(list(want)[:4])}, ...)")
+    for k, v in want.items():
+        got = meta[k]
+        if not isinstance(got, torch.Tensor) or got.shape != v.shape:
+            shape = tuple(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__
+            raise checkpoint.CheckpointError(f"checkpoint in {where}: {k} has shape {shape}, "
+                                             f"this run's learner needs {tuple(v.shape)}")
+    learner.load_state_dict(meta)
 
-    A changed budget is written back to ``config.yaml``.  Raises
-    :class:`FileNotFoundError` when the run has no checkpoint and
-    :class:`metarl.config.ConfigError` for a bad config.
+
+def resume_config(run_dir: Path, iterations: int | None = None) -> Config:
+    """The config a resumed run continues with; ``iterations`` extends (or keeps) its budget.
+
+    The trainer writes a changed budget back to ``config.yaml`` (atomically,
+    once the checkpoint has loaded).  A run without a checkpoint resumes from
+    iteration 0.  Raises
+    :class:`metarl.config.ConfigError` for a bad config or an ``iterations``
+    below the iteration already reached, and
+    :class:`metarl.checkpoint.CheckpointError` for a bad checkpoint.
     """
     run_dir = Path(run_dir)
     cfg = load_config(run_dir / "config.yaml", [f"iterations={iterations}"] if iterations is not None else [])
-    if checkpoint.latest(checkpoint_dir(run_dir)) is None:
-        raise FileNotFoundError(f"no checkpoint in {str(checkpoint_dir(run_dir))!r}")
-    if iterations is not None:
-        (run_dir / "config.yaml").write_text(to_yaml(cfg), encoding="utf-8")
+    done = done_iterations(run_dir) or 0
+    if iterations is not None and iterations < done:
+        raise ConfigError(f"--iterations {iterations} is below the {done} iterations {run_dir} has done")
     return cfg
 
 

@@ -17,18 +17,20 @@ so a run resumed from a checkpoint continues exactly as if it had never stopped.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from metarl import checkpoint, manifest, run
+from metarl import checkpoint, manifest, run, rundir
 from metarl.config import Config, flat_dict, to_dict, to_yaml
 from metarl.episodes import EpisodeBatch
+from metarl.fileio import atomic_write
 from metarl.run import TASKS, TRAIN, VALID, derive_seed, mean_return, stream_rng
 from metarl.sampling import Sampler
 from metarl.scalars import ScalarsCSV
@@ -68,16 +70,19 @@ class Trainer:
         self.start_iteration = 0
         self.rejected_steps = 0
         self.consecutive_rejections = 0
+        config_path = self.run_dir / "config.yaml"
         if resume:
-            state = run.latest_state(self.run_dir)
-            if state is None:
-                raise FileNotFoundError(f"no checkpoint to resume from in {self.ckpt_dir}")
-            self.learner.load_state_dict(state["meta"])
-            self.start_iteration = int(state["iteration"])
-            self.rejected_steps = int(state.get("rejected_steps", 0))
-            self.consecutive_rejections = int(state.get("consecutive_rejections", 0))
-        else:
-            (self.run_dir / "config.yaml").write_text(to_yaml(cfg), encoding="utf-8")
+            state = run.latest_state(self.run_dir)  # checked (structure, shapes) before anything is written
+            if state is not None:
+                run.restore(self.learner, state, self.ckpt_dir)
+                self.start_iteration = int(state["iteration"])
+                self.rejected_steps = int(state.get("rejected_steps", 0))
+                self.consecutive_rejections = int(state.get("consecutive_rejections", 0))
+            rundir.remove_stale_temporaries(self.run_dir)
+            if state is None:  # killed before its first checkpoint: start over from iteration 0
+                rundir.clean(self.run_dir, keep_config=True)
+        if not (resume and config_path.is_file() and config_path.read_text(encoding="utf-8") == to_yaml(cfg)):
+            atomic_write(config_path, to_yaml(cfg))  # a resumed run's budget may have changed
         self.sampler: Sampler | None = None
         self.writer: Any = None
 
@@ -186,25 +191,27 @@ class Trainer:
 
         cfg = self.cfg
         results: list[IterationResult] = []
-        # purge_step drops events a killed run logged after its last checkpoint.
-        self.writer = SummaryWriter(str(self.run_dir), purge_step=self.start_iteration or None)
-        csv_log = ScalarsCSV(self.run_dir, self.start_iteration)
-        if self.start_iteration == 0:
-            self.writer.add_text("config", "```yaml\n" + to_yaml(cfg) + "```", 0)
-            self.writer.add_text("mode", mode_description(cfg), 0)
-            table = "|key|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in flat_dict(to_dict(cfg)).items())
-            self.writer.add_text("hyperparameters", table, 0)
-            write_hparams(self.writer, cfg)
-        manifest.start(self.run_dir)
+        with self._log_writes():
+            # purge_step drops events a killed run logged after its last checkpoint.
+            self.writer = SummaryWriter(str(self.run_dir), purge_step=self.start_iteration or None)
+            csv_log = ScalarsCSV(self.run_dir, self.start_iteration)
+            if self.start_iteration == 0:
+                self.writer.add_text("config", "```yaml\n" + to_yaml(cfg) + "```", 0)
+                self.writer.add_text("mode", mode_description(cfg), 0)
+                table = "|key|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in flat_dict(to_dict(cfg)).items())
+                self.writer.add_text("hyperparameters", table, 0)
+                write_hparams(self.writer, cfg)
+            manifest.start(self.run_dir)
         status = "failed"
-        self.sampler = run.build_sampler(cfg, self.family, self.learner.policy)
         iteration = self.start_iteration
         try:
+            self.sampler = run.build_sampler(cfg, self.family, self.learner.policy)
             for iteration in range(self.start_iteration, cfg.iterations):
                 res = self.run_iteration(iteration)
-                for k, v in res.scalars.items():
-                    self.writer.add_scalar(k, v, iteration)
-                csv_log.append(iteration, res.scalars)
+                with self._log_writes():
+                    for k, v in res.scalars.items():
+                        self.writer.add_scalar(k, v, iteration)
+                    csv_log.append(iteration, res.scalars)
                 results.append(res)
                 if on_iteration is not None:
                     on_iteration(res)
@@ -217,8 +224,9 @@ class Trainer:
                         f"{limit} consecutive updates rejected for non-finite values (iteration {iteration}); "
                         f"stopped with the last good parameters in {path}")
                 if (iteration + 1) % cfg.log.checkpoint_every == 0 or iteration + 1 == cfg.iterations:
-                    self.writer.flush()
-                    csv_log.flush()
+                    with self._log_writes():
+                        self.writer.flush()
+                        csv_log.flush()
                     self.save_checkpoint(iteration + 1)
             if cfg.iterations == self.start_iteration and checkpoint.latest(self.ckpt_dir) is None:
                 self.save_checkpoint(self.start_iteration)
@@ -227,17 +235,30 @@ class Trainer:
             status = "interrupted"
             # The iteration in flight is lost; the parameters are those after the last completed one.
             done = results[-1].iteration + 1 if results else self.start_iteration
-            self.writer.flush()
-            csv_log.flush()
+            with self._log_writes():
+                self.writer.flush()
+                csv_log.flush()
             self.save_checkpoint(done)
             log.warning("interrupted: checkpoint written at iteration %d", done)
             raise
         finally:
-            self.sampler.close()
-            self.writer.close()
-            csv_log.close()
-            manifest.finish(self.run_dir, status)
+            if self.sampler is not None:
+                self.sampler.close()
+            for close in (self.writer.close, csv_log.close, lambda: manifest.finish(self.run_dir, status)):
+                try:
+                    close()
+                except OSError as e:  # a full disk: the error that stopped the run is already on its way
+                    log.debug("closing the run's logs: %s", e)
         return results
+
+    @contextlib.contextmanager
+    def _log_writes(self) -> Iterator[None]:
+        """TensorBoard, ``scalars.csv`` and manifest writes: a failed write (full disk) is a :class:`TrainingError`."""
+        try:
+            yield
+        except OSError as e:
+            raise TrainingError(f"cannot write logs in {self.run_dir}: {e.strerror or e}; "
+                                "the previous checkpoint is intact") from None
 
 
 HPARAM_METRICS = ("returns/pre_adapt", "returns/post_adapt", "returns/post_minus_pre")

@@ -21,7 +21,7 @@ from envs.rand_params import PARAM_NAMES
 
 # the Meta-World families build Meta-World's benchmarks (ML10 ~15 s): tests/test_metaworld.py checks them
 ALL = [n for n in envs.family_names() if not n.startswith("MetaWorld")]
-MUJOCO = [n for n in ALL if issubclass(envs.family_env_class(n), MujocoTaskEnv)]
+MUJOCO = [n for n in ALL if issubclass(envs.family_class(n), MujocoTaskEnv)]
 PARAMS = ["HopperParams", "Walker2dParams"]
 ANT = ["AntVel", "AntDir", "AntDir2D", "AntGoal"]
 

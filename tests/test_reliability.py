@@ -5,12 +5,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import os
-import random
-import signal
-import subprocess
-import sys
 import tempfile
-import time
 import types
 import typing
 from pathlib import Path
@@ -205,64 +200,7 @@ def test_valid_base_config_is_accepted():
     assert load_config(NAV_CONFIG).env.family == "Navigation2D"
 
 
-# -- kill -9 at random points, then resume ----------------------------------------------
-
-def train_cmd(run_dir: Path, iterations: int, extra: tuple[str, ...] = ()) -> list[str]:
-    cmd = [sys.executable, "-m", "metarl", "train", str(NAV_CONFIG), "--run-dir", str(run_dir), "--no-progress",
-           "--set", f"iterations={iterations}", "--set", "log.checkpoint_every=1"]
-    for s in SMALL:
-        cmd += ["--set", s]
-    return cmd + list(extra)  # later overrides win
-
-
-def final_params(run_dir: Path) -> dict[str, torch.Tensor]:
-    return checkpoint.load(checkpoint.latest(run_dir / "checkpoints"))["meta"]
-
-
-@pytest.mark.integration
-def test_kill_9_at_random_points_then_resume_gives_the_uninterrupted_result(tmp_path):
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    iterations = 12
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    reference = tmp_path / "reference"
-    subprocess.run(train_cmd(reference, iterations), check=True, env=env, capture_output=True, timeout=300)
-    expected = final_params(reference)
-
-    rng = random.Random(1234)
-    kills = 0
-    trials = int(os.environ.get("METARL_KILL_TRIALS", "3"))  # RELIABILITY.md records a longer run
-    for trial in range(trials):
-        run = tmp_path / f"killed{trial}"
-        proc = subprocess.Popen(train_cmd(run, iterations), env=env, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
-        try:
-            # wait until training has begun (a checkpoint exists), then kill at a random moment
-            deadline = time.monotonic() + 60
-            while (checkpoint.latest(run / "checkpoints") is None and proc.poll() is None
-                   and time.monotonic() < deadline):
-                time.sleep(0.01)
-            time.sleep(rng.uniform(0.0, 0.8))
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGKILL)
-                kills += 1
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait()
-        subprocess.run([sys.executable, "-m", "metarl", "train", "--resume", str(run), "--no-progress"],
-                       check=True, env=env, capture_output=True, timeout=300)
-        got = final_params(run)
-        assert sorted(got) == sorted(expected)
-        for k in expected:
-            assert torch.equal(got[k], expected[k]), (trial, k)
-        acc = EventAccumulator(str(run))
-        acc.Reload()
-        steps = [e.step for e in acc.Scalars("returns/post_adapt")]
-        assert steps == list(range(iterations)), steps
-    assert kills >= (2 * trials) // 3  # the runs really were interrupted
-    print(f"kill -9 trials: {trials}, processes killed mid-run: {kills}, all resumed to identical parameters")
-
+# -- write failures (kill -9, signals and resume: tests/test_resume_signals.py) ------------------------
 
 def test_failed_checkpoint_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     cfg = load_config(NAV_CONFIG, SMALL + ["iterations=3", "log.checkpoint_every=1"])
@@ -383,65 +321,6 @@ def test_nan_actions_never_reach_the_simulator():
     bad[1, 0] = np.nan
     with pytest.raises(ValueError, match="NaN"):
         env.step(bad)
-
-
-# -- Ctrl-C -----------------------------------------------------------------------------------
-
-def _children(pid: int) -> list[int]:
-    out: list[int] = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        out += [int(c) for c in (task / "children").read_text().split()]
-    return out
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return state != "Z"
-
-
-@pytest.mark.integration
-def test_ctrl_c_writes_a_checkpoint_and_leaves_no_worker_processes(tmp_path):
-    run = tmp_path / "run"
-    cmd = train_cmd(run, 100000, ("--set", "sampler.backend=local", "--set", "sampler.workers=2",
-                               "--set", "log.checkpoint_every=1000"))
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
-    workers: list[int] = []
-    try:
-        deadline = time.monotonic() + 120
-        # wait until the workers run, then give the (tiny) iterations a few seconds
-        while time.monotonic() < deadline and proc.poll() is None:
-            if len([c for c in _children(proc.pid) if _alive(c)]) >= 2:
-                break
-            time.sleep(0.05)
-        time.sleep(6.0)
-        workers = _children(proc.pid)
-        assert proc.poll() is None and len(workers) >= 2
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
-        assert proc.returncode == 130, err
-        assert "resume with: metarl train --resume" in err
-        state = checkpoint.load(checkpoint.latest(run / "checkpoints"))
-        assert 1 <= state["iteration"] < 100000
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and any(_alive(p) for p in workers):
-            time.sleep(0.05)
-        assert not [p for p in workers if _alive(p)]
-    finally:  # a failed assertion must not leave a 100,000-iteration run (or its workers) behind
-        if proc.poll() is None:
-            workers = workers or _children(proc.pid)
-            proc.kill()
-            proc.communicate()
-        for pid in workers:
-            if _alive(pid):
-                os.kill(pid, signal.SIGKILL)
-    # and the run continues from there
-    assert subprocess.run([sys.executable, "-m", "metarl", "train", "--resume", str(run), "--iterations",
-                           str(state["iteration"] + 1), "--no-progress"], capture_output=True,
-                          timeout=120).returncode == 0
 
 
 def test_atomic_writes_have_ordinary_permissions(tmp_path):

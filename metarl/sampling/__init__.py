@@ -21,10 +21,11 @@ def _serial(family: TaskFamily, spec: PolicySpec, **_: Any) -> Sampler:
     return SerialSampler(family, spec)
 
 
-def _local(family: TaskFamily, spec: PolicySpec, workers: int | None = None, **_: Any) -> Sampler:
+def _local(family: TaskFamily, spec: PolicySpec, workers: int | None = None, hang_timeout: float | None = None,
+           **_: Any) -> Sampler:
     from metarl.sampling.local import LocalSampler
 
-    return LocalSampler(family, spec, workers=workers)
+    return LocalSampler(family, spec, workers=workers, timeout=hang_timeout)
 
 
 def _ray(family: TaskFamily, spec: PolicySpec, workers: int | None = None, ray_address: str | None = None,
@@ -38,12 +39,14 @@ BACKENDS: dict[str, Callable[..., Sampler]] = {"serial": _serial, "local": _loca
 
 
 def make_sampler(backend: str, family: TaskFamily, spec: PolicySpec, workers: int | None = None,
-                 ray_address: str | None = None) -> Sampler:
+                 ray_address: str | None = None, hang_timeout: float | None = None) -> Sampler:
     """Build a sampler.  ``workers``: ``None`` or 0 means the backend's default
-    (one per core for ``local``, one per cluster CPU for ``ray``)."""
+    (one per core for ``local``, one per cluster CPU for ``ray``).  ``hang_timeout``:
+    seconds a ready worker may take for its shard before it is killed and
+    replaced (``local``; ``None``: no limit)."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown sampler backend {backend!r}; available: {sorted(BACKENDS)}")
-    return BACKENDS[backend](family, spec, workers=workers, ray_address=ray_address)
+    return BACKENDS[backend](family, spec, workers=workers, ray_address=ray_address, hang_timeout=hang_timeout)
 
 
 __all__ = ["BACKENDS", "PolicySpec", "RolloutWorker", "Sampler", "SerialSampler", "Shard", "assemble",

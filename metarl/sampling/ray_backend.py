@@ -1,9 +1,14 @@
 """Ray sampling: the same rollout worker as Ray actors, on one machine or a cluster.
 
 ``RaySampler(family, spec, workers, ray_address)`` joins the cluster at
-``ray_address`` (``ray.init(address=...)``, e.g. ``"10.0.0.1:6379"``) or, if
-it is ``None`` and Ray is not initialised yet, starts a private local Ray
-instance bound to 127.0.0.1 with the dashboard off.  It creates ``workers``
+``ray_address`` (``ray.init(address=...)``, e.g. ``"10.0.0.1:6379"``; a
+``HOST:PORT`` that does not accept a TCP connection within
+:data:`CONNECT_TIMEOUT_S` raises :class:`RayUnreachableError` at once instead of
+Ray's long retries) or, if it is ``None`` and Ray is not initialised yet,
+starts a private local Ray instance on the loopback interface
+(:func:`start_local_ray`): every process of it (GCS, raylet, workers, the
+dashboard process and the dashboard and runtime-env agents, which Ray starts
+even without the dashboard UI) listens on 127.0.0.1 only.  It creates ``workers``
 actors (default: one per CPU in the cluster), each reserving one CPU and
 spread over the nodes.  Per call the parameters go into the object store
 once (``ray.put``); every actor rolls out its shard with
@@ -18,6 +23,8 @@ shard re-run with the same seed (logged, counted in
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import time
 import traceback
 from typing import Any
@@ -30,6 +37,60 @@ from metarl.sampling.base import Sampler
 from metarl.sampling.worker import PolicySpec, Shard
 
 logger = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT_S = 10.0
+LOOPBACK = ("127.0.0.1", "::1", "::ffff:127.0.0.1")
+_CLUSTER_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+class RayUnreachableError(ConnectionError):
+    """The configured Ray cluster does not answer (the message names the address)."""
+
+
+def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
+    """Raise :class:`RayUnreachableError` unless ``HOST:PORT`` accepts a TCP connection within ``timeout`` s.
+
+    Other address forms (``auto``, ``ray://...``) are left to Ray.
+    """
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or "/" in address:
+        return
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            pass
+    except OSError as e:
+        raise RayUnreachableError(f"cannot reach the Ray cluster at {address} within {timeout:g} s: "
+                              f"{e.strerror or type(e).__name__}") from None
+
+
+def start_local_ray(**kwargs: Any) -> None:
+    """``ray.init`` a local instance whose processes listen on the loopback interface only.
+
+    Ray rewrites a loopback ``_node_ip_address`` to the machine's external
+    address on Linux; with ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` (Ray's own
+    single-machine mode, the default on macOS and Windows) the node address
+    is 127.0.0.1 and its servers bind there.  The setting is applied for the
+    start-up (the processes started inherit it) and restored afterwards.
+    Raises :class:`RuntimeError` if the node still has a non-loopback address.
+    """
+    import ray
+    import ray._private.ray_constants as constants
+
+    saved_env, saved_flag = os.environ.get(_CLUSTER_ENV), constants.ENABLE_RAY_CLUSTER
+    os.environ[_CLUSTER_ENV] = "0"
+    constants.ENABLE_RAY_CLUSTER = False
+    try:
+        ray.init(address="local", include_dashboard=False, **kwargs)
+    finally:
+        constants.ENABLE_RAY_CLUSTER = saved_flag
+        if saved_env is None:
+            os.environ.pop(_CLUSTER_ENV, None)
+        else:
+            os.environ[_CLUSTER_ENV] = saved_env
+    ip = ray.util.get_node_ip_address()
+    if ip not in LOOPBACK:
+        ray.shutdown()
+        raise RuntimeError(f"the local Ray instance came up on {ip}, not on the loopback interface")
 
 
 class RayRolloutActor:
@@ -76,10 +137,10 @@ class RaySampler(Sampler):
         self._owns_ray = False
         if not ray.is_initialized():
             if ray_address:
+                check_reachable(ray_address)
                 ray.init(address=ray_address, log_to_driver=False)
             else:
-                ray.init(address="local", include_dashboard=False, log_to_driver=False,
-                         _node_ip_address="127.0.0.1")
+                start_local_ray(log_to_driver=False)
                 self._owns_ray = True
         if not workers:
             workers = max(1, int(ray.cluster_resources().get("CPU", 1)))

@@ -1,0 +1,76 @@
+"""Ctrl-C and SIGTERM: an immediate exit during start-up, an interrupt once work has begun.
+
+Cluster schedulers send SIGTERM before preemption; it is handled exactly like
+Ctrl-C (SIGINT).  Within :func:`handled`:
+
+* during start-up (imports, building the run), a signal calls the
+  ``early`` callback, which reports and ends the process at once: nothing
+  but atomic writes has happened yet, and third-party imports may swallow a
+  :class:`KeyboardInterrupt` raised inside them;
+* after :func:`begin_work` (the training loop, which owns workers and a
+  checkpoint to write), SIGINT raises :class:`KeyboardInterrupt` and SIGTERM
+  :class:`Terminated`, a :class:`KeyboardInterrupt`, so every path that
+  handles Ctrl-C (the trainer's checkpoint, the sampler's shutdown of its
+  workers) handles SIGTERM too.
+
+Exit codes: :data:`EXIT_SIGINT` (130) and :data:`EXIT_SIGTERM` (143).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+EXIT_SIGINT = 128 + signal.SIGINT
+EXIT_SIGTERM = 128 + signal.SIGTERM
+
+
+class Terminated(KeyboardInterrupt):
+    """Raised in the main thread when the process receives SIGTERM during work."""
+
+
+_state: dict[str, Any] = {"early": None}
+
+
+def exit_code(interrupt: BaseException | int) -> int:
+    """130 for Ctrl-C, 143 for SIGTERM (from the exception, or from the signal number)."""
+    if isinstance(interrupt, int):
+        return 128 + interrupt
+    return EXIT_SIGTERM if isinstance(interrupt, Terminated) else EXIT_SIGINT
+
+
+def _handler(signum: int, frame: Any) -> None:
+    early = _state["early"]
+    if early is not None:
+        early(signum)  # expected not to return
+    if signum == signal.SIGTERM:
+        raise Terminated(f"signal {signum}")
+    raise KeyboardInterrupt
+
+
+def begin_work() -> None:
+    """From now on signals raise :class:`KeyboardInterrupt` / :class:`Terminated` instead of exiting at once."""
+    _state["early"] = None
+
+
+@contextlib.contextmanager
+def handled(early: Callable[[int], None]) -> Iterator[None]:
+    """Handle SIGINT and SIGTERM as described above (main thread only; elsewhere a no-op)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    if previous[signal.SIGINT] is signal.SIG_IGN:  # started in the background: Ctrl-C is not ours to handle
+        del previous[signal.SIGINT]
+    _state["early"] = early
+    for s in previous:
+        signal.signal(s, _handler)
+    try:
+        yield
+    finally:
+        _state["early"] = None
+        for s, h in previous.items():
+            signal.signal(s, h)

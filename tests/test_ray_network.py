@@ -1,0 +1,88 @@
+"""Ray's network exposure: a local instance listens on loopback only; an unreachable cluster fails fast."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+NAV = str(ROOT / "experiments" / "configs" / "navigation2d.yaml")
+
+
+def listening_addresses(root_pid: int) -> list[tuple[int, str, str, int]]:
+    """``(pid, name, ip, port)`` of every listening inet socket of ``root_pid`` and its descendants."""
+    import importlib
+
+    import ray  # noqa: F401 - puts its bundled psutil on the path when psutil itself is not installed
+
+    psutil = importlib.import_module("psutil")
+
+    root = psutil.Process(root_pid)
+    out = []
+    for p in [root, *root.children(recursive=True)]:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            for c in p.net_connections(kind="inet"):
+                if c.status == psutil.CONN_LISTEN:
+                    out.append((p.pid, p.name(), c.laddr.ip, c.laddr.port))
+    return out
+
+
+@pytest.mark.integration
+def test_local_ray_instance_listens_on_loopback_only():
+    import os
+
+    import numpy as np
+    import ray
+
+    import envs
+    from metarl.policies import GaussianMLPPolicy
+    from metarl.sampling import PolicySpec, make_sampler
+    from metarl.sampling.ray_backend import LOOPBACK
+
+    if ray.is_initialized():
+        ray.shutdown()
+    family = envs.make_family("Navigation2D", horizon=5)
+    policy = GaussianMLPPolicy(family.obs_dim, family.act_dim, [8])
+    sampler = make_sampler("ray", family, PolicySpec.of(policy), workers=1)
+    try:
+        sampler.sample(family.sample_tasks(1, np.random.default_rng(0)), policy.params(), 1, seed=0)
+        sockets = listening_addresses(os.getpid())
+        names = {name for _, name, _, _ in sockets}
+        assert any("gcs" in n for n in names) and any("raylet" in n for n in names), names
+        exposed = [s for s in sockets if s[2] not in LOOPBACK]
+        assert not exposed, exposed
+    finally:
+        sampler.close()
+    assert not ray.is_initialized()
+
+
+def test_unreachable_address_fails_within_the_timeout():
+    from metarl.sampling.ray_backend import RayUnreachableError, check_reachable
+
+    start = time.monotonic()
+    with pytest.raises(RayUnreachableError, match="cannot reach the Ray cluster at 192.0.2.1:6379 within 1 s"):
+        check_reachable("192.0.2.1:6379", timeout=1.0)  # TEST-NET-1: never answers
+    assert time.monotonic() - start < 5
+    with pytest.raises(RayUnreachableError, match="127.0.0.1:1"):
+        check_reachable("127.0.0.1:1")  # refused at once
+
+
+@pytest.mark.integration
+def test_unreachable_ray_address_is_one_line_from_the_command_line(tmp_path):
+    from metarl.cli import main
+
+    sets = ["algo.meta_batch_size=2", "algo.episodes_per_task=2", "env.horizon=5", "policy.hidden_sizes=[8]",
+            "iterations=1", "sampler.backend=ray", "sampler.ray_address=127.0.0.1:1"]
+    buf = io.StringIO()
+    start = time.monotonic()
+    with contextlib.redirect_stderr(buf):
+        code = main(["train", NAV, "--run-dir", str(tmp_path / "run"), "--no-progress",
+                     *sum((["--set", s] for s in sets), [])])
+    assert time.monotonic() - start < 60
+    lines = [ln for ln in buf.getvalue().strip().splitlines() if ln.startswith("metarl:")]
+    assert code == 1 and lines == [lines[-1]] and "cannot reach the Ray cluster at 127.0.0.1:1" in lines[-1]
+    assert "Traceback" not in buf.getvalue()
