@@ -131,10 +131,9 @@ def section(text: str, png_rel: str) -> str:
 
 
 def replace_section(text: str, new: str) -> str:
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        return head + new.rstrip("\n") + rest.split(END, 1)[1]
-    return text.rstrip("\n") + "\n\n" + new
+    from metarl.fileio import replace_section as replace_marked
+
+    return replace_marked(text, new, BEGIN, END)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -42,3 +42,12 @@ def atomic_write(path: str | os.PathLike[str], data: bytes | str) -> Path:
     finally:
         os.close(dir_fd)
     return path
+
+
+def replace_section(text: str, new: str, begin: str, end: str) -> str:
+    """``text`` with the part from the marker line ``begin`` to ``end`` replaced by ``new`` (which holds
+    both markers); ``new`` is appended when the markers are absent.  Used for generated report sections."""
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        return head + new.rstrip("\n") + rest.split(end, 1)[1]
+    return text.rstrip("\n") + "\n\n" + new
