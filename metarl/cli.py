@@ -69,28 +69,27 @@ def _seed(text: str) -> int:
     return value
 
 
+def _checked(text: str, convert: Any, ok: Any, expected: str) -> Any:
+    """``convert(text)`` if it parses and satisfies ``ok``, else an argparse error naming the value."""
+    try:
+        value = convert(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+    if not ok(value):
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+    return value
+
+
 def _positive_float(text: str) -> float:
     """An argparse type: a finite float > 0."""
     import math
 
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
-    return value
+    return _checked(text, float, lambda v: math.isfinite(v) and v > 0, "a finite number > 0")
 
 
 def _even_size(text: str) -> int:
     """An argparse type: an even frame size in [16, 4096] pixels."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if not (16 <= value <= 4096 and value % 2 == 0):
-        raise argparse.ArgumentTypeError(f"expected an even number of pixels in [16, 4096], got {text!r}")
-    return value
+    return _checked(text, int, lambda v: 16 <= v <= 4096 and v % 2 == 0, "an even number of pixels in [16, 4096]")
 
 
 def build_parser() -> argparse.ArgumentParser:
