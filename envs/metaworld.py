@@ -40,6 +40,7 @@ same trajectory as a fresh one.
 
 from __future__ import annotations
 
+import abc
 import functools
 import pickle
 import weakref
@@ -166,12 +167,15 @@ class MetaWorldEnv(TaskEnv):
     def _kwargs(self) -> dict[str, Any]:
         return {"benchmark_seed": self.benchmark_seed, "reward_function_version": self.reward_function_version}
 
+    @abc.abstractmethod  # a hook every subclass provides
     def _benchmark(self) -> tuple[tuple[dict, ...], tuple[dict, ...]]:
+        """The (train, test) task values of this family's benchmark, built once per process."""
         raise NotImplementedError
 
     def _train(self) -> tuple[dict, ...]:
         return self._benchmark()[0]
 
+    @abc.abstractmethod  # a hook every subclass provides
     def env_names(self) -> tuple[str, ...]:
         """Environment names a task of this family may name."""
         raise NotImplementedError

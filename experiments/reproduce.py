@@ -161,6 +161,17 @@ def evaluate(run_dir: Path, tasks: int, steps: int, seed: int) -> dict[str, Any]
     return result
 
 
+def train_and_evaluate(args: argparse.Namespace, jobs: list[tuple[Any, Path]], steps: int) -> None:
+    """Every job trained (resuming, latest checkpoint kept) and evaluated over 0..``steps`` inner steps."""
+    if not args.no_estimate:
+        print_plan(jobs)
+    for cfg, run_dir in jobs:
+        train(cfg, run_dir, latest_only=True)
+        result = evaluate(run_dir, args.eval_tasks, steps, args.eval_seed)
+        print(f"  {run_dir.name}: after 0..{steps} steps " + " / ".join(f"{m:.1f}" for m in result["mean"]),
+              flush=True)
+
+
 def print_plan(jobs: list[tuple[Any, Path]]) -> None:
     total = 0.0
     cache: dict[str, float] = {}
@@ -204,11 +215,7 @@ def cmd_outer(args: argparse.Namespace) -> None:
     root = Path(args.root)
     jobs = [(config_for(f, m, s, args.iterations, args.set), root / f"{f}__{m}__{s}")
             for s in args.seeds for f in args.families for m in args.methods]
-    if not args.no_estimate:
-        print_plan(jobs)
-    for cfg, run_dir in jobs:
-        train(cfg, run_dir, latest_only=True)
-        evaluate(run_dir, args.eval_tasks, 3, args.eval_seed)
+    train_and_evaluate(args, jobs, steps=3)
     rows = ["| family | method | " + " | ".join(f"seed {s}" for s in args.seeds)
             + " | 1 step, mean ± std | step 0 | 2 steps | 3 steps |", "|---|---|" + "---|" * (len(args.seeds) + 4)]
     for f in args.families:
@@ -293,13 +300,7 @@ def depth_jobs(args: argparse.Namespace) -> list[tuple[Any, Path]]:
 
 def cmd_depth(args: argparse.Namespace) -> None:
     """The depth sweep: train (resuming), evaluate one inner step, write the table and figure."""
-    jobs = depth_jobs(args)
-    if not args.no_estimate:
-        print_plan(jobs)
-    for cfg, run_dir in jobs:
-        train(cfg, run_dir, latest_only=True)
-        result = evaluate(run_dir, args.eval_tasks, 1, args.eval_seed)
-        print(f"  {run_dir.name}: step 0 {result['mean'][0]:.1f}, after 1 step {result['mean'][1]:.1f}", flush=True)
+    train_and_evaluate(args, depth_jobs(args), steps=1)
     from experiments import depth_report
 
     depth_report.main(["--root", str(args.root), "--eval-tasks", str(args.eval_tasks),
@@ -318,13 +319,7 @@ def locomotion_jobs(args: argparse.Namespace) -> list[tuple[Any, Path]]:
 
 def cmd_locomotion(args: argparse.Namespace) -> None:
     """MAML vs ANIL on the HalfCheetah families: train (resuming), evaluate, write the report."""
-    jobs = locomotion_jobs(args)
-    if not args.no_estimate:
-        print_plan(jobs)
-    for cfg, run_dir in jobs:
-        train(cfg, run_dir, latest_only=True)
-        result = evaluate(run_dir, args.eval_tasks, 3, args.eval_seed)
-        print(f"  {run_dir.name}: after 0..3 steps " + " / ".join(f"{m:.1f}" for m in result["mean"]), flush=True)
+    train_and_evaluate(args, locomotion_jobs(args), steps=3)
     from experiments import locomotion_report
 
     root = Path(args.root).resolve()

@@ -388,15 +388,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.shots:
         return _evaluate_shots(args, run_dir, iteration)
     if args.protocol != "adaptation":  # the family's own protocol (Meta-World's) unless adaptation is asked for
+        import envs
+        from metarl.config import load_config
         from metarl.run import load_run
 
         try:
-            cfg, family, learner, iteration = load_run(run_dir)
+            family_cls = envs.family_class(load_config(run_dir / "config.yaml").env.family)
+            protocol = args.protocol or getattr(family_cls, "evaluation_protocol", None) or "adaptation"
+            if protocol != "adaptation":  # the run is loaded once, here or by evaluate_run below
+                cfg, family, learner, iteration = load_run(run_dir)
+                return _evaluate_protocol(args, protocol, run_dir, cfg, family, learner, iteration)
         except ConfigError as e:
             raise UsageError(f"{run_dir / 'config.yaml'}: {e}") from None
-        protocol = args.protocol or getattr(family.env_cls, "evaluation_protocol", None) or "adaptation"
-        if protocol != "adaptation":
-            return _evaluate_protocol(args, protocol, run_dir, cfg, family, learner, iteration)
     out = Path(args.out) if args.out else run_dir / "eval" / "adaptation.json"
     _check_writable(out)
     print(f"evaluating {run_dir} (iteration {iteration}) on {args.tasks} held-out tasks, "
