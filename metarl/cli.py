@@ -240,6 +240,7 @@ def _probe(path: Path) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from metarl import wandb_mirror
     from metarl.config import ConfigError, load_config
 
     if args.resume:
@@ -252,6 +253,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
         try:
             cfg = resume_config(run_dir, args.iterations)
+            wandb_mirror.check(cfg)
         except ConfigError as e:
             raise UsageError(str(e)) from None
         return _run_training(cfg, run_dir, resume=True, progress=not args.no_progress)
@@ -267,6 +269,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         overrides.append(f"seed={args.seed}")
     try:
         cfg = load_config(args.config, overrides)
+        wandb_mirror.check(cfg)
     except ConfigError as e:
         raise UsageError(str(e)) from None
     _check_family(cfg)
@@ -294,7 +297,7 @@ def _seed_list(values: list[int]) -> list[int]:
 
 def _train_seeds(args: argparse.Namespace) -> int:
     """``--seeds``: each seed in its own stable run directory; skip finished, resume interrupted."""
-    from metarl import checkpoint
+    from metarl import checkpoint, wandb_mirror
     from metarl.config import ConfigError, load_config
 
     if args.seed is not None:
@@ -306,6 +309,7 @@ def _train_seeds(args: argparse.Namespace) -> int:
     for seed in seeds:
         try:
             cfg = load_config(args.config, [*args.overrides, f"seed={seed}"])
+            wandb_mirror.check(cfg)
         except ConfigError as e:
             raise UsageError(str(e)) from None
         run_dir = (Path(args.run_dir) / f"seed{seed}" if args.run_dir

@@ -113,6 +113,12 @@ class LogConfig:
     """Write a checkpoint every N iterations (and at the end)."""
     root: str = "runs"
     """Directory holding run directories."""
+    wandb: bool = False
+    """Mirror the TensorBoard scalars to Weights & Biases (``sync_tensorboard``); needs ``pip install wandb``."""
+    wandb_project: str = "metarl"
+    """Weights & Biases project of the mirrored runs."""
+    wandb_mode: str = "offline"
+    """offline (written under RUN_DIR/wandb, upload later with ``wandb sync``) | online (needs ``wandb login``)."""
 
 
 @dataclass
@@ -285,6 +291,9 @@ def validate(cfg: Config) -> Config:
          "must be > 0 (or null: no limit)")
     _check_sizes(cfg, need)
     need(cfg.log.checkpoint_every >= 1, "log.checkpoint_every", cfg.log.checkpoint_every, "must be >= 1")
+    need(cfg.log.wandb_mode in WANDB_MODES, "log.wandb_mode", cfg.log.wandb_mode,
+         f"must be one of {_choices(WANDB_MODES)}")
+    need(bool(cfg.log.wandb_project.strip()), "log.wandb_project", cfg.log.wandb_project, "must not be empty")
     import envs  # registers families
     from metarl.sampling import BACKENDS
 
@@ -312,6 +321,7 @@ MAX_LAYERS = 32
 MAX_BATCH_STEPS = 50_000_000
 MAX_WEIGHTS = 50_000_000
 MAX_REMOTE_WORKERS = 4096
+WANDB_MODES = {"offline": None, "online": None}
 
 
 def max_local_workers() -> int:

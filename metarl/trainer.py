@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from metarl import checkpoint, manifest, run, rundir
+from metarl import checkpoint, manifest, run, rundir, wandb_mirror
 from metarl.config import Config, flat_dict, to_dict, to_yaml
 from metarl.episodes import EpisodeBatch
 from metarl.fileio import atomic_write
@@ -62,6 +62,7 @@ class Trainer:
     """Runs meta-training for ``cfg`` in ``run_dir`` (created by the caller)."""
 
     def __init__(self, cfg: Config, run_dir: Path, resume: bool = False):
+        wandb_mirror.check(cfg)
         self.cfg = cfg
         self.run_dir = Path(run_dir)
         self.ckpt_dir = run.checkpoint_dir(self.run_dir)
@@ -187,6 +188,10 @@ class Trainer:
 
     def train(self, on_iteration: Callable[[IterationResult], None] | None = None) -> list[IterationResult]:
         """Run from ``start_iteration`` to ``cfg.iterations``; returns the per-iteration results."""
+        with wandb_mirror.mirror(self.cfg, self.run_dir, self.start_iteration):  # before the SummaryWriter
+            return self._train(on_iteration)
+
+    def _train(self, on_iteration: Callable[[IterationResult], None] | None) -> list[IterationResult]:
         from torch.utils.tensorboard import SummaryWriter
 
         cfg = self.cfg
