@@ -6,10 +6,14 @@ outer (CG, line search), plus the ratios ANIL/MAML and FO/MAML of the outer
 step measured in the same run.  Modes ending in ``_db`` use the
 double-backward KL product (``trpo.curvature=double_backward``), the others
 the Gauss-Newton product; each figure is printed next to its ``_db`` twin.
+``promp`` and ``maml_ppo`` are the proximal outer loops (Adam epochs, no CG),
+timed with the same sampler and sizes; every row gives its env steps per
+iteration.
 
     python benchmarks/bench_meta_iteration.py                      # HalfCheetahVel 40x20x100, 2 local workers
     python benchmarks/bench_meta_iteration.py --family Navigation2D --tasks 20
     python benchmarks/bench_meta_iteration.py --iterations 3 --modes maml,meta_sgd,kronecker
+    python benchmarks/bench_meta_iteration.py --modes maml,promp,maml_ppo      # the outer loops
 """
 
 from __future__ import annotations
@@ -36,9 +40,12 @@ MODES = {
     "meta_sgd": GN + ["algo.inner_update=meta_sgd"],
     "meta_sgd_db": DB + ["algo.inner_update=meta_sgd"],
     "kronecker": DB + ["algo.inner_update=kronecker"],
+    "promp": ["algo.name=promp"],
+    "maml_ppo": ["algo.name=maml_ppo"],
 }
 DEFAULT_MODES = "maml,maml_db,anil,anil_db"
-KEYS = ["time/iteration_s", "time/sampling_s", "time/inner_s", "time/outer_s", "time/cg_s", "time/line_search_s"]
+KEYS = ["time/iteration_s", "time/sampling_s", "time/inner_s", "time/outer_s", "time/cg_s", "time/line_search_s",
+        "env_steps"]
 
 
 def run_mode(args: argparse.Namespace, extra: list[str]) -> dict[str, float]:
@@ -51,7 +58,9 @@ def run_mode(args: argparse.Namespace, extra: list[str]) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         results = Trainer(cfg, Path(tmp)).train()
     timed = results[1:] if len(results) > 1 else results  # the first iteration warms up workers
-    return {k: statistics.median(r.scalars[k] for r in timed) for k in KEYS}
+    for r in timed:  # the proximal outer loops have no CG or line search
+        r.scalars["env_steps"] = r.scalars["time/env_steps_per_s"] * r.scalars["time/sampling_s"]
+    return {k: statistics.median(r.scalars.get(k, 0.0) for r in timed) for k in KEYS}
 
 
 def main() -> None:
@@ -76,7 +85,8 @@ def main() -> None:
         r = rows[mode]
         print(f"{mode:>12}: iteration {r['time/iteration_s']:6.2f} s = sampling {r['time/sampling_s']:5.2f} "
               f"+ inner {r['time/inner_s']:5.2f} + outer {r['time/outer_s']:5.2f} "
-              f"(cg {r['time/cg_s']:5.2f}, line search {r['time/line_search_s']:5.2f})", flush=True)
+              f"(cg {r['time/cg_s']:5.2f}, line search {r['time/line_search_s']:5.2f}); "
+              f"{r['env_steps']:,.0f} env steps", flush=True)
     for mode in rows:  # each Gauss-Newton figure next to its double-backward twin
         twin = f"{mode}_db"
         if twin in rows:
