@@ -5,9 +5,10 @@
 
 Reads, for every run directory ``ROOT/<Family>__<method>__<seed>/``:
 ``config.yaml`` (the budget), ``checkpoints/latest`` (how far it got),
-``scalars.csv`` (learning curves) and ``eval/curve_<tasks>_3_<seed>.json``
-(returns after 0..3 inner steps on held-out tasks, written by
-``reproduce.py locomotion`` when a run finishes).  Nothing is trained or
+``scalars.csv`` (learning curves), ``eval/curve_<tasks>_3_<seed>.json``
+(returns after 0..3 inner steps on held-out tasks) and ``eval/analysis.json``
+(``metarl analyze``: per-layer CKA/CCA, relative change, freezing ablation),
+both written by ``reproduce.py locomotion`` when a run finishes.  Nothing is trained or
 rolled out here, so the output is a pure function of the files: the test
 suite regenerates the section and compares it with RESULTS.md.
 
@@ -56,7 +57,10 @@ def run_info(run_dir: Path) -> dict[str, Any]:
     done = int(pointer.read_text().strip()[len("iter_"):-len(".pt")]) if pointer.exists() else 0
     ev_path = run_dir / "eval" / f"curve_{EVAL_TASKS}_3_{EVAL_SEED}.json"
     ev = json.loads(ev_path.read_text(encoding="utf-8")) if ev_path.exists() else None
-    return {"budget": int(cfg["iterations"]), "done": done, "eval": ev, "horizon": int(cfg["env"]["horizon"])}
+    an_path = run_dir / "eval" / "analysis.json"
+    an = json.loads(an_path.read_text(encoding="utf-8")) if an_path.exists() else None
+    return {"budget": int(cfg["iterations"]), "done": done, "eval": ev, "analysis": an,
+            "horizon": int(cfg["env"]["horizon"])}
 
 
 def collect(root: Path) -> dict[tuple[str, str], dict[int, dict[str, Any]]]:
@@ -149,6 +153,49 @@ def tables(runs: dict[tuple[str, str], dict[int, dict[str, Any]]], root_rel: str
     return "\n".join(out) + "\n"
 
 
+def final_analysis(info: dict[str, Any]) -> dict[str, Any] | None:
+    """The run's ``metarl analyze`` result if made at the full budget, else None."""
+    an = info.get("analysis")
+    return an if an is not None and info["done"] >= info["budget"] and an.get("iteration") == info["done"] else None
+
+
+def over_seeds(values: list[float], digits: int) -> str:
+    if len(values) == 1:
+        return num(values[0], digits)
+    return f"{num(statistics.mean(values), digits)} ± {num(statistics.stdev(values), digits)}"
+
+
+ABLATION = (("all", "all"), ("head_only", "head only"), ("body_only", "body only"))
+
+
+def feature_reuse(runs: dict[tuple[str, str], dict[int, dict[str, Any]]]) -> str:
+    """Per-layer CKA and relative change, and the freezing ablation, of every finished, analysed run."""
+    rows = []
+    for fam in FAMILIES:
+        for meth in METHODS:
+            done = [a for a in (final_analysis(i) for i in runs.get((fam, meth), {}).values()) if a is not None]
+            if not done:
+                continue
+            layers = done[0]["similarity"]["layers"]
+            cka = " / ".join(over_seeds([a["similarity"]["cka"][k] for a in done], 3) for k in range(len(layers)))
+            change = " / ".join(over_seeds([a["similarity"]["relative_change"][k] for a in done], 3)
+                                for k in range(len(layers)))
+            step0 = over_seeds([a["freeze_ablation"]["step0"]["mean"] for a in done], 1)
+            gains = [over_seeds([a["freeze_ablation"]["variants"][v]["gain"] for a in done], 1) for v, _ in ABLATION]
+            rows.append(f"| {fam} | {meth.upper()} | {len(done)} | {' / '.join(layers)} | {cka} | {change} | "
+                        f"{step0} | " + " | ".join(gains) + " |")
+    if not rows:
+        return ("Feature reuse (`metarl analyze` of each finished run, written by `reproduce.py locomotion`): "
+                "no run has finished its budget yet.\n")
+    head = ["Feature reuse: `metarl analyze` of each finished run at its budget, on the same 40 held-out tasks. "
+            "CKA compares each layer's activations before and after one inner step (1 = unchanged); relative "
+            "change is the norm of the activations' change over their norm; the ablation adapts only some "
+            "layers in the one inner step and reports the gain over step 0 (mean ± std over seeds).", "",
+            "| family | method | seeds | layers | CKA | relative change | step 0 | gain, adapting all "
+            "| head only | body only |", "|---|---|---|---|---|---|---|---|---|---|"]
+    return "\n".join(head + rows) + "\n"
+
+
 def smooth(values: Any, width: int) -> Any:
     import numpy as np
 
@@ -210,7 +257,7 @@ def section(root: Path) -> str:
         rel = root.as_posix()
     parts = [BEGIN, "", "```sh", "python experiments/reproduce.py locomotion       # trains, resumes, evaluates, "
              "then regenerates this section", "python experiments/locomotion_report.py          # this section "
-             "only, from the committed artifacts", "```", "", tables(runs, rel)]
+             "only, from the committed artifacts", "```", "", tables(runs, rel), feature_reuse(runs)]
     for fam in FAMILIES:
         if any((fam, m) in runs for m in METHODS):
             parts.append(f"![{fam} learning curves]({rel}/{fam}_learning_curves.png)\n")

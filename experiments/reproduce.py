@@ -161,8 +161,26 @@ def evaluate(run_dir: Path, tasks: int, steps: int, seed: int) -> dict[str, Any]
     return result
 
 
-def train_and_evaluate(args: argparse.Namespace, jobs: list[tuple[Any, Path]], steps: int) -> None:
-    """Every job trained (resuming, latest checkpoint kept) and evaluated over 0..``steps`` inner steps."""
+def analyse(run_dir: Path, tasks: int, seed: int) -> dict[str, Any]:
+    """``metarl analyze`` of ``run_dir`` (cached in RUN_DIR/eval/analysis.json for its latest iteration)."""
+    from metarl.analysis.representation import analyze_run
+
+    out = run_dir / "eval" / "analysis.json"
+    if out.exists():
+        cached = json.loads(out.read_text())
+        sim = cached.get("similarity", {})
+        if (cached.get("iteration") == done_iterations(run_dir) and sim.get("num_tasks") == tasks
+                and sim.get("seed") == seed):
+            return cached
+    return analyze_run(run_dir, tasks, seed, plot=False)
+
+
+def train_and_evaluate(args: argparse.Namespace, jobs: list[tuple[Any, Path]], steps: int,
+                       analysis: bool = False) -> None:
+    """Every job trained (resuming, latest checkpoint kept) and evaluated over 0..``steps`` inner steps.
+
+    With ``analysis`` each finished run also gets the representation analysis
+    and the layer-freezing ablation (``metarl analyze``) on the same held-out tasks."""
     if not args.no_estimate:
         print_plan(jobs)
     for cfg, run_dir in jobs:
@@ -170,6 +188,10 @@ def train_and_evaluate(args: argparse.Namespace, jobs: list[tuple[Any, Path]], s
         result = evaluate(run_dir, args.eval_tasks, steps, args.eval_seed)
         print(f"  {run_dir.name}: after 0..{steps} steps " + " / ".join(f"{m:.1f}" for m in result["mean"]),
               flush=True)
+        if analysis:
+            abl = analyse(run_dir, args.eval_tasks, args.eval_seed)["freeze_ablation"]["variants"]
+            print(f"  {run_dir.name}: one-step gain adapting " + ", ".join(
+                f"{name} {v['gain']:+.1f}" for name, v in abl.items()), flush=True)
 
 
 def print_plan(jobs: list[tuple[Any, Path]]) -> None:
@@ -319,7 +341,7 @@ def locomotion_jobs(args: argparse.Namespace) -> list[tuple[Any, Path]]:
 
 def cmd_locomotion(args: argparse.Namespace) -> None:
     """MAML vs ANIL on the HalfCheetah families: train (resuming), evaluate, write the report."""
-    train_and_evaluate(args, locomotion_jobs(args), steps=3)
+    train_and_evaluate(args, locomotion_jobs(args), steps=3, analysis=True)
     from experiments import locomotion_report
 
     root = Path(args.root).resolve()

@@ -85,6 +85,32 @@ def test_report_counts_only_runs_evaluated_at_their_full_budget(tmp_path):
     assert report.main(["--root", str(tmp_path), "--results", str(md), "--check"]) == 1
 
 
+def test_feature_reuse_table_averages_finished_analysed_runs_only(tmp_path):
+    report = load("locomotion_report")
+    layers = ["body.0", "body.1", "head"]
+    for seed, (done, cka_head, gain_head) in {1: (4, 0.5, 30.0), 2: (4, 0.7, 50.0), 3: (2, 0.0, 999.0)}.items():
+        d = tmp_path / f"HalfCheetahDir__anil__{seed}"
+        (d / "checkpoints").mkdir(parents=True)
+        (d / "eval").mkdir()
+        (d / "config.yaml").write_text("iterations: 4\nenv: {horizon: 100}\n")
+        (d / "checkpoints" / "latest").write_text(f"iter_{done:06d}.pt\n")
+        analysis = {"iteration": done,
+                    "similarity": {"layers": layers, "cka": [1.0, 0.9, cka_head], "relative_change": [0.0, 0.1, 0.4]},
+                    "freeze_ablation": {"step0": {"mean": -5.0}, "variants": {
+                        "all": {"gain": gain_head + 1}, "head_only": {"gain": gain_head}, "body_only": {"gain": 0.0},
+                        "none": {"gain": 0.0}}}}
+        (d / "eval" / "analysis.json").write_text(json.dumps(analysis))
+    md = tmp_path / "R.md"
+    assert report.main(["--root", str(tmp_path), "--results", str(md), "--no-plots"]) == 0
+    row = next(ln for ln in md.read_text().splitlines() if ln.startswith("| HalfCheetahDir | ANIL | 2 |"))
+    cells = [c.strip() for c in row.split("|")[1:-1]]
+    assert cells[3] == "body.0 / body.1 / head"
+    assert cells[4] == "1.000 ± 0.000 / 0.900 ± 0.000 / 0.600 ± 0.141"  # seed 3 (unfinished) left out
+    assert cells[6] == "−5.0 ± 0.0"
+    assert cells[7:10] == ["41.0 ± 14.1", "40.0 ± 14.1", "0.0 ± 0.0"]
+    assert not any(ln.startswith("| HalfCheetahDir | MAML |") and "body.0" in ln for ln in md.read_text().splitlines())
+
+
 def _params(run: Path) -> dict[str, torch.Tensor]:
     return checkpoint.load(checkpoint.latest(run / "checkpoints"))["meta"]
 
