@@ -252,9 +252,77 @@ def cmd_outer(args: argparse.Namespace) -> None:
                         + " | ".join(f"{v:.1f}" for v in rest) + " |")
     text = (f"Budget: {args.iterations} meta-iterations per run; {args.eval_tasks} held-out tasks (seed "
             f"{args.eval_seed}), returns after 0..3 inner steps.\n\n" + "\n".join(rows) + "\n")
+    for f in args.families:
+        if f in LOCOMOTION:
+            text += "\n" + against_maml_trpo(root, f, args.methods, args.seeds)
     out = root / "outer_table.md"
     out.write_text(text)
     print(text + f"wrote {out}")
+
+
+MILESTONES = (10, 25, 50, 100, 150, 200, 300, 400, 500, 750, 1000)
+LOCOMOTION_ROOT = ROOT / "results" / "locomotion"
+
+
+def against_maml_trpo(root: Path, family: str, methods: list[str], seeds: list[int],
+                      reference: Path = LOCOMOTION_ROOT) -> str:
+    """The outer loops' training curves beside the locomotion campaign's MAML-TRPO run of the same seed.
+
+    Same seed, config and task stream (tasks derive from (seed, iteration)), so
+    iteration i of every run trains on the same 40 tasks.  HalfCheetah
+    episodes never end early, so env steps per iteration are exactly
+    tasks x episodes x horizon x 2 (train and valid batches).  Writes
+    ``ROOT/<family>_vs_maml_trpo.png`` (return after one step and before, vs
+    env steps) and returns a markdown table of the post-adaptation training
+    return (10-iteration moving average) at fixed env-step milestones."""
+    import numpy as np
+    import yaml
+
+    from metarl import scalars
+    from metarl.plots import new_figure, save_png
+
+    def smoothed(v: np.ndarray, width: int = 10) -> np.ndarray:
+        c = np.cumsum(np.insert(v, 0, 0.0))
+        return np.array([(c[i + 1] - c[max(0, i + 1 - width)]) / min(width, i + 1) for i in range(len(v))])
+
+    fig, (ax,) = new_figure(width=7.0, height=4.2)
+    rows, per_iter = [], None
+    for s in seeds:
+        runs = [("MAML-TRPO", reference / f"{family}__maml__{s}")] + [
+            (METHOD_LABELS.get(m, m), root / f"{family}__{m}__{s}") for m in methods]
+        for (label, d), colour in zip(runs, ("tab:blue", "tab:green", "tab:red", "tab:purple"), strict=False):
+            if not (d / "scalars.csv").exists():
+                continue
+            cfg = yaml.safe_load((d / "config.yaml").read_text())
+            steps = 2 * cfg["algo"]["meta_batch_size"] * cfg["algo"]["episodes_per_task"] * cfg["env"]["horizon"]
+            per_iter = per_iter or steps
+            done = done_iterations(d) or 0
+            data = scalars.read(d, ["returns/pre_adapt", "returns/post_adapt"])
+            it, post = data["returns/post_adapt"]
+            keep = it < done
+            x = (it[keep] + 1) * steps / 1e6
+            ax.plot(x, smoothed(post[keep]), "-", color=colour, label=f"{label} seed {s}, after 1 step")
+            ax.plot(x, smoothed(data["returns/pre_adapt"][1][keep]), "--", color=colour, lw=0.8,
+                    label=f"{label} seed {s}, before")
+            sm = smoothed(post[keep])
+            cells = [f"{sm[m - 1]:.1f}" if m <= len(sm) else "" for m in MILESTONES]
+            rows.append(f"| {label} | {s} | {done} | " + " | ".join(cells) + " |")
+    if not rows:
+        return ""
+    ax.set_xlabel("env steps (millions)")
+    ax.set_ylabel("training return (10-iteration moving average)")
+    ax.set_title(f"{family}: outer loops on the same task stream")
+    ax.legend(fontsize=7)
+    png = save_png(fig, root / f"{family}_vs_maml_trpo.png")
+    head = [f"{family}: post-adaptation return on each iteration's training tasks (10-iteration moving average) "
+            f"after the given number of meta-iterations ({per_iter:,} env steps each; MAML-TRPO from "
+            f"`{reference.relative_to(ROOT) if reference.is_relative_to(ROOT) else reference}`). Plot: `{png.name}`.",
+            "", "| outer loop | seed | iterations done | " + " | ".join(f"it {m}" for m in MILESTONES) + " |",
+            "|---|---|---|" + "---|" * len(MILESTONES)]
+    return "\n".join(head + rows) + "\n"
+
+
+METHOD_LABELS = {"promp": "ProMP", "maml_ppo": "MAML-PPO", "maml": "MAML-TRPO", "anil": "ANIL"}
 
 
 def cmd_maml(args: argparse.Namespace) -> None:

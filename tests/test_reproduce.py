@@ -89,3 +89,23 @@ def test_depth_sweep_trains_evaluates_reports_and_skips_finished_runs(tmp_path, 
 
     assert depth_report.main(["--root", str(tmp_path), "--eval-tasks", "3", "--no-plots"]) == 0
     assert (tmp_path / "depth.md").read_text() == table
+
+
+@pytest.mark.integration
+def test_outer_on_a_locomotion_family_tabulates_it_beside_the_campaigns_maml_trpo(tmp_path, capsys):
+    script = load_script()
+    reference = Path(script.LOCOMOTION_ROOT) / "HalfCheetahDir__maml__1"
+    args = ["outer", "--families", "HalfCheetahDir", "--methods", "promp", "--seeds", "1", "--iterations", "2",
+            "--root", str(tmp_path), *TINY]
+    assert script.main(args) == 0
+    table = (tmp_path / "outer_table.md").read_text()
+    promp = next(ln for ln in table.splitlines() if ln.startswith("| ProMP | 1 |"))
+    cells = [c.strip() for c in promp.split("|")[1:-1]]
+    assert cells[2] == "2" and cells[3:] == [""] * len(script.MILESTONES)  # two iterations: no milestone reached
+    if (reference / "scalars.csv").exists():  # the committed campaign run: its own smoothed curve at iteration 10
+        from metarl import scalars
+
+        _, post = scalars.read(reference, ["returns/post_adapt"])["returns/post_adapt"]
+        row = next(ln for ln in table.splitlines() if ln.startswith("| MAML-TRPO | 1 |"))
+        assert [c.strip() for c in row.split("|")[1:-1]][3] == f"{post[:10].mean():.1f}"
+    assert (tmp_path / "HalfCheetahDir_vs_maml_trpo.png").stat().st_size > 1000
