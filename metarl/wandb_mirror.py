@@ -44,7 +44,8 @@ def mirror(cfg: Config, run_dir: Path, start_iteration: int) -> Iterator[Any]:
 
     Open it before the ``SummaryWriter``: ``sync_tensorboard`` patches the
     writer class.  The W&B run is finished on the way out, with exit code 0
-    when the block ends normally and 1 when it raises (an interrupt too).
+    when the block ends normally and 1 when it raises (an interrupt too),
+    and wandb's service process is stopped.
     """
     if not cfg.log.wandb:
         yield None
@@ -64,3 +65,4 @@ def mirror(cfg: Config, run_dir: Path, start_iteration: int) -> Iterator[Any]:
         ok = True
     finally:
         wb.finish(exit_code=0 if ok else 1)
+        wandb.teardown()  # stop wandb's service process: nothing of W&B outlives the run

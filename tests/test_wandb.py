@@ -90,6 +90,10 @@ def test_offline_mirror_holds_every_scalar_and_a_resume_is_a_second_run(tmp_path
     Trainer(cfg, run).train()
     cfg3 = load_config(NAV, [*TINY, "iterations=3", "log.wandb=true", "log.wandb_project=metarl-test"])
     Trainer(cfg3, run, resume=True).train()
+    import psutil
+
+    left = [p.name() for p in psutil.Process().children(recursive=True) if "wandb" in " ".join(p.cmdline())]
+    assert not left, f"wandb processes outlive the run: {left}"
 
     with (run / "scalars.csv").open() as f:
         rows = {int(r["iteration"]): r for r in csv.DictReader(f)}
