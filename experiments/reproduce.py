@@ -261,6 +261,7 @@ def cmd_outer(args: argparse.Namespace) -> None:
 
 
 MILESTONES = (10, 25, 50, 100, 150, 200, 300, 400, 500, 750, 1000)
+METHOD_LABELS = {"promp": "ProMP", "maml_ppo": "MAML-PPO", "maml": "MAML-TRPO", "anil": "ANIL"}
 LOCOMOTION_ROOT = ROOT / "results" / "locomotion"
 
 
@@ -275,15 +276,11 @@ def against_maml_trpo(root: Path, family: str, methods: list[str], seeds: list[i
     ``ROOT/<family>_vs_maml_trpo.png`` (return after one step and before, vs
     env steps) and returns a markdown table of the post-adaptation training
     return (10-iteration moving average) at fixed env-step milestones."""
-    import numpy as np
     import yaml
 
+    from experiments.locomotion_report import SMOOTH, smooth
     from metarl import scalars
     from metarl.plots import new_figure, save_png
-
-    def smoothed(v: np.ndarray, width: int = 10) -> np.ndarray:
-        c = np.cumsum(np.insert(v, 0, 0.0))
-        return np.array([(c[i + 1] - c[max(0, i + 1 - width)]) / min(width, i + 1) for i in range(len(v))])
 
     fig, (ax,) = new_figure(width=7.0, height=4.2)
     rows, per_iter = [], None
@@ -301,10 +298,10 @@ def against_maml_trpo(root: Path, family: str, methods: list[str], seeds: list[i
             it, post = data["returns/post_adapt"]
             keep = it < done
             x = (it[keep] + 1) * steps / 1e6
-            ax.plot(x, smoothed(post[keep]), "-", color=colour, label=f"{label} seed {s}, after 1 step")
-            ax.plot(x, smoothed(data["returns/pre_adapt"][1][keep]), "--", color=colour, lw=0.8,
+            sm = smooth(post[keep], SMOOTH)
+            ax.plot(x, sm, "-", color=colour, label=f"{label} seed {s}, after 1 step")
+            ax.plot(x, smooth(data["returns/pre_adapt"][1][keep], SMOOTH), "--", color=colour, lw=0.8,
                     label=f"{label} seed {s}, before")
-            sm = smoothed(post[keep])
             cells = [f"{sm[m - 1]:.1f}" if m <= len(sm) else "" for m in MILESTONES]
             rows.append(f"| {label} | {s} | {done} | " + " | ".join(cells) + " |")
     if not rows:
@@ -321,8 +318,6 @@ def against_maml_trpo(root: Path, family: str, methods: list[str], seeds: list[i
             "|---|---|---|" + "---|" * len(MILESTONES)]
     return "\n".join(head + rows) + "\n"
 
-
-METHOD_LABELS = {"promp": "ProMP", "maml_ppo": "MAML-PPO", "maml": "MAML-TRPO", "anil": "ANIL"}
 
 
 def cmd_maml(args: argparse.Namespace) -> None:

@@ -50,8 +50,7 @@ def mirror(cfg: Config, run_dir: Path, start_iteration: int) -> Iterator[Any]:
     if not cfg.log.wandb:
         yield None
         return
-    check(cfg)
-    import wandb
+    import wandb  # Trainer.__init__ checked that it is installed
 
     run_dir = Path(run_dir)
     os.environ.setdefault("WANDB_SILENT", "true")  # its banner would interleave with the progress bar
