@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -123,6 +124,7 @@ def train(cfg, run_dir: Path, latest_only: bool = False) -> None:
     from tqdm import tqdm
 
     from metarl.run import resume_config
+    from metarl.signals import begin_work
     from metarl.trainer import Trainer
 
     done = done_iterations(run_dir)
@@ -141,9 +143,12 @@ def train(cfg, run_dir: Path, latest_only: bool = False) -> None:
             if latest_only:
                 prune_checkpoints(run_dir)
 
-        trainer.train(tick)
-    if latest_only:
-        prune_checkpoints(run_dir)
+        begin_work()  # from here Ctrl-C or SIGTERM checkpoints the run before the process exits
+        try:
+            trainer.train(tick)
+        finally:
+            if latest_only:
+                prune_checkpoints(run_dir)
 
 
 def evaluate(run_dir: Path, tasks: int, steps: int, seed: int) -> dict[str, Any]:
@@ -448,8 +453,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.iterations < 1:
         p.error(f"--iterations must be >= 1, got {args.iterations}")
     t0 = time.time()
-    {"anil": cmd_anil, "maml": cmd_maml, "locomotion": cmd_locomotion, "outer": cmd_outer,
-     "depth": cmd_depth}[args.which](args)
+    from metarl import signals
+
+    def exit_at_once(signum: int) -> None:  # before training starts nothing needs saving
+        print("interrupted; run the same command to continue", file=sys.stderr, flush=True)
+        os._exit(signals.exit_code(signum))
+
+    try:
+        with signals.handled(exit_at_once):
+            {"anil": cmd_anil, "maml": cmd_maml, "locomotion": cmd_locomotion, "outer": cmd_outer,
+             "depth": cmd_depth}[args.which](args)
+    except KeyboardInterrupt as e:  # SIGTERM too: the run in flight has written its checkpoint
+        print("interrupted; run the same command to continue from the last checkpoint", file=sys.stderr)
+        return signals.exit_code(e)
     print(f"total wall time {(time.time() - t0) / 60:.1f} min")
     return 0
 

@@ -109,3 +109,48 @@ def test_outer_on_a_locomotion_family_tabulates_it_beside_the_campaigns_maml_trp
         row = next(ln for ln in table.splitlines() if ln.startswith("| MAML-TRPO | 1 |"))
         assert [c.strip() for c in row.split("|")[1:-1]][3] == f"{post[:10].mean():.1f}"
     assert (tmp_path / "HalfCheetahDir_vs_maml_trpo.png").stat().st_size > 1000
+
+
+@pytest.mark.integration
+def test_sigterm_during_a_campaign_run_checkpoints_it_and_the_same_command_continues(tmp_path):
+    """A scheduler's SIGTERM (or ``kill``) in the middle of a run writes a checkpoint at the last completed
+    iteration (not the last periodic one), exits 143, and the same command resumes from there."""
+    import contextlib
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    run = tmp_path / "HalfCheetahDir__maml__1"
+    cmd = [sys.executable, str(ROOT / "experiments" / "reproduce.py"), "locomotion", "--families", "HalfCheetahDir",
+           "--seeds", "1", "--iterations", "100000", "--root", str(tmp_path), *TINY,
+           "--set", "log.checkpoint_every=100000"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            csv = run / "scalars.csv"
+            if csv.exists() and len(csv.read_text().splitlines()) >= 4:  # header and three iterations
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail("the run did not log three iterations")
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+    assert proc.returncode == 143, err[-2000:]
+    assert "run the same command to continue" in err
+    script = load_script()
+    done = script.done_iterations(run)
+    logged = len((run / "scalars.csv").read_text().splitlines()) - 1
+    assert done is not None and done >= 3 and done == logged
+    assert [p.name for p in (run / "checkpoints").glob("iter_*.pt")] == [f"iter_{done:06d}.pt"]
+    assert script.main(["locomotion", "--families", "HalfCheetahDir", "--seeds", "1", "--iterations",
+                        str(done + 1), "--root", str(tmp_path), *TINY]) == 0
+    assert script.done_iterations(run) == done + 1
