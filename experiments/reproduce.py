@@ -25,6 +25,12 @@ kronecker``) and with Meta-SGD; evaluates every run on 40 held-out tasks
 and ``ROOT/depth.png`` with ``experiments/depth_report.py``, which
 regenerates them from the run artifacts alone.
 
+``outer``: other outer loops (``promp``, ``maml_ppo``) or inner updates
+(``kronecker``, ``meta_sgd``) beside each other; on a locomotion family it
+also plots their training curves against the locomotion campaign's MAML-TRPO
+run of the same seed, e.g. ``outer --families HalfCheetahDir --methods
+kronecker --seeds 1 --iterations 200 --root results/kronecker_dir``.
+
 All resume where they stopped (finished runs are skipped, interrupted ones
 continue from their latest checkpoint), take an iteration budget, and print
 the expected runtime on this machine, measured by timing two iterations of
@@ -72,6 +78,8 @@ METHODS = {
     "oracle": ["algo.inner_steps=0", "env.oracle=true"],
     "promp": ["algo.name=promp"],
     "maml_ppo": ["algo.name=maml_ppo"],
+    "kronecker": ["algo.inner_update=kronecker"],  # MAML-TRPO with the learned Kronecker preconditioner
+    "meta_sgd": ["algo.inner_update=meta_sgd"],
 }
 
 
@@ -266,7 +274,8 @@ def cmd_outer(args: argparse.Namespace) -> None:
 
 
 MILESTONES = (10, 25, 50, 100, 150, 200, 300, 400, 500, 750, 1000)
-METHOD_LABELS = {"promp": "ProMP", "maml_ppo": "MAML-PPO", "maml": "MAML-TRPO", "anil": "ANIL"}
+METHOD_LABELS = {"promp": "ProMP", "maml_ppo": "MAML-PPO", "maml": "MAML-TRPO", "anil": "ANIL",
+                 "kronecker": "MAML-TRPO + Kronecker", "meta_sgd": "Meta-SGD"}
 LOCOMOTION_ROOT = ROOT / "results" / "locomotion"
 
 

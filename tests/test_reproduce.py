@@ -92,14 +92,21 @@ def test_depth_sweep_trains_evaluates_reports_and_skips_finished_runs(tmp_path, 
 
 
 @pytest.mark.integration
-def test_outer_on_a_locomotion_family_tabulates_it_beside_the_campaigns_maml_trpo(tmp_path, capsys):
+@pytest.mark.parametrize(("method", "label", "key", "value"), [
+    ("promp", "ProMP", "name", "promp"), ("kronecker", "MAML-TRPO + Kronecker", "inner_update", "kronecker")])
+def test_outer_on_a_locomotion_family_tabulates_it_beside_the_campaigns_maml_trpo(tmp_path, capsys, method, label,
+                                                                                  key, value):
+    import yaml
+
     script = load_script()
     reference = Path(script.LOCOMOTION_ROOT) / "HalfCheetahDir__maml__1"
-    args = ["outer", "--families", "HalfCheetahDir", "--methods", "promp", "--seeds", "1", "--iterations", "2",
+    args = ["outer", "--families", "HalfCheetahDir", "--methods", method, "--seeds", "1", "--iterations", "2",
             "--root", str(tmp_path), *TINY]
     assert script.main(args) == 0
+    saved = yaml.safe_load((tmp_path / f"HalfCheetahDir__{method}__1" / "config.yaml").read_text())
+    assert saved["algo"][key] == value and saved["algo"]["name"] == ("promp" if method == "promp" else "maml_trpo")
     table = (tmp_path / "outer_table.md").read_text()
-    promp = next(ln for ln in table.splitlines() if ln.startswith("| ProMP | 1 |"))
+    promp = next(ln for ln in table.splitlines() if ln.startswith(f"| {label} | 1 |"))
     cells = [c.strip() for c in promp.split("|")[1:-1]]
     assert cells[2] == "2" and cells[3:] == [""] * len(script.MILESTONES)  # two iterations: no milestone reached
     if (reference / "scalars.csv").exists():  # the committed campaign run: its own smoothed curve at iteration 10
