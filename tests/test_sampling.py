@@ -334,7 +334,7 @@ def test_no_worker_outlives_its_parent(tmp_path, mode):
 
 # -- ray -----------------------------------------------------------------------------
 
-@pytest.mark.integration
+@pytest.mark.slow  # two Ray nodes take about a minute to start here; the local-instance test below runs in CI
 def test_ray_two_node_cluster_spreads_actors_and_matches_serial(setups, monkeypatch):
     import ray
     import ray._private.ray_constants
@@ -377,14 +377,28 @@ def test_ray_two_node_cluster_spreads_actors_and_matches_serial(setups, monkeypa
 
 
 @pytest.mark.integration
-def test_ray_local_instance_matches_serial_and_surfaces_errors(nav):
+def test_ray_local_instance_matches_serial_replaces_a_killed_actor_and_surfaces_errors(nav):
     import ray
+
+    from metarl.sampling.ray_backend import LOOPBACK
+    from tests.test_ray_network import listening_addresses
 
     if ray.is_initialized():
         ray.shutdown()
     sampler = make_sampler("ray", nav.family, nav.spec, workers=2)
     try:
         _assert_same(nav.sample(sampler), nav.reference)
+        # the instance the sampler started exposes nothing beyond loopback
+        sockets = listening_addresses(os.getpid())
+        names = {name for _, name, _, _ in sockets}
+        assert any("gcs" in n for n in names) and any("raylet" in n for n in names), names
+        exposed = [s for s in sockets if s[2] not in LOOPBACK]
+        assert not exposed, exposed
+        # a killed actor is replaced and its shard re-run with the same seed
+        placement = sampler.placement()
+        os.kill(placement[1][1], signal.SIGKILL)
+        _assert_same(nav.sample(sampler), nav.reference)
+        assert sampler.stats()["worker_restarts"] == 1
         bad = [dict(t) for t in nav.tasks]
         bad[-1]["goal"] = (5.0, 5.0)  # outside the task range: the env raises in the actor
         with pytest.raises(RuntimeError, match="(?s)Traceback.*outside"):

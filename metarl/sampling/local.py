@@ -1,10 +1,15 @@
 """Local parallel sampling: a persistent pool of worker processes.
 
-Each worker process is started once (``spawn`` by default: forking a parent
-that already runs torch threads is unsafe), rebuilds the task family and the
+Each worker process is started once, rebuilds the task family and the
 policy from a cloudpickled ``(family, spec)``, sets ``torch.set_num_threads(1)``
-and then serves sampling calls.  Per call the parent sends every busy worker
-one message (parameters, tasks, shard, seed), the worker runs
+and then serves sampling calls.  Workers are forked from multiprocessing's
+fork server (``forkserver``, where the platform has it, else ``spawn``), which
+imports :data:`PRELOAD` (torch, mujoco, the env and worker modules) once per
+parent process: starting or replacing a worker then takes milliseconds
+instead of a fresh interpreter's torch import (seconds).  The parent itself is
+never forked, which would be unsafe once it runs torch threads; the fork
+server only imports.  Per call the parent sends every busy worker one
+message (parameters, tasks, shard, seed), the worker runs
 :meth:`RolloutWorker.rollout` on its shard and sends the arrays back in one
 message.  The parent blocks in :func:`multiprocessing.connection.wait` on the
 pipes and the process sentinels, so it does not spin and notices at once when
@@ -46,6 +51,15 @@ FAULT_KINDS = ("kill", "segv", "raise", "hang")
 """Test aids for ``LocalSampler(fault=(worker, kind))``: on its first call the
 first process of slot ``worker`` SIGKILLs itself, raises SIGSEGV, raises an
 exception, or sleeps forever.  Replacement processes run normally."""
+
+
+PRELOAD = ("numpy", "torch", "mujoco", "gymnasium", "cloudpickle", "envs", "metarl.sampling.worker")
+"""Modules the fork server imports before it forks workers (missing ones are skipped)."""
+
+
+def default_start_method() -> str:
+    """``forkserver`` where the platform has it (Linux, macOS), else ``spawn``."""
+    return "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
 
 
 def default_workers() -> int:
@@ -155,8 +169,9 @@ def _close_all() -> None:
 class LocalSampler(Sampler):
     """Samples with a pool of ``workers`` processes (default: one per core).
 
-    ``start_method``: ``"spawn"`` (default) or ``"forkserver"``; the family
-    and spec travel with cloudpickle, so both work.  ``timeout``: seconds a
+    ``start_method``: ``"forkserver"`` (the default where available, with
+    :data:`PRELOAD` imported once) or ``"spawn"`` (a fresh interpreter per
+    worker); the family and spec travel with cloudpickle, so both work.  ``timeout``: seconds a
     call may wait for one worker before the worker is declared hung, killed
     and replaced (``None``: wait as long as it takes; a dead process is
     noticed at once either way); a worker still starting up gets
@@ -166,14 +181,16 @@ class LocalSampler(Sampler):
     """
 
     def __init__(self, family: TaskFamily, spec: PolicySpec, workers: int | None = None,
-                 start_method: str = "spawn", timeout: float | None = None, max_retries: int = 3,
+                 start_method: str | None = None, timeout: float | None = None, max_retries: int = 3,
                  fault: tuple[int, str] | None = None):
         super().__init__(family, spec, default_workers() if not workers else int(workers), max_retries)
         if fault is not None and fault[1] not in FAULT_KINDS:
             raise ValueError(f"fault kind must be one of {FAULT_KINDS}, got {fault[1]!r}")
         self.timeout = timeout
         self.startup_timeout = 120.0
-        self._ctx = multiprocessing.get_context(start_method)
+        self._ctx = multiprocessing.get_context(start_method or default_start_method())
+        if self._ctx.get_start_method() == "forkserver":  # before the context's server starts; later calls are no-ops
+            self._ctx.set_forkserver_preload(list(PRELOAD))
         self._payload = cloudpickle.dumps((family, spec))
         self._fault = fault
         self._slots = [_Slot(i) for i in range(self.num_workers)]
