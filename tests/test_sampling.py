@@ -178,6 +178,29 @@ def test_same_seed_same_batch_other_seed_differs(nav):
     assert not torch.equal(nav.sample(sampler, seed=SEED + 1).actions, nav.reference.actions)
 
 
+@pytest.mark.parametrize("method", ["forkserver", "spawn"])
+def test_workers_come_from_the_preloading_fork_server_by_default_and_spawn_gives_the_same_batch(nav, method):
+    """By default the workers are children of multiprocessing's fork server (which imported torch once), not of
+    this process; ``spawn`` (the fallback where there is no fork server) starts them from this process."""
+    import multiprocessing.forkserver
+
+    import psutil
+
+    from metarl.sampling.local import default_start_method
+
+    assert default_start_method() == "forkserver"  # Linux has one
+    with LocalSampler(nav.family, nav.spec, workers=2, start_method=None if method == "forkserver" else method) \
+            as sampler:
+        _assert_same(nav.sample(sampler), nav.reference)
+        parents = {psutil.Process(pid).ppid() for pid in sampler.pids()}
+    if method == "spawn":
+        assert parents == {os.getpid()}
+    else:
+        server = multiprocessing.forkserver._forkserver._forkserver_pid
+        assert parents == {server} and server != os.getpid()
+        assert "torch" in " ".join(psutil.Process(server).cmdline())  # started with the preload list
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("workers", [1, 2])
 def test_local_matches_serial(setups, family, workers, request):
