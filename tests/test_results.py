@@ -6,7 +6,6 @@ import importlib.util
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -156,15 +155,12 @@ def test_campaign_continues_from_committed_artifacts_in_a_fresh_clone(tmp_path):
 def test_evaluate_and_analyze_work_on_a_committed_run_without_training(tmp_path):
     run = tmp_path / RUNS[0].name  # a copy: evaluate logs into its run directory, which must stay as committed
     shutil.copytree(RUNS[0], run)
-    cli = [sys.executable, "-m", "metarl.cli"]
+    from metarl.cli import main  # in this process: the commands are the same, the imports are paid once
+
     out = tmp_path / "curve.json"
-    r = subprocess.run([*cli, "evaluate", str(run), "--tasks", "2", "--steps", "1", "--episodes", "2",
-                        "--out", str(out)], capture_output=True, text=True, timeout=300, cwd=ROOT)
-    assert r.returncode == 0, r.stderr
+    assert main(["evaluate", str(run), "--tasks", "2", "--steps", "1", "--episodes", "2", "--out", str(out)]) == 0
     curve = json.loads(out.read_text())
     assert len(curve["mean"]) == 2 and curve["num_tasks"] == 2
-    r = subprocess.run([*cli, "analyze", str(run), "--tasks", "2", "--episodes", "2", "--max-states", "50",
-                        "--out-dir", str(tmp_path / "analysis")], capture_output=True, text=True, timeout=300,
-                       cwd=ROOT)
-    assert r.returncode == 0, r.stderr
+    assert main(["analyze", str(run), "--tasks", "2", "--episodes", "2", "--max-states", "50",
+                 "--out-dir", str(tmp_path / "analysis")]) == 0
     assert list((tmp_path / "analysis").glob("*.json"))
