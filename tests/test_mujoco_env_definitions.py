@@ -214,3 +214,19 @@ def test_default_goal_range_and_bonus():
     assert (env.goal_low, env.goal_high, env.goal_bonus) == (-3.0, 3.0, 4.0)
     assert all(type(v) is float for v in (env.goal_low, env.goal_high, env.goal_bonus))
     assert envs.make_family("AntGoal").make_env({"goal": (3.0, -3.0)}).get_task() == {"goal": (3.0, -3.0)}
+
+
+@pytest.mark.parametrize("cls,low,high", [(HalfCheetahVelEnv, 0.0, 2.0), (AntVelEnv, 0.0, 3.0)])
+def test_goal_velocities_are_uniform_on_the_documented_default_range(cls, low, high):
+    env = cls()
+    assert (env.velocity_low, env.velocity_high) == (low, high)
+    tasks = env.sample_tasks(50, np.random.default_rng(2))
+    assert [t["velocity"] for t in tasks] == np.random.default_rng(2).uniform(low, high, size=50).tolist()
+    given = cls({"velocity": 1.25})  # the task given to the constructor is the env's task
+    assert given.get_task() == {"velocity": 1.25}
+
+
+def test_default_goals_are_uniform_on_the_documented_square():
+    tasks = AntGoalEnv().sample_tasks(50, np.random.default_rng(4))
+    want = np.random.default_rng(4).uniform(-3.0, 3.0, size=(50, 2))
+    assert [t["goal"] for t in tasks] == [tuple(g) for g in want.tolist()]
