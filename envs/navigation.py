@@ -56,11 +56,15 @@ class Navigation2DEnv(TaskEnv):
 
     def _check_task(self, task: Task) -> np.ndarray:
         check_task_fields(task, ("goal",), "Navigation2D")
-        goal = np.asarray(task["goal"], dtype=np.float64)
+        try:
+            goal = np.asarray(task["goal"], dtype=np.float64)
+        except (TypeError, ValueError):  # not numbers at all: the same one-line task error
+            raise TaskError(f"Navigation2D: goal must be two finite numbers, got {task['goal']!r}") from None
         if goal.shape != (2,) or not np.all(np.isfinite(goal)):
             raise TaskError(f"Navigation2D: goal must be two finite numbers, got {task['goal']!r}")
         if np.any(goal < self.low) or np.any(goal > self.high):
-            raise TaskError(f"Navigation2D: goal {tuple(goal)} is outside [{self.low}, {self.high}]^2")
+            x, y = (float(v) for v in goal)
+            raise TaskError(f"Navigation2D: goal ({x}, {y}) is outside [{self.low}, {self.high}]^2")
         return goal
 
     def set_task(self, task: Task) -> None:

@@ -68,14 +68,16 @@ def test_tasks_are_checked_against_the_square_and_returned_as_float_pairs():
     env.set_task({"goal": [np.float32(0.25), 0]})
     task = env.get_task()
     assert task == {"goal": (0.25, 0.0)} and all(type(x) is float for x in task["goal"])
-    with pytest.raises(TaskError, match=r"^Navigation2D: goal \(.*0\.6.*0\.0.*\) is outside \[-0\.5, 0\.5\]\^2$"):
+    with pytest.raises(TaskError, match=r"^Navigation2D: goal \(0\.6, 0\.0\) is outside \[-0\.5, 0\.5\]\^2$"):
         env.set_task({"goal": (0.6, 0.0)})
-    with pytest.raises(TaskError, match=r"goal \(.*0\.0.*-0\.6.*\) is outside"):
+    with pytest.raises(TaskError, match=r"goal \(0\.0, -0\.6\) is outside"):
         env.set_task({"goal": (0.0, -0.6)})
     with pytest.raises(TaskError, match="goal must be two finite numbers"):
         env.set_task({"goal": (0.1, 0.1, 0.1)})
     with pytest.raises(TaskError, match="goal must be two finite numbers"):
         env.set_task({"goal": (math.nan, 0.1)})
+    with pytest.raises(TaskError, match=r"^Navigation2D: goal must be two finite numbers, got \('a', 0\.1\)$"):
+        env.set_task({"goal": ("a", 0.1)})
     missing = r"^Navigation2D: task \{'target': \(0.1, 0.1\)\} is missing field\(s\) \['goal'\]$"
     with pytest.raises(TaskError, match=missing):
         env.set_task({"target": (0.1, 0.1)})
