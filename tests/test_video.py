@@ -34,7 +34,7 @@ def cheetah_run(tmp_path_factory) -> Path:
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("suffix", [".mp4", ".gif"])
+@pytest.mark.parametrize("suffix", [".mp4", pytest.param(".gif", marks=pytest.mark.slow)])  # .mp4: the default
 def test_video_has_one_frame_per_step_panels_side_by_side_and_moving_frames(cheetah_run, tmp_path, suffix):
     out = tmp_path / f"v{suffix}"
     r = _run(["video", str(cheetah_run), "--tasks", "2", "--steps", "1", "--width", "96", "--height", "64",
