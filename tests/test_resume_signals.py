@@ -1,8 +1,9 @@
 """Resume from any moment, run directories, signals, hung workers and full disks.
 
 The kill -9 test draws its kill times uniformly over a whole run, start-up
-included (``METARL_KILL_TRIALS`` sets the number of trials; CI runs 2, one of them
-extended with ``--resume --iterations``; RELIABILITY.md records a long run).
+included (``METARL_KILL_TRIALS`` sets the number of trials; CI runs 1; trial 1 of
+every 3 is a run extended with ``--resume --iterations``, so ``METARL_KILL_TRIALS=2``
+or more covers it; RELIABILITY.md records a long run).
 """
 
 from __future__ import annotations
@@ -148,7 +149,7 @@ def kill_trials(reference: tuple[Path, float], tmp_path: Path, trials: int, seed
 
 @pytest.mark.integration
 def test_kill_9_anywhere_in_the_run_then_resume_gives_the_uninterrupted_result(reference, tmp_path):
-    trials = int(os.environ.get("METARL_KILL_TRIALS", "2"))
+    trials = int(os.environ.get("METARL_KILL_TRIALS", "1"))
     counts = kill_trials(reference, tmp_path, trials)
     assert counts["trials"] == trials
     print(f"kill -9 trials: {counts}; all resumed bit-identical")

@@ -326,7 +326,7 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-@pytest.mark.parametrize("mode", ["sigint", "raise", "parent_killed"])
+@pytest.mark.parametrize("mode", ["sigint", pytest.param("raise", marks=pytest.mark.slow), "parent_killed"])
 def test_no_worker_outlives_its_parent(tmp_path, mode):
     script = tmp_path / "run_sampler.py"
     script.write_text(SCRIPT)
