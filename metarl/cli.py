@@ -339,7 +339,7 @@ def _train_seeds(args: argparse.Namespace) -> int:
 
 
 def _run_training(cfg: Any, run_dir: Path, resume: bool, progress: bool) -> int:
-    from metarl.signals import begin_work, exit_code
+    from metarl.signals import exit_code
 
     _RESUMABLE["run_dir"] = run_dir
     try:
@@ -362,8 +362,7 @@ def _run_training(cfg: Any, run_dir: Path, resume: bool, progress: bool) -> int:
         bar.update(1)
 
     try:
-        begin_work()  # from here an interrupt checkpoints (and stops the workers) before exiting
-        results = trainer.train(on_iteration)
+        results = trainer.train(on_iteration)  # from its start an interrupt checkpoints and stops the workers
     except KeyboardInterrupt as e:
         bar.close()
         print(f"interrupted; resume with: metarl train --resume {run_dir}", file=sys.stderr)
@@ -628,23 +627,12 @@ def _interrupted_message() -> str:
     return f"interrupted; resume with: metarl train --resume {run_dir}" if run_dir else "metarl: interrupted"
 
 
-def _exit_at_once(signum: int) -> None:
-    """Ctrl-C or SIGTERM during start-up: one line, then exit (nothing but atomic writes has happened)."""
-    from metarl.signals import exit_code
-
-    try:
-        sys.stderr.write(_interrupted_message() + "\n")
-        sys.stderr.flush()
-    finally:
-        os._exit(exit_code(signum))
-
-
 def main(argv: list[str] | None = None) -> int:
     from metarl import signals
 
     _RESUMABLE.clear()
     try:
-        with signals.handled(_exit_at_once):
+        with signals.handled(signals.exit_at_once(_interrupted_message)):
             return _main(argv)
     except KeyboardInterrupt as e:  # an interrupt raised outside a command's own handling
         print(_interrupted_message(), file=sys.stderr)

@@ -7,8 +7,8 @@ Ctrl-C (SIGINT).  Within :func:`handled`:
   ``early`` callback, which reports and ends the process at once: nothing
   but atomic writes has happened yet, and third-party imports may swallow a
   :class:`KeyboardInterrupt` raised inside them;
-* after :func:`begin_work` (the training loop, which owns workers and a
-  checkpoint to write), SIGINT raises :class:`KeyboardInterrupt` and SIGTERM
+* after :func:`begin_work` (called by ``Trainer.train``: the training loop
+  owns workers and a checkpoint to write), SIGINT raises :class:`KeyboardInterrupt` and SIGTERM
   :class:`Terminated`, a :class:`KeyboardInterrupt`, so every path that
   handles Ctrl-C (the trainer's checkpoint, the sampler's shutdown of its
   workers) handles SIGTERM too.
@@ -19,7 +19,9 @@ Exit codes: :data:`EXIT_SIGINT` (130) and :data:`EXIT_SIGTERM` (143).
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -49,6 +51,20 @@ def _handler(signum: int, frame: Any) -> None:
     if signum == signal.SIGTERM:
         raise Terminated(f"signal {signum}")
     raise KeyboardInterrupt
+
+
+def exit_at_once(message: str | Callable[[], str]) -> Callable[[int], None]:
+    """An ``early`` callback for :func:`handled`: write ``message`` (or what it returns) as one line, then exit
+    with :func:`exit_code` at once."""
+
+    def early(signum: int) -> None:
+        try:
+            sys.stderr.write((message() if callable(message) else message) + "\n")
+            sys.stderr.flush()
+        finally:
+            os._exit(exit_code(signum))
+
+    return early
 
 
 def begin_work() -> None:

@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from metarl import checkpoint, manifest, run, rundir, wandb_mirror
+from metarl import checkpoint, manifest, run, rundir, signals, wandb_mirror
 from metarl.config import Config, flat_dict, to_dict, to_yaml
 from metarl.episodes import EpisodeBatch
 from metarl.fileio import atomic_write
@@ -187,7 +187,11 @@ class Trainer:
                                 "the previous checkpoint is intact") from None
 
     def train(self, on_iteration: Callable[[IterationResult], None] | None = None) -> list[IterationResult]:
-        """Run from ``start_iteration`` to ``cfg.iterations``; returns the per-iteration results."""
+        """Run from ``start_iteration`` to ``cfg.iterations``; returns the per-iteration results.
+
+        From here on Ctrl-C and SIGTERM (within :func:`metarl.signals.handled`) raise an interrupt that writes
+        a checkpoint at the last completed iteration and stops the workers before it propagates."""
+        signals.begin_work()
         with wandb_mirror.mirror(self.cfg, self.run_dir, self.start_iteration):  # before the SummaryWriter
             return self._train(on_iteration)
 
