@@ -58,9 +58,9 @@ class Navigation2DEnv(TaskEnv):
         check_task_fields(task, ("goal",), "Navigation2D")
         try:
             goal = np.asarray(task["goal"], dtype=np.float64)
-        except (TypeError, ValueError):  # not numbers at all: the same one-line task error
-            raise TaskError(f"Navigation2D: goal must be two finite numbers, got {task['goal']!r}") from None
-        if goal.shape != (2,) or not np.all(np.isfinite(goal)):
+        except (TypeError, ValueError):  # not numbers at all
+            goal = None
+        if goal is None or goal.shape != (2,) or not np.all(np.isfinite(goal)):
             raise TaskError(f"Navigation2D: goal must be two finite numbers, got {task['goal']!r}")
         if np.any(goal < self.low) or np.any(goal > self.high):
             x, y = (float(v) for v in goal)
