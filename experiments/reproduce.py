@@ -32,7 +32,9 @@ run of the same seed, e.g. ``outer --families HalfCheetahDir --methods
 kronecker --seeds 1 --iterations 200 --root results/kronecker_dir``.
 
 All resume where they stopped (finished runs are skipped, interrupted ones
-continue from their latest checkpoint), take an iteration budget, and print
+continue from their latest checkpoint; Ctrl-C or SIGTERM during training
+writes one at the last completed iteration and exits 130 / 143), take an
+iteration budget, and print
 the expected runtime on this machine, measured by timing two iterations of
 each configuration first.
 """
@@ -41,7 +43,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -78,9 +79,10 @@ METHODS = {
     "oracle": ["algo.inner_steps=0", "env.oracle=true"],
     "promp": ["algo.name=promp"],
     "maml_ppo": ["algo.name=maml_ppo"],
-    "kronecker": ["algo.inner_update=kronecker"],  # MAML-TRPO with the learned Kronecker preconditioner
-    "meta_sgd": ["algo.inner_update=meta_sgd"],
 }
+INNER_UPDATES = {"maml": "sgd", "kronecker": "kronecker", "meta_sgd": "meta_sgd"}  # method -> algo.inner_update
+# MAML-TRPO with a learned inner update, as methods of their own (the depth sweep uses the same names)
+METHODS.update({m: [f"algo.inner_update={u}"] for m, u in INNER_UPDATES.items() if m != "maml"})
 
 
 def config_for(family: str, method: str, seed: int, iterations: int, extra: list[str]):
@@ -132,7 +134,6 @@ def train(cfg, run_dir: Path, latest_only: bool = False) -> None:
     from tqdm import tqdm
 
     from metarl.run import resume_config
-    from metarl.signals import begin_work
     from metarl.trainer import Trainer
 
     done = done_iterations(run_dir)
@@ -151,8 +152,7 @@ def train(cfg, run_dir: Path, latest_only: bool = False) -> None:
             if latest_only:
                 prune_checkpoints(run_dir)
 
-        begin_work()  # from here Ctrl-C or SIGTERM checkpoints the run before the process exits
-        try:
+        try:  # Ctrl-C or SIGTERM inside checkpoints the run before the process exits
             trainer.train(tick)
         finally:
             if latest_only:
@@ -373,9 +373,6 @@ def cmd_maml(args: argparse.Namespace) -> None:
     print(text + f"wrote {root / f'maml_{args.family}.md'} and {png}")
 
 
-DEPTH_RULES = {"maml": "sgd", "kronecker": "kronecker", "meta_sgd": "meta_sgd"}  # method -> algo.inner_update
-
-
 def depth_jobs(args: argparse.Namespace) -> list[tuple[Any, Path]]:
     """The depth sweep's runs, seed-major: MAML at every depth, the learned updates at the shallow ones.
 
@@ -390,7 +387,7 @@ def depth_jobs(args: argparse.Namespace) -> list[tuple[Any, Path]]:
     for s in args.seeds:
         for method, depth in cells:
             overrides = [f"iterations={args.iterations}", f"seed={s}", f"name={method}_d{depth}", *args.set,
-                         f"policy.hidden_sizes={[args.width] * depth}", f"algo.inner_update={DEPTH_RULES[method]}",
+                         f"policy.hidden_sizes={[args.width] * depth}", f"algo.inner_update={INNER_UPDATES[method]}",
                          "algo.learn_inner_lr=false"]
             jobs.append((load_config(CONFIGS / FAMILY_CONFIGS["Navigation2D"], overrides),
                          root / run_name(method, depth, s)))
@@ -464,12 +461,8 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     from metarl import signals
 
-    def exit_at_once(signum: int) -> None:  # before training starts nothing needs saving
-        print("interrupted; run the same command to continue", file=sys.stderr, flush=True)
-        os._exit(signals.exit_code(signum))
-
-    try:
-        with signals.handled(exit_at_once):
+    try:  # before a run trains nothing needs saving: exit at once
+        with signals.handled(signals.exit_at_once("interrupted; run the same command to continue")):
             {"anil": cmd_anil, "maml": cmd_maml, "locomotion": cmd_locomotion, "outer": cmd_outer,
              "depth": cmd_depth}[args.which](args)
     except KeyboardInterrupt as e:  # SIGTERM too: the run in flight has written its checkpoint
