@@ -171,11 +171,11 @@ class LocalSampler(Sampler):
 
     ``start_method``: ``"forkserver"`` (the default where available, with
     :data:`PRELOAD` imported once) or ``"spawn"`` (a fresh interpreter per
-    worker); the family and spec travel with cloudpickle, so both work.  ``timeout``: seconds a
-    call may wait for one worker before the worker is declared hung, killed
-    and replaced (``None``: wait as long as it takes; a dead process is
-    noticed at once either way); a worker still starting up gets
-    ``startup_timeout`` (120 s) more.  ``max_retries``: how often one shard may
+    worker); the family and spec travel with cloudpickle, so both work.
+    ``timeout``: seconds a call may wait for one worker before the worker is
+    declared hung, killed and replaced (``None``: wait as long as it takes; a
+    dead process is noticed at once either way); a worker still starting up
+    gets ``startup_timeout`` (120 s) more.  ``max_retries``: how often one shard may
     kill its worker within a call before the call fails.  ``fault``: a test
     aid, see :data:`FAULT_KINDS`.
     """
@@ -189,7 +189,7 @@ class LocalSampler(Sampler):
         self.timeout = timeout
         self.startup_timeout = 120.0
         self._ctx = multiprocessing.get_context(start_method or default_start_method())
-        if self._ctx.get_start_method() == "forkserver":  # before the context's server starts; later calls are no-ops
+        if self._ctx.get_start_method() == "forkserver":  # read when the process's server starts (first sampler)
             self._ctx.set_forkserver_preload(list(PRELOAD))
         self._payload = cloudpickle.dumps((family, spec))
         self._fault = fault
