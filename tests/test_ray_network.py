@@ -1,6 +1,6 @@
 """Ray's network exposure: an unreachable cluster fails fast.
 
-``listening_addresses`` serves the sampler test that checks a local instance listens on loopback only."""
+That a local instance listens on loopback only is checked by the local Ray sampler test (test_sampling.py)."""
 
 from __future__ import annotations
 
@@ -13,24 +13,6 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 NAV = str(ROOT / "experiments" / "configs" / "navigation2d.yaml")
-
-
-def listening_addresses(root_pid: int) -> list[tuple[int, str, str, int]]:
-    """``(pid, name, ip, port)`` of every listening inet socket of ``root_pid`` and its descendants."""
-    import importlib
-
-    import ray  # noqa: F401 - puts its bundled psutil on the path when psutil itself is not installed
-
-    psutil = importlib.import_module("psutil")
-
-    root = psutil.Process(root_pid)
-    out = []
-    for p in [root, *root.children(recursive=True)]:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            for c in p.net_connections(kind="inet"):
-                if c.status == psutil.CONN_LISTEN:
-                    out.append((p.pid, p.name(), c.laddr.ip, c.laddr.port))
-    return out
 
 
 def test_unreachable_address_fails_within_the_timeout():

@@ -27,6 +27,7 @@ from metarl import checkpoint, rundir
 from metarl.cli import main
 from metarl.config import load_config
 from metarl.trainer import Trainer, TrainingError
+from tests.helpers_processes import alive, children, sampler_workers
 
 ROOT = Path(__file__).resolve().parents[1]
 NAV = str(ROOT / "experiments" / "configs" / "navigation2d.yaml")
@@ -420,35 +421,6 @@ def test_hang_timeout_default_and_null():
 
 # -- signals ------------------------------------------------------------------------------------------
 
-def _children(pid: int) -> list[int]:
-    out: list[int] = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        with contextlib.suppress(FileNotFoundError):
-            out += [int(c) for c in (task / "children").read_text().split()]
-    return out
-
-
-def _sampler_workers(pid: int) -> list[int]:
-    """Sampler worker processes below ``pid``: spawned children, or children of the fork server."""
-    out = []
-    for child in _children(pid):
-        with contextlib.suppress(FileNotFoundError):
-            cmd = Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ")
-            if b"forkserver" in cmd:
-                out += _children(child)
-            elif b"spawn_main" in cmd:
-                out.append(child)
-    return out
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return state != "Z"
-
-
 @pytest.mark.integration
 @pytest.mark.parametrize("signum", [signal.SIGTERM, pytest.param(signal.SIGINT, marks=pytest.mark.slow)],
                          ids=["SIGTERM", "SIGINT"])
@@ -464,9 +436,9 @@ def test_signal_mid_run_checkpoints_exits_and_leaves_no_workers(tmp_path, signum
             if rows >= 2:
                 break
             time.sleep(0.1)
-        workers = [c for c in _sampler_workers(proc.pid) if _alive(c)]
+        workers = [c for c in sampler_workers(proc.pid) if alive(c)]
         assert proc.poll() is None and len(workers) >= 1
-        workers += [c for c in _children(proc.pid) if _alive(c)]  # and the fork server, if any
+        workers += [c for c in children(proc.pid) if alive(c)]  # and the fork server, if any
         proc.send_signal(signum)
         _, err = proc.communicate(timeout=60)
         assert proc.returncode == 128 + signum, err
@@ -474,9 +446,9 @@ def test_signal_mid_run_checkpoints_exits_and_leaves_no_workers(tmp_path, signum
         state = checkpoint.load(checkpoint.latest(run / "checkpoints"))
         assert 1 <= state["iteration"] < 100000
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and any(_alive(p) for p in workers):
+        while time.monotonic() < deadline and any(alive(p) for p in workers):
             time.sleep(0.05)
-        assert not [p for p in workers if _alive(p)]
+        assert not [p for p in workers if alive(p)]
     finally:
         kill_group(proc)
 
@@ -493,7 +465,7 @@ def test_ctrl_c_at_start_up_is_one_line_then_resume_works(tmp_path, moment):
         if moment == "imports":
             time.sleep(0.5)
         else:  # a worker process exists: the training loop has begun (it builds the sampler)
-            while time.monotonic() < deadline and proc.poll() is None and not _sampler_workers(proc.pid):
+            while time.monotonic() < deadline and proc.poll() is None and not sampler_workers(proc.pid):
                 time.sleep(0.01)
         assert proc.poll() is None
         proc.send_signal(signal.SIGINT)

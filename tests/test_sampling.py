@@ -22,29 +22,20 @@ from metarl.policies import GaussianMLPPolicy
 from metarl.sampling import BACKENDS, PolicySpec, SerialSampler, Shard, assemble, make_sampler, split_grid
 from metarl.sampling.local import LocalSampler
 from metarl.sampling.worker import RowwiseMLP
+from tests.helpers_processes import alive, listening_addresses
 
 ROOT = Path(__file__).resolve().parents[1]
 FIELDS = ("obs", "actions", "rewards", "mask")
 SEED = 11
 
 
-def _alive(pid: int) -> bool:
-    """True if ``pid`` exists and is not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return state != "Z"
-
-
 def _wait_gone(pids: list[int], seconds: float) -> list[int]:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        if not any(_alive(p) for p in pids):
+        if not any(alive(p) for p in pids):
             return []
         time.sleep(0.05)
-    return [p for p in pids if _alive(p)]
+    return [p for p in pids if alive(p)]
 
 
 def _assert_same(a, b) -> None:
@@ -257,7 +248,7 @@ def test_dead_worker_is_replaced_and_batch_unchanged(nav, kind, caplog):
             assert time.monotonic() - start < 30
             assert sampler.stats()["worker_restarts"] == 1
             assert sampler.pids()[0] == first[0] and sampler.pids()[1] != first[1]
-            assert not _alive(first[1])
+            assert not alive(first[1])
     assert any("died" in r.getMessage() and "re-running" in r.getMessage() for r in caplog.records)
 
 
@@ -295,9 +286,9 @@ def test_close_joins_every_worker(nav):
     sampler = LocalSampler(nav.family, nav.spec, workers=2)
     nav.sample(sampler)
     pids = sampler.pids()
-    assert all(_alive(p) for p in pids)
+    assert all(alive(p) for p in pids)
     sampler.close()
-    assert [p for p in pids if _alive(p)] == []  # joined: gone at once, not eventually
+    assert [p for p in pids if alive(p)] == []  # joined: gone at once, not eventually
     sampler.close()  # idempotent
     with pytest.raises(RuntimeError, match="closed"):
         nav.sample(sampler)
@@ -337,7 +328,7 @@ def test_no_worker_outlives_its_parent(tmp_path, mode):
         line = proc.stdout.readline()
         assert line.startswith("pids"), proc.stderr.read() if not line else line
         pids = [int(p) for p in line.split()[1:]]
-        assert all(_alive(p) for p in pids)
+        assert all(alive(p) for p in pids)
         if mode == "sigint":
             time.sleep(1.0)  # let the call start and block on the hung worker
             proc.send_signal(signal.SIGINT)
@@ -404,7 +395,6 @@ def test_ray_local_instance_matches_serial_replaces_a_killed_actor_and_surfaces_
     import ray
 
     from metarl.sampling.ray_backend import LOOPBACK
-    from tests.test_ray_network import listening_addresses
 
     if ray.is_initialized():
         ray.shutdown()
