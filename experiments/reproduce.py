@@ -5,6 +5,7 @@
     python experiments/reproduce.py locomotion [--iterations 500] [--seeds 1 2 3] [--families ...]
     python experiments/reproduce.py outer [--methods promp maml_ppo] [--families Navigation2D] [--iterations 100]
     python experiments/reproduce.py depth [--iterations N] [--seeds 1 2 3] [--depths 1 2 3 4]
+    python experiments/reproduce.py metaworld [--iterations 100] [--ml10-iterations 10] [--benchmarks ML1-reach ML10]
 
 ``anil``: MAML and ANIL on HalfCheetahDir, HalfCheetahVel and Navigation2D,
 three seeds each (Raghu et al., table 2); writes ``ROOT/anil_table.md`` with
@@ -30,6 +31,14 @@ regenerates them from the run artifacts alone.
 also plots their training curves against the locomotion campaign's MAML-TRPO
 run of the same seed, e.g. ``outer --families HalfCheetahDir --methods
 kronecker --seeds 1 --iterations 200 --root results/kronecker_dir``.
+
+``metaworld``: MAML-TRPO on Meta-World ML1 reach-v3 (budget ``--iterations``)
+and ML10 (a short run, ``--ml10-iterations``), each scored with Meta-World's
+protocol on every test task (``metarl evaluate --protocol metaworld``);
+``experiments/metaworld_report.py`` writes the success curves and RESULTS.md's
+Meta-World section from the run artifacts. Both use ``trpo.cg_subsample=0.3``
+(the curvature of the conjugate gradient from 3 of ML1's 10 tasks, 6 of
+ML10's 20): exact curvature is three fifths of an ML1 iteration on 2 cores.
 
 All resume where they stopped (finished runs are skipped, interrupted ones
 continue from their latest checkpoint; Ctrl-C or SIGTERM during training
@@ -404,6 +413,9 @@ def cmd_depth(args: argparse.Namespace) -> None:
 
 
 LOCOMOTION = ("HalfCheetahDir", "HalfCheetahVel")
+METAWORLD = {"ML1-reach": "metaworld_ml1_reach.yaml", "ML10": "metaworld_ml10.yaml"}
+# TRPO's Fisher-vector products on a subsample of the batch (Schulman et al. 2015 use 10% of the data)
+METAWORLD_SET = ["trpo.cg_subsample=0.3"]
 
 
 def locomotion_jobs(args: argparse.Namespace) -> list[tuple[Any, Path]]:
@@ -425,18 +437,61 @@ def cmd_locomotion(args: argparse.Namespace) -> None:
         locomotion_report.main(["--root", str(root), "--results", str(root / "report.md")])
 
 
+def metaworld_jobs(args: argparse.Namespace) -> list[tuple[Any, Path]]:
+    from metarl.config import load_config
+
+    budgets = {"ML1-reach": args.iterations, "ML10": args.ml10_iterations}
+    return [(load_config(CONFIGS / METAWORLD[b], [f"iterations={budgets[b]}", f"seed={s}", "name=maml"]
+                         + METAWORLD_SET + args.set), Path(args.root) / f"{b}__maml__{s}")
+            for s in args.seeds for b in args.benchmarks]
+
+
+def metaworld_protocol(run_dir: Path, seed: int) -> dict[str, Any]:
+    """``metarl evaluate RUN_DIR --protocol metaworld`` (cached in RUN_DIR/eval/metaworld.json for its
+    latest iteration)."""
+    from metarl.cli import main as cli
+
+    out = run_dir / "eval" / "metaworld.json"
+    if out.exists():
+        cached = json.loads(out.read_text())
+        if cached.get("iteration") == done_iterations(run_dir):
+            return cached
+    rc = cli(["evaluate", str(run_dir), "--protocol", "metaworld", "--seed", str(seed), "--out", str(out)])
+    if rc:
+        raise SystemExit(f"metarl evaluate --protocol metaworld {run_dir} failed (exit {rc})")
+    result = json.loads(out.read_text())
+    result["iteration"] = done_iterations(run_dir)
+    out.write_text(json.dumps(result, indent=1))
+    return result
+
+
+def cmd_metaworld(args: argparse.Namespace) -> None:
+    """MAML-TRPO on Meta-World ML1 reach and ML10: train (resuming), Meta-World's protocol, the report."""
+    jobs = metaworld_jobs(args)
+    if not args.no_estimate:
+        print_plan(jobs)
+    for cfg, run_dir in jobs:
+        train(cfg, run_dir, latest_only=True)
+        r = metaworld_protocol(run_dir, args.eval_seed)
+        print(f"  {run_dir.name}: test success {r['success_rate']:.3f} ± {r['success_stderr']:.3f} after one "
+              f"step ({r['success_rate_pre']:.3f} before), {r['num_tasks']} test tasks", flush=True)
+    from experiments import metaworld_report
+
+    metaworld_report.main(["--root", str(args.root)])
+
+
 def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(ROOT))
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="which", required=True)
-    budgets = {"maml": 100, "anil": 200, "locomotion": 500, "outer": 100, "depth": 100}
+    budgets = {"maml": 100, "anil": 200, "locomotion": 500, "outer": 100, "depth": 100, "metaworld": 100}
     roots = {"maml": "runs/reproduce_maml", "anil": "runs/reproduce_anil", "locomotion": "results/locomotion",
-             "outer": "results/outer", "depth": "results/depth"}
-    for name in ("anil", "maml", "locomotion", "outer", "depth"):
+             "outer": "results/outer", "depth": "results/depth", "metaworld": "results/metaworld"}
+    for name in ("anil", "maml", "locomotion", "outer", "depth", "metaworld"):
         s = sub.add_parser(name)
         s.add_argument("--iterations", type=int, default=budgets[name],
                        help="meta-iterations per run (the budget)")
-        s.add_argument("--seeds", type=int, nargs="+", default=[1] if name == "maml" else [1, 2, 3])
+        s.add_argument("--seeds", type=int, nargs="+", default=[1] if name in ("maml", "metaworld") else [1, 2, 3])
         s.add_argument("--root", default=roots[name], help="where runs and tables go")
         s.add_argument("--eval-tasks", type=int, default=40)
         s.add_argument("--eval-seed", type=int, default=0)
@@ -455,7 +510,12 @@ def main(argv: list[str] | None = None) -> int:
     depth.add_argument("--learned-depths", type=int, nargs="+", default=[1, 2],
                        help="hidden layers, Kronecker preconditioner and Meta-SGD")
     depth.add_argument("--width", type=int, default=64, help="width of every hidden layer")
+    mw = sub.choices["metaworld"]
+    mw.add_argument("--benchmarks", nargs="+", default=list(METAWORLD), choices=METAWORLD)
+    mw.add_argument("--ml10-iterations", type=int, default=10, help="meta-iterations of the ML10 run")
     args = p.parse_args(argv)
+    if getattr(args, "ml10_iterations", 1) < 1:
+        p.error(f"--ml10-iterations must be >= 1, got {args.ml10_iterations}")
     if args.iterations < 1:
         p.error(f"--iterations must be >= 1, got {args.iterations}")
     t0 = time.time()
@@ -464,7 +524,7 @@ def main(argv: list[str] | None = None) -> int:
     try:  # before a run trains nothing needs saving: exit at once
         with signals.handled(signals.exit_at_once("interrupted; run the same command to continue")):
             {"anil": cmd_anil, "maml": cmd_maml, "locomotion": cmd_locomotion, "outer": cmd_outer,
-             "depth": cmd_depth}[args.which](args)
+             "depth": cmd_depth, "metaworld": cmd_metaworld}[args.which](args)
     except KeyboardInterrupt as e:  # SIGTERM too: the run in flight has written its checkpoint
         print("interrupted; run the same command to continue from the last checkpoint", file=sys.stderr)
         return signals.exit_code(e)
