@@ -10,7 +10,9 @@ as in Meta-World's ML benchmarks.
 
 Train and test tasks are Meta-World's own: ``metaworld.ML1(env_name, seed)`` or
 ``metaworld.ML10(seed)`` built once per process with ``benchmark_seed`` (0 by
-default) and cached (:func:`benchmark_tasks`); ML1 has 50 train and 50 disjoint
+default) and cached (:func:`benchmark_tasks`; the shipped configs' lists at seed 0
+are also stored in ``envs/metaworld_tasks.json`` for the metaworld version that
+built them, and read from there when that version is installed); ML1 has 50 train and 50 disjoint
 test goals, ML10 50 goals for each of 10 train and 5 test environments.
 ``sample_tasks`` draws train tasks (without replacement up to the list's
 length); ``test_tasks()`` lists the test tasks.  Rollout workers receive task
@@ -42,10 +44,12 @@ from __future__ import annotations
 
 import abc
 import functools
+import json
 import pickle
 import weakref
 from collections.abc import Sequence
 from importlib import metadata
+from pathlib import Path
 from typing import Any, ClassVar
 
 import gymnasium
@@ -95,11 +99,49 @@ def from_metaworld_task(mw_task: Any) -> dict[str, Any]:
     return {"env_name": str(mw_task.env_name), "rand_vec": tuple(float(x) for x in data["rand_vec"])}
 
 
+SHIPPED_TASKS = Path(__file__).with_name("metaworld_tasks.json")
+"""Meta-World's own train and test task lists for :data:`SHIPPED` at benchmark seed 0, as built by
+the metaworld version the file records (``python -c "import envs.metaworld as m;
+m.write_shipped_tasks()"`` rewrites it).  Building ML10
+takes Meta-World about 15 s per process; with a matching version the lists are read from here."""
+SHIPPED = (("ML10", None), ("ML1", "reach-v3"), ("ML1", "push-v3"))  # the shipped configs' benchmarks
+
+
+def _shipped_key(benchmark: str, env_name: str | None, seed: int) -> str:
+    return f"{benchmark}/{env_name or '-'}/{seed}"
+
+
+@functools.cache
+def _shipped_tasks() -> dict[str, Any]:
+    """The shipped lists if they were built by the installed metaworld, else ``{}``."""
+    try:
+        data = json.loads(SHIPPED_TASKS.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data.get("tasks", {}) if data.get("metaworld") == metaworld_version() else {}
+
+
+def _as_tasks(rows: Sequence[Any]) -> tuple[dict, ...]:
+    return tuple({"env_name": str(r["env_name"]), "rand_vec": tuple(float(x) for x in r["rand_vec"])} for r in rows)
+
+
 @functools.cache
 def benchmark_tasks(benchmark: str, env_name: str | None, seed: int) -> tuple[tuple[dict, ...], tuple[dict, ...]]:
     """``(train tasks, test tasks)`` of ``metaworld.ML1(env_name, seed)`` or ``metaworld.ML10(seed)``.
 
-    Built once per process and argument tuple (ML1 ≈ 3 s, ML10 ≈ 15 s here).
+    Read from :data:`SHIPPED_TASKS` when it holds them for the installed metaworld, else built by
+    :func:`build_benchmark_tasks`; once per process and argument tuple.
+    """
+    hit = _shipped_tasks().get(_shipped_key(benchmark, env_name, seed))
+    if hit is not None:
+        return _as_tasks(hit["train"]), _as_tasks(hit["test"])
+    return build_benchmark_tasks(benchmark, env_name, seed)
+
+
+def build_benchmark_tasks(benchmark: str, env_name: str | None,
+                          seed: int) -> tuple[tuple[dict, ...], tuple[dict, ...]]:
+    """Meta-World builds the benchmark (ML1 ≈ 3 s, ML10 ≈ 15 s here) and the task values are read off it.
+
     Meta-World seeds numpy's global generator for this and restores it after.
     """
     import metaworld
@@ -112,6 +154,28 @@ def benchmark_tasks(benchmark: str, env_name: str | None, seed: int) -> tuple[tu
         raise ValueError(f"unknown Meta-World benchmark {benchmark!r}")
     return (tuple(from_metaworld_task(t) for t in bench.train_tasks),
             tuple(from_metaworld_task(t) for t in bench.test_tasks))
+
+
+def write_shipped_tasks(path: Path = SHIPPED_TASKS) -> Path:
+    """Build every benchmark of :data:`SHIPPED` with the installed metaworld and write them to ``path``."""
+    from metarl.fileio import atomic_write
+
+    tasks = {}
+    for benchmark, env_name in SHIPPED:
+        train, test = build_benchmark_tasks(benchmark, env_name, 0)
+        tasks[_shipped_key(benchmark, env_name, 0)] = {
+            "train": [{"env_name": t["env_name"], "rand_vec": list(t["rand_vec"])} for t in train],
+            "test": [{"env_name": t["env_name"], "rand_vec": list(t["rand_vec"])} for t in test]}
+    lines = [f'{{"metaworld": {json.dumps(metaworld_version())}, "tasks": {{']
+    for k, (key, lists) in enumerate(tasks.items()):
+        lines.append(f"{json.dumps(key)}: {{")
+        for j, split in enumerate(("train", "test")):
+            rows = ",\n".join(json.dumps(t) for t in lists[split])
+            lines.append(f'"{split}": [\n{rows}\n]' + ("," if j == 0 else ""))
+        lines.append("}" + ("," if k < len(tasks) - 1 else ""))
+    lines.append("}}")
+    atomic_write(path, "\n".join(lines) + "\n")  # one task per line
+    return path
 
 
 # -- a per-process pool of constructed Meta-World environments -------------------------
@@ -342,3 +406,4 @@ class MetaWorldML10Env(MetaWorldEnv):
     def env_names(self) -> tuple[str, ...]:
         train, test = ml10_env_names()
         return train + test
+

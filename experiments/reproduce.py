@@ -477,7 +477,11 @@ def cmd_metaworld(args: argparse.Namespace) -> None:
               f"step ({r['success_rate_pre']:.3f} before), {r['num_tasks']} test tasks", flush=True)
     from experiments import metaworld_report
 
-    metaworld_report.main(["--root", str(args.root)])
+    root = Path(args.root).resolve()
+    if root == metaworld_report.DEFAULT_ROOT.resolve():  # the released runs: RESULTS.md's own section
+        metaworld_report.main(["--root", str(root)])
+    else:  # any other root keeps its report beside its runs
+        metaworld_report.main(["--root", str(root), "--results", str(root / "report.md")])
 
 
 def main(argv: list[str] | None = None) -> int:

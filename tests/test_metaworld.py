@@ -65,6 +65,48 @@ def test_task_value_round_trips_through_a_metaworld_task(reach):
     assert reach.test_tasks() == [dict(t) for t in test]
 
 
+@pytest.fixture()
+def fresh_task_caches():
+    """The process's task-list caches emptied before and after (other tests see the real lists)."""
+    mw.benchmark_tasks.cache_clear()
+    mw._shipped_tasks.cache_clear()
+    yield
+    mw.benchmark_tasks.cache_clear()
+    mw._shipped_tasks.cache_clear()
+
+
+def test_shipped_task_lists_are_read_without_building_a_benchmark(fresh_task_caches, monkeypatch):
+    def refuse(*args: Any) -> None:
+        raise AssertionError(f"built {args}")
+
+    monkeypatch.setattr(mw, "build_benchmark_tasks", refuse)
+    train, test = mw.benchmark_tasks("ML10", None, 0)
+    names_train, names_test = mw.ml10_env_names()
+    assert len(train) == 500 and len(test) == 250
+    assert [t["env_name"] for t in train] == [n for n in names_train for _ in range(50)]
+    assert {t["env_name"] for t in test} == set(names_test)
+    assert all(isinstance(t["rand_vec"], tuple) and all(type(x) is float for x in t["rand_vec"]) for t in train)
+    reach_train, reach_test = mw.benchmark_tasks("ML1", "reach-v3", 0)
+    assert len(reach_train) == len(reach_test) == 50
+    with pytest.raises(AssertionError, match="built"):  # not shipped: built
+        mw.benchmark_tasks("ML1", "reach-v3", 1)
+
+
+def test_shipped_task_lists_of_another_metaworld_version_are_not_used(fresh_task_caches, monkeypatch):
+    built = []
+    monkeypatch.setattr(mw, "metaworld_version", lambda: "0.0.1")
+    monkeypatch.setattr(mw, "build_benchmark_tasks", lambda *a: built.append(a) or ((), ()))
+    assert mw.benchmark_tasks("ML10", None, 0) == ((), ())
+    assert built == [("ML10", None, 0)]
+
+
+@pytest.mark.slow
+def test_shipped_task_lists_equal_what_the_installed_metaworld_builds(tmp_path):
+    out = mw.write_shipped_tasks(tmp_path / "tasks.json")
+    assert out.read_text() == mw.SHIPPED_TASKS.read_text(), \
+        'stale: python -c "import envs.metaworld as m; m.write_shipped_tasks()"'
+
+
 def test_sample_tasks_draws_distinct_train_tasks(reach):
     tasks = reach.sample_tasks(20, np.random.default_rng(0))
     train = mw.benchmark_tasks("ML1", "reach-v3", 0)[0]
