@@ -18,7 +18,6 @@ budget; unfinished runs are listed with the iteration they reached.
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import statistics
@@ -250,11 +249,9 @@ def learning_curves(runs: dict[tuple[str, str], dict[int, dict[str, Any]]], fami
 
 
 def section(root: Path) -> str:
-    runs = collect(root)
-    try:
-        rel = root.resolve().relative_to(ROOT).as_posix()
-    except ValueError:
-        rel = root.as_posix()
+    from experiments.report_cli import relative_root
+
+    runs, rel = collect(root), relative_root(root)
     parts = [BEGIN, "", "```sh", "python experiments/reproduce.py locomotion       # trains, resumes, evaluates, "
              "then regenerates this section", "python experiments/locomotion_report.py          # this section "
              "only, from the committed artifacts", "```", "", tables(runs, rel), feature_reuse(runs)]
@@ -265,39 +262,18 @@ def section(root: Path) -> str:
     return "\n".join(parts) + "\n"
 
 
-def replace_section(text: str, new: str) -> str:
-    from metarl.fileio import replace_section as replace_marked
-
-    return replace_marked(text, new, BEGIN, END)
+def plots(root: Path) -> None:
+    runs = collect(root)
+    for fam in FAMILIES:
+        learning_curves(runs, fam, root / f"{fam}_learning_curves.png")
 
 
 def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(ROOT))
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--root", default=str(DEFAULT_ROOT), help="the campaign's run directories")
-    p.add_argument("--results", default=str(RESULTS_MD), help="the markdown file whose section is rewritten")
-    p.add_argument("--check", action="store_true", help="only compare; exit 1 if the section is stale")
-    p.add_argument("--no-plots", action="store_true", help="skip the PNGs")
-    args = p.parse_args(argv)
-    root, md = Path(args.root), Path(args.results)
-    new = section(root)
-    text = md.read_text(encoding="utf-8") if md.exists() else ""
-    updated = replace_section(text, new)
-    if args.check:
-        if updated != text:
-            print(f"{md}: the locomotion section is stale; run python experiments/locomotion_report.py",
-                  file=sys.stderr)
-            return 1
-        return 0
-    from metarl.fileio import atomic_write
+    from experiments.report_cli import report_main
 
-    atomic_write(md, updated)
-    if not args.no_plots:
-        runs = collect(root)
-        for fam in FAMILIES:
-            learning_curves(runs, fam, root / f"{fam}_learning_curves.png")
-    print(f"wrote the locomotion section of {md}")
-    return 0
+    return report_main(argv, description=__doc__, default_root=DEFAULT_ROOT, results_md=RESULTS_MD, begin=BEGIN,
+                       end=END, section=section, plots=plots, what="locomotion", script="locomotion_report.py")
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ budget; otherwise the table says at which iteration it was made.
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import statistics
@@ -162,11 +161,9 @@ def success_curves(runs: dict[tuple[str, str], dict[int, dict[str, Any]]], bench
 
 
 def section(root: Path) -> str:
-    runs = collect(root)
-    try:
-        rel = root.resolve().relative_to(ROOT).as_posix()
-    except ValueError:
-        rel = root.as_posix()
+    from experiments.report_cli import relative_root
+
+    runs, rel = collect(root), relative_root(root)
     parts = [BEGIN, "", "```sh", "python experiments/reproduce.py metaworld     # trains, resumes, scores with "
              "Meta-World's protocol, then regenerates this section",
              "python experiments/metaworld_report.py        # this section only, from the committed artifacts",
@@ -177,33 +174,18 @@ def section(root: Path) -> str:
     return "\n".join(parts) + "\n"
 
 
+def plots(root: Path) -> None:
+    runs = collect(root)
+    for bench in sorted({b for b, _ in runs}):
+        success_curves(runs, bench, root / f"{bench}_success.png")
+
+
 def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(ROOT))
-    from metarl.fileio import atomic_write
-    from metarl.fileio import replace_section as replace_marked
+    from experiments.report_cli import report_main
 
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--root", default=str(DEFAULT_ROOT), help="the Meta-World run directories")
-    p.add_argument("--results", default=str(RESULTS_MD), help="the markdown file whose section is rewritten")
-    p.add_argument("--check", action="store_true", help="only compare; exit 1 if the section is stale")
-    p.add_argument("--no-plots", action="store_true", help="skip the PNGs")
-    args = p.parse_args(argv)
-    root, md = Path(args.root), Path(args.results)
-    text = md.read_text(encoding="utf-8") if md.exists() else ""
-    updated = replace_marked(text, section(root), BEGIN, END)
-    if args.check:
-        if updated != text:
-            print(f"{md}: the Meta-World section is stale; run python experiments/metaworld_report.py",
-                  file=sys.stderr)
-            return 1
-        return 0
-    atomic_write(md, updated)
-    if not args.no_plots:
-        runs = collect(root)
-        for bench in sorted({b for b, _ in runs}):
-            success_curves(runs, bench, root / f"{bench}_success.png")
-    print(f"wrote the Meta-World section of {md}")
-    return 0
+    return report_main(argv, description=__doc__, default_root=DEFAULT_ROOT, results_md=RESULTS_MD, begin=BEGIN,
+                       end=END, section=section, plots=plots, what="Meta-World", script="metaworld_report.py")
 
 
 if __name__ == "__main__":
