@@ -123,7 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("evaluate", "test-time adaptation curve on held-out tasks")
     p.add_argument("run_dir", help="a run directory written by metarl train")
-    p.add_argument("--tasks", type=_positive_int, default=40, help="held-out tasks (default 40)")
+    p.add_argument("--tasks", type=_positive_int,
+                   help="held-out tasks (default 40); with a protocol, N of the family's test tasks evenly spaced "
+                        "through its list (default: every one)")
     p.add_argument("--steps", type=_nonneg_int, default=3, help="inner steps 0..K (default 3; 0 = NIL)")
     p.add_argument("--episodes", type=_positive_int, help="episodes per task per step (default: the run's)")
     p.add_argument("--seed", type=_seed, default=0, help="seed of the held-out tasks and rollouts")
@@ -388,6 +390,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir)
     iteration = _check_run(run_dir)
     _warn_versions(run_dir)
+    protocol_tasks, args.tasks = args.tasks, 40 if args.tasks is None else args.tasks
     if args.shots:
         return _evaluate_shots(args, run_dir, iteration)
     if args.protocol != "adaptation":  # the family's own protocol (Meta-World's) unless adaptation is asked for
@@ -400,7 +403,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             protocol = args.protocol or getattr(family_cls, "evaluation_protocol", None) or "adaptation"
             if protocol != "adaptation":  # the run is loaded once, here or by evaluate_run below
                 cfg, family, learner, iteration = load_run(run_dir)
-                return _evaluate_protocol(args, protocol, run_dir, cfg, family, learner, iteration)
+                return _evaluate_protocol(args, protocol, run_dir, cfg, family, learner, iteration, protocol_tasks)
         except ConfigError as e:
             raise UsageError(f"{run_dir / 'config.yaml'}: {e}") from None
     out = Path(args.out) if args.out else run_dir / "eval" / "adaptation.json"
@@ -424,7 +427,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _evaluate_protocol(args: argparse.Namespace, protocol: str, run_dir: Path, cfg: Any, family: Any, learner: Any,
-                       iteration: int) -> int:
+                       iteration: int, num_tasks: int | None = None) -> int:
     from metarl.protocols import PROTOCOLS, write_protocol_outputs
     from metarl.run import build_sampler
 
@@ -433,6 +436,10 @@ def _evaluate_protocol(args: argparse.Namespace, protocol: str, run_dir: Path, c
     tasks = family.test_tasks()
     if tasks is None:
         raise UsageError(f"--protocol {protocol}: family {family.name} has no test tasks of its own")
+    if num_tasks is not None:  # a quick look: N tasks evenly spaced through the list (every environment of ML10)
+        if num_tasks > len(tasks):
+            raise UsageError(f"--tasks {num_tasks}: {family.name} has {len(tasks)} test tasks")
+        tasks = [tasks[i * len(tasks) // num_tasks] for i in range(num_tasks)]
     print(f"{protocol} protocol on {run_dir} (iteration {iteration}): {len(tasks)} test tasks", file=sys.stderr)
     with build_sampler(cfg, family, learner.policy) as sampler:
         result = PROTOCOLS[protocol](learner, family, sampler, seed=args.seed, tasks=tasks, inner_lr=args.inner_lr,

@@ -353,7 +353,7 @@ TINY = ["--set", "iterations=2", "--set", "env.horizon=20", "--set", "algo.meta_
 
 
 @pytest.mark.integration
-def test_ml1_reach_trains_two_iterations_and_evaluates_with_the_protocol(tmp_path, capsys):
+def test_ml1_reach_trains_two_iterations_and_evaluates_with_the_protocol(tmp_path, capsys, monkeypatch):
     from metarl.cli import main  # the command line, in this process (the benchmark's tasks are cached here)
 
     run = tmp_path / "run"
@@ -369,12 +369,30 @@ def test_ml1_reach_trains_two_iterations_and_evaluates_with_the_protocol(tmp_pat
                                   "benchmark": "ML1", "reward_function_version": "v1", "benchmark_seed": 0,
                                   "env_name": "reach-v3"}
     capsys.readouterr()
-    assert main(["evaluate", str(run)]) == 0  # the family's protocol: Meta-World's
+    assert main(["evaluate", str(run), "--tasks", "51"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == "metarl: error: --tasks 51: MetaWorldML1 has 50 test tasks"
+    # the family's protocol (Meta-World's) by default; every test task unless --tasks picks N evenly spaced ones
+    assert main(["evaluate", str(run), "--tasks", "10"]) == 0
     assert "success rate" in capsys.readouterr().out
     result = json.loads((run / "eval" / "metaworld.json").read_text())
-    assert result["num_tasks"] == 50 and result["iteration"] == 2
+    assert result["num_tasks"] == 10 and result["iteration"] == 2
+    test_tasks = envs.make_family("MetaWorldML1", env_name="reach-v3").test_tasks()
+    assert [tuple(t["rand_vec"]) for t in result["tasks"]] == [tuple(t["rand_vec"]) for t in test_tasks[::5]]
     assert 0.0 <= result["success_rate"] <= 1.0 and result["success_stderr"] >= 0.0
-    assert len(list(csv.DictReader((run / "eval" / "metaworld.csv").open()))) == 50
+    assert len(list(csv.DictReader((run / "eval" / "metaworld.csv").open()))) == 10
+    # without --tasks the protocol gets every test task (recorded here instead of rolled out)
+    import metarl.protocols
+
+    seen = []
+
+    def record(learner, family, sampler, *, tasks, **kw):
+        seen.append(list(tasks))
+        return metaworld_protocol(learner, family, sampler, tasks=tasks[:2], **kw)
+
+    monkeypatch.setitem(metarl.protocols.PROTOCOLS, "metaworld", record)
+    assert main(["evaluate", str(run), "--out", str(tmp_path / "all.json")]) == 0
+    assert seen == [test_tasks]
 
 
 def metaworld_version_installed() -> str:
