@@ -46,15 +46,16 @@ def run_info(run_dir: Path) -> dict[str, Any]:
     ev = json.loads(ev_path.read_text(encoding="utf-8")) if ev_path.exists() else None
     cost: dict[str, float] = {}
     curves: dict[str, Any] = {}
-    if (run_dir / "scalars.csv").exists():
-        tags = list(COST_KEYS) + ["returns/success_pre", "returns/success_post"]
-        got = scalars.read(run_dir, tags)
-        for tag, (it, v) in got.items():
-            keep = it < done
-            if tag in COST_KEYS and keep[1:].any():  # iteration 0 also starts the workers
-                cost[tag] = statistics.median(float(x) for x in v[1:][keep[1:]])
-            elif tag.startswith("returns/"):
-                curves[tag] = v[keep]
+    try:
+        got = scalars.read(run_dir, list(COST_KEYS) + ["returns/success_pre", "returns/success_post"])
+    except (FileNotFoundError, ValueError):  # a run that has not logged an iteration yet
+        got = {}
+    for tag, (it, v) in got.items():
+        keep = it < done
+        if tag in COST_KEYS and keep[1:].any():  # iteration 0 also starts the workers
+            cost[tag] = statistics.median(float(x) for x in v[1:][keep[1:]])
+        elif tag.startswith("returns/"):
+            curves[tag] = v[keep]
     return {"cfg": cfg, "budget": int(cfg["iterations"]), "done": done, "eval": ev, "cost": cost,
             "curves": curves, "dir": run_dir}
 
@@ -169,7 +170,9 @@ def section(root: Path) -> str:
              "python experiments/metaworld_report.py        # this section only, from the committed artifacts",
              "```", "", table(runs), cost_table(runs)]
     for bench in sorted({b for b, _ in runs}):
-        parts.append(f"![{bench} success curves]({rel}/{bench}_success.png)\n")
+        if any(len(v) for (b, _), per in runs.items() if b == bench for info in per.values()
+               for v in info["curves"].values()):  # the PNG is drawn only from logged iterations
+            parts.append(f"![{bench} success curves]({rel}/{bench}_success.png)\n")
     parts.append(END)
     return "\n".join(parts) + "\n"
 

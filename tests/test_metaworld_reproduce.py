@@ -88,7 +88,12 @@ def test_report_scores_costs_and_final_flag_come_from_the_artifacts(tmp_path):
     rows = [row(500.0, 0, 0), row(60.0, 0.1, 0.2), row(64.0, 0.2, 0.4), row(70.0, 0.2, 0.5), row(999.0, 1, 1)]
     fake_run(tmp_path, "ML1-reach__maml__1", budget=4, done=4, rows=rows, ev=ev)
     fake_run(tmp_path, "ML1-reach__maml__2", budget=10, done=4, rows=rows, ev={**ev, "iteration": 3})
+    just_started = fake_run(tmp_path, "ML10__maml__1", budget=10, done=0, rows=[row(1.0, 0, 0)], ev=None)
+    (just_started / "scalars.csv").write_text("")  # created, no iteration logged yet
+    (just_started / "checkpoints" / "latest").unlink()
     text = report.section(tmp_path)
+    assert "| ML10 | MAML-TRPO | 1 | 0 / 10 | – | – | not evaluated yet | – |" in text
+    assert "| ML10__maml__1 |" not in text and "ML10_success.png" not in text  # nothing logged: no cost, no curve
     lines = {ln.split(" | ")[2]: ln for ln in text.splitlines() if ln.startswith("| ML1-reach | MAML-TRPO")}
     assert "| 4 / 4 | 62.0% ± 5.0% | 20.0% ± 4.0% | final, 50 test tasks | 410 / 150 |" in lines["1"]
     assert "| 4 / 10 |" in lines["2"] and "at iteration 3, 50 test tasks" in lines["2"]
