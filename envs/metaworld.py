@@ -160,22 +160,20 @@ def write_shipped_tasks(path: Path = SHIPPED_TASKS) -> Path:
     """Build every benchmark of :data:`SHIPPED` with the installed metaworld and write them to ``path``."""
     from metarl.fileio import atomic_write
 
-    tasks = {}
-    for benchmark, env_name in SHIPPED:
-        train, test = build_benchmark_tasks(benchmark, env_name, 0)
-        tasks[_shipped_key(benchmark, env_name, 0)] = {
-            "train": [{"env_name": t["env_name"], "rand_vec": list(t["rand_vec"])} for t in train],
-            "test": [{"env_name": t["env_name"], "rand_vec": list(t["rand_vec"])} for t in test]}
-    lines = [f'{{"metaworld": {json.dumps(metaworld_version())}, "tasks": {{']
-    for k, (key, lists) in enumerate(tasks.items()):
-        lines.append(f"{json.dumps(key)}: {{")
-        for j, split in enumerate(("train", "test")):
-            rows = ",\n".join(json.dumps(t) for t in lists[split])
-            lines.append(f'"{split}": [\n{rows}\n]' + ("," if j == 0 else ""))
-        lines.append("}" + ("," if k < len(tasks) - 1 else ""))
-    lines.append("}}")
-    atomic_write(path, "\n".join(lines) + "\n")  # one task per line
+    lists = {_shipped_key(b, n, 0): build_benchmark_tasks(b, n, 0) for b, n in SHIPPED}
+    atomic_write(path, shipped_text(metaworld_version(), lists))
     return path
+
+
+def shipped_text(version: str, lists: dict[str, tuple[Sequence[dict], Sequence[dict]]]) -> str:
+    """The JSON of :data:`SHIPPED_TASKS`, one task per line: ``{"metaworld": version, "tasks": {key:
+    {"train": [...], "test": [...]}}}``."""
+    def rows(tasks: Sequence[dict]) -> str:
+        return "[\n" + ",\n".join(json.dumps(t) for t in tasks) + "\n]"
+
+    entries = [f'{json.dumps(key)}: {{\n"train": {rows(train)},\n"test": {rows(test)}\n}}'
+               for key, (train, test) in lists.items()]
+    return f'{{"metaworld": {json.dumps(version)}, "tasks": {{\n' + ",\n".join(entries) + "\n}}\n"
 
 
 # -- a per-process pool of constructed Meta-World environments -------------------------

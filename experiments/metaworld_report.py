@@ -122,16 +122,17 @@ def cost_table(runs: dict[tuple[str, str], dict[int, dict[str, Any]]]) -> str:
             + "\n".join(head + rows) + "\n")
 
 
-def smooth(values: Any, width: int) -> Any:
-    from experiments.locomotion_report import smooth as moving_average
-
-    return moving_average(values, width)
+def with_curves(runs: dict[tuple[str, str], dict[int, dict[str, Any]]]) -> list[str]:
+    """The benchmarks with a logged iteration in some run: the ones that get a PNG."""
+    return sorted({b for (b, _), per in runs.items() for info in per.values()
+                   if any(map(len, info["curves"].values()))})
 
 
 def success_curves(runs: dict[tuple[str, str], dict[int, dict[str, Any]]], bench: str, out: Path) -> Path | None:
     """Training success before (dashed) and after (solid) the inner step vs iteration, one line per seed."""
     import numpy as np
 
+    from experiments.locomotion_report import smooth
     from metarl.plots import new_figure, save_png
 
     fig, (ax,) = new_figure(width=7.0, height=4.2)
@@ -169,17 +170,15 @@ def section(root: Path) -> str:
              "Meta-World's protocol, then regenerates this section",
              "python experiments/metaworld_report.py        # this section only, from the committed artifacts",
              "```", "", table(runs), cost_table(runs)]
-    for bench in sorted({b for b, _ in runs}):
-        if any(len(v) for (b, _), per in runs.items() if b == bench for info in per.values()
-               for v in info["curves"].values()):  # the PNG is drawn only from logged iterations
-            parts.append(f"![{bench} success curves]({rel}/{bench}_success.png)\n")
+    for bench in with_curves(runs):
+        parts.append(f"![{bench} success curves]({rel}/{bench}_success.png)\n")
     parts.append(END)
     return "\n".join(parts) + "\n"
 
 
 def plots(root: Path) -> None:
     runs = collect(root)
-    for bench in sorted({b for b, _ in runs}):
+    for bench in with_curves(runs):
         success_curves(runs, bench, root / f"{bench}_success.png")
 
 

@@ -430,11 +430,15 @@ def cmd_locomotion(args: argparse.Namespace) -> None:
     train_and_evaluate(args, locomotion_jobs(args), steps=3, analysis=True)
     from experiments import locomotion_report
 
-    root = Path(args.root).resolve()
-    if root == locomotion_report.DEFAULT_ROOT.resolve():  # the released campaign: RESULTS.md's own section
-        locomotion_report.main(["--root", str(root)])
-    else:  # any other root keeps its report beside its runs
-        locomotion_report.main(["--root", str(root), "--results", str(root / "report.md")])
+    write_report(locomotion_report, Path(args.root))
+
+
+def write_report(report: Any, root: Path) -> None:
+    """Run a report module (``locomotion_report``, ``metaworld_report``) on ``root``: the released runs
+    rewrite their own section of RESULTS.md, any other root gets ``ROOT/report.md`` beside its runs."""
+    root = root.resolve()
+    extra = [] if root == report.DEFAULT_ROOT.resolve() else ["--results", str(root / "report.md")]
+    report.main(["--root", str(root), *extra])
 
 
 def metaworld_jobs(args: argparse.Namespace) -> list[tuple[Any, Path]]:
@@ -459,10 +463,7 @@ def metaworld_protocol(run_dir: Path, seed: int) -> dict[str, Any]:
     rc = cli(["evaluate", str(run_dir), "--protocol", "metaworld", "--seed", str(seed), "--out", str(out)])
     if rc:
         raise SystemExit(f"metarl evaluate --protocol metaworld {run_dir} failed (exit {rc})")
-    result = json.loads(out.read_text())
-    result["iteration"] = done_iterations(run_dir)
-    out.write_text(json.dumps(result, indent=1))
-    return result
+    return json.loads(out.read_text())  # the command records the checkpoint's iteration in it
 
 
 def cmd_metaworld(args: argparse.Namespace) -> None:
@@ -477,11 +478,7 @@ def cmd_metaworld(args: argparse.Namespace) -> None:
               f"step ({r['success_rate_pre']:.3f} before), {r['num_tasks']} test tasks", flush=True)
     from experiments import metaworld_report
 
-    root = Path(args.root).resolve()
-    if root == metaworld_report.DEFAULT_ROOT.resolve():  # the released runs: RESULTS.md's own section
-        metaworld_report.main(["--root", str(root)])
-    else:  # any other root keeps its report beside its runs
-        metaworld_report.main(["--root", str(root), "--results", str(root / "report.md")])
+    write_report(metaworld_report, Path(args.root))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -497,7 +494,8 @@ def main(argv: list[str] | None = None) -> int:
                        help="meta-iterations per run (the budget)")
         s.add_argument("--seeds", type=int, nargs="+", default=[1] if name in ("maml", "metaworld") else [1, 2, 3])
         s.add_argument("--root", default=roots[name], help="where runs and tables go")
-        s.add_argument("--eval-tasks", type=int, default=40)
+        if name != "metaworld":  # Meta-World's protocol scores every test task
+            s.add_argument("--eval-tasks", type=int, default=40)
         s.add_argument("--eval-seed", type=int, default=0)
         s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="extra config override for every run, e.g. sampler.backend=local")
