@@ -635,7 +635,9 @@ def _interrupted_message() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from metarl import signals
+    from metarl import allocator, signals
+
+    allocator.tune_allocator()
 
     _RESUMABLE.clear()
     try:

@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from metarl import checkpoint, manifest, run, rundir, signals, wandb_mirror
+from metarl import allocator, checkpoint, manifest, run, rundir, signals, wandb_mirror
 from metarl.config import Config, flat_dict, to_dict, to_yaml
 from metarl.episodes import EpisodeBatch
 from metarl.fileio import atomic_write
@@ -63,6 +63,7 @@ class Trainer:
 
     def __init__(self, cfg: Config, run_dir: Path, resume: bool = False):
         wandb_mirror.check(cfg)
+        allocator.tune_allocator()
         self.cfg = cfg
         self.run_dir = Path(run_dir)
         self.ckpt_dir = run.checkpoint_dir(self.run_dir)

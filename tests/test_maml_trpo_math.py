@@ -13,6 +13,7 @@ import torch
 
 from metarl.algos import maml_trpo
 from metarl.algos.maml_trpo import MAMLTRPO, Old, TRPOSettings, flat_grad
+from metarl.algos.trpo import LineSearchResult
 from metarl.episodes import EpisodeBatch
 from metarl.policies import flatten
 from tests.helpers_core import random_batch, tiny_policy
@@ -161,3 +162,36 @@ def test_curvature_takes_the_selected_product_at_the_meta_parameters_it_is_given
     assert set(used) == {kind} and len(used) == 4  # two chunks of tasks, twice
     assert own.abs().max() > 1e-6
     torch.testing.assert_close(given, own, rtol=1e-10, atol=1e-12)
+
+
+def test_full_step_meets_the_kl_quadratic_model_with_cg_iters_products(monkeypatch):
+    # the step scale comes from CG's own products: the full step's quadratic KL model
+    # 0.5 sᵀ (H + λI) s, recomputed with a fresh product, equals max_kl, and the curvature
+    # product is called exactly cg_iters times (no extra product for sᵀ H s)
+    learner, train, adv, valid = learner_and_batches(max_kl=0.02, cg_iters=6)
+    learner.policy.double()
+    train, valid = (EpisodeBatch(*(t.double() for t in (b.obs, b.actions, b.rewards, b.mask))) for b in (train, valid))
+    adv = learner.advantages(train)
+    calls, seen = [], {}
+    build = learner.curvature
+
+    def counting_curvature(*args):
+        hvp = build(*args)
+        seen["hvp"] = build(*args)
+
+        def product(v):
+            calls.append(1)
+            return hvp(v)
+
+        return product
+
+    def spy(evaluate, old_params, full_step, old_loss, max_kl, backtrack, max_steps):
+        seen["step"] = full_step.clone()
+        return LineSearchResult(False, 1, old_loss, 0.0, old_params.clone())
+
+    monkeypatch.setattr(learner, "curvature", counting_curvature)
+    monkeypatch.setattr(maml_trpo, "line_search", spy)
+    learner.update(train, adv, valid)
+    assert len(calls) == 6
+    s = seen["step"]
+    assert 0.5 * float(s @ seen["hvp"](s)) == pytest.approx(0.02, rel=1e-9)

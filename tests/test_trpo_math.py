@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from metarl.algos.trpo import conjugate_gradient, line_search
+from metarl.algos.trpo import conjugate_gradient, conjugate_gradient_with_product, line_search
 
 
 def test_conjugate_gradient_default_budget_is_ten_products():
@@ -19,6 +19,25 @@ def test_conjugate_gradient_default_budget_is_ten_products():
 
     conjugate_gradient(avp, torch.ones(30, dtype=torch.float64))
     assert len(calls) == 10
+
+
+def test_conjugate_gradient_product_is_a_times_x_without_another_call():
+    g = torch.Generator().manual_seed(3)
+    m = torch.randn(25, 25, generator=g, dtype=torch.float64)
+    a = m @ m.T + 0.1 * torch.eye(25, dtype=torch.float64)
+    b = torch.randn(25, generator=g, dtype=torch.float64)
+    calls = []
+
+    def avp(v):
+        calls.append(1)
+        return a @ v
+
+    for iters in (1, 4, 10):
+        calls.clear()
+        x, ax = conjugate_gradient_with_product(avp, b, iters)
+        assert len(calls) == iters  # no product beyond the CG iterations
+        assert torch.allclose(ax, a @ x, rtol=1e-10, atol=1e-12)
+        assert torch.equal(x, conjugate_gradient(lambda v: a @ v, b, iters))
 
 
 def test_conjugate_gradient_stops_at_an_exact_solution_with_zero_tolerance():

@@ -215,12 +215,15 @@ class MLPStep:
                 self.betas[i - 1] = z
         self.eps.reverse()
         self.grads = grads
+        # tanh: s = 1 - h², so the slope's tangent is ṡ = -2 h ḣ (h the layer's output), and the
+        # backward pass's term β ṡ (β the output's cotangent) is (-2 β h) ḣ: its first factor is
+        # the same in every product, so it is formed once here.  relu: ṡ = 0.
+        self.curv = {i: -2 * beta * self.lin.inputs[i + 1] for i, beta in self.betas.items()} if self.tanh else {}
 
     def hvp(self, d: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """``H d`` for a stacked tangent ``d`` (same keys and shapes as the parameters)."""
         lin, layers = self.lin, self.layers
         x_dots: list[Tensor | None] = []
-        slope_dots: list[Tensor | None] = []
         y: Tensor | None = None
         for i, name in enumerate(layers):  # forward tangents of every layer input
             x_dots.append(y)
@@ -230,10 +233,6 @@ class MLPStep:
             slope = lin.slopes[i]
             if slope is not None:
                 out = out.mul_(slope)
-                # tanh: s = 1 - h², ṡ = -2 h ḣ (h is the next layer's input); relu: ṡ = 0
-                slope_dots.append(-2 * lin.inputs[i + 1] * out if self.tanh else None)
-            else:
-                slope_dots.append(None)
             y = out
         assert y is not None
         ls_dot = d["log_std"].unsqueeze(-2)
@@ -242,10 +241,10 @@ class MLPStep:
         z_dot = self.ce * (tmp + self.r * ls_dot)  # δ̇ = c e (μ̇ + 2 r ls̊)
         for i in reversed(range(len(layers))):
             name = layers[i]
-            if lin.slopes[i] is not None:
-                z_dot = z_dot * lin.slopes[i]
-                if slope_dots[i] is not None:
-                    z_dot = z_dot + self.betas[i] * slope_dots[i]
+            if lin.slopes[i] is not None:  # z_dot is this product's own tensor (from bmm): in place
+                z_dot.mul_(lin.slopes[i])
+                if i in self.curv:
+                    z_dot.addcmul_(self.curv[i], x_dots[i + 1])  # + β ṡ, ḣ = the next layer's input tangent
             eps, x, x_dot = self.eps[i], lin.inputs[i], x_dots[i]
             gw = z_dot.transpose(-1, -2) @ x
             if x_dot is not None:

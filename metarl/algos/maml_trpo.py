@@ -39,7 +39,7 @@ from torch import Tensor
 
 from metarl.algos.base import MetaLearner, StepResult, learner_kwargs
 from metarl.algos.curvature import gauss_newton_product, map_chunks, weighted_sum
-from metarl.algos.trpo import conjugate_gradient, line_search
+from metarl.algos.trpo import conjugate_gradient_with_product, line_search
 from metarl.episodes import EpisodeBatch, masked_task_mean
 from metarl.policies import GaussianMLPPolicy, Params, flatten, gaussian_kl, gaussian_log_prob, unflatten
 
@@ -235,8 +235,9 @@ class MAMLTRPO(MetaLearner):
         if not (torch.isfinite(loss) and torch.isfinite(g).all()):
             return finish()
         hvp = self.curvature(meta, train, train_adv, valid, valid_adv, old)
-        stepdir = conjugate_gradient(hvp, -g, self.trpo.cg_iters)
-        shs = 0.5 * (stepdir @ hvp(stepdir))
+        # xᵀ A x from the products CG already took (A x = Σ α_i A p_i): no eleventh product
+        stepdir, h_step = conjugate_gradient_with_product(hvp, -g, self.trpo.cg_iters)
+        shs = 0.5 * (stepdir @ h_step)
         timings["cg_s"] = time.perf_counter() - t1
         del hvp  # free the double-backward graph before the line search
         if not (torch.isfinite(stepdir).all() and torch.isfinite(shs) and shs > 0):

@@ -17,7 +17,21 @@ def conjugate_gradient(avp: Callable[[Tensor], Tensor], b: Tensor, iters: int = 
                        residual_tol: float = 1e-10) -> Tensor:
     """Approximately solve ``A x = b`` for symmetric positive definite ``A``
     given only ``avp(v) = A v``; at most ``iters`` iterations."""
+    return conjugate_gradient_with_product(avp, b, iters, residual_tol)[0]
+
+
+def conjugate_gradient_with_product(avp: Callable[[Tensor], Tensor], b: Tensor, iters: int = 10,
+                                    residual_tol: float = 1e-10) -> tuple[Tensor, Tensor]:
+    """:func:`conjugate_gradient`'s ``x`` together with ``A x``, at no extra product.
+
+    ``x = Σ_i α_i p_i`` is built from the search directions, so ``A x = Σ_i
+    α_i (A p_i)`` is the same combination of the products already computed:
+    TRPO's step scale ``xᵀ A x`` then needs no further call of ``avp``.  By
+    linearity this is ``A x`` itself; only the rounding order differs from a
+    fresh product.
+    """
     x = torch.zeros_like(b)
+    ax = torch.zeros_like(b)
     r = b.clone()
     p = b.clone()
     rdotr = r @ r
@@ -27,11 +41,12 @@ def conjugate_gradient(avp: Callable[[Tensor], Tensor], b: Tensor, iters: int = 
         ap = avp(p)
         alpha = rdotr / (p @ ap)
         x = x + alpha * p
+        ax = ax + alpha * ap
         r = r - alpha * ap
         new_rdotr = r @ r
         p = r + (new_rdotr / rdotr) * p
         rdotr = new_rdotr
-    return x
+    return x, ax
 
 
 @dataclass
