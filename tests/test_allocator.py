@@ -11,22 +11,24 @@ import pytest
 
 from metarl import allocator
 
-# 20 rounds of 40 buffers of 2 MiB allocated and freed in a fresh thread (the curvature
-# products run in such threads): 409,600 pages touched in all.
+# 15 rounds, each a fresh thread (as the curvature products' thread pool is) that
+# allocates and frees 40 buffers of 2 MiB: 307,200 pages touched.  glibc's defaults
+# refault nearly all of them (each thread's arena heap is unmapped when it empties);
+# with the thresholds the heap is kept and only a few thousand faults remain.
 PROBE = textwrap.dedent("""
     import resource, threading, torch
     from metarl.allocator import tune_allocator
     applied = tune_allocator()
     def work():
-        for _ in range(20):
-            xs = [torch.ones(512 * 1024) for _ in range(40)]
-            del xs
-    def faults():
-        f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-        t = threading.Thread(target=work); t.start(); t.join()
-        return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0
-    faults()  # the first round maps the heap
-    print(applied, faults())
+        xs = [torch.ones(512 * 1024) for _ in range(40)]
+        del xs
+    def rounds(n):
+        for _ in range(n):
+            t = threading.Thread(target=work); t.start(); t.join()
+    rounds(2)  # the first rounds map the heap
+    f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    rounds(15)
+    print(applied, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
 """)
 
 glibc = pytest.mark.skipif(allocator._glibc() is None, reason="the thresholds are glibc's")
@@ -42,9 +44,9 @@ def probe(tuning: str) -> tuple[str, int]:
 @glibc
 def test_tuned_allocator_reuses_freed_buffers_and_the_switch_restores_glibcs_defaults():
     applied, tuned = probe("1")
-    assert applied == "True" and tuned < 2_000
+    assert applied == "True" and tuned < 20_000
     applied, default = probe("0")
-    assert applied == "False" and default > 10 * max(tuned, 500)
+    assert applied == "False" and default > 150_000
 
 
 def test_tune_allocator_is_applied_once_per_process(monkeypatch):
