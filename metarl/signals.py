@@ -34,7 +34,7 @@ class Terminated(KeyboardInterrupt):
     """Raised in the main thread when the process receives SIGTERM during work."""
 
 
-_state: dict[str, Any] = {"early": None}
+_state: dict[str, Any] = {"early": None, "defer": 0, "pending": None}
 
 
 def exit_code(interrupt: BaseException | int) -> int:
@@ -48,9 +48,40 @@ def _handler(signum: int, frame: Any) -> None:
     early = _state["early"]
     if early is not None:
         early(signum)  # expected not to return
+    if _state["defer"] > 0:  # inside deferred(): raised when the block ends
+        _state["pending"] = signum
+        return
+    _raise(signum)
+
+
+def _raise(signum: int) -> None:
     if signum == signal.SIGTERM:
         raise Terminated(f"signal {signum}")
     raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def deferred() -> Iterator[None]:
+    """Hold a SIGINT / SIGTERM that arrives inside the block until the block has finished.
+
+    For a few statements that must happen together, such as logging an
+    iteration's row and counting the iteration as done. The interrupt is
+    then raised as usual when the block ends. If the block itself raises,
+    that exception propagates and the held signal is dropped.
+    """
+    _state["defer"] += 1
+    try:
+        yield
+    except BaseException:
+        _state["defer"] -= 1
+        if _state["defer"] == 0:
+            _state["pending"] = None
+        raise
+    _state["defer"] -= 1
+    pending = _state["pending"]
+    if _state["defer"] == 0 and pending is not None:
+        _state["pending"] = None
+        _raise(pending)
 
 
 def exit_at_once(message: str | Callable[[], str]) -> Callable[[int], None]:

@@ -218,11 +218,12 @@ class Trainer:
             self.sampler = run.build_sampler(cfg, self.family, self.learner.policy)
             for iteration in range(self.start_iteration, cfg.iterations):
                 res = self.run_iteration(iteration)
-                with self._log_writes():
+                # an interrupt here would otherwise find the row logged but the iteration not counted
+                with signals.deferred(), self._log_writes():
                     for k, v in res.scalars.items():
                         self.writer.add_scalar(k, v, iteration)
                     csv_log.append(iteration, res.scalars)
-                results.append(res)
+                    results.append(res)
                 if on_iteration is not None:
                     on_iteration(res)
                 limit = cfg.trpo.max_consecutive_rejections

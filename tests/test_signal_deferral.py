@@ -1,0 +1,81 @@
+"""signals.deferred: an interrupt inside the block is raised when the block ends, not in the middle."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+
+from metarl import signals
+
+
+def _never(signum: int) -> None:  # the start-up callback; work has begun in these tests
+    raise AssertionError(f"early callback called for signal {signum}")
+
+
+@pytest.mark.parametrize("signum,raised", [(signal.SIGTERM, signals.Terminated), (signal.SIGINT, KeyboardInterrupt)])
+def test_a_signal_inside_deferred_is_raised_after_the_whole_block(signum, raised):
+    done = []
+    with signals.handled(_never):
+        signals.begin_work()
+        with pytest.raises(raised):
+            with signals.deferred():
+                os.kill(os.getpid(), signum)
+                for _ in range(1000):  # the handler has certainly run by now
+                    pass
+                done.append("row")
+                done.append("count")
+            done.append("after")  # not reached: the interrupt comes at the block's end
+    assert done == ["row", "count"]
+
+
+def test_without_deferred_the_signal_interrupts_at_once():
+    done = []
+    with signals.handled(_never):
+        signals.begin_work()
+        with pytest.raises(signals.Terminated):
+            os.kill(os.getpid(), signal.SIGTERM)
+            for _ in range(1000):
+                pass
+            done.append("row")
+    assert done == []
+
+
+def test_an_error_inside_deferred_propagates_and_drops_the_held_signal():
+    with signals.handled(_never):
+        signals.begin_work()
+        with pytest.raises(OSError):
+            with signals.deferred():
+                os.kill(os.getpid(), signal.SIGTERM)
+                for _ in range(1000):
+                    pass
+                raise OSError("disk full")
+        with signals.deferred():  # nothing left pending
+            pass
+
+
+def test_sigterm_right_after_an_iterations_row_counts_that_iteration(tmp_path, monkeypatch):
+    # SIGTERM lands just as iteration 1's row reaches scalars.csv: the checkpoint must be at 2, the
+    # rows logged, so that a resume neither repeats nor skips an iteration
+    from metarl import checkpoint
+    from metarl.scalars import ScalarsCSV
+    from metarl.trainer import Trainer
+    from tests.test_core_training import small_config
+
+    append = ScalarsCSV.append
+
+    def append_then_terminate(self, iteration, scalars):
+        append(self, iteration, scalars)
+        if iteration == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+            for _ in range(1000):
+                pass
+
+    monkeypatch.setattr(ScalarsCSV, "append", append_then_terminate)
+    trainer = Trainer(small_config(iterations=5, extra=["log.checkpoint_every=100"]), tmp_path)
+    with signals.handled(_never), pytest.raises(signals.Terminated):
+        trainer.train()
+    rows = (tmp_path / "scalars.csv").read_text().splitlines()[1:]
+    assert [int(r.split(",")[0]) for r in rows] == [0, 1]
+    assert checkpoint.latest(trainer.ckpt_dir).name == "iter_000002.pt"
