@@ -48,11 +48,10 @@ def _glibc() -> ctypes.CDLL | None:
         return None
     try:
         libc = ctypes.CDLL(name)
-        libc.gnu_get_libc_version  # only glibc has it  # noqa: B018
-        libc.mallopt
-    except (OSError, AttributeError):
+    except OSError:
         return None
-    return libc
+    # only glibc has gnu_get_libc_version; mallopt is what is used
+    return libc if hasattr(libc, "gnu_get_libc_version") and hasattr(libc, "mallopt") else None
 
 
 def tune_allocator() -> bool:
