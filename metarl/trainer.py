@@ -178,9 +178,14 @@ class Trainer:
                     "(%d in a row)", iteration, self.consecutive_rejections)
 
     # -- the loop ----------------------------------------------------------------------
-    def save_checkpoint(self, next_iteration: int) -> Path:
-        state = {"iteration": next_iteration, "meta": self.learner.state_dict(), "config": to_yaml(self.cfg),
-                 "rejected_steps": self.rejected_steps, "consecutive_rejections": self.consecutive_rejections}
+    def state(self, next_iteration: int) -> dict[str, Any]:
+        """What a checkpoint at ``next_iteration`` holds: copies of the learner's state and the counters."""
+        return {"iteration": next_iteration, "meta": self.learner.state_dict(), "config": to_yaml(self.cfg),
+                "rejected_steps": self.rejected_steps, "consecutive_rejections": self.consecutive_rejections}
+
+    def save_checkpoint(self, next_iteration: int, state: dict[str, Any] | None = None) -> Path:
+        """Write ``state`` (default: the current :meth:`state`) as the checkpoint at ``next_iteration``."""
+        state = self.state(next_iteration) if state is None else state
         try:
             return checkpoint.save(self.ckpt_dir, next_iteration, state)
         except OSError as e:
@@ -214,16 +219,21 @@ class Trainer:
             manifest.start(self.run_dir)
         status = "failed"
         iteration = self.start_iteration
+        # The state the iteration in flight started from: an interrupt inside it (after the outer step has
+        # changed the parameters, say) checkpoints this, not the half-done state.  None between iterations.
+        at_start: dict[str, Any] | None = None
         try:
             self.sampler = run.build_sampler(cfg, self.family, self.learner.policy)
             for iteration in range(self.start_iteration, cfg.iterations):
+                at_start = self.state(iteration)
                 res = self.run_iteration(iteration)
-                # an interrupt here would otherwise find the row logged but the iteration not counted
+                # logging the row and counting the iteration happen together, or not at all
                 with signals.deferred(), self._log_writes():
                     for k, v in res.scalars.items():
                         self.writer.add_scalar(k, v, iteration)
                     csv_log.append(iteration, res.scalars)
                     results.append(res)
+                    at_start = None
                 if on_iteration is not None:
                     on_iteration(res)
                 limit = cfg.trpo.max_consecutive_rejections
@@ -249,7 +259,7 @@ class Trainer:
             with self._log_writes():
                 self.writer.flush()
                 csv_log.flush()
-            self.save_checkpoint(done)
+            self.save_checkpoint(done, at_start if at_start is not None and at_start["iteration"] == done else None)
             log.warning("interrupted: checkpoint written at iteration %d", done)
             raise
         finally:

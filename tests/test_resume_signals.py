@@ -156,6 +156,12 @@ def test_kill_9_anywhere_in_the_run_then_resume_gives_the_uninterrupted_result(r
     print(f"kill -9 trials: {counts}; all resumed bit-identical")
 
 
+def done_iterations(run: Path) -> int | None:
+    """The iteration of the run's latest checkpoint (None without one)."""
+    latest = checkpoint.latest(run / "checkpoints") if (run / "checkpoints").is_dir() else None
+    return None if latest is None else int(checkpoint.load(latest)["iteration"])
+
+
 def signal_trials(reference: tuple[Path, float], tmp_path: Path, trials: int, signum: int,
                   seed: int = 99) -> dict[str, int]:
     """``trials`` runs sent ``signum``, then continued to the end: even trials at a uniform moment over the
@@ -164,7 +170,7 @@ def signal_trials(reference: tuple[Path, float], tmp_path: Path, trials: int, si
     expected = final_params(ref_dir)
     rng = random.Random(seed)
     counts = {"trials": 0, "signalled": 0, "exit_code_ok": 0, "checkpointed": 0, "during_start_up": 0,
-              "before_handler": 0}
+              "before_handler": 0, "after_work": 0}
     for trial in range(trials):
         run = tmp_path / f"sig{trial}"
         cmd = train_cmd(run, ITERATIONS)
@@ -184,6 +190,10 @@ def signal_trials(reference: tuple[Path, float], tmp_path: Path, trials: int, si
                 _, err = proc.communicate(timeout=TIMEOUT)
                 if proc.returncode == -signum and not run.exists():  # before Python ran metarl's code at all:
                     counts["before_handler"] += 1                      # the default action, nothing written
+                elif proc.returncode in (0, -signum) and done_iterations(run) == ITERATIONS:
+                    # after the work: the command had returned, and Python's shutdown resets the
+                    # handlers to the default action (or the signal was never acted on)
+                    counts["after_work"] += 1
                 else:
                     assert proc.returncode == 128 + signum and "Traceback" not in err, (trial, proc.returncode, err)
                 counts["exit_code_ok"] += 1

@@ -1,4 +1,5 @@
-"""signals.deferred: an interrupt inside the block is raised when the block ends, not in the middle."""
+"""Where an interrupt lands: signals.deferred holds it to the end of a block, and the trainer's
+checkpoint on interrupt is always a state some iteration boundary had."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import os
 import signal
 
 import pytest
+import torch
 
 from metarl import signals
 
@@ -79,3 +81,39 @@ def test_sigterm_right_after_an_iterations_row_counts_that_iteration(tmp_path, m
     rows = (tmp_path / "scalars.csv").read_text().splitlines()[1:]
     assert [int(r.split(",")[0]) for r in rows] == [0, 1]
     assert checkpoint.latest(trainer.ckpt_dir).name == "iter_000002.pt"
+
+
+def test_sigterm_after_the_outer_step_changed_the_parameters_checkpoints_the_iterations_start(tmp_path,
+                                                                                              monkeypatch):
+    # SIGTERM inside iteration 1, after its outer step has updated the parameters in place: the
+    # checkpoint at 1 must hold the parameters iteration 1 started from (those of a 1-iteration run)
+    from metarl import checkpoint
+    from metarl.trainer import Trainer
+    from tests.test_core_training import small_config
+
+    reference = Trainer(small_config(iterations=1, extra=["log.checkpoint_every=100"]), tmp_path / "ref")
+    reference.train()
+    want = reference.learner.state_dict()
+
+    trainer = Trainer(small_config(iterations=5, extra=["log.checkpoint_every=100"]), tmp_path / "run")
+    step = trainer.learner.step
+    calls = []
+
+    def step_then_terminate(*args, **kwargs):
+        out = step(*args, **kwargs)
+        calls.append(1)
+        if len(calls) == 2:  # iteration 1's outer step is done and applied
+            os.kill(os.getpid(), signal.SIGTERM)
+            for _ in range(1000):
+                pass
+        return out
+
+    monkeypatch.setattr(trainer.learner, "step", step_then_terminate)
+    with signals.handled(_never), pytest.raises(signals.Terminated):
+        trainer.train()
+    assert len(calls) == 2
+    assert not all(torch.equal(a, b) for a, b in zip(trainer.learner.state_dict().values(), want.values()))
+    latest = checkpoint.latest(trainer.ckpt_dir)
+    assert latest.name == "iter_000001.pt"
+    got = checkpoint.load(latest)["meta"]
+    assert sorted(got) == sorted(want) and all(torch.equal(got[k], want[k]) for k in want)
