@@ -84,13 +84,12 @@ def main() -> None:
     if args.child:
         child(args)
         return
-    argv = [a for a in sys.argv[1:]]
     results: dict[str, list[dict[str, float]]] = {"default": [], "tuned": []}
     for r in range(args.rounds):
         order = ["default", "tuned"] if r % 2 == 0 else ["tuned", "default"]
         for mode in order:
             env = dict(os.environ, METARL_MALLOC_TUNING="0" if mode == "default" else "1")
-            out = subprocess.run([sys.executable, __file__, "--child", *argv], env=env, check=True,
+            out = subprocess.run([sys.executable, __file__, "--child", *sys.argv[1:]], env=env, check=True,
                                  capture_output=True, text=True).stdout
             results[mode].append(json.loads(out.strip().splitlines()[-1]))
     print(f"outer step: {args.tasks} tasks x {args.episodes} episodes x horizon {args.horizon}, obs {args.obs}, "

@@ -99,7 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "outer loop (repeatable)")
     common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="log debug messages")
     parser = _Parser(prog="metarl", description="Meta-reinforcement learning: MAML-TRPO and ANIL.",
-                     parents=[common])
+                     parents=[common],
+                     epilog="environment: METARL_MALLOC_TUNING=0 keeps glibc's malloc defaults instead of the "
+                            "thresholds that keep freed tensor buffers mapped (README, 'The memory allocator')")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     def add(name: str, help_text: str) -> argparse.ArgumentParser:

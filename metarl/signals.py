@@ -72,15 +72,12 @@ def deferred() -> Iterator[None]:
     _state["defer"] += 1
     try:
         yield
-    except BaseException:
+    finally:  # on an exception from the block the statements after this are skipped: the signal is dropped
         _state["defer"] -= 1
-        if _state["defer"] == 0:
-            _state["pending"] = None
-        raise
-    _state["defer"] -= 1
-    pending = _state["pending"]
-    if _state["defer"] == 0 and pending is not None:
-        _state["pending"] = None
+        pending = None
+        if _state["defer"] == 0:  # the outermost block takes the held signal
+            pending, _state["pending"] = _state["pending"], None
+    if pending is not None:
         _raise(pending)
 
 

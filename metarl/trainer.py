@@ -178,14 +178,9 @@ class Trainer:
                     "(%d in a row)", iteration, self.consecutive_rejections)
 
     # -- the loop ----------------------------------------------------------------------
-    def state(self, next_iteration: int) -> dict[str, Any]:
-        """What a checkpoint at ``next_iteration`` holds: copies of the learner's state and the counters."""
-        return {"iteration": next_iteration, "meta": self.learner.state_dict(), "config": to_yaml(self.cfg),
-                "rejected_steps": self.rejected_steps, "consecutive_rejections": self.consecutive_rejections}
-
-    def save_checkpoint(self, next_iteration: int, state: dict[str, Any] | None = None) -> Path:
-        """Write ``state`` (default: the current :meth:`state`) as the checkpoint at ``next_iteration``."""
-        state = self.state(next_iteration) if state is None else state
+    def save_checkpoint(self, next_iteration: int) -> Path:
+        state = {"iteration": next_iteration, "meta": self.learner.state_dict(), "config": to_yaml(self.cfg),
+                 "rejected_steps": self.rejected_steps, "consecutive_rejections": self.consecutive_rejections}
         try:
             return checkpoint.save(self.ckpt_dir, next_iteration, state)
         except OSError as e:
@@ -219,13 +214,14 @@ class Trainer:
             manifest.start(self.run_dir)
         status = "failed"
         iteration = self.start_iteration
-        # The state the iteration in flight started from: an interrupt inside it (after the outer step has
-        # changed the parameters, say) checkpoints this, not the half-done state.  None between iterations.
-        at_start: dict[str, Any] | None = None
+        # What the iteration in flight started from (learner state, rejection counters); None between
+        # iterations.  An interrupt inside one (after its outer step changed the parameters, say) rolls back
+        # to it, so the checkpoint is the last completed iteration's state.
+        at_start: tuple[dict[str, torch.Tensor], int, int] | None = None
         try:
             self.sampler = run.build_sampler(cfg, self.family, self.learner.policy)
             for iteration in range(self.start_iteration, cfg.iterations):
-                at_start = self.state(iteration)
+                at_start = (self.learner.state_dict(), self.rejected_steps, self.consecutive_rejections)
                 res = self.run_iteration(iteration)
                 # logging the row and counting the iteration happen together, or not at all
                 with signals.deferred(), self._log_writes():
@@ -255,11 +251,14 @@ class Trainer:
         except KeyboardInterrupt:
             status = "interrupted"
             # The iteration in flight is lost; the parameters are those after the last completed one.
+            if at_start is not None:  # interrupted inside an iteration: undo what it had done
+                self.learner.load_state_dict(at_start[0])
+                self.rejected_steps, self.consecutive_rejections = at_start[1], at_start[2]
             done = results[-1].iteration + 1 if results else self.start_iteration
             with self._log_writes():
                 self.writer.flush()
                 csv_log.flush()
-            self.save_checkpoint(done, at_start if at_start is not None and at_start["iteration"] == done else None)
+            self.save_checkpoint(done)
             log.warning("interrupted: checkpoint written at iteration %d", done)
             raise
         finally:

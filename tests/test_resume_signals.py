@@ -26,6 +26,7 @@ import torch
 from metarl import checkpoint, rundir
 from metarl.cli import main
 from metarl.config import load_config
+from metarl.run import done_iterations
 from metarl.trainer import Trainer, TrainingError
 from tests.helpers_processes import alive, children, sampler_workers
 
@@ -154,12 +155,6 @@ def test_kill_9_anywhere_in_the_run_then_resume_gives_the_uninterrupted_result(r
     counts = kill_trials(reference, tmp_path, trials)
     assert counts["trials"] == trials
     print(f"kill -9 trials: {counts}; all resumed bit-identical")
-
-
-def done_iterations(run: Path) -> int | None:
-    """The iteration of the run's latest checkpoint (None without one)."""
-    latest = checkpoint.latest(run / "checkpoints") if (run / "checkpoints").is_dir() else None
-    return None if latest is None else int(checkpoint.load(latest)["iteration"])
 
 
 def signal_trials(reference: tuple[Path, float], tmp_path: Path, trials: int, signum: int,

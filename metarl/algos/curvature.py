@@ -200,7 +200,10 @@ class MLPStep:
         self.c = c
         delta = -self.ce * self.r
         self.eps: list[Tensor] = []  # cotangent of each layer's pre-activation (the head's is δ)
-        self.betas: dict[int, Tensor] = {}  # cotangent of each body layer's output
+        # tanh: s = 1 - h², so the slope's tangent is ṡ = -2 h ḣ (h the layer's output), and the
+        # backward pass's term β ṡ (β the output's cotangent) is (-2 β h) ḣ: its first factor is
+        # the same in every product, so it is formed once here, per body layer.  relu: ṡ = 0.
+        self.curv: dict[int, Tensor] = {}
         grads = {"log_std": (c * (1 - self.r * self.r * torch.exp(-2 * self.log_std))).sum(-2)}
         z = delta
         for i in reversed(range(len(self.layers))):
@@ -211,14 +214,11 @@ class MLPStep:
             grads[f"{name}.weight"] = z.transpose(-1, -2) @ self.lin.inputs[i]
             grads[f"{name}.bias"] = z.sum(-2)
             if i > 0:
-                z = z @ params[f"{name}.weight"]
-                self.betas[i - 1] = z
+                z = z @ params[f"{name}.weight"]  # β of body layer i - 1
+                if self.tanh:
+                    self.curv[i - 1] = -2 * z * self.lin.inputs[i]
         self.eps.reverse()
         self.grads = grads
-        # tanh: s = 1 - h², so the slope's tangent is ṡ = -2 h ḣ (h the layer's output), and the
-        # backward pass's term β ṡ (β the output's cotangent) is (-2 β h) ḣ: its first factor is
-        # the same in every product, so it is formed once here.  relu: ṡ = 0.
-        self.curv = {i: -2 * beta * self.lin.inputs[i + 1] for i, beta in self.betas.items()} if self.tanh else {}
 
     def hvp(self, d: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """``H d`` for a stacked tangent ``d`` (same keys and shapes as the parameters)."""
