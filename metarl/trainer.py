@@ -39,6 +39,27 @@ from metarl.success import success_scalars
 log = logging.getLogger(__name__)
 
 
+def adaptation_scalars(params: dict[str, torch.Tensor], adapted: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Two diagnostics of the policy the iteration started from and of its inner loop.
+
+    ``policy/log_std_mean``: the mean of the meta-policy's log-std over action
+    dims (a shrinking std makes the same inner step size a larger change of
+    the policy). ``adapt/step_norm``: the L2 norm of ``θ'_i − θ`` over the
+    adapted entries, averaged over tasks (entries stacked ``(N, ...)`` in
+    ``adapted``; the shared ones do not move).
+    """
+    out = {"policy/log_std_mean": float(params["log_std"].detach().double().mean())}
+    sq = None
+    for k, v in adapted.items():
+        base = params[k].detach()
+        if v.dim() != base.dim() + 1:
+            continue
+        d = (v.detach().double() - base.double()).reshape(v.shape[0], -1).pow(2).sum(1)
+        sq = d if sq is None else sq + d
+    out["adapt/step_norm"] = float(sq.sqrt().mean()) if sq is not None else 0.0
+    return out
+
+
 def mode_description(cfg: Config) -> str:
     method = "ANIL" if cfg.policy.adapt == "head" else "MAML"
     order = "first order" if cfg.algo.first_order else "second order"
@@ -117,6 +138,7 @@ class Trainer:
         train_adv = learner.advantages(train)
         adapted = {k: v.detach() for k, v in learner.adapt(train, train_adv).items()}
         t_adapt = time.perf_counter() - t1
+        diagnostics = adaptation_scalars(learner.policy.params(), adapted)  # before the outer step moves θ
 
         t2 = time.perf_counter()
         finite = all(bool(torch.isfinite(v).all()) for v in adapted.values())
@@ -138,6 +160,7 @@ class Trainer:
         res = self._result(iteration, tasks, train, post, env_steps, step_scalars, t0, t_train + t_valid, t_adapt,
                            t_outer)
         res.scalars.update(success_scalars(train, valid))
+        res.scalars.update(diagnostics)
         return res
 
     def _result(self, iteration: int, tasks: list[dict[str, Any]], train: EpisodeBatch, post: float, env_steps: int,

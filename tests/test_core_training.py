@@ -385,3 +385,40 @@ def test_navigation2d_action_scale_reads_actions_in_units_of_the_clip_range():
     assert np.array_equal(obs_b[0], obs) and r_b[0] == r
     with pytest.raises(ValueError, match="action_scale"):
         envs.make_family("Navigation2D", action_scale=0.0)
+
+
+@pytest.mark.parametrize("adapt", ["all", "head"])
+def test_adaptation_scalars_are_the_log_std_mean_and_the_mean_inner_step_norm(adapt):
+    from metarl.adaptation import vpg_loss
+    from metarl.algos.maml_trpo import MAMLTRPO
+    from metarl.trainer import adaptation_scalars
+    from tests.helpers_core import random_batch, tiny_policy
+
+    policy = tiny_policy()
+    names = list(policy.params()) if adapt == "all" else policy.head_names()
+    learner = MAMLTRPO(policy, names, inner_lr=0.37)
+    batch = random_batch()
+    adv = learner.advantages(batch)
+    got = adaptation_scalars(policy.params(), learner.adapt(batch, adv))
+    # independently: θ' - θ = -lr ∇ of each task's own VPG loss, taken by autograd task by task
+    norms = []
+    for i in range(batch.num_tasks):
+        loss = vpg_loss(policy, policy.params(), batch.tasks(i, i + 1), adv[i:i + 1]).sum()
+        grads = torch.autograd.grad(loss, [policy.params()[k] for k in names])
+        norms.append(0.37 * float(torch.sqrt(sum((g * g).sum() for g in grads))))
+    assert got["adapt/step_norm"] == pytest.approx(sum(norms) / len(norms), rel=1e-10)
+    want = sum(float(x) for x in policy.log_std.detach()) / policy.act_dim
+    assert got["policy/log_std_mean"] == pytest.approx(want, rel=1e-12)
+
+
+def test_training_logs_the_adaptation_scalars(tmp_path):
+    from metarl import scalars
+
+    trainer = Trainer(small_config(2, ["policy.init_log_std=-0.7"]), tmp_path / "run")
+    results = trainer.train()
+    first = results[0].scalars
+    assert first["policy/log_std_mean"] == pytest.approx(-0.7, abs=1e-7)  # the policy iteration 0 started from
+    assert results[1].scalars["policy/log_std_mean"] != first["policy/log_std_mean"]  # the outer step moved it
+    assert all(r.scalars["adapt/step_norm"] > 0 and np.isfinite(r.scalars["adapt/step_norm"]) for r in results)
+    logged = scalars.read(tmp_path / "run", ["adapt/step_norm", "policy/log_std_mean"])
+    np.testing.assert_allclose(logged["adapt/step_norm"][1], [r.scalars["adapt/step_norm"] for r in results])
