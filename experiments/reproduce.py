@@ -83,6 +83,7 @@ MAML_PAPER = {  # Finn et al. 2017, fig. 5: MAML after 0 / 1 / 2 / 3 inner steps
 METHODS = {
     "maml": [],
     "anil": ["policy.adapt=head"],
+    "anil_log_std": ["policy.adapt=head_log_std"],
     "pretrained": ["algo.inner_steps=0"],
     "random": ["iterations=0"],
     "oracle": ["algo.inner_steps=0", "env.oracle=true"],
@@ -284,13 +285,14 @@ def cmd_outer(args: argparse.Namespace) -> None:
 
 MILESTONES = (10, 25, 50, 100, 150, 200, 300, 400, 500, 750, 1000)
 METHOD_LABELS = {"promp": "ProMP", "maml_ppo": "MAML-PPO", "maml": "MAML-TRPO", "anil": "ANIL",
-                 "kronecker": "MAML-TRPO + Kronecker", "meta_sgd": "Meta-SGD"}
+                 "anil_log_std": "ANIL, head + log-std", "kronecker": "MAML-TRPO + Kronecker", "meta_sgd": "Meta-SGD"}
 LOCOMOTION_ROOT = ROOT / "results" / "locomotion"
 
 
 def against_maml_trpo(root: Path, family: str, methods: list[str], seeds: list[int],
                       reference: Path = LOCOMOTION_ROOT) -> str:
-    """The outer loops' training curves beside the locomotion campaign's MAML-TRPO run of the same seed.
+    """The outer loops' training curves beside the locomotion campaign's MAML-TRPO run of the same seed
+    (and its ANIL run, when an ANIL variant is among ``methods``).
 
     Same seed, config and task stream (tasks derive from (seed, iteration)), so
     iteration i of every run trains on the same 40 tasks.  HalfCheetah
@@ -308,7 +310,8 @@ def against_maml_trpo(root: Path, family: str, methods: list[str], seeds: list[i
     fig, (ax,) = new_figure(width=7.0, height=4.2)
     rows, per_iter = [], None
     for s in seeds:
-        runs = [("MAML-TRPO", reference / f"{family}__maml__{s}")] + [
+        refs = ["maml"] + (["anil"] if any(m.startswith("anil") and m != "anil" for m in methods) else [])
+        runs = [(METHOD_LABELS[r], reference / f"{family}__{r}__{s}") for r in refs] + [
             (METHOD_LABELS.get(m, m), root / f"{family}__{m}__{s}") for m in methods]
         for (label, d), colour in zip(runs, ("tab:blue", "tab:green", "tab:red", "tab:purple"), strict=False):
             if not (d / "scalars.csv").exists():

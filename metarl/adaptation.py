@@ -172,10 +172,20 @@ def _adapt(policy: GaussianMLPPolicy, params: Mapping[str, Tensor], batch: Episo
     return fast
 
 
+ADAPT_MODES = ("all", "head", "head_log_std")
+
+
 def adapt_names(policy: GaussianMLPPolicy, mode: str) -> list[str]:
-    """Parameter names adapted in the inner loop for ``mode``: ``all`` | ``head``."""
+    """Parameter names adapted in the inner loop for ``mode``.
+
+    ``all`` (MAML) | ``head`` (ANIL: the last linear layer) | ``head_log_std``
+    (ANIL with the state-independent log-std adapted too, as MAML adapts it:
+    the head then sets both moments of the Gaussian per task).
+    """
     if mode == "all":
         return list(policy.params())
     if mode == "head":
         return policy.head_names()
-    raise ValueError(f"policy.adapt must be 'all' or 'head', got {mode!r}")
+    if mode == "head_log_std":
+        return [*policy.head_names(), "log_std"]
+    raise ValueError(f"policy.adapt must be one of {', '.join(ADAPT_MODES)}, got {mode!r}")

@@ -50,7 +50,7 @@ class PolicyConfig:
     activation: str = "tanh"
     """tanh | relu."""
     adapt: str = "all"
-    """Parameters adapted in the inner loop: all (MAML) | head (ANIL)."""
+    """Parameters adapted in the inner loop: all (MAML) | head (ANIL) | head_log_std (ANIL with the log-std)."""
     init_log_std: float = 0.0
     """Initial log standard deviation of the Gaussian policy."""
 
@@ -254,7 +254,8 @@ def validate(cfg: Config) -> Config:
     need(len(p.hidden_sizes) >= 1 and all(h >= 1 for h in p.hidden_sizes), "policy.hidden_sizes",
          p.hidden_sizes, "must be a non-empty list of positive widths")
     need(p.activation in ("tanh", "relu"), "policy.activation", p.activation, "must be tanh or relu")
-    need(p.adapt in ("all", "head"), "policy.adapt", p.adapt, "must be all (MAML) or head (ANIL)")
+    need(p.adapt in ("all", "head", "head_log_std"), "policy.adapt", p.adapt,
+         "must be all (MAML), head (ANIL) or head_log_std (ANIL, log-std adapted too)")
     need(a.meta_batch_size >= 1, "algo.meta_batch_size", a.meta_batch_size, "must be >= 1")
     need(a.episodes_per_task >= 1, "algo.episodes_per_task", a.episodes_per_task, "must be >= 1")
     need(a.inner_lr > 0, "algo.inner_lr", a.inner_lr, "must be > 0")

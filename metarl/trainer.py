@@ -61,7 +61,7 @@ def adaptation_scalars(params: dict[str, torch.Tensor], adapted: dict[str, torch
 
 
 def mode_description(cfg: Config) -> str:
-    method = "ANIL" if cfg.policy.adapt == "head" else "MAML"
+    method = {"head": "ANIL", "head_log_std": "ANIL (head and log-std)"}.get(cfg.policy.adapt, "MAML")
     order = "first order" if cfg.algo.first_order else "second order"
     lr = {"meta_sgd": "Meta-SGD learned step sizes",
           "kronecker": f"learned Kronecker preconditioner, inner lr {cfg.algo.inner_lr}"}.get(

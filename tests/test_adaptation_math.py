@@ -55,8 +55,25 @@ def test_unknown_names_and_modes_are_rejected_with_their_names():
     policy, batch = tiny_policy(), random_batch()
     with pytest.raises(KeyError, match=r"cannot adapt unknown parameters \['head\.nope'\]"):
         adapt(policy, policy.params(), batch, advantages_for(batch), lr=0.1, names=["head.weight", "head.nope"])
-    with pytest.raises(ValueError, match=r"policy.adapt must be 'all' or 'head', got 'body'"):
+    with pytest.raises(ValueError, match=r"policy.adapt must be one of all, head, head_log_std, got 'body'"):
         adapt_names(policy, "body")
+
+
+def test_head_log_std_adapts_the_head_and_the_log_std_by_their_own_gradients():
+    policy, batch = tiny_policy(), random_batch()
+    adv = advantages_for(batch)
+    names = adapt_names(policy, "head_log_std")
+    assert names == ["head.weight", "head.bias", "log_std"]
+    adapted = adapt(policy, policy.params(), batch, adv, lr=0.3, names=names)
+    for k, v in policy.params().items():
+        if k not in names:  # the body is shared and unchanged
+            assert torch.equal(adapted[k], v)
+    for i in range(batch.num_tasks):  # per task: θ' = θ - lr ∇ of that task's own loss
+        loss = vpg_loss(policy, policy.params(), batch.tasks(i, i + 1), adv[i:i + 1]).sum()
+        grads = torch.autograd.grad(loss, [policy.params()[k] for k in names])
+        for k, g in zip(names, grads, strict=True):
+            torch.testing.assert_close(adapted[k][i], policy.params()[k].detach() - 0.3 * g, rtol=1e-12, atol=1e-14)
+    assert not torch.equal(adapted["log_std"][0], adapted["log_std"][1])  # the std is now per task
 
 
 def test_lvc_step_away_from_the_sampling_policy_uses_the_likelihood_ratio():

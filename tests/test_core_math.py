@@ -19,7 +19,7 @@ from tests.helpers_core import random_batch, tiny_policy
 
 def make_problem(adapt_mode: str = "all", first_order: bool = False, steps: int = 1, learn_lr: bool = False):
     policy = tiny_policy()
-    names = list(policy.params()) if adapt_mode == "all" else policy.head_names()
+    names = adapt_names(policy, adapt_mode)
     learner = MAMLTRPO(policy, names, inner_lr=0.1, inner_steps=steps, first_order=first_order,
                        learn_inner_lr=learn_lr)
     if learn_lr:  # distinct step sizes per entry, still float64

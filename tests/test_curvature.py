@@ -23,6 +23,8 @@ CASES = {  # id: (adapt_mode, first_order, inner steps, Meta-SGD)
     "meta_sgd": ("all", False, 1, True),
     "meta_sgd_2_steps": ("all", False, 2, True),
     "anil_meta_sgd": ("head", False, 1, True),
+    "anil_log_std": ("head_log_std", False, 1, False),
+    "anil_log_std_2_steps": ("head_log_std", False, 2, False),
     "first_order": ("all", True, 1, False),
     "first_order_anil": ("head", True, 2, False),
     "first_order_meta_sgd": ("all", True, 2, True),
@@ -101,8 +103,9 @@ def test_bad_curvature_is_a_one_line_config_error():
         load_config(None, ["trpo.curvature=newton"])
 
 
-@pytest.mark.parametrize("extra", [[], ["policy.adapt=head"], ["algo.inner_steps=2"], ["algo.learn_inner_lr=true"]],
-                         ids=["maml", "anil", "maml_2_steps", "meta_sgd"])
+@pytest.mark.parametrize("extra", [[], ["policy.adapt=head"], ["policy.adapt=head_log_std"], ["algo.inner_steps=2"],
+                                   ["algo.learn_inner_lr=true"]],
+                         ids=["maml", "anil", "anil_log_std", "maml_2_steps", "meta_sgd"])
 def test_training_gives_the_same_parameters_with_either_product(tmp_path, extra):
     # A damping of 0.1 keeps CG well conditioned: at 1e-5 the run itself is chaotic in float32 (changing
     # max_kl by 1e-5 relative moves the parameters of 3 iterations by ~1e-3 relative), so any two
