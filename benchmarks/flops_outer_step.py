@@ -82,6 +82,16 @@ def count(fn) -> int:
     return counter.total
 
 
+def timed(fn, repeats: int = 3):
+    """``(median seconds of fn() over repeats calls after one warm-up, the last result)``."""
+    seconds, out = [], None
+    for _ in range(repeats + 1):
+        t0 = time.perf_counter()
+        out = fn()
+        seconds.append(time.perf_counter() - t0)
+    return statistics.median(seconds[1:]), out
+
+
 def setup(args: argparse.Namespace, mode: str):
     """The learner of ``mode`` with a synthetic train and valid batch: ``(learner, train, adv, valid)``."""
     adapt, curvature = MODES[mode]
@@ -113,13 +123,8 @@ def measure(args: argparse.Namespace, mode: str) -> dict[str, float]:
     hvp = box["hvp"]
     v = torch.randn(sum(p.numel() for p in meta.values()), generator=gen)
     product = count(lambda: hvp(v))  # type: ignore[operator]
-    seconds = []
-    for _ in range(args.repeats):
-        t0 = time.perf_counter()
-        hvp(v)  # type: ignore[operator]
-        seconds.append(time.perf_counter() - t0)
+    sec, _ = timed(lambda: hvp(v), args.repeats)  # type: ignore[operator]
     update = count(lambda: learner.update(train, adv, valid))
-    sec = statistics.median(seconds)
     return {"product": product, "build": build, "update": update, "product_s": sec}
 
 
@@ -132,14 +137,6 @@ def split(args: argparse.Namespace, mode: str) -> dict[str, float]:
     tensors = list(meta.values())
     valid_adv = learner.advantages(valid).detach()
     adapted = learner.adapt(train, adv)
-
-    def timed(fn):
-        seconds, out = [], None
-        for _ in range(4):
-            t0 = time.perf_counter()
-            out = fn()
-            seconds.append(time.perf_counter() - t0)
-        return statistics.median(seconds[1:]), out
 
     res: dict[str, float] = {}
     res["old outputs"], old = timed(lambda: learner.old_outputs(train, adv, valid, adapted))
@@ -182,6 +179,8 @@ def main() -> None:
     args = parser.parse_args()
     for key, value in SIZES[args.family_sizes].items():
         setattr(args, key, value)
+    if args.repeats < 1:
+        parser.error(f"--repeats must be >= 1, got {args.repeats}")
     modes = args.modes.split(",")
     bad = [m for m in modes if m not in MODES]
     if bad:

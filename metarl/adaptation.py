@@ -172,11 +172,15 @@ def _adapt(policy: GaussianMLPPolicy, params: Mapping[str, Tensor], batch: Episo
     return fast
 
 
-ADAPT_MODES = ("all", "head", "head_log_std")
+ADAPT_MODES = {  # policy.adapt -> the method's name (config errors, the run's mode text)
+    "all": "MAML",
+    "head": "ANIL",
+    "head_log_std": "ANIL, log-std adapted too",
+}
 
 
 def adapt_names(policy: GaussianMLPPolicy, mode: str) -> list[str]:
-    """Parameter names adapted in the inner loop for ``mode``.
+    """Parameter names adapted in the inner loop for ``mode`` (a key of :data:`ADAPT_MODES`).
 
     ``all`` (MAML) | ``head`` (ANIL: the last linear layer) | ``head_log_std``
     (ANIL with the state-independent log-std adapted too, as MAML adapts it:

@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from metarl import inputs
+from metarl.adaptation import ADAPT_MODES
 from metarl.algos import ALGOS
 from metarl.algos.base import resolve_inner_update
 from metarl.algos.maml_trpo import TRPOSettings
@@ -254,8 +255,8 @@ def validate(cfg: Config) -> Config:
     need(len(p.hidden_sizes) >= 1 and all(h >= 1 for h in p.hidden_sizes), "policy.hidden_sizes",
          p.hidden_sizes, "must be a non-empty list of positive widths")
     need(p.activation in ("tanh", "relu"), "policy.activation", p.activation, "must be tanh or relu")
-    need(p.adapt in ("all", "head", "head_log_std"), "policy.adapt", p.adapt,
-         "must be all (MAML), head (ANIL) or head_log_std (ANIL, log-std adapted too)")
+    need(p.adapt in ADAPT_MODES, "policy.adapt", p.adapt,
+         "must be one of " + ", ".join(f"{k} ({v})" for k, v in ADAPT_MODES.items()))
     need(a.meta_batch_size >= 1, "algo.meta_batch_size", a.meta_batch_size, "must be >= 1")
     need(a.episodes_per_task >= 1, "algo.episodes_per_task", a.episodes_per_task, "must be >= 1")
     need(a.inner_lr > 0, "algo.inner_lr", a.inner_lr, "must be > 0")

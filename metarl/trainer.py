@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from metarl import allocator, checkpoint, manifest, run, rundir, signals, wandb_mirror
+from metarl.adaptation import ADAPT_MODES
 from metarl.config import Config, flat_dict, to_dict, to_yaml
 from metarl.episodes import EpisodeBatch
 from metarl.fileio import atomic_write
@@ -61,7 +62,7 @@ def adaptation_scalars(params: dict[str, torch.Tensor], adapted: dict[str, torch
 
 
 def mode_description(cfg: Config) -> str:
-    method = {"head": "ANIL", "head_log_std": "ANIL (head and log-std)"}.get(cfg.policy.adapt, "MAML")
+    method = ADAPT_MODES[cfg.policy.adapt]
     order = "first order" if cfg.algo.first_order else "second order"
     lr = {"meta_sgd": "Meta-SGD learned step sizes",
           "kronecker": f"learned Kronecker preconditioner, inner lr {cfg.algo.inner_lr}"}.get(
