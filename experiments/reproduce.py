@@ -84,6 +84,7 @@ METHODS = {
     "maml": [],
     "anil": ["policy.adapt=head"],
     "anil_log_std": ["policy.adapt=head_log_std"],
+    "anil_meta_sgd": ["policy.adapt=head", "algo.inner_update=meta_sgd"],
     "pretrained": ["algo.inner_steps=0"],
     "random": ["iterations=0"],
     "oracle": ["algo.inner_steps=0", "env.oracle=true"],
@@ -285,7 +286,8 @@ def cmd_outer(args: argparse.Namespace) -> None:
 
 MILESTONES = (10, 25, 50, 100, 150, 200, 300, 400, 500, 750, 1000)
 METHOD_LABELS = {"promp": "ProMP", "maml_ppo": "MAML-PPO", "maml": "MAML-TRPO", "anil": "ANIL",
-                 "anil_log_std": "ANIL, head + log-std", "kronecker": "MAML-TRPO + Kronecker", "meta_sgd": "Meta-SGD"}
+                 "anil_log_std": "ANIL, head + log-std",
+                 "anil_meta_sgd": "ANIL + Meta-SGD", "kronecker": "MAML-TRPO + Kronecker", "meta_sgd": "Meta-SGD"}
 LOCOMOTION_ROOT = ROOT / "results" / "locomotion"
 
 
