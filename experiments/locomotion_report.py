@@ -195,6 +195,37 @@ def feature_reuse(runs: dict[tuple[str, str], dict[int, dict[str, Any]]]) -> str
     return "\n".join(head + rows) + "\n"
 
 
+DIRECTIONS = ((1, "forward"), (-1, "backward"))
+
+
+def by_direction(runs: dict[tuple[str, str], dict[int, dict[str, Any]]], family: str = "HalfCheetahDir") -> str:
+    """Each finished run's held-out returns split by the tasks' goal direction.
+
+    A meta-policy that already runs one way before adaptation scores high on
+    that direction's tasks and low on the other's at step 0; the split shows
+    whether the inner step turns it around.  Reads ``per_task`` and ``tasks``
+    of the same evaluation file as the headline table."""
+    rows = []
+    for meth in METHODS:
+        for seed, info in sorted(runs.get((family, meth), {}).items()):
+            ev = final_eval(info)
+            if ev is None or not ev.get("tasks") or "direction" not in ev["tasks"][0]:
+                continue
+            for sign, label in DIRECTIONS:
+                idx = [i for i, t in enumerate(ev["tasks"]) if t["direction"] == sign]
+                if not idx:
+                    continue
+                cells = [num(statistics.mean(ev["per_task"][k][i] for i in idx)) for k in (0, 1, 3)]
+                rows.append(f"| {meth.upper()} | {seed} | {label} | {len(idx)} | " + " | ".join(
+                    c if c.startswith("−") else "+" + c for c in cells) + " |")
+    if not rows:
+        return ""
+    head = [f"{family} by goal direction: the same held-out evaluation, each run's 40 tasks split by the "
+            "direction they reward (mean return over the tasks of that direction).", "",
+            "| method | seed | direction | tasks | step 0 | 1 step | 3 steps |", "|---|---|---|---|---|---|---|"]
+    return "\n".join(head + rows) + "\n"
+
+
 def smooth(values: Any, width: int) -> Any:
     import numpy as np
 
@@ -255,6 +286,9 @@ def section(root: Path) -> str:
     parts = [BEGIN, "", "```sh", "python experiments/reproduce.py locomotion       # trains, resumes, evaluates, "
              "then regenerates this section", "python experiments/locomotion_report.py          # this section "
              "only, from the committed artifacts", "```", "", tables(runs, rel), feature_reuse(runs)]
+    split = by_direction(runs)
+    if split:
+        parts.append(split)
     for fam in FAMILIES:
         if any((fam, m) in runs for m in METHODS):
             parts.append(f"![{fam} learning curves]({rel}/{fam}_learning_curves.png)\n")

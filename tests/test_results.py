@@ -110,6 +110,25 @@ def test_feature_reuse_table_averages_finished_analysed_runs_only(tmp_path):
     assert not any(ln.startswith("| HalfCheetahDir | MAML |") and "body.0" in ln for ln in md.read_text().splitlines())
 
 
+def test_direction_split_averages_each_directions_tasks_of_finished_runs(tmp_path):
+    report = load("locomotion_report")
+    tasks = [{"direction": 1}, {"direction": -1}, {"direction": 1}]
+    per_task = [[10.0, -20.0, 30.0], [100.0, 5.0, 200.0], [0.0, 0.0, 0.0], [110.0, -7.0, 210.0]]
+    for seed, done in {1: 4, 2: 2}.items():
+        d = tmp_path / f"HalfCheetahDir__anil__{seed}"
+        (d / "checkpoints").mkdir(parents=True)
+        (d / "eval").mkdir()
+        (d / "config.yaml").write_text("iterations: 4\nenv: {horizon: 100}\n")
+        (d / "checkpoints" / "latest").write_text(f"iter_{done:06d}.pt\n")
+        ev = {"iteration": done, "mean": [0.0] * 4, "per_task": per_task, "tasks": tasks}
+        (d / "eval" / "curve_40_3_0.json").write_text(json.dumps(ev))
+    md = tmp_path / "R.md"
+    assert report.main(["--root", str(tmp_path), "--results", str(md), "--no-plots"]) == 0
+    rows = [ln for ln in md.read_text().splitlines() if ln.startswith("| ANIL | ")]
+    assert rows == ["| ANIL | 1 | forward | 2 | +20.0 | +150.0 | +160.0 |",  # tasks 0 and 2
+                    "| ANIL | 1 | backward | 1 | −20.0 | +5.0 | −7.0 |"]  # seed 2 is unfinished
+
+
 def _params(run: Path) -> dict[str, torch.Tensor]:
     return checkpoint.load(checkpoint.latest(run / "checkpoints"))["meta"]
 
