@@ -33,7 +33,8 @@ FAMILIES = ("HalfCheetahDir", "HalfCheetahVel")
 METHODS = ("maml", "anil")
 EVAL_TASKS, EVAL_SEED = 40, 0
 SEEDS = (1, 2, 3)  # the campaign's seeds: always given a column, started or not
-# Raghu et al. 2020 (ANIL), table 2: mean ± std over 3 seeds after adaptation, horizon 100.
+# Raghu et al. 2020 (ANIL), table 2: mean ± std over 3 seeds after adaptation; the table does not state
+# its horizon (RESULTS.md: its HalfCheetahVel figures fit horizon 200, not 100).
 ANIL_PAPER = {("HalfCheetahDir", "maml"): "170.4 ± 21.0", ("HalfCheetahDir", "anil"): "363.2 ± 14.8",
               ("HalfCheetahVel", "maml"): "−139.0 ± 18.9", ("HalfCheetahVel", "anil"): "−120.9 ± 6.3"}
 # Finn et al. 2017 (MAML), fig. 5: MAML after 0 / 1 / 2 / 3 inner steps, horizon 200.
