@@ -85,6 +85,7 @@ METHODS = {
     "anil": ["policy.adapt=head"],
     "anil_log_std": ["policy.adapt=head_log_std"],
     "anil_meta_sgd": ["policy.adapt=head", "algo.inner_update=meta_sgd"],
+    "anil_lr_x3": ["policy.adapt=head", "algo.inner_lr=0.3"],  # three times the reference inner lr, in training
     "pretrained": ["algo.inner_steps=0"],
     "random": ["iterations=0"],
     "oracle": ["algo.inner_steps=0", "env.oracle=true"],
@@ -287,7 +288,8 @@ def cmd_outer(args: argparse.Namespace) -> None:
 MILESTONES = (10, 25, 50, 100, 150, 200, 300, 400, 500, 750, 1000)
 METHOD_LABELS = {"promp": "ProMP", "maml_ppo": "MAML-PPO", "maml": "MAML-TRPO", "anil": "ANIL",
                  "anil_log_std": "ANIL, head + log-std",
-                 "anil_meta_sgd": "ANIL + Meta-SGD", "kronecker": "MAML-TRPO + Kronecker", "meta_sgd": "Meta-SGD"}
+                 "anil_meta_sgd": "ANIL + Meta-SGD", "anil_lr_x3": "ANIL, inner lr 0.3",
+                 "kronecker": "MAML-TRPO + Kronecker", "meta_sgd": "Meta-SGD"}
 LOCOMOTION_ROOT = ROOT / "results" / "locomotion"
 
 
