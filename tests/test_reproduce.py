@@ -23,6 +23,22 @@ def load_script():
     return module
 
 
+def test_every_method_resolves_to_a_valid_config_of_its_own():
+    script = load_script()
+    seen = {}
+    for method in script.METHODS:
+        cfg = script.config_for("HalfCheetahDir", method, 2, 7, [])
+        assert (cfg.name, cfg.seed, cfg.iterations) == (method, 2, 0 if method == "random" else 7)
+        key = (cfg.policy.adapt, cfg.algo.inner_update, cfg.algo.inner_lr, cfg.algo.inner_steps, cfg.algo.name,
+               cfg.env.oracle, cfg.iterations)
+        assert key not in seen, f"{method} trains the same configuration as {seen.get(key)}"
+        seen[key] = method
+    variants = {m: script.config_for("HalfCheetahDir", m, 1, 5, []) for m in ("anil_meta_sgd", "anil_lr_x3")}
+    assert (variants["anil_meta_sgd"].policy.adapt, variants["anil_meta_sgd"].algo.learn_inner_lr) == ("head", True)
+    assert (variants["anil_lr_x3"].policy.adapt, variants["anil_lr_x3"].algo.inner_lr) == ("head", 0.3)
+    assert all(m.startswith(("pretrained", "random", "oracle")) or m in script.METHOD_LABELS for m in script.METHODS)
+
+
 @pytest.mark.integration
 def test_maml_reproduction_writes_table_and_plot_then_skips_finished_runs(tmp_path, capsys):
     script = load_script()
