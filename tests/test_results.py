@@ -18,6 +18,8 @@ from metarl.run import build_family, build_learner
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "results" / "locomotion"
 RUNS = sorted(p for p in RESULTS.glob("*__*__*") if p.is_dir()) if RESULTS.is_dir() else []
+# every released run under results/ (the campaign, the probes, the sweeps): each has a checkpoint pointer
+ALL_RUNS = sorted(p.parent.parent for p in (ROOT / "results").glob("*/*__*__*/checkpoints/latest"))
 TINY = ["--set", "algo.meta_batch_size=2", "--set", "algo.episodes_per_task=2", "--set", "env.horizon=10",
         "--set", "policy.hidden_sizes=[8]", "--set", "sampler.backend=serial", "--eval-tasks", "3", "--no-estimate"]
 
@@ -33,13 +35,30 @@ def test_there_are_committed_runs():
     assert RUNS, "results/locomotion holds the campaign's runs"
 
 
+def test_every_results_group_with_runs_is_checked():
+    groups = {p.parent.name for p in ALL_RUNS}
+    assert {"locomotion", "depth", "outer", "metaworld"} <= groups
+    assert set(RUNS) <= set(ALL_RUNS)
+
+
 @pytest.mark.parametrize("run", RUNS, ids=[p.name for p in RUNS])
+def test_campaign_run_has_the_campaign_protocol(run):
+    cfg = load_config(run / "config.yaml")
+    method = run.name.split("__")[1]
+    assert cfg.env.kwargs["action_scale"] == 0.1 and cfg.env.horizon == 100
+    assert (cfg.algo.meta_batch_size, cfg.algo.episodes_per_task, cfg.algo.first_order) == (40, 20, False)
+    assert cfg.policy.adapt == ("head" if method == "anil" else "all")
+
+
+@pytest.mark.parametrize("run", ALL_RUNS, ids=[f"{p.parent.name}/{p.name}" for p in ALL_RUNS])
 def test_committed_run_loads_with_weights_only_and_matches_its_config(run):
     cfg = load_config(run / "config.yaml")
     family, method, seed = run.name.split("__")
-    assert (cfg.env.family, cfg.seed, cfg.name) == (family, int(seed), method)
-    assert cfg.env.kwargs["action_scale"] == 0.1 and cfg.env.horizon == 100
-    assert cfg.policy.adapt == ("head" if method == "anil" else "all")
+    if run.parent.name == "metaworld":  # ML1-<task> / ML10 directories of the MetaWorldML1 / ML10 families
+        assert cfg.env.family == "MetaWorld" + family.split("-")[0]
+    else:
+        assert cfg.env.family == family
+    assert (cfg.seed, cfg.name) == (int(seed), method)
     ckpts = list((run / "checkpoints").glob("iter_*.pt"))
     assert len(ckpts) == 1, "only the latest checkpoint is committed"
     path = checkpoint.latest(run / "checkpoints")
