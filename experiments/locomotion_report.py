@@ -43,9 +43,9 @@ RUN_NAME = re.compile(r"^(?P<family>\w+)__(?P<method>\w+)__(?P<seed>\d+)$")
 SMOOTH = 10  # iterations in the moving average of the plotted learning curves
 
 
-def num(x: float, digits: int = 1) -> str:
-    """A number with a typographic minus, as the rest of RESULTS.md writes them."""
-    return f"{x:.{digits}f}".replace("-", "−")
+def num(x: float, digits: int = 1, sign: bool = False) -> str:
+    """A number with a typographic minus, as the rest of RESULTS.md writes them (``sign``: ``+`` too)."""
+    return f"{x:{'+' if sign else ''}.{digits}f}".replace("-", "−")
 
 
 def run_info(run_dir: Path) -> dict[str, Any]:
@@ -216,9 +216,8 @@ def by_direction(runs: dict[tuple[str, str], dict[int, dict[str, Any]]], family:
                 idx = [i for i, t in enumerate(ev["tasks"]) if t["direction"] == sign]
                 if not idx:
                     continue
-                cells = [num(statistics.mean(ev["per_task"][k][i] for i in idx)) for k in (0, 1, 3)]
-                rows.append(f"| {meth.upper()} | {seed} | {label} | {len(idx)} | " + " | ".join(
-                    c if c.startswith("−") else "+" + c for c in cells) + " |")
+                cells = [num(statistics.mean(ev["per_task"][k][i] for i in idx), sign=True) for k in (0, 1, 3)]
+                rows.append(f"| {meth.upper()} | {seed} | {label} | {len(idx)} | " + " | ".join(cells) + " |")
     if not rows:
         return ""
     head = [f"{family} by goal direction: the same held-out evaluation, each run's 40 tasks split by the "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import shutil
@@ -31,6 +32,13 @@ def load(name: str):
     return module
 
 
+@functools.cache
+def shipped_family(prefix: str) -> str:
+    """The family of the shipped config that ``reproduce.py`` runs under the directory prefix ``prefix``."""
+    script = load("reproduce")
+    return load_config(script.CONFIGS / {**script.FAMILY_CONFIGS, **script.METAWORLD}[prefix]).env.family
+
+
 def test_there_are_committed_runs():
     assert RUNS, "results/locomotion holds the campaign's runs"
 
@@ -53,11 +61,8 @@ def test_campaign_run_has_the_campaign_protocol(run):
 @pytest.mark.parametrize("run", ALL_RUNS, ids=[f"{p.parent.name}/{p.name}" for p in ALL_RUNS])
 def test_committed_run_loads_with_weights_only_and_matches_its_config(run):
     cfg = load_config(run / "config.yaml")
-    family, method, seed = run.name.split("__")
-    if run.parent.name == "metaworld":  # ML1-<task> / ML10 directories of the MetaWorldML1 / ML10 families
-        assert cfg.env.family == "MetaWorld" + family.split("-")[0]
-    else:
-        assert cfg.env.family == family
+    prefix, method, seed = run.name.split("__")  # a family, or a Meta-World benchmark (ML1-reach, ML10)
+    assert cfg.env.family == shipped_family(prefix)
     assert (cfg.seed, cfg.name) == (int(seed), method)
     ckpts = list((run / "checkpoints").glob("iter_*.pt"))
     assert len(ckpts) == 1, "only the latest checkpoint is committed"
