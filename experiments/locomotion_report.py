@@ -13,7 +13,11 @@ rolled out here, so the output is a pure function of the files: the test
 suite regenerates the section and compares it with RESULTS.md.
 
 A run counts in the headline mean only when it has an evaluation at its full
-budget; unfinished runs are listed with the iteration they reached.
+budget; unfinished runs are listed with the iteration they reached. A run
+extended past the budget it finished (``reproduce.py locomotion --iterations
+1000``) keeps that budget's evaluations in ``eval/iter_NNNNNN/``: the headline
+tables stay at the first budget each run finished, and a second table gives
+the extended runs at their new budget.
 """
 
 from __future__ import annotations
@@ -55,12 +59,21 @@ def run_info(run_dir: Path) -> dict[str, Any]:
     cfg = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
     pointer = run_dir / "checkpoints" / "latest"
     done = int(pointer.read_text().strip()[len("iter_"):-len(".pt")]) if pointer.exists() else 0
-    ev_path = run_dir / "eval" / f"curve_{EVAL_TASKS}_3_{EVAL_SEED}.json"
-    ev = json.loads(ev_path.read_text(encoding="utf-8")) if ev_path.exists() else None
-    an_path = run_dir / "eval" / "analysis.json"
-    an = json.loads(an_path.read_text(encoding="utf-8")) if an_path.exists() else None
-    return {"budget": int(cfg["iterations"]), "done": done, "eval": ev, "analysis": an,
+    ev, an = evaluations(run_dir / "eval")
+    earlier = {}  # iteration -> (eval, analysis) at each budget the run finished before it was extended
+    for d in sorted((run_dir / "eval").glob("iter_*")):
+        if d.is_dir() and d.name[len("iter_"):].isdigit():
+            earlier[int(d.name[len("iter_"):])] = evaluations(d)
+    return {"budget": int(cfg["iterations"]), "done": done, "eval": ev, "analysis": an, "earlier": earlier,
             "horizon": int(cfg["env"]["horizon"])}
+
+
+def evaluations(where: Path) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """The adaptation curve and the ``metarl analyze`` result in ``where`` (each None if absent)."""
+    ev_path = where / f"curve_{EVAL_TASKS}_3_{EVAL_SEED}.json"
+    an_path = where / "analysis.json"
+    return tuple(json.loads(p.read_text(encoding="utf-8")) if p.exists() else None  # type: ignore[return-value]
+                 for p in (ev_path, an_path))
 
 
 def collect(root: Path) -> dict[tuple[str, str], dict[int, dict[str, Any]]]:
@@ -75,10 +88,31 @@ def collect(root: Path) -> dict[tuple[str, str], dict[int, dict[str, Any]]]:
     return runs
 
 
+def latest_final(info: dict[str, Any], key: str) -> dict[str, Any] | None:
+    """The run's latest ``eval`` or ``analysis`` if it was made at the full budget, else None."""
+    got = info[key]
+    return got if got is not None and info["done"] >= info["budget"] and got.get("iteration") == info["done"] else None
+
+
+def first_budget(info: dict[str, Any], key: str = "eval") -> dict[str, Any] | None:
+    """The ``eval`` or ``analysis`` at the first budget the run finished: the one kept from before an
+    extension if there is one, else the latest at the full budget."""
+    k = 0 if key == "eval" else 1
+    for it in sorted(info.get("earlier", {})):
+        got = info["earlier"][it][k]
+        if got is not None and got.get("iteration") == it:
+            return got
+    return latest_final(info, key)
+
+
 def final_eval(info: dict[str, Any]) -> dict[str, Any] | None:
-    """The run's evaluation if it was made at the full budget, else None."""
-    ev = info["eval"]
-    return ev if ev is not None and info["done"] >= info["budget"] and ev.get("iteration") == info["done"] else None
+    """The evaluation the headline tables use: at the first budget the run finished, else None."""
+    return first_budget(info, "eval")
+
+
+def extended(info: dict[str, Any]) -> bool:
+    """Whether the run was extended past a budget it had finished and been evaluated at."""
+    return any(ev is not None for ev, _ in info.get("earlier", {}).values())
 
 
 def mean_std(values: list[float]) -> str:
@@ -148,15 +182,54 @@ def tables(runs: dict[tuple[str, str], dict[int, dict[str, Any]]], root_rel: str
             last_post = num(float(curves["returns/post_adapt"][1][keep][-1])) if keep.any() else "–"
         except (ValueError, FileNotFoundError):
             last_pre = last_post = "–"
-        at = str(info["eval"]["iteration"]) if info["eval"] is not None else "–"
+        at = ", ".join(str(i) for i in evaluated_at(info)) or "–"
         out.append(f"| `{root_rel}/{name}` | {info['done']}/{info['budget']} | {last_pre} | {last_post} | {at} |")
     return "\n".join(out) + "\n"
 
 
+def evaluated_at(info: dict[str, Any]) -> list[int]:
+    """The iterations the run has an evaluation of: each earlier budget's, then the latest's."""
+    its = [it for it, (ev, _) in sorted(info.get("earlier", {}).items()) if ev is not None]
+    if info["eval"] is not None and info["eval"].get("iteration") not in its:
+        its.append(info["eval"]["iteration"])
+    return its
+
+
+def extension(runs: dict[tuple[str, str], dict[int, dict[str, Any]]]) -> str:
+    """The runs extended past the budget they first finished, at their new budget (empty if none was)."""
+    if not any(extended(i) for per in runs.values() for i in per.values()):
+        return ""
+    seeds = sorted({s for per in runs.values() for s in per} | set(SEEDS))
+    lines = ["Extended runs: the same runs continued past the budget of the table above, evaluated the same "
+             "way at their new budget (the headline tables keep each run's result at the first budget).", "",
+             "| family | method | " + " | ".join(f"seed {s}" for s in seeds)
+             + " | **1 step, mean ± std [95% CI]** | step 0 | 2 steps | 3 steps |",
+             "|" + "---|" * (len(seeds) + 6)]
+    for fam in FAMILIES:
+        for meth in METHODS:
+            per = runs.get((fam, meth), {})
+            if not any(extended(i) for i in per.values()):
+                continue
+            cells, finals = [], []
+            for s in seeds:
+                info = per.get(s)
+                ev = latest_final(info, "eval") if info is not None and extended(info) else None
+                if info is None or not extended(info):
+                    cells.append("not extended")
+                elif ev is None:
+                    cells.append(f"in flight ({info['done']}/{info['budget']})")
+                else:
+                    cells.append(f"{num(ev['mean'][1])} (at {ev['iteration']})")
+                    finals.append(ev)
+            other = [num(statistics.mean(ev["mean"][k] for ev in finals)) if finals else "–" for k in (0, 2, 3)]
+            lines.append(f"| {fam} | {meth.upper()} | " + " | ".join(cells)
+                         + f" | **{mean_std([ev['mean'][1] for ev in finals])}** | " + " | ".join(other) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def final_analysis(info: dict[str, Any]) -> dict[str, Any] | None:
-    """The run's ``metarl analyze`` result if made at the full budget, else None."""
-    an = info.get("analysis")
-    return an if an is not None and info["done"] >= info["budget"] and an.get("iteration") == info["done"] else None
+    """The ``metarl analyze`` result at the first budget the run finished, else None."""
+    return first_budget(info, "analysis")
 
 
 def over_seeds(values: list[float], digits: int) -> str:
@@ -285,7 +358,11 @@ def section(root: Path) -> str:
     runs, rel = collect(root), relative_root(root)
     parts = [BEGIN, "", "```sh", "python experiments/reproduce.py locomotion       # trains, resumes, evaluates, "
              "then regenerates this section", "python experiments/locomotion_report.py          # this section "
-             "only, from the committed artifacts", "```", "", tables(runs, rel), feature_reuse(runs)]
+             "only, from the committed artifacts", "```", "", tables(runs, rel)]
+    more = extension(runs)
+    if more:
+        parts.append(more)
+    parts.append(feature_reuse(runs))
     split = by_direction(runs)
     if split:
         parts.append(split)

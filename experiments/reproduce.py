@@ -45,7 +45,9 @@ continue from their latest checkpoint; Ctrl-C or SIGTERM during training
 writes one at the last completed iteration and exits 130 / 143), take an
 iteration budget, and print
 the expected runtime on this machine, measured by timing two iterations of
-each configuration first.
+each configuration first. A larger budget extends finished runs; each one's
+evaluations at the budget it had finished move to ``eval/iter_NNNNNN/`` and
+that checkpoint is kept, so the shorter budget's result is not lost.
 """
 
 from __future__ import annotations
@@ -127,15 +129,38 @@ def done_iterations(run_dir: Path) -> int | None:
 
 
 def prune_checkpoints(run_dir: Path) -> None:
-    """Delete every checkpoint of ``run_dir`` but the one ``latest`` points to."""
+    """Delete every checkpoint of ``run_dir`` but the one ``latest`` points to and those of its
+    earlier budgets (an ``eval/iter_NNNNNN/`` directory for each, see :func:`archive_evaluations`)."""
     from metarl import checkpoint
 
-    keep = checkpoint.latest(run_dir / "checkpoints")
-    if keep is None:
+    latest = checkpoint.latest(run_dir / "checkpoints")
+    if latest is None:
         return
+    keep = {latest.name} | {f"{d.name}.pt" for d in (run_dir / "eval").glob("iter_*") if d.is_dir()}
     for p in (run_dir / "checkpoints").glob("iter_*.pt"):
-        if p.name != keep.name:
+        if p.name not in keep:
             p.unlink(missing_ok=True)
+
+
+def archive_evaluations(run_dir: Path) -> list[Path]:
+    """Before a finished run is extended: move its evaluations at the budget it finished into
+    ``eval/iter_NNNNNN/``, so the result at that budget stays beside the longer run's, and
+    :func:`prune_checkpoints` keeps the checkpoint they were made from. Returns the files moved."""
+    done = done_iterations(run_dir)
+    ev = run_dir / "eval"
+    if done is None or not ev.is_dir():
+        return []
+    moved = []
+    for f in sorted(ev.glob("*.json")):
+        try:
+            iteration = json.loads(f.read_text()).get("iteration")
+        except (ValueError, AttributeError):  # not an evaluation of ours
+            continue
+        if iteration == done:
+            dest = ev / f"iter_{done:06d}"
+            dest.mkdir(exist_ok=True)
+            moved.append(f.replace(dest / f.name))
+    return moved
 
 
 def train(cfg, run_dir: Path, latest_only: bool = False) -> None:
@@ -156,6 +181,9 @@ def train(cfg, run_dir: Path, latest_only: bool = False) -> None:
         run_dir.mkdir(parents=True, exist_ok=True)
         trainer = Trainer(cfg, run_dir)
     else:  # continue with the run's own config; the budget may have grown
+        if archive_evaluations(run_dir):
+            print(f"  {run_dir.name}: extending from {done} to {cfg.iterations} iterations; its evaluation at "
+                  f"{done} is kept in eval/iter_{done:06d}/ with that checkpoint")
         trainer = Trainer(resume_config(run_dir, cfg.iterations), run_dir, resume=True)
     with tqdm(total=cfg.iterations, initial=trainer.start_iteration, desc=run_dir.name, unit="it") as bar:
         def tick(r) -> None:

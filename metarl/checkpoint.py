@@ -38,6 +38,11 @@ class CheckpointError(ValueError):
 _NAME = re.compile(r"iter_[0-9]{6,}\.pt")
 
 
+def is_checkpoint_name(name: str) -> bool:
+    """Whether ``name`` is a checkpoint file's name, ``iter_NNNNNN.pt``."""
+    return _NAME.fullmatch(name) is not None
+
+
 def latest(ckpt_dir: Path) -> Path | None:
     """The checkpoint ``latest`` points at; None when there is no pointer.
 

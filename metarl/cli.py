@@ -4,8 +4,9 @@
     metarl train CONFIG --seeds 1 2 3      (or --seeds 3: seeds 1..3)
     metarl train --resume RUN_DIR
     metarl evaluate RUN_DIR [--tasks N] [--steps K] [--episodes B] [--seed N] [--inner-lr LR] [--shots M ...]
+                            [--iteration N]
     metarl evaluate RUN_DIR --protocol metaworld [--seed N] [--inner-lr LR]
-    metarl analyze RUN_DIR [--tasks N] [--seed N]
+    metarl analyze RUN_DIR [--tasks N] [--seed N] [--iteration N]
     metarl plot RUN_DIR [RUN_DIR ...] --out FILE.png
     metarl video RUN_DIR [--tasks N] [--steps K] [--out FILE.mp4|FILE.gif]
     metarl tasks
@@ -133,6 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=_seed, default=0, help="seed of the held-out tasks and rollouts")
     p.add_argument("--out", help="output JSON (default RUN_DIR/eval/adaptation.json, or shots.json with --shots)")
     p.add_argument("--inner-lr", type=_positive_float, help="test-time inner step size (default: the trained one)")
+    p.add_argument("--iteration", type=_nonneg_int, metavar="N",
+                   help="the checkpoint at iteration N instead of the latest (one the run keeps)")
     p.add_argument("--shots", type=_positive_int, nargs="+", metavar="M",
                    help="k-shot curve instead: the return after one step vs M adaptation episodes per task, "
                         "e.g. --shots 1 2 5 10 20")
@@ -147,6 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--episodes", type=_positive_int, help="episodes per task (default: the run's)")
     p.add_argument("--seed", type=_seed, default=0, help="seed of the held-out tasks and rollouts")
     p.add_argument("--max-states", type=_positive_int, default=2000, help="states per task for CKA/CCA")
+    p.add_argument("--iteration", type=_nonneg_int, metavar="N",
+                   help="the checkpoint at iteration N instead of the latest (one the run keeps)")
     p.add_argument("--out-dir", help="output directory (default RUN_DIR/eval)")
 
     p = add("plot", "learning and adaptation curves of one or more runs")
@@ -390,7 +395,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from metarl.run import write_json
 
     run_dir = Path(args.run_dir)
-    iteration = _check_run(run_dir)
+    iteration = _check_run(run_dir, args.iteration)
     _warn_versions(run_dir)
     protocol_tasks, args.tasks = args.tasks, 40 if args.tasks is None else args.tasks
     if args.shots:
@@ -404,7 +409,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             family_cls = envs.family_class(load_config(run_dir / "config.yaml").env.family)
             protocol = args.protocol or getattr(family_cls, "evaluation_protocol", None) or "adaptation"
             if protocol != "adaptation":  # the run is loaded once, here or by evaluate_run below
-                cfg, family, learner, iteration = load_run(run_dir)
+                cfg, family, learner, iteration = load_run(run_dir, args.iteration)
                 return _evaluate_protocol(args, protocol, run_dir, cfg, family, learner, iteration, protocol_tasks)
         except ConfigError as e:
             raise UsageError(f"{run_dir / 'config.yaml'}: {e}") from None
@@ -415,7 +420,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     try:
         result = evaluate_run(run_dir, args.tasks, args.steps, args.episodes, args.seed,
                               on_step=lambda k, m: print(f"  step {k}: {m:.2f}", file=sys.stderr),
-                              inner_lr=args.inner_lr)
+                              inner_lr=args.inner_lr, iteration=args.iteration)
     except ConfigError as e:
         raise UsageError(f"{run_dir / 'config.yaml'}: {e}") from None
     write_json(out, result, indent=1)
@@ -464,7 +469,7 @@ def _evaluate_shots(args: argparse.Namespace, run_dir: Path, iteration: int) -> 
     from metarl.run import build_sampler, load_run, write_json
 
     try:
-        cfg, family, learner, iteration = load_run(run_dir)
+        cfg, family, learner, iteration = load_run(run_dir, args.iteration)
     except ConfigError as e:
         raise UsageError(f"{run_dir / 'config.yaml'}: {e}") from None
     episodes = args.episodes or cfg.algo.episodes_per_task
@@ -500,13 +505,13 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     from metarl.config import ConfigError
 
     run_dir = Path(args.run_dir)
-    _check_run(run_dir)
+    iteration = _check_run(run_dir, args.iteration)
     _check_writable((Path(args.out_dir) if args.out_dir else run_dir / "eval") / "analysis.json")
     _warn_versions(run_dir)
-    print(f"analysing {run_dir} on {args.tasks} held-out tasks", file=sys.stderr)
+    print(f"analysing {run_dir} (iteration {iteration}) on {args.tasks} held-out tasks", file=sys.stderr)
     try:
         result = analyze_run(run_dir, args.tasks, args.seed, args.episodes, args.max_states,
-                             Path(args.out_dir) if args.out_dir else None)
+                             Path(args.out_dir) if args.out_dir else None, iteration=args.iteration)
     except FileNotFoundError as e:
         raise UsageError(str(e)) from None
     except ConfigError as e:
@@ -538,19 +543,20 @@ def cmd_video(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_run(run_dir: Path) -> int:
-    """A run directory with a config and a checkpoint that loads into its learner; its iteration."""
+def _check_run(run_dir: Path, iteration: int | None = None) -> int:
+    """A run directory with a config and a checkpoint (the latest, or the one at ``iteration``) that loads
+    into its learner; its iteration."""
     from metarl.config import ConfigError
     from metarl.run import load_run
 
     if not (run_dir / "config.yaml").is_file():
         raise UsageError(f"{str(run_dir)!r} is not a run directory (no config.yaml)")
     try:
-        return load_run(run_dir)[3]
+        return load_run(run_dir, iteration)[3]
     except ConfigError as e:
         raise UsageError(f"{run_dir / 'config.yaml'}: {e}") from None
-    except FileNotFoundError:
-        raise UsageError(f"no checkpoint in {run_dir / 'checkpoints'}") from None
+    except FileNotFoundError as e:
+        raise UsageError(str(e) if iteration is not None else f"no checkpoint in {run_dir / 'checkpoints'}") from None
 
 
 def _warn_versions(run_dir: Path) -> None:

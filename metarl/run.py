@@ -100,12 +100,31 @@ def done_iterations(run_dir: Path) -> int | None:
     return None if state is None else int(state["iteration"])
 
 
-def load_run(run_dir: Path) -> tuple[Config, TaskFamily, MetaLearner, int]:
-    """Config, family, learner (at the latest checkpoint) and its iteration."""
+def kept_iterations(run_dir: Path) -> list[int]:
+    """The iterations of the checkpoints ``run_dir`` holds, ascending."""
+    return sorted(int(p.stem[len("iter_"):]) for p in checkpoint_dir(run_dir).glob("iter_*.pt")
+                  if checkpoint.is_checkpoint_name(p.name))
+
+
+def state_at(run_dir: Path, iteration: int | None = None) -> dict[str, Any] | None:
+    """The state of the run's checkpoint at ``iteration`` (None: the latest), or None when there is no
+    checkpoint at all. A missing ``iteration`` raises FileNotFoundError naming the ones the run keeps."""
+    if iteration is None:
+        return latest_state(run_dir)
+    path = checkpoint_dir(run_dir) / f"iter_{iteration:06d}.pt"
+    if not path.is_file():
+        kept = ", ".join(map(str, kept_iterations(run_dir))) or "none"
+        raise FileNotFoundError(f"no checkpoint at iteration {iteration} in {checkpoint_dir(run_dir)} "
+                                f"(it keeps: {kept})")
+    return checkpoint.load(path)
+
+
+def load_run(run_dir: Path, iteration: int | None = None) -> tuple[Config, TaskFamily, MetaLearner, int]:
+    """Config, family, learner (at the latest checkpoint, or the one at ``iteration``) and its iteration."""
     cfg = load_config(Path(run_dir) / "config.yaml")
     family = build_family(cfg)
     learner = build_learner(cfg, family)
-    state = latest_state(run_dir)
+    state = state_at(run_dir, iteration)
     if state is None:
         raise FileNotFoundError(f"no checkpoint in {checkpoint_dir(run_dir)}")
     restore(learner, state, checkpoint_dir(run_dir))

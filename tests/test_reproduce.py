@@ -177,3 +177,36 @@ def test_sigterm_during_a_campaign_run_checkpoints_it_and_the_same_command_conti
     assert script.main(["locomotion", "--families", "HalfCheetahDir", "--seeds", "1", "--iterations",
                         str(done + 1), "--root", str(tmp_path), *TINY]) == 0
     assert script.done_iterations(run) == done + 1
+
+
+@pytest.mark.integration
+def test_extending_a_finished_run_keeps_its_evaluation_and_checkpoint_at_the_first_budget(tmp_path, capsys):
+    import json
+
+    from metarl.cli import main as cli
+
+    script = load_script()
+    args = ["locomotion", "--families", "HalfCheetahDir", "--seeds", "1", "--root", str(tmp_path), *TINY]
+    assert script.main([*args, "--iterations", "1"]) == 0
+    run = tmp_path / "HalfCheetahDir__anil__1"
+    first = json.loads((run / "eval" / "curve_3_3_0.json").read_text())
+    first_analysis = json.loads((run / "eval" / "analysis.json").read_text())
+    assert first["iteration"] == first_analysis["iteration"] == 1
+    capsys.readouterr()
+    assert script.main([*args, "--iterations", "2"]) == 0
+    assert "HalfCheetahDir__anil__1: extending from 1 to 2 iterations" in capsys.readouterr().out
+    kept = run / "eval" / "iter_000001"
+    assert json.loads((kept / "curve_3_3_0.json").read_text()) == first
+    assert json.loads((kept / "analysis.json").read_text()) == first_analysis
+    assert json.loads((run / "eval" / "curve_3_3_0.json").read_text())["iteration"] == 2
+    assert sorted(p.name for p in (run / "checkpoints").glob("iter_*.pt")) == ["iter_000001.pt", "iter_000002.pt"]
+    # the kept checkpoint is the one the first budget's evaluation was made from: it evaluates to the same curve
+    out = tmp_path / "again.json"
+    assert cli(["evaluate", str(run), "--iteration", "1", "--tasks", "3", "--steps", "3", "--out", str(out)]) == 0
+    again = json.loads(out.read_text())
+    assert again["iteration"] == 1 and again["mean"] == first["mean"]
+    capsys.readouterr()
+    assert cli(["evaluate", str(run), "--iteration", "7", "--tasks", "3", "--out", str(tmp_path / "x.json")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "iteration 7" in err[0] and "it keeps: 1, 2" in err[0], err
+    assert not (tmp_path / "x.json").exists()

@@ -64,18 +64,20 @@ def test_committed_run_loads_with_weights_only_and_matches_its_config(run):
     prefix, method, seed = run.name.split("__")  # a family, or a Meta-World benchmark (ML1-reach, ML10)
     assert cfg.env.family == shipped_family(prefix)
     assert (cfg.seed, cfg.name) == (int(seed), method)
-    ckpts = list((run / "checkpoints").glob("iter_*.pt"))
-    assert len(ckpts) == 1, "only the latest checkpoint is committed"
+    ckpts = sorted(p.name for p in (run / "checkpoints").glob("iter_*.pt"))
     path = checkpoint.latest(run / "checkpoints")
-    assert path == ckpts[0]
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    assert int(state["iteration"]) == int(path.stem[len("iter_"):])
+    earlier = sorted(f"{d.name}.pt" for d in (run / "eval").glob("iter_*") if d.is_dir())
+    # the latest checkpoint, and one per budget the run finished before it was extended; nothing else
+    assert ckpts == sorted({path.name, *earlier})
     learner = build_learner(cfg, build_family(cfg))
     want = {k: v.shape for k, v in learner.state_dict().items()}
-    got = {k: v.shape for k, v in state["meta"].items()}
-    assert got == want
-    learner.load_state_dict(state["meta"])  # strict: no missing or unexpected entries
-    assert all(bool(torch.isfinite(v).all()) for v in state["meta"].values())
+    for name in ckpts:
+        state = torch.load(run / "checkpoints" / name, map_location="cpu", weights_only=True)
+        assert int(state["iteration"]) == int(name[len("iter_"):-len(".pt")])
+        got = {k: v.shape for k, v in state["meta"].items()}
+        assert got == want
+        learner.load_state_dict(state["meta"])  # strict: no missing or unexpected entries
+        assert all(bool(torch.isfinite(v).all()) for v in state["meta"].values())
     assert (run / "scalars.csv").stat().st_size > 0
     assert not list(run.glob("events.out.tfevents.*")), "event files are not committed"
 
@@ -106,6 +108,42 @@ def test_report_counts_only_runs_evaluated_at_their_full_budget(tmp_path):
     assert report.main(["--root", str(tmp_path), "--results", str(md), "--check"]) == 0
     (tmp_path / "HalfCheetahDir__maml__3" / "checkpoints" / "latest").write_text("iter_000004.pt\n")
     assert report.main(["--root", str(tmp_path), "--results", str(md), "--check"]) == 1
+
+
+def test_extended_runs_keep_their_first_budget_in_the_headline_and_get_a_table_of_their_own(tmp_path):
+    report = load("locomotion_report")
+
+    def curve(iteration, ret):
+        return json.dumps({"iteration": iteration, "mean": [1.0, ret, ret + 1, ret + 2]})
+
+    # seed 1: finished 4, extended to 6 and finished; seed 2: finished 4, extension in flight at 5;
+    # seed 3: finished 4, never extended
+    for seed, (budget, done, first, last) in {1: (6, 6, 10.0, 40.0), 2: (6, 5, 20.0, None),
+                                              3: (4, 4, 30.0, None)}.items():
+        d = tmp_path / f"HalfCheetahDir__maml__{seed}"
+        (d / "checkpoints").mkdir(parents=True)
+        (d / "config.yaml").write_text(f"iterations: {budget}\nenv: {{horizon: 100}}\n")
+        (d / "checkpoints" / "latest").write_text(f"iter_{done:06d}.pt\n")
+        (d / "eval").mkdir()
+        if budget > 4:
+            (d / "eval" / "iter_000004").mkdir()
+            (d / "eval" / "iter_000004" / "curve_40_3_0.json").write_text(curve(4, first))
+        else:
+            (d / "eval" / "curve_40_3_0.json").write_text(curve(4, first))
+        if last is not None:
+            (d / "eval" / "curve_40_3_0.json").write_text(curve(done, last))
+    md = tmp_path / "R.md"
+    assert report.main(["--root", str(tmp_path), "--results", str(md), "--no-plots"]) == 0
+    rows = [[c.strip() for c in ln.split("|")[1:-1]] for ln in md.read_text().splitlines()
+            if ln.startswith("| HalfCheetahDir | MAML |")]
+    assert len(rows) == 2, md.read_text()
+    headline, longer = rows
+    assert headline[2:6] == ["10.0", "20.0", "30.0", "**20.0 ± 10.0 [10.0, 30.0]**"]  # all three at 4
+    assert longer[2:5] == ["40.0 (at 6)", "in flight (5/6)", "not extended"]
+    assert longer[5] == "**40.0 (1 seed)**"
+    state = {ln.split("|")[1].strip(): ln.split("|")[-2].strip() for ln in md.read_text().splitlines()
+             if ln.startswith("| `")}
+    assert [v for k, v in sorted(state.items())] == ["4, 6", "4", "4"]  # evaluated at
 
 
 def test_feature_reuse_table_averages_finished_analysed_runs_only(tmp_path):

@@ -250,8 +250,10 @@ def analyze_run(
     max_states: int = 2000,
     out_dir: Path | None = None,
     plot: bool = True,
+    iteration: int | None = None,
 ) -> dict[str, Any]:
-    """Both analyses of RUN_DIR's latest checkpoint, written to ``OUT_DIR`` (default ``RUN_DIR/eval``).
+    """Both analyses of RUN_DIR's latest checkpoint (or the one at ``iteration``), written to ``OUT_DIR``
+    (default ``RUN_DIR/eval``).
 
     Writes ``analysis.json`` (``{"similarity": ..., "freeze_ablation": ...,
     "preconditioner": ..., "run_dir", "iteration"}``; ``preconditioner`` is the
@@ -262,7 +264,7 @@ def analyze_run(
     the written paths under ``"files"``.
     """
     run_dir = Path(run_dir)
-    cfg, family, learner, iteration = load_run(run_dir)
+    cfg, family, learner, iteration = load_run(run_dir, iteration)
     episodes = episodes_per_task or cfg.algo.episodes_per_task
     with build_sampler(cfg, family, learner.policy) as sampler:
         similarity = representation_similarity(learner, family, sampler, num_tasks, episodes, seed, max_states)
