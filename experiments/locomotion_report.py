@@ -213,10 +213,11 @@ def extension(runs: dict[tuple[str, str], dict[int, dict[str, Any]]]) -> str:
             cells, finals = [], []
             for s in seeds:
                 info = per.get(s)
-                ev = latest_final(info, "eval") if info is not None and extended(info) else None
                 if info is None or not extended(info):
                     cells.append("not extended")
-                elif ev is None:
+                    continue
+                ev = latest_final(info, "eval")
+                if ev is None:
                     cells.append(f"in flight ({info['done']}/{info['budget']})")
                 else:
                     cells.append(f"{num(ev['mean'][1])} (at {ev['iteration']})")
