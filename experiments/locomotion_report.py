@@ -56,24 +56,23 @@ def run_info(run_dir: Path) -> dict[str, Any]:
     """What the artifacts of one run say: budget, iteration reached, evaluation (or None)."""
     import yaml
 
+    from metarl.checkpoint import iteration_of
+
     cfg = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
     pointer = run_dir / "checkpoints" / "latest"
     done = int(pointer.read_text().strip()[len("iter_"):-len(".pt")]) if pointer.exists() else 0
-    ev, an = evaluations(run_dir / "eval")
-    earlier = {}  # iteration -> (eval, analysis) at each budget the run finished before it was extended
+    earlier = {}  # iteration -> {"eval", "analysis"} at each budget the run finished before it was extended
     for d in sorted((run_dir / "eval").glob("iter_*")):
-        if d.is_dir() and d.name[len("iter_"):].isdigit():
-            earlier[int(d.name[len("iter_"):])] = evaluations(d)
-    return {"budget": int(cfg["iterations"]), "done": done, "eval": ev, "analysis": an, "earlier": earlier,
+        if d.is_dir() and iteration_of(d.name) is not None:
+            earlier[iteration_of(d.name)] = evaluations(d)
+    return {"budget": int(cfg["iterations"]), "done": done, **evaluations(run_dir / "eval"), "earlier": earlier,
             "horizon": int(cfg["env"]["horizon"])}
 
 
-def evaluations(where: Path) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-    """The adaptation curve and the ``metarl analyze`` result in ``where`` (each None if absent)."""
-    ev_path = where / f"curve_{EVAL_TASKS}_3_{EVAL_SEED}.json"
-    an_path = where / "analysis.json"
-    return tuple(json.loads(p.read_text(encoding="utf-8")) if p.exists() else None  # type: ignore[return-value]
-                 for p in (ev_path, an_path))
+def evaluations(where: Path) -> dict[str, dict[str, Any] | None]:
+    """``eval`` (the adaptation curve) and ``analysis`` (``metarl analyze``) in ``where``, None if absent."""
+    files = {"eval": where / f"curve_{EVAL_TASKS}_3_{EVAL_SEED}.json", "analysis": where / "analysis.json"}
+    return {k: json.loads(p.read_text(encoding="utf-8")) if p.exists() else None for k, p in files.items()}
 
 
 def collect(root: Path) -> dict[tuple[str, str], dict[int, dict[str, Any]]]:
@@ -97,11 +96,9 @@ def latest_final(info: dict[str, Any], key: str) -> dict[str, Any] | None:
 def first_budget(info: dict[str, Any], key: str = "eval") -> dict[str, Any] | None:
     """The ``eval`` or ``analysis`` at the first budget the run finished: the one kept from before an
     extension if there is one, else the latest at the full budget."""
-    k = 0 if key == "eval" else 1
-    for it in sorted(info.get("earlier", {})):
-        got = info["earlier"][it][k]
-        if got is not None and got.get("iteration") == it:
-            return got
+    for it, kept in sorted(info.get("earlier", {}).items()):
+        if kept[key] is not None and kept[key].get("iteration") == it:
+            return kept[key]
     return latest_final(info, key)
 
 
@@ -112,7 +109,7 @@ def final_eval(info: dict[str, Any]) -> dict[str, Any] | None:
 
 def extended(info: dict[str, Any]) -> bool:
     """Whether the run was extended past a budget it had finished and been evaluated at."""
-    return any(ev is not None for ev, _ in info.get("earlier", {}).values())
+    return any(kept["eval"] is not None for kept in info.get("earlier", {}).values())
 
 
 def mean_std(values: list[float]) -> str:
@@ -189,7 +186,7 @@ def tables(runs: dict[tuple[str, str], dict[int, dict[str, Any]]], root_rel: str
 
 def evaluated_at(info: dict[str, Any]) -> list[int]:
     """The iterations the run has an evaluation of: each earlier budget's, then the latest's."""
-    its = [it for it, (ev, _) in sorted(info.get("earlier", {}).items()) if ev is not None]
+    its = [it for it, kept in sorted(info.get("earlier", {}).items()) if kept["eval"] is not None]
     if info["eval"] is not None and info["eval"].get("iteration") not in its:
         its.append(info["eval"]["iteration"])
     return its

@@ -136,38 +136,39 @@ def prune_checkpoints(run_dir: Path) -> None:
     latest = checkpoint.latest(run_dir / "checkpoints")
     if latest is None:
         return
-    keep = {latest.name} | {f"{d.name}.pt" for d in (run_dir / "eval").glob("iter_*") if d.is_dir()}
+    earlier = (checkpoint.iteration_of(d.name) for d in (run_dir / "eval").glob("iter_*") if d.is_dir())
+    keep = {latest.name} | {checkpoint.file_name(i) for i in earlier if i is not None}
     for p in (run_dir / "checkpoints").glob("iter_*.pt"):
         if p.name not in keep:
             p.unlink(missing_ok=True)
 
 
-def archive_evaluations(run_dir: Path) -> list[Path]:
-    """Before a finished run is extended: move its evaluations at the budget it finished into
-    ``eval/iter_NNNNNN/``, so the result at that budget stays beside the longer run's, and
-    :func:`prune_checkpoints` keeps the checkpoint they were made from. Returns the files moved."""
-    done = done_iterations(run_dir)
+def archive_evaluations(run_dir: Path, done: int) -> Path | None:
+    """Before a run that reached iteration ``done`` is extended: move its evaluations made at ``done``
+    into ``eval/iter_NNNNNN/``, so the result at that budget stays beside the longer run's, and
+    :func:`prune_checkpoints` keeps the checkpoint they were made from. Returns that directory, or None
+    when the run had no evaluation at ``done`` (an interrupted run)."""
+    from metarl import checkpoint
+
     ev = run_dir / "eval"
-    if done is None or not ev.is_dir():
-        return []
-    moved = []
+    dest = ev / Path(checkpoint.file_name(done)).stem
     for f in sorted(ev.glob("*.json")):
         try:
             iteration = json.loads(f.read_text()).get("iteration")
         except (ValueError, AttributeError):  # not an evaluation of ours
             continue
         if iteration == done:
-            dest = ev / f"iter_{done:06d}"
             dest.mkdir(exist_ok=True)
-            moved.append(f.replace(dest / f.name))
-    return moved
+            f.replace(dest / f.name)
+    return dest if dest.is_dir() else None
 
 
 def train(cfg, run_dir: Path, latest_only: bool = False) -> None:
     """Train ``cfg`` in ``run_dir``: skip if finished, resume if interrupted.
 
-    ``latest_only`` keeps only the latest checkpoint (the released runs of
-    ``results/`` are committed that way)."""
+    ``latest_only`` keeps only the latest checkpoint and those of the budgets
+    the run finished before it was extended (the released runs of ``results/``
+    are committed that way)."""
     from tqdm import tqdm
 
     from metarl.run import resume_config
@@ -181,9 +182,10 @@ def train(cfg, run_dir: Path, latest_only: bool = False) -> None:
         run_dir.mkdir(parents=True, exist_ok=True)
         trainer = Trainer(cfg, run_dir)
     else:  # continue with the run's own config; the budget may have grown
-        if archive_evaluations(run_dir):
+        kept = archive_evaluations(run_dir, done)
+        if kept is not None:
             print(f"  {run_dir.name}: extending from {done} to {cfg.iterations} iterations; its evaluation at "
-                  f"{done} is kept in eval/iter_{done:06d}/ with that checkpoint")
+                  f"{done} is kept in eval/{kept.name}/ with that checkpoint")
         trainer = Trainer(resume_config(run_dir, cfg.iterations), run_dir, resume=True)
     with tqdm(total=cfg.iterations, initial=trainer.start_iteration, desc=run_dir.name, unit="it") as bar:
         def tick(r) -> None:

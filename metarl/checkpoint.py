@@ -21,9 +21,20 @@ from metarl.fileio import atomic_write
 LATEST = "latest"
 
 
+def file_name(iteration: int) -> str:
+    """The checkpoint file's name for ``iteration``: ``iter_NNNNNN.pt``."""
+    return f"iter_{iteration:06d}.pt"
+
+
+def iteration_of(name: str) -> int | None:
+    """The iteration a checkpoint file's name (or its stem) stands for; None if it is not one."""
+    m = _NAME.fullmatch(name if name.endswith(".pt") else name + ".pt")
+    return int(m[1]) if m else None
+
+
 def save(ckpt_dir: Path, iteration: int, state: dict[str, Any]) -> Path:
     """Write ``state`` as ``ckpt_dir/iter_{iteration:06d}.pt`` and point ``latest`` at it."""
-    path = ckpt_dir / f"iter_{iteration:06d}.pt"
+    path = ckpt_dir / file_name(iteration)
     buf = io.BytesIO()
     torch.save(state, buf)
     atomic_write(path, buf.getvalue())
@@ -35,12 +46,7 @@ class CheckpointError(ValueError):
     """A checkpoint or ``latest`` pointer that cannot be used (the message names the file)."""
 
 
-_NAME = re.compile(r"iter_[0-9]{6,}\.pt")
-
-
-def is_checkpoint_name(name: str) -> bool:
-    """Whether ``name`` is a checkpoint file's name, ``iter_NNNNNN.pt``."""
-    return _NAME.fullmatch(name) is not None
+_NAME = re.compile(r"iter_([0-9]{6,})\.pt")
 
 
 def latest(ckpt_dir: Path) -> Path | None:

@@ -102,8 +102,8 @@ def done_iterations(run_dir: Path) -> int | None:
 
 def kept_iterations(run_dir: Path) -> list[int]:
     """The iterations of the checkpoints ``run_dir`` holds, ascending."""
-    return sorted(int(p.stem[len("iter_"):]) for p in checkpoint_dir(run_dir).glob("iter_*.pt")
-                  if checkpoint.is_checkpoint_name(p.name))
+    its = (checkpoint.iteration_of(p.name) for p in checkpoint_dir(run_dir).glob("iter_*.pt"))
+    return sorted(i for i in its if i is not None)
 
 
 def state_at(run_dir: Path, iteration: int | None = None) -> dict[str, Any] | None:
@@ -111,7 +111,7 @@ def state_at(run_dir: Path, iteration: int | None = None) -> dict[str, Any] | No
     checkpoint at all. A missing ``iteration`` raises FileNotFoundError naming the ones the run keeps."""
     if iteration is None:
         return latest_state(run_dir)
-    path = checkpoint_dir(run_dir) / f"iter_{iteration:06d}.pt"
+    path = checkpoint_dir(run_dir) / checkpoint.file_name(iteration)
     if not path.is_file():
         kept = ", ".join(map(str, kept_iterations(run_dir))) or "none"
         raise FileNotFoundError(f"no checkpoint at iteration {iteration} in {checkpoint_dir(run_dir)} "

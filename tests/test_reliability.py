@@ -327,3 +327,12 @@ def test_atomic_writes_have_ordinary_permissions(tmp_path):
     path = atomic_write(tmp_path / "a.txt", "x")
     assert path.read_text() == "x"
     assert (path.stat().st_mode & 0o777) == 0o666 & ~mask  # as open() would create it, not mkstemp's 0600
+
+
+def test_checkpoint_names_round_trip_and_anything_else_is_not_one():
+    for it in (0, 7, 500, 1_234_567):
+        name = checkpoint.file_name(it)
+        assert checkpoint.iteration_of(name) == it
+        assert checkpoint.iteration_of(name[: -len(".pt")]) == it  # the stem names eval/iter_NNNNNN/ too
+    for bad in ("iter_5.pt", "iter_00050.pt", "iter_000500.pth", "latest", "iter_-00001.pt", "x_iter_000500.pt"):
+        assert checkpoint.iteration_of(bad) is None, bad
