@@ -41,9 +41,10 @@ def run_info(run_dir: Path, eval_tasks: int, eval_seed: int) -> dict[str, Any]:
     """Budget, iteration reached and the evaluation (or None) of one run."""
     import yaml
 
+    from metarl.checkpoint import latest_iteration
+
     cfg = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
-    pointer = run_dir / "checkpoints" / "latest"
-    done = int(pointer.read_text().strip()[len("iter_"):-len(".pt")]) if pointer.exists() else 0
+    done = latest_iteration(run_dir / "checkpoints")
     ev_path = run_dir / "eval" / f"curve_{eval_tasks}_1_{eval_seed}.json"
     ev = json.loads(ev_path.read_text(encoding="utf-8")) if ev_path.exists() else None
     final = ev is not None and done >= int(cfg["iterations"]) and ev.get("iteration") == done

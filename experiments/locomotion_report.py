@@ -56,11 +56,10 @@ def run_info(run_dir: Path) -> dict[str, Any]:
     """What the artifacts of one run say: budget, iteration reached, evaluation (or None)."""
     import yaml
 
-    from metarl.checkpoint import iteration_of
+    from metarl.checkpoint import iteration_of, latest_iteration
 
     cfg = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
-    pointer = run_dir / "checkpoints" / "latest"
-    done = int(pointer.read_text().strip()[len("iter_"):-len(".pt")]) if pointer.exists() else 0
+    done = latest_iteration(run_dir / "checkpoints")
     earlier = {}  # iteration -> {"eval", "analysis"} at each budget the run finished before it was extended
     for d in sorted((run_dir / "eval").glob("iter_*")):
         if d.is_dir() and iteration_of(d.name) is not None:

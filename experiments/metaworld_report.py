@@ -38,10 +38,10 @@ def run_info(run_dir: Path) -> dict[str, Any]:
     import yaml
 
     from metarl import scalars
+    from metarl.checkpoint import latest_iteration
 
     cfg = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
-    pointer = run_dir / "checkpoints" / "latest"
-    done = int(pointer.read_text().strip()[len("iter_"):-len(".pt")]) if pointer.exists() else 0
+    done = latest_iteration(run_dir / "checkpoints")
     ev_path = run_dir / "eval" / "metaworld.json"
     ev = json.loads(ev_path.read_text(encoding="utf-8")) if ev_path.exists() else None
     cost: dict[str, float] = {}

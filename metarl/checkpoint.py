@@ -57,6 +57,27 @@ def latest(ckpt_dir: Path) -> Path | None:
     :class:`CheckpointError`.
     """
     ckpt_dir = Path(ckpt_dir)
+    name = _pointed_name(ckpt_dir)
+    if name is None:
+        return None
+    path = ckpt_dir / name
+    if not path.is_file():
+        raise CheckpointError(f"{ckpt_dir / LATEST} names {name}, which does not exist")
+    return path
+
+
+def latest_iteration(ckpt_dir: Path) -> int:
+    """The iteration ``latest`` points at, read from the pointer alone (0 when there is none).
+
+    For reports over released artifacts; a pointer that is not ``iter_NNNNNN.pt`` raises
+    :class:`CheckpointError`, as in :func:`latest`.
+    """
+    name = _pointed_name(Path(ckpt_dir))
+    return 0 if name is None else int(_NAME.fullmatch(name)[1])
+
+
+def _pointed_name(ckpt_dir: Path) -> str | None:
+    """The file name ``ckpt_dir/latest`` holds, checked to be ``iter_NNNNNN.pt``; None without a pointer."""
     pointer = ckpt_dir / LATEST
     if not pointer.exists():
         return None
@@ -67,10 +88,7 @@ def latest(ckpt_dir: Path) -> Path | None:
     if not _NAME.fullmatch(name):
         raise CheckpointError(f"{pointer} must name a checkpoint file iter_NNNNNN.pt in {ckpt_dir}, "
                               f"got {name[:60]!r}")
-    path = ckpt_dir / name
-    if not path.is_file():
-        raise CheckpointError(f"{pointer} names {name}, which does not exist")
-    return path
+    return name
 
 
 def load(path: Path) -> dict[str, Any]:

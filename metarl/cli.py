@@ -29,7 +29,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from metarl.run import LoadedRun
 
 EXIT_USAGE = 2
 
@@ -395,24 +398,19 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from metarl.run import write_json
 
     run_dir = Path(args.run_dir)
-    iteration = _check_run(run_dir, args.iteration)
+    loaded = _check_run(run_dir, args.iteration)
+    iteration = loaded.iteration
     _warn_versions(run_dir)
     protocol_tasks, args.tasks = args.tasks, 40 if args.tasks is None else args.tasks
     if args.shots:
-        return _evaluate_shots(args, run_dir, iteration)
+        return _evaluate_shots(args, run_dir, loaded)
     if args.protocol != "adaptation":  # the family's own protocol (Meta-World's) unless adaptation is asked for
         import envs
-        from metarl.config import load_config
-        from metarl.run import load_run
 
-        try:
-            family_cls = envs.family_class(load_config(run_dir / "config.yaml").env.family)
-            protocol = args.protocol or getattr(family_cls, "evaluation_protocol", None) or "adaptation"
-            if protocol != "adaptation":  # the run is loaded once, here or by evaluate_run below
-                cfg, family, learner, iteration = load_run(run_dir, args.iteration)
-                return _evaluate_protocol(args, protocol, run_dir, cfg, family, learner, iteration, protocol_tasks)
-        except ConfigError as e:
-            raise UsageError(f"{run_dir / 'config.yaml'}: {e}") from None
+        family_cls = envs.family_class(loaded.cfg.env.family)
+        protocol = args.protocol or getattr(family_cls, "evaluation_protocol", None) or "adaptation"
+        if protocol != "adaptation":
+            return _evaluate_protocol(args, protocol, run_dir, *loaded, protocol_tasks)
     out = Path(args.out) if args.out else run_dir / "eval" / "adaptation.json"
     _check_writable(out)
     print(f"evaluating {run_dir} (iteration {iteration}) on {args.tasks} held-out tasks, "
@@ -420,7 +418,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     try:
         result = evaluate_run(run_dir, args.tasks, args.steps, args.episodes, args.seed,
                               on_step=lambda k, m: print(f"  step {k}: {m:.2f}", file=sys.stderr),
-                              inner_lr=args.inner_lr, iteration=args.iteration)
+                              inner_lr=args.inner_lr, loaded=loaded)
     except ConfigError as e:
         raise UsageError(f"{run_dir / 'config.yaml'}: {e}") from None
     write_json(out, result, indent=1)
@@ -462,16 +460,12 @@ def _evaluate_protocol(args: argparse.Namespace, protocol: str, run_dir: Path, c
     return 0
 
 
-def _evaluate_shots(args: argparse.Namespace, run_dir: Path, iteration: int) -> int:
-    from metarl.config import ConfigError
+def _evaluate_shots(args: argparse.Namespace, run_dir: Path, loaded: LoadedRun) -> int:
     from metarl.evaluation import shots_curve
     from metarl.plots import new_figure, save_png
-    from metarl.run import build_sampler, load_run, write_json
+    from metarl.run import build_sampler, write_json
 
-    try:
-        cfg, family, learner, iteration = load_run(run_dir, args.iteration)
-    except ConfigError as e:
-        raise UsageError(f"{run_dir / 'config.yaml'}: {e}") from None
+    cfg, family, learner, iteration = loaded
     episodes = args.episodes or cfg.algo.episodes_per_task
     shots = sorted(set(args.shots))
     out = Path(args.out) if args.out else run_dir / "eval" / "shots.json"
@@ -505,13 +499,14 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     from metarl.config import ConfigError
 
     run_dir = Path(args.run_dir)
-    iteration = _check_run(run_dir, args.iteration)
+    loaded = _check_run(run_dir, args.iteration)
+    iteration = loaded.iteration
     _check_writable((Path(args.out_dir) if args.out_dir else run_dir / "eval") / "analysis.json")
     _warn_versions(run_dir)
     print(f"analysing {run_dir} (iteration {iteration}) on {args.tasks} held-out tasks", file=sys.stderr)
     try:
         result = analyze_run(run_dir, args.tasks, args.seed, args.episodes, args.max_states,
-                             Path(args.out_dir) if args.out_dir else None, iteration=args.iteration)
+                             Path(args.out_dir) if args.out_dir else None, loaded=loaded)
     except FileNotFoundError as e:
         raise UsageError(str(e)) from None
     except ConfigError as e:
@@ -525,7 +520,7 @@ def cmd_video(args: argparse.Namespace) -> int:
     from metarl.video import VideoError, default_suffix, render_run
 
     run_dir = Path(args.run_dir)
-    _check_run(run_dir)
+    loaded = _check_run(run_dir)
     out = Path(args.out) if args.out else run_dir / "eval" / f"video{default_suffix()}"
     if out.suffix not in (".mp4", ".gif"):
         raise UsageError(f"{str(out)!r}: the video must be a .mp4 or .gif file")
@@ -535,7 +530,8 @@ def cmd_video(args: argparse.Namespace) -> int:
     try:
         info = render_run(run_dir, out, args.tasks, args.steps, args.width, args.height, args.fps, args.seed,
                           args.episodes, on_task=lambda i, r: print(
-                              f"  task {i}: returns " + " / ".join(f"{x:.1f}" for x in r), file=sys.stderr))
+                              f"  task {i}: returns " + " / ".join(f"{x:.1f}" for x in r), file=sys.stderr),
+                          loaded=loaded)
     except (VideoError, FileNotFoundError) as e:
         raise UsageError(str(e)) from None
     print(f"wrote {info['out']} ({info['frames']} frames, {info['size'][0]}x{info['size'][1]}, {info['fps']} fps)",
@@ -543,16 +539,16 @@ def cmd_video(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_run(run_dir: Path, iteration: int | None = None) -> int:
+def _check_run(run_dir: Path, iteration: int | None = None) -> LoadedRun:
     """A run directory with a config and a checkpoint (the latest, or the one at ``iteration``) that loads
-    into its learner; its iteration."""
+    into its learner: the loaded run, for the command to use (it is not loaded twice)."""
     from metarl.config import ConfigError
     from metarl.run import load_run
 
     if not (run_dir / "config.yaml").is_file():
         raise UsageError(f"{str(run_dir)!r} is not a run directory (no config.yaml)")
     try:
-        return load_run(run_dir, iteration)[3]
+        return load_run(run_dir, iteration)
     except ConfigError as e:
         raise UsageError(f"{run_dir / 'config.yaml'}: {e}") from None
     except FileNotFoundError as e:

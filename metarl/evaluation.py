@@ -129,14 +129,17 @@ def shots_curve(
 
 def evaluate_run(run_dir: Path, num_tasks: int = 40, steps: int = 3, episodes_per_task: int | None = None,
                  seed: int = 0, on_step: Callable[[int, float], None] | None = None,
-                 inner_lr: float | None = None, iteration: int | None = None) -> dict[str, Any]:
+                 inner_lr: float | None = None, iteration: int | None = None,
+                 loaded: run.LoadedRun | None = None) -> dict[str, Any]:
     """:func:`adaptation_curve` of ``run_dir``'s latest checkpoint (or the one at ``iteration``) with the
     run's own sampler.
 
-    ``episodes_per_task`` defaults to the run's.  The result also names
-    ``run_dir`` and the checkpoint's ``iteration``.
+    ``episodes_per_task`` defaults to the run's.  ``loaded`` is the run as
+    :func:`metarl.run.load_run` already returned it (it is then not loaded
+    again, and ``iteration`` is ignored).  The result also names ``run_dir``
+    and the checkpoint's ``iteration``.
     """
-    cfg, family, learner, iteration = run.load_run(run_dir, iteration)
+    cfg, family, learner, iteration = loaded or run.load_run(run_dir, iteration)
     episodes = episodes_per_task or cfg.algo.episodes_per_task
     with run.build_sampler(cfg, family, learner.policy) as sampler:
         result = adaptation_curve(learner, family, sampler, num_tasks, steps, episodes, seed, on_step=on_step,

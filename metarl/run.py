@@ -20,7 +20,7 @@ import json
 import math
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -119,7 +119,16 @@ def state_at(run_dir: Path, iteration: int | None = None) -> dict[str, Any] | No
     return checkpoint.load(path)
 
 
-def load_run(run_dir: Path, iteration: int | None = None) -> tuple[Config, TaskFamily, MetaLearner, int]:
+class LoadedRun(NamedTuple):
+    """A run directory's config, family and learner, restored from the checkpoint at ``iteration``."""
+
+    cfg: Config
+    family: TaskFamily
+    learner: MetaLearner
+    iteration: int
+
+
+def load_run(run_dir: Path, iteration: int | None = None) -> LoadedRun:
     """Config, family, learner (at the latest checkpoint, or the one at ``iteration``) and its iteration."""
     cfg = load_config(Path(run_dir) / "config.yaml")
     family = build_family(cfg)
@@ -128,7 +137,7 @@ def load_run(run_dir: Path, iteration: int | None = None) -> tuple[Config, TaskF
     if state is None:
         raise FileNotFoundError(f"no checkpoint in {checkpoint_dir(run_dir)}")
     restore(learner, state, checkpoint_dir(run_dir))
-    return cfg, family, learner, int(state["iteration"])
+    return LoadedRun(cfg, family, learner, int(state["iteration"]))
 
 
 def restore(learner: MetaLearner, state: Mapping[str, Any], where: Path) -> None:

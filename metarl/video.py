@@ -169,8 +169,10 @@ def episode_frames(env: Any, params: dict[str, torch.Tensor], policy: Any, seed:
 
 def render_run(run_dir: Path, out: Path, tasks: int = 2, steps: int = 1, width: int = 320, height: int = 240,
                fps: int | None = None, seed: int = 0, episodes: int | None = None,
-               on_task: Callable[[int, list[float]], None] | None = None) -> dict[str, Any]:
-    """Write the video of ``run_dir`` to ``out`` (``.mp4`` or ``.gif``); returns what was drawn."""
+               on_task: Callable[[int, list[float]], None] | None = None, loaded: Any = None) -> dict[str, Any]:
+    """Write the video of ``run_dir`` to ``out`` (``.mp4`` or ``.gif``); returns what was drawn.
+
+    ``loaded`` is the run as :func:`metarl.run.load_run` already returned it (then not loaded again)."""
     from metarl.policies import stack_params
     from metarl.run import EVAL_ROLLOUTS, build_sampler, derive_seed, held_out_tasks, load_run
 
@@ -179,7 +181,7 @@ def render_run(run_dir: Path, out: Path, tasks: int = 2, steps: int = 1, width: 
         raise VideoError(f"{out}: the video must be a .mp4 or .gif file")
     if out.suffix == ".mp4" and not mp4_available():
         raise VideoError("writing MP4 needs imageio-ffmpeg: pip install imageio-ffmpeg (or use --out FILE.gif)")
-    cfg, family, learner, iteration = load_run(run_dir)
+    cfg, family, learner, iteration = loaded or load_run(run_dir)
     episodes = episodes or cfg.algo.episodes_per_task
     task_list = held_out_tasks(family, tasks, seed)
     meta = {k: v.detach() for k, v in learner.policy.params().items()}

@@ -57,3 +57,21 @@ def test_bad_evaluate_options_exit_2(run, capsys, args, match):
     assert cli.main(["evaluate", str(run), "--tasks", "2", *args]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and match in err[0]
+
+
+@pytest.mark.parametrize("command", [["evaluate"], ["evaluate", "--shots", "2"], ["analyze", "--episodes", "2"]])
+def test_a_command_loads_the_run_once(run, tmp_path, monkeypatch, command):
+    from metarl import run as run_module
+
+    calls = []
+    real = run_module.state_at  # every load_run reads its checkpoint through this, however it was imported
+
+    def counting(*args, **kwargs):
+        calls.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(run_module, "state_at", counting)
+    name, *extra = command
+    out = ["--out", str(tmp_path / "x.json")] if name == "evaluate" else ["--out-dir", str(tmp_path)]
+    assert cli.main([name, str(run), "--tasks", "2", *out, *extra]) == 0
+    assert len(calls) == 1

@@ -336,3 +336,15 @@ def test_checkpoint_names_round_trip_and_anything_else_is_not_one():
         assert checkpoint.iteration_of(name[: -len(".pt")]) == it  # the stem names eval/iter_NNNNNN/ too
     for bad in ("iter_5.pt", "iter_00050.pt", "iter_000500.pth", "latest", "iter_-00001.pt", "x_iter_000500.pt"):
         assert checkpoint.iteration_of(bad) is None, bad
+
+
+def test_latest_iteration_reads_the_pointer_alone(tmp_path):
+    assert checkpoint.latest_iteration(tmp_path) == 0  # no pointer: nothing trained yet
+    (tmp_path / "latest").write_text("iter_000730.pt\n")
+    assert checkpoint.latest_iteration(tmp_path) == 730  # the file itself need not be here (reports, synthetic runs)
+    with pytest.raises(checkpoint.CheckpointError, match="does not exist"):
+        checkpoint.latest(tmp_path)
+    for bad in ("iter_730.pt", "../iter_000730.pt", "latest"):
+        (tmp_path / "latest").write_text(bad)
+        with pytest.raises(checkpoint.CheckpointError, match="must name a checkpoint file"):
+            checkpoint.latest_iteration(tmp_path)

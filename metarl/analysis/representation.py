@@ -35,6 +35,7 @@ from metarl.episodes import EpisodeBatch
 from metarl.policies import Params
 from metarl.run import (
     EVAL_ROLLOUTS,
+    LoadedRun,
     build_sampler,
     derive_seed,
     episode_mean_returns,
@@ -251,6 +252,7 @@ def analyze_run(
     out_dir: Path | None = None,
     plot: bool = True,
     iteration: int | None = None,
+    loaded: LoadedRun | None = None,
 ) -> dict[str, Any]:
     """Both analyses of RUN_DIR's latest checkpoint (or the one at ``iteration``), written to ``OUT_DIR``
     (default ``RUN_DIR/eval``).
@@ -260,11 +262,13 @@ def analyze_run(
     learned Kronecker factors' spectra per layer,
     :func:`metarl.analysis.preconditioner.preconditioner_spectra`, or null) and, with ``plot`` (needs matplotlib),
     ``similarity.png`` and ``freeze_ablation.png``; every file atomically.
-    ``episodes_per_task`` defaults to the run's.  Returns the JSON dict with
-    the written paths under ``"files"``.
+    ``episodes_per_task`` defaults to the run's.  ``loaded`` is the run as
+    :func:`metarl.run.load_run` already returned it (not loaded again;
+    ``iteration`` is then ignored).  Returns the JSON dict with the written
+    paths under ``"files"``.
     """
     run_dir = Path(run_dir)
-    cfg, family, learner, iteration = load_run(run_dir, iteration)
+    cfg, family, learner, iteration = loaded or load_run(run_dir, iteration)
     episodes = episodes_per_task or cfg.algo.episodes_per_task
     with build_sampler(cfg, family, learner.policy) as sampler:
         similarity = representation_similarity(learner, family, sampler, num_tasks, episodes, seed, max_states)
