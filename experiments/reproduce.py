@@ -2,7 +2,7 @@
 
     python experiments/reproduce.py anil [--iterations N] [--seeds 1 2 3] [--families ...]
     python experiments/reproduce.py maml [--iterations N] [--family Navigation2D] [--seeds 1]
-    python experiments/reproduce.py locomotion [--iterations 500] [--seeds 1 2 3] [--families ...]
+    python experiments/reproduce.py locomotion [--iterations 500] [--seeds 1 2 3] [--families ...] [--methods maml anil]
     python experiments/reproduce.py outer [--methods promp maml_ppo] [--families Navigation2D] [--iterations 100]
     python experiments/reproduce.py depth [--iterations N] [--seeds 1 2 3] [--depths 1 2 3 4]
     python experiments/reproduce.py metaworld [--iterations 100] [--ml10-iterations 10] [--benchmarks ML1-reach ML10]
@@ -459,7 +459,7 @@ def locomotion_jobs(args: argparse.Namespace) -> list[tuple[Any, Path]]:
     """The campaign's runs, seed-major so that every configuration's first seed finishes first."""
     root = Path(args.root)
     return [(config_for(f, m, s, args.iterations, args.set), root / f"{f}__{m}__{s}")
-            for s in args.seeds for f in args.families for m in ("maml", "anil")]
+            for s in args.seeds for f in args.families for m in args.methods]
 
 
 def cmd_locomotion(args: argparse.Namespace) -> None:
@@ -541,6 +541,8 @@ def main(argv: list[str] | None = None) -> int:
                                                                        "HalfCheetahVel"], choices=FAMILY_CONFIGS)
     sub.choices["maml"].add_argument("--family", default="Navigation2D", choices=FAMILY_CONFIGS)
     sub.choices["locomotion"].add_argument("--families", nargs="+", default=list(LOCOMOTION), choices=FAMILY_CONFIGS)
+    sub.choices["locomotion"].add_argument("--methods", nargs="+", default=["maml", "anil"], choices=["maml", "anil"],
+                                           help="which of the campaign's methods to run (e.g. extend only ANIL)")
     sub.choices["outer"].add_argument("--families", nargs="+", default=["Navigation2D"], choices=FAMILY_CONFIGS)
     sub.choices["outer"].add_argument("--methods", nargs="+", default=["promp", "maml_ppo"], choices=list(METHODS),
                                       help="outer loops (and MAML/ANIL variants) to compare")

@@ -210,3 +210,16 @@ def test_extending_a_finished_run_keeps_its_evaluation_and_checkpoint_at_the_fir
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "iteration 7" in err[0] and "it keeps: 1, 2" in err[0], err
     assert not (tmp_path / "x.json").exists()
+
+
+@pytest.mark.integration
+def test_locomotion_methods_runs_only_the_methods_named(tmp_path, capsys):
+    script = load_script()
+    args = ["locomotion", "--families", "HalfCheetahDir", "--seeds", "1", "--root", str(tmp_path), *TINY]
+    assert script.main([*args, "--methods", "anil", "--iterations", "1"]) == 0
+    assert sorted(p.name for p in tmp_path.glob("*__*__*")) == ["HalfCheetahDir__anil__1"]
+    assert script.done_iterations(tmp_path / "HalfCheetahDir__anil__1") == 1
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        script.main([*args, "--methods", "promp"])
+    assert e.value.code == 2 and "invalid choice: 'promp'" in capsys.readouterr().err
