@@ -6,7 +6,7 @@
 Reads, for every run directory ``ROOT/<Family>__<method>__<seed>/``:
 ``config.yaml`` (the budget), ``checkpoints/latest`` (how far it got),
 ``scalars.csv`` (learning curves), ``eval/curve_<tasks>_3_<seed>.json``
-(returns after 0..3 inner steps on held-out tasks) and ``eval/analysis.json``
+(returns after 0..3 inner steps on held-out tasks) and ``eval/analysis_<tasks>_<seed>.json``
 (``metarl analyze``: per-layer CKA/CCA, relative change, freezing ablation),
 both written by ``reproduce.py locomotion`` when a run finishes.  Nothing is trained or
 rolled out here, so the output is a pure function of the files: the test
@@ -70,7 +70,8 @@ def run_info(run_dir: Path) -> dict[str, Any]:
 
 def evaluations(where: Path) -> dict[str, dict[str, Any] | None]:
     """``eval`` (the adaptation curve) and ``analysis`` (``metarl analyze``) in ``where``, None if absent."""
-    files = {"eval": where / f"curve_{EVAL_TASKS}_3_{EVAL_SEED}.json", "analysis": where / "analysis.json"}
+    files = {"eval": where / f"curve_{EVAL_TASKS}_3_{EVAL_SEED}.json",
+             "analysis": where / f"analysis_{EVAL_TASKS}_{EVAL_SEED}.json"}
     return {k: json.loads(p.read_text(encoding="utf-8")) if p.exists() else None for k, p in files.items()}
 
 

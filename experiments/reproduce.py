@@ -217,17 +217,20 @@ def evaluate(run_dir: Path, tasks: int, steps: int, seed: int) -> dict[str, Any]
 
 
 def analyse(run_dir: Path, tasks: int, seed: int) -> dict[str, Any]:
-    """``metarl analyze`` of ``run_dir`` (cached in RUN_DIR/eval/analysis.json for its latest iteration)."""
+    """``metarl analyze`` of ``run_dir`` (cached in RUN_DIR/eval/analysis_<tasks>_<seed>.json for its latest
+    iteration; named by its settings, like the curve, so that a plain ``metarl analyze``, which writes
+    ``eval/analysis.json``, never replaces the campaign's)."""
     from metarl.analysis.representation import analyze_run
 
-    out = run_dir / "eval" / "analysis.json"
+    name = f"analysis_{tasks}_{seed}"
+    out = run_dir / "eval" / f"{name}.json"
     if out.exists():
         cached = json.loads(out.read_text())
         sim = cached.get("similarity", {})
         if (cached.get("iteration") == done_iterations(run_dir) and sim.get("num_tasks") == tasks
                 and sim.get("seed") == seed):
             return cached
-    return analyze_run(run_dir, tasks, seed, plot=False)
+    return analyze_run(run_dir, tasks, seed, plot=False, name=name)
 
 
 def train_and_evaluate(args: argparse.Namespace, jobs: list[tuple[Any, Path]], steps: int,

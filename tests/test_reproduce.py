@@ -190,14 +190,14 @@ def test_extending_a_finished_run_keeps_its_evaluation_and_checkpoint_at_the_fir
     assert script.main([*args, "--iterations", "1"]) == 0
     run = tmp_path / "HalfCheetahDir__anil__1"
     first = json.loads((run / "eval" / "curve_3_3_0.json").read_text())
-    first_analysis = json.loads((run / "eval" / "analysis.json").read_text())
+    first_analysis = json.loads((run / "eval" / "analysis_3_0.json").read_text())
     assert first["iteration"] == first_analysis["iteration"] == 1
     capsys.readouterr()
     assert script.main([*args, "--iterations", "2"]) == 0
     assert "HalfCheetahDir__anil__1: extending from 1 to 2 iterations" in capsys.readouterr().out
     kept = run / "eval" / "iter_000001"
     assert json.loads((kept / "curve_3_3_0.json").read_text()) == first
-    assert json.loads((kept / "analysis.json").read_text()) == first_analysis
+    assert json.loads((kept / "analysis_3_0.json").read_text()) == first_analysis
     assert json.loads((run / "eval" / "curve_3_3_0.json").read_text())["iteration"] == 2
     assert sorted(p.name for p in (run / "checkpoints").glob("iter_*.pt")) == ["iter_000001.pt", "iter_000002.pt"]
     # the kept checkpoint is the one the first budget's evaluation was made from: it evaluates to the same curve

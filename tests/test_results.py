@@ -160,7 +160,7 @@ def test_feature_reuse_table_averages_finished_analysed_runs_only(tmp_path):
                     "freeze_ablation": {"step0": {"mean": -5.0}, "variants": {
                         "all": {"gain": gain_head + 1}, "head_only": {"gain": gain_head}, "body_only": {"gain": 0.0},
                         "none": {"gain": 0.0}}}}
-        (d / "eval" / "analysis.json").write_text(json.dumps(analysis))
+        (d / "eval" / "analysis_40_0.json").write_text(json.dumps(analysis))
     md = tmp_path / "R.md"
     assert report.main(["--root", str(tmp_path), "--results", str(md), "--no-plots"]) == 0
     row = next(ln for ln in md.read_text().splitlines() if ln.startswith("| HalfCheetahDir | ANIL | 2 |"))
@@ -245,3 +245,9 @@ def test_evaluate_and_analyze_work_on_a_committed_run_without_training(tmp_path)
     assert main(["analyze", str(run), "--tasks", "2", "--episodes", "2", "--max-states", "50",
                  "--out-dir", str(tmp_path / "analysis")]) == 0
     assert list((tmp_path / "analysis").glob("*.json"))
+    # analyze's own output in the run (eval/analysis.json) leaves the campaign's 40-task analysis alone
+    released = {p.name: p.read_bytes() for p in (run / "eval").glob("*.json")}
+    assert "analysis_40_0.json" in released and "analysis.json" not in released
+    assert main(["analyze", str(run), "--tasks", "2", "--episodes", "2", "--max-states", "50"]) == 0
+    assert json.loads((run / "eval" / "analysis.json").read_text())["similarity"]["num_tasks"] == 2
+    assert {p.name: p.read_bytes() for p in (run / "eval").glob("*.json") if p.name in released} == released

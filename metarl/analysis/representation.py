@@ -253,11 +253,12 @@ def analyze_run(
     plot: bool = True,
     iteration: int | None = None,
     loaded: LoadedRun | None = None,
+    name: str = "analysis",
 ) -> dict[str, Any]:
     """Both analyses of RUN_DIR's latest checkpoint (or the one at ``iteration``), written to ``OUT_DIR``
     (default ``RUN_DIR/eval``).
 
-    Writes ``analysis.json`` (``{"similarity": ..., "freeze_ablation": ...,
+    Writes ``<name>.json`` (default ``analysis.json``; ``{"similarity": ..., "freeze_ablation": ...,
     "preconditioner": ..., "run_dir", "iteration"}``; ``preconditioner`` is the
     learned Kronecker factors' spectra per layer,
     :func:`metarl.analysis.preconditioner.preconditioner_spectra`, or null) and, with ``plot`` (needs matplotlib),
@@ -278,7 +279,7 @@ def analyze_run(
                               "preconditioner": preconditioner_spectra(learner.precond_params)}
     out_dir = Path(out_dir) if out_dir is not None else run_dir / "eval"
     out_dir.mkdir(parents=True, exist_ok=True)
-    files = {"json": out_dir / "analysis.json"}
+    files = {"json": out_dir / f"{name}.json"}
     write_json(files["json"], result, indent=1)
     if plot:
         from metarl.plots import plot_freeze_ablation, plot_similarity
