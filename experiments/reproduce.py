@@ -3,7 +3,7 @@
     python experiments/reproduce.py anil [--iterations N] [--seeds 1 2 3] [--families ...]
     python experiments/reproduce.py maml [--iterations N] [--family Navigation2D] [--seeds 1]
     python experiments/reproduce.py locomotion [--iterations 500] [--seeds 1 2 3] [--families ...] [--methods maml anil]
-    python experiments/reproduce.py outer [--methods promp maml_ppo] [--families Navigation2D] [--iterations 100]
+    python experiments/reproduce.py outer [--methods promp maml_ppo] [--families Navigation2D] [--report-only]
     python experiments/reproduce.py depth [--iterations N] [--seeds 1 2 3] [--depths 1 2 3 4]
     python experiments/reproduce.py metaworld [--iterations 100] [--ml10-iterations 10] [--benchmarks ML1-reach ML10]
 
@@ -31,6 +31,8 @@ regenerates them from the run artifacts alone.
 also plots their training curves against the locomotion campaign's MAML-TRPO
 run of the same seed, e.g. ``outer --families HalfCheetahDir --methods
 kronecker --seeds 1 --iterations 200 --root results/kronecker_dir``.
+``outer --report-only --root ROOT`` rewrites ``ROOT/outer_table.md`` (and the
+plot) from the runs already in ROOT, without training or rollouts.
 
 ``metaworld``: MAML-TRPO on Meta-World ML1 reach-v3 (budget ``--iterations``)
 and ML10 (a short run, ``--ml10-iterations``), each scored with Meta-World's
@@ -54,6 +56,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 import sys
 import tempfile
@@ -291,31 +294,94 @@ def cmd_anil(args: argparse.Namespace) -> None:
 
 
 def cmd_outer(args: argparse.Namespace) -> None:
-    """Outer loops side by side: train (resuming), evaluate 0..3 steps, write ``ROOT/outer_table.md``."""
+    """Outer loops side by side: train (resuming), evaluate 0..3 steps, write ``ROOT/outer_table.md``
+    (with ``--report-only``: only the table, from the artifacts already there)."""
     root = Path(args.root)
-    jobs = [(config_for(f, m, s, args.iterations, args.set), root / f"{f}__{m}__{s}")
-            for s in args.seeds for f in args.families for m in args.methods]
-    train_and_evaluate(args, jobs, steps=3)
-    rows = ["| family | method | " + " | ".join(f"seed {s}" for s in args.seeds)
-            + " | 1 step, mean ± std | step 0 | 2 steps | 3 steps |", "|---|---|" + "---|" * (len(args.seeds) + 4)]
-    for f in args.families:
-        for m in args.methods:
-            curves = [evaluate(root / f"{f}__{m}__{s}", args.eval_tasks, 3, args.eval_seed)["mean"]
-                      for s in args.seeds]
-            one = [c[1] for c in curves]
-            std = statistics.stdev(one) if len(one) > 1 else 0.0
-            rest = [statistics.mean(c[k] for c in curves) for k in (0, 2, 3)]
-            rows.append(f"| {f} | {m} | " + " | ".join(f"{v:.1f}" for v in one)
-                        + f" | **{statistics.mean(one):.1f} ± {std:.1f}** | "
-                        + " | ".join(f"{v:.1f}" for v in rest) + " |")
-    text = (f"Budget: {args.iterations} meta-iterations per run; {args.eval_tasks} held-out tasks (seed "
-            f"{args.eval_seed}), returns after 0..3 inner steps.\n\n" + "\n".join(rows) + "\n")
-    for f in args.families:
-        if f in LOCOMOTION:
-            text += "\n" + against_maml_trpo(root, f, args.methods, args.seeds)
+    if not args.report_only:
+        jobs = [(config_for(f, m, s, args.iterations, args.set), root / f"{f}__{m}__{s}")
+                for s in args.seeds for f in args.families for m in args.methods]
+        train_and_evaluate(args, jobs, steps=3)
+    text = outer_report(root, args.eval_tasks, args.eval_seed)
     out = root / "outer_table.md"
     out.write_text(text)
     print(text + f"wrote {out}")
+
+
+OUTER_RUN = re.compile(r"^(?P<family>[A-Za-z0-9]+)__(?P<method>\w+?)__(?P<seed>\d+)$")
+
+
+def outer_report(root: Path, eval_tasks: int = 40, eval_seed: int = 0, plot: bool = True) -> str:
+    """``ROOT/outer_table.md`` from the artifacts of every run under ``root`` alone (no training, no rollouts).
+
+    One row per family, method and budget a run was evaluated at: each earlier
+    budget's evaluation kept in ``eval/iter_NNNNNN/`` by an extension, and the
+    latest when it is at the run's latest checkpoint. A seed that has not reached
+    a budget is in flight towards it, or not extended when its own budget is
+    smaller; the mean is over the seeds evaluated there. On a locomotion family the training curves follow
+    (:func:`against_maml_trpo`)."""
+    import yaml
+
+    from metarl.checkpoint import iteration_of, latest_iteration
+
+    name = f"curve_{eval_tasks}_3_{eval_seed}.json"
+    runs: dict[tuple[str, str], dict[int, dict[str, Any]]] = {}
+    for d in sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []:
+        m = OUTER_RUN.match(d.name)
+        if not (m and m["method"] in METHODS and (d / "config.yaml").exists()):
+            continue
+        done = latest_iteration(d / "checkpoints")
+        curves = {}
+        for kept in sorted((d / "eval").glob("iter_*/" + name)):
+            it = iteration_of(kept.parent.name)
+            ev = json.loads(kept.read_text())
+            if it is not None and ev.get("iteration") == it:
+                curves[it] = ev["mean"]
+        if (d / "eval" / name).exists():
+            ev = json.loads((d / "eval" / name).read_text())
+            if ev.get("iteration") == done:
+                curves[done] = ev["mean"]
+        budget = int(yaml.safe_load((d / "config.yaml").read_text())["iterations"])
+        runs.setdefault((m["family"], m["method"]), {})[int(m["seed"])] = {"done": done, "budget": budget,
+                                                                           "curves": curves}
+    order = list(METHODS)
+    keys = sorted(runs, key=lambda k: (k[0], order.index(k[1])))
+    seeds = sorted({s for k in keys for s in runs[k]})
+    rows = ["| family | method | iterations | " + " | ".join(f"seed {s}" for s in seeds)
+            + " | 1 step, mean ± std | step 0 | 2 steps | 3 steps |", "|---|---|---|" + "---|" * (len(seeds) + 4)]
+    for f, m in keys:
+        by_seed = runs[f, m]
+        budgets = sorted({b for r in by_seed.values() for b in r["curves"]}
+                         | {r["budget"] for r in by_seed.values() if r["budget"] not in r["curves"]})
+        for b in budgets:
+            cells, curves = [], []
+            for s in seeds:
+                r = by_seed.get(s)
+                if r is None:
+                    cells.append("")
+                elif b in r["curves"]:
+                    curves.append(r["curves"][b])
+                    cells.append(f"{r['curves'][b][1]:.1f}")
+                else:
+                    cells.append("not evaluated" if r["done"] >= b else "not extended" if r["budget"] < b
+                                 else f"in flight ({r['done']}/{b})")
+            if curves:
+                one = [c[1] for c in curves]
+                std = statistics.stdev(one) if len(one) > 1 else 0.0
+                n = "" if len(one) == len(by_seed) else f" ({len(one)} of {len(by_seed)} seeds)"
+                stats = [f"**{statistics.mean(one):.1f} ± {std:.1f}**{n}"] + [
+                    f"{statistics.mean(c[k] for c in curves):.1f}" for k in (0, 2, 3)]
+            else:
+                stats = [""] * 4
+            rows.append(f"| {f} | {m} | {b} | " + " | ".join(cells + stats) + " |")
+    text = (f"{eval_tasks} held-out tasks (seed {eval_seed}), returns after 0..3 inner steps, at each budget "
+            "(meta-iterations) a run was evaluated at; a run extended past a budget keeps that budget's "
+            "evaluation in `eval/iter_NNNNNN/`.\n\n" + "\n".join(rows) + "\n")
+    for f in sorted({f for f, _ in keys}):
+        if f in LOCOMOTION:
+            methods = [m for g, m in keys if g == f]
+            text += "\n" + against_maml_trpo(root, f, methods, sorted({s for m in methods for s in runs[f, m]}),
+                                              plot=plot)
+    return text
 
 
 MILESTONES = (10, 25, 50, 100, 150, 200, 300, 400, 500, 750, 1000)
@@ -327,7 +393,7 @@ LOCOMOTION_ROOT = ROOT / "results" / "locomotion"
 
 
 def against_maml_trpo(root: Path, family: str, methods: list[str], seeds: list[int],
-                      reference: Path = LOCOMOTION_ROOT) -> str:
+                      reference: Path = LOCOMOTION_ROOT, plot: bool = True) -> str:
     """The outer loops' training curves beside the locomotion campaign's MAML-TRPO run of the same seed
     (and its ANIL run, when an ANIL variant is among ``methods``).
 
@@ -336,7 +402,7 @@ def against_maml_trpo(root: Path, family: str, methods: list[str], seeds: list[i
     episodes never end early, so env steps per iteration are exactly
     tasks x episodes x horizon x 2 (train and valid batches).  Writes
     ``ROOT/<family>_vs_maml_trpo.png`` (return after one step and before, vs
-    env steps) and returns a markdown table of the post-adaptation training
+    env steps; unless ``plot`` is false) and returns a markdown table of the post-adaptation training
     return (10-iteration moving average) at fixed env-step milestones."""
     import yaml
 
@@ -373,7 +439,9 @@ def against_maml_trpo(root: Path, family: str, methods: list[str], seeds: list[i
     ax.set_ylabel("training return (10-iteration moving average)")
     ax.set_title(f"{family}: outer loops on the same task stream")
     ax.legend(fontsize=7)
-    png = save_png(fig, root / f"{family}_vs_maml_trpo.png")
+    png = root / f"{family}_vs_maml_trpo.png"
+    if plot:
+        save_png(fig, png)
     head = [f"{family}: post-adaptation return on each iteration's training tasks (10-iteration moving average) "
             f"after the given number of meta-iterations ({per_iter:,} env steps each; MAML-TRPO from "
             f"`{reference.relative_to(ROOT) if reference.is_relative_to(ROOT) else reference}`). Plot: `{png.name}`.",
@@ -549,6 +617,9 @@ def main(argv: list[str] | None = None) -> int:
     sub.choices["outer"].add_argument("--families", nargs="+", default=["Navigation2D"], choices=FAMILY_CONFIGS)
     sub.choices["outer"].add_argument("--methods", nargs="+", default=["promp", "maml_ppo"], choices=list(METHODS),
                                       help="outer loops (and MAML/ANIL variants) to compare")
+    sub.choices["outer"].add_argument("--report-only", action="store_true",
+                                      help="only rewrite ROOT/outer_table.md from the runs already there "
+                                           "(no training, no rollouts)")
     depth = sub.choices["depth"]
     depth.add_argument("--depths", type=int, nargs="+", default=[1, 2, 3, 4], help="hidden layers, MAML")
     depth.add_argument("--learned-depths", type=int, nargs="+", default=[1, 2],

@@ -223,3 +223,36 @@ def test_locomotion_methods_runs_only_the_methods_named(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         script.main([*args, "--methods", "promp"])
     assert e.value.code == 2 and "invalid choice: 'promp'" in capsys.readouterr().err
+
+
+def test_outer_report_is_a_function_of_the_artifacts_with_kept_budgets_and_runs_in_flight(tmp_path):
+    import json
+
+    script = load_script()
+
+    def run(seed, budget, done, curves, stale=None):
+        d = tmp_path / f"Navigation2D__promp__{seed}"
+        (d / "checkpoints").mkdir(parents=True)
+        (d / "config.yaml").write_text(f"iterations: {budget}\n")
+        (d / "checkpoints" / "latest").write_text(f"iter_{done:06d}.pt\n")
+        for it, one in curves.items():
+            where = d / "eval" if it == done else d / "eval" / f"iter_{it:06d}"
+            where.mkdir(parents=True, exist_ok=True)
+            (where / "curve_40_3_0.json").write_text(json.dumps({"iteration": it, "mean": [-1.0, one, one, one]}))
+        if stale is not None:  # an evaluation of an earlier checkpoint left at the top: not the latest's
+            (d / "eval" / "curve_40_3_0.json").write_text(json.dumps({"iteration": stale, "mean": [0, 99, 0, 0]}))
+
+    run(1, 8, 8, {4: 10.0, 8: 20.0})
+    run(2, 8, 6, {4: 30.0}, stale=5)
+    run(3, 4, 4, {4: 50.0})
+    (tmp_path / "Navigation2D__not_a_method__1").mkdir()
+    text = script.outer_report(tmp_path)
+    rows = {ln.split("|")[3].strip(): [c.strip() for c in ln.split("|")[4:-1]]
+            for ln in text.splitlines() if ln.startswith("| Navigation2D | promp |")}
+    assert rows["4"] == ["10.0", "30.0", "50.0", "**30.0 ± 20.0**", "-1.0", "30.0", "30.0"]
+    assert rows["8"] == ["20.0", "in flight (6/8)", "not extended", "**20.0 ± 0.0** (1 of 3 seeds)", "-1.0",
+                         "20.0", "20.0"]
+    assert list(rows) == ["4", "8"] and "99" not in text
+    assert script.main(["outer", "--report-only", "--root", str(tmp_path)]) == 0
+    assert (tmp_path / "outer_table.md").read_text() == text
+    assert not list(tmp_path.glob("*/scalars.csv")), "nothing was trained"

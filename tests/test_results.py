@@ -251,3 +251,12 @@ def test_evaluate_and_analyze_work_on_a_committed_run_without_training(tmp_path)
     assert main(["analyze", str(run), "--tasks", "2", "--episodes", "2", "--max-states", "50"]) == 0
     assert json.loads((run / "eval" / "analysis.json").read_text())["similarity"]["num_tasks"] == 2
     assert {p.name: p.read_bytes() for p in (run / "eval").glob("*.json") if p.name in released} == released
+
+
+OUTER_TABLES = sorted((ROOT / "results").glob("*/outer_table.md"))
+
+
+@pytest.mark.parametrize("table", OUTER_TABLES, ids=[p.parent.name for p in OUTER_TABLES])
+def test_outer_tables_are_generated_from_the_artifacts(table):
+    """Every committed ``outer_table.md`` is what ``reproduce.py outer --report-only`` writes from its runs."""
+    assert load("reproduce").outer_report(table.parent, plot=False) == table.read_text()
