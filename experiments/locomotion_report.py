@@ -56,14 +56,13 @@ def run_info(run_dir: Path) -> dict[str, Any]:
     """What the artifacts of one run say: budget, iteration reached, evaluation (or None)."""
     import yaml
 
-    from metarl.checkpoint import iteration_of, latest_iteration
+    from metarl.checkpoint import latest_iteration
+    from metarl.run import kept_budgets
 
     cfg = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
     done = latest_iteration(run_dir / "checkpoints")
-    earlier = {}  # iteration -> {"eval", "analysis"} at each budget the run finished before it was extended
-    for d in sorted((run_dir / "eval").glob("iter_*")):
-        if d.is_dir() and iteration_of(d.name) is not None:
-            earlier[iteration_of(d.name)] = evaluations(d)
+    # iteration -> {"eval", "analysis"} at each budget the run finished before it was extended
+    earlier = {it: evaluations(d) for it, d in kept_budgets(run_dir).items()}
     return {"budget": int(cfg["iterations"]), "done": done, **evaluations(run_dir / "eval"), "earlier": earlier,
             "horizon": int(cfg["env"]["horizon"])}
 

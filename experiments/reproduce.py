@@ -135,12 +135,12 @@ def prune_checkpoints(run_dir: Path) -> None:
     """Delete every checkpoint of ``run_dir`` but the one ``latest`` points to and those of its
     earlier budgets (an ``eval/iter_NNNNNN/`` directory for each, see :func:`archive_evaluations`)."""
     from metarl import checkpoint
+    from metarl.run import kept_budgets
 
     latest = checkpoint.latest(run_dir / "checkpoints")
     if latest is None:
         return
-    earlier = (checkpoint.iteration_of(d.name) for d in (run_dir / "eval").glob("iter_*") if d.is_dir())
-    keep = {latest.name} | {checkpoint.file_name(i) for i in earlier if i is not None}
+    keep = {latest.name} | {checkpoint.file_name(i) for i in kept_budgets(run_dir)}
     for p in (run_dir / "checkpoints").glob("iter_*.pt"):
         if p.name not in keep:
             p.unlink(missing_ok=True)
@@ -321,7 +321,8 @@ def outer_report(root: Path, eval_tasks: int = 40, eval_seed: int = 0, plot: boo
     (:func:`against_maml_trpo`)."""
     import yaml
 
-    from metarl.checkpoint import iteration_of, latest_iteration
+    from metarl.checkpoint import latest_iteration
+    from metarl.run import kept_budgets
 
     name = f"curve_{eval_tasks}_3_{eval_seed}.json"
     runs: dict[tuple[str, str], dict[int, dict[str, Any]]] = {}
@@ -331,15 +332,10 @@ def outer_report(root: Path, eval_tasks: int = 40, eval_seed: int = 0, plot: boo
             continue
         done = latest_iteration(d / "checkpoints")
         curves = {}
-        for kept in sorted((d / "eval").glob("iter_*/" + name)):
-            it = iteration_of(kept.parent.name)
-            ev = json.loads(kept.read_text())
-            if it is not None and ev.get("iteration") == it:
+        for it, where in [*kept_budgets(d).items(), (done, d / "eval")]:  # each evaluation made at `it`
+            ev = json.loads((where / name).read_text()) if (where / name).exists() else {}
+            if ev.get("iteration") == it:
                 curves[it] = ev["mean"]
-        if (d / "eval" / name).exists():
-            ev = json.loads((d / "eval" / name).read_text())
-            if ev.get("iteration") == done:
-                curves[done] = ev["mean"]
         budget = int(yaml.safe_load((d / "config.yaml").read_text())["iterations"])
         runs.setdefault((m["family"], m["method"]), {})[int(m["seed"])] = {"done": done, "budget": budget,
                                                                            "curves": curves}

@@ -392,7 +392,6 @@ def _run_training(cfg: Any, run_dir: Path, resume: bool, progress: bool) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from metarl.config import ConfigError
     from metarl.evaluation import evaluate_run
     from metarl.plots import log_adaptation_curve, write_adaptation_outputs
     from metarl.run import write_json
@@ -415,12 +414,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     _check_writable(out)
     print(f"evaluating {run_dir} (iteration {iteration}) on {args.tasks} held-out tasks, "
           f"steps 0..{args.steps}", file=sys.stderr)
-    try:
-        result = evaluate_run(run_dir, args.tasks, args.steps, args.episodes, args.seed,
-                              on_step=lambda k, m: print(f"  step {k}: {m:.2f}", file=sys.stderr),
-                              inner_lr=args.inner_lr, loaded=loaded)
-    except ConfigError as e:
-        raise UsageError(f"{run_dir / 'config.yaml'}: {e}") from None
+    result = evaluate_run(run_dir, args.tasks, args.steps, args.episodes, args.seed,
+                          on_step=lambda k, m: print(f"  step {k}: {m:.2f}", file=sys.stderr),
+                          inner_lr=args.inner_lr, loaded=loaded)
     write_json(out, result, indent=1)
     files = write_adaptation_outputs(result, out.parent, out.stem)
     log_adaptation_curve(result, run_dir)
@@ -496,7 +492,6 @@ def _evaluate_shots(args: argparse.Namespace, run_dir: Path, loaded: LoadedRun) 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
     from metarl.analysis.representation import analyze_run, format_report
-    from metarl.config import ConfigError
 
     run_dir = Path(args.run_dir)
     loaded = _check_run(run_dir, args.iteration)
@@ -504,13 +499,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     _check_writable((Path(args.out_dir) if args.out_dir else run_dir / "eval") / "analysis.json")
     _warn_versions(run_dir)
     print(f"analysing {run_dir} (iteration {iteration}) on {args.tasks} held-out tasks", file=sys.stderr)
-    try:
-        result = analyze_run(run_dir, args.tasks, args.seed, args.episodes, args.max_states,
-                             Path(args.out_dir) if args.out_dir else None, loaded=loaded)
-    except FileNotFoundError as e:
-        raise UsageError(str(e)) from None
-    except ConfigError as e:
-        raise UsageError(f"{run_dir / 'config.yaml'}: {e}") from None
+    result = analyze_run(run_dir, args.tasks, args.seed, args.episodes, args.max_states,
+                         Path(args.out_dir) if args.out_dir else None, loaded=loaded)
     print(format_report(result))
     print("wrote " + ", ".join(result["files"].values()), file=sys.stderr)
     return 0

@@ -106,6 +106,13 @@ def kept_iterations(run_dir: Path) -> list[int]:
     return sorted(i for i in its if i is not None)
 
 
+def kept_budgets(run_dir: Path) -> dict[int, Path]:
+    """The ``eval/iter_NNNNNN/`` directories of a run extended past budgets it had finished (each holds
+    the evaluations made at that iteration), by iteration, ascending."""
+    dirs = ((checkpoint.iteration_of(d.name), d) for d in (Path(run_dir) / "eval").glob("iter_*") if d.is_dir())
+    return dict(sorted((i, d) for i, d in dirs if i is not None))
+
+
 def state_at(run_dir: Path, iteration: int | None = None) -> dict[str, Any] | None:
     """The state of the run's checkpoint at ``iteration`` (None: the latest), or None when there is no
     checkpoint at all. A missing ``iteration`` raises FileNotFoundError naming the ones the run keeps."""
