@@ -270,6 +270,13 @@ def print_plan(jobs: list[tuple[Any, Path]]) -> None:
     print(f"expected training time: {total / 3600:.2f} h for {len(jobs)} runs (plus evaluation)", flush=True)
 
 
+def mean_pm_std(values: list[float]) -> str:
+    """``mean ± std`` over seeds (sample std); a single seed has no spread, so it is given alone."""
+    if len(values) == 1:
+        return f"{values[0]:.1f}"
+    return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
+
+
 def cmd_anil(args: argparse.Namespace) -> None:
     root = Path(args.root)
     jobs = [(config_for(f, m, s, args.iterations, args.set), root / f"{f}__{m}__{s}")
@@ -283,8 +290,7 @@ def cmd_anil(args: argparse.Namespace) -> None:
         for m in ("maml", "anil"):
             finals = [evaluate(root / f"{f}__{m}__{s}", args.eval_tasks, 1, args.eval_seed)["mean"][1]
                       for s in args.seeds]
-            std = statistics.stdev(finals) if len(finals) > 1 else 0.0
-            rows.append(f"| {f} | {m.upper()} | {statistics.mean(finals):.1f} ± {std:.1f} "
+            rows.append(f"| {f} | {m.upper()} | {mean_pm_std(finals)} "
                         f"({len(finals)} seed{'s' if len(finals) > 1 else ''}) | {ANIL_PAPER.get((f, m), '-')} |")
     text = (f"Budget: {args.iterations} meta-iterations per run; evaluation on {args.eval_tasks} held-out tasks "
             f"(seed {args.eval_seed}), one inner step.\n\n" + "\n".join(rows) + "\n")
@@ -362,9 +368,8 @@ def outer_report(root: Path, eval_tasks: int = 40, eval_seed: int = 0, plot: boo
                                  else f"in flight ({r['done']}/{b})")
             if curves:
                 one = [c[1] for c in curves]
-                std = statistics.stdev(one) if len(one) > 1 else 0.0
                 n = "" if len(one) == len(by_seed) else f" ({len(one)} of {len(by_seed)} seeds)"
-                stats = [f"**{statistics.mean(one):.1f} ± {std:.1f}**{n}"] + [
+                stats = [f"**{mean_pm_std(one)}**{n}"] + [
                     f"{statistics.mean(c[k] for c in curves):.1f}" for k in (0, 2, 3)]
             else:
                 stats = [""] * 4
