@@ -522,6 +522,11 @@ def cmd_depth(args: argparse.Namespace) -> None:
 
 
 LOCOMOTION = ("HalfCheetahDir", "HalfCheetahVel")
+# further families the locomotion campaign takes (``--families AntDir``), reported once they have runs
+LOCOMOTION_MORE = ("AntDir", "AntVel")
+# the campaign's protocol on every family: horizon 100, as pytorch-maml-rl's configs for HalfCheetah and Ant
+# (``max_episode_steps: 100``); the HalfCheetah configs already say so, the Ant configs keep the MAML paper's 200
+LOCOMOTION_SET = ["env.horizon=100"]
 METAWORLD = {"ML1-reach": "metaworld_ml1_reach.yaml", "ML10": "metaworld_ml10.yaml"}
 # TRPO's Fisher-vector products on a subsample of the batch (Schulman et al. 2015 use 10% of the data)
 METAWORLD_SET = ["trpo.cg_subsample=0.3"]
@@ -530,12 +535,13 @@ METAWORLD_SET = ["trpo.cg_subsample=0.3"]
 def locomotion_jobs(args: argparse.Namespace) -> list[tuple[Any, Path]]:
     """The campaign's runs, seed-major so that every configuration's first seed finishes first."""
     root = Path(args.root)
-    return [(config_for(f, m, s, args.iterations, args.set), root / f"{f}__{m}__{s}")
+    return [(config_for(f, m, s, args.iterations, LOCOMOTION_SET + args.set), root / f"{f}__{m}__{s}")
             for s in args.seeds for f in args.families for m in args.methods]
 
 
 def cmd_locomotion(args: argparse.Namespace) -> None:
-    """MAML vs ANIL on the HalfCheetah families: train (resuming), evaluate, write the report."""
+    """MAML vs ANIL on the HalfCheetah families (and, when asked, Ant): train (resuming), evaluate, write the
+    report."""
     train_and_evaluate(args, locomotion_jobs(args), steps=3, analysis=True)
     from experiments import locomotion_report
 
@@ -612,7 +618,10 @@ def main(argv: list[str] | None = None) -> int:
     sub.choices["anil"].add_argument("--families", nargs="+", default=["Navigation2D", "HalfCheetahDir",
                                                                        "HalfCheetahVel"], choices=FAMILY_CONFIGS)
     sub.choices["maml"].add_argument("--family", default="Navigation2D", choices=FAMILY_CONFIGS)
-    sub.choices["locomotion"].add_argument("--families", nargs="+", default=list(LOCOMOTION), choices=FAMILY_CONFIGS)
+    sub.choices["locomotion"].add_argument("--families", nargs="+", default=list(LOCOMOTION),
+                                           choices=LOCOMOTION + LOCOMOTION_MORE,
+                                           help="HalfCheetahDir and HalfCheetahVel by default; AntDir and AntVel "
+                                                "with the same protocol (horizon 100)")
     sub.choices["locomotion"].add_argument("--methods", nargs="+", default=["maml", "anil"], choices=["maml", "anil"],
                                            help="which of the campaign's methods to run (e.g. extend only ANIL)")
     sub.choices["outer"].add_argument("--families", nargs="+", default=["Navigation2D"], choices=FAMILY_CONFIGS)

@@ -212,6 +212,27 @@ def test_extending_a_finished_run_keeps_its_evaluation_and_checkpoint_at_the_fir
     assert not (tmp_path / "x.json").exists()
 
 
+def test_locomotion_campaign_runs_every_family_at_the_protocols_horizon(tmp_path, capsys):
+    import argparse
+
+    script = load_script()
+    args = argparse.Namespace(root=str(tmp_path), seeds=[1], iterations=500, methods=["maml", "anil"], set=[],
+                              families=["HalfCheetahDir", "AntDir"])
+    jobs = {run.name: cfg for cfg, run in script.locomotion_jobs(args)}
+    assert sorted(jobs) == ["AntDir__anil__1", "AntDir__maml__1", "HalfCheetahDir__anil__1",
+                            "HalfCheetahDir__maml__1"]
+    for cfg in jobs.values():  # the shipped Ant config says 200 (the MAML paper); the campaign says 100
+        assert (cfg.env.horizon, cfg.env.kwargs["action_scale"], cfg.iterations) == (100, 0.1, 500)
+        assert (cfg.algo.meta_batch_size, cfg.algo.episodes_per_task, cfg.algo.first_order) == (40, 20, False)
+    assert jobs["AntDir__anil__1"].policy.adapt == "head" and jobs["AntDir__maml__1"].policy.adapt == "all"
+    args.set = ["env.horizon=7"]  # the user's --set wins over the protocol
+    assert {cfg.env.horizon for cfg, _ in script.locomotion_jobs(args)} == {7}
+    with pytest.raises(SystemExit) as e:
+        script.main(["locomotion", "--families", "Navigation2D", "--root", str(tmp_path)])
+    assert e.value.code == 2 and "invalid choice: 'Navigation2D'" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+
+
 @pytest.mark.integration
 def test_locomotion_methods_runs_only_the_methods_named(tmp_path, capsys):
     script = load_script()

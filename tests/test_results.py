@@ -110,6 +110,35 @@ def test_report_counts_only_runs_evaluated_at_their_full_budget(tmp_path):
     assert report.main(["--root", str(tmp_path), "--results", str(md), "--check"]) == 1
 
 
+def test_a_further_family_gets_rows_once_it_has_runs_with_the_maml_papers_figures(tmp_path):
+    report = load("locomotion_report")
+    md = tmp_path / "R.md"
+    assert report.main(["--root", str(tmp_path), "--results", str(md), "--no-plots"]) == 0
+    assert "| AntDir |" not in md.read_text()  # no Ant run: the HalfCheetah rows only, as before
+    assert "| HalfCheetahVel | ANIL | not started | not started | not started |" in md.read_text()
+    d = tmp_path / "AntDir__maml__2"
+    (d / "checkpoints").mkdir(parents=True)
+    (d / "eval").mkdir()
+    (d / "config.yaml").write_text("iterations: 4\nenv: {horizon: 100}\n")
+    (d / "checkpoints" / "latest").write_text("iter_000004.pt\n")
+    tasks = [{"direction": 1}, {"direction": -1}]
+    per_task = [[1.0, 3.0], [50.0, 30.0], [0.0, 0.0], [0.0, 0.0]]
+    ev = {"iteration": 4, "mean": [2.0, 40.0, 41.0, 42.0], "per_task": per_task, "tasks": tasks}
+    (d / "eval" / "curve_40_3_0.json").write_text(json.dumps(ev))
+    assert report.main(["--root", str(tmp_path), "--results", str(md), "--no-plots"]) == 0
+    text = md.read_text()
+    rows = {tuple(c.strip() for c in ln.split("|")[1:3]): [c.strip() for c in ln.split("|")[3:-1]]
+            for ln in text.splitlines() if ln.startswith("| AntDir |")}
+    assert list(rows) == [("AntDir", "MAML"), ("AntDir", "ANIL")]
+    maml = rows[("AntDir", "MAML")]
+    assert maml[:3] == ["not started", "40.0", "not started"]
+    assert maml[3] == "**40.0 (1 seed)**"
+    assert maml[-2:] == ["–", "8.7 / 499.1 / 500.7 / 499.1"]  # no ANIL paper figure; MAML paper fig. 5
+    assert rows[("AntDir", "ANIL")][:4] == ["not started"] * 3 + ["**–**"]
+    assert "AntDir by goal direction" in text and "| MAML | 2 | backward | 1 | +3.0 | +30.0 | +0.0 |" in text
+    assert f"| `{tmp_path}/AntDir__maml__2` | 4/4 |" in text
+
+
 def test_extended_runs_keep_their_first_budget_in_the_headline_and_get_a_table_of_their_own(tmp_path):
     report = load("locomotion_report")
 
