@@ -231,6 +231,75 @@ def test_linear_baseline_is_the_least_squares_fit_on_written_out_features():
         assert all(got[i, s, e] == 0.0 for s, e in masked)
 
 
+def _ridge_predictions(obs, rewards, mask, gamma, reg):
+    """Per task: the ridge fit's predictions on the live steps, by numpy's least squares on the stacked
+    system [X; sqrt(reg) I] w = [y; 0] (SVD based: the minimum-norm solution where it is not unique)."""
+    n, t, b, _ = obs.shape
+    out = np.zeros((n, t, b))
+    for i in range(n):
+        rtg = np.zeros((t, b))
+        ret = np.zeros(b)
+        for s in reversed(range(t)):
+            ret = rewards[i, s] + gamma * ret * mask[i, s]
+            rtg[s] = ret
+        u = (np.arange(t) / 100.0)[:, None, None] * np.ones((t, b, 1))
+        feats = np.concatenate([obs[i], obs[i] ** 2, u, u**2, u**3, np.ones_like(u)], axis=-1) * mask[i][..., None]
+        x, y = feats.reshape(t * b, -1), (rtg * mask[i]).reshape(-1)
+        f = x.shape[1]
+        a = np.concatenate([x, np.sqrt(reg) * np.eye(f)])
+        w = np.linalg.lstsq(a, np.concatenate([y, np.zeros(f)]), rcond=None)[0]
+        out[i] = (x @ w).reshape(t, b) * mask[i]
+    return out
+
+
+def ant_like_arrays(n=3, t=100, b=5, seed=0):
+    """Observations shaped like Ant's: positions and velocities of order 1-10, and contact forces that are
+    clipped to [-1, 1] and mostly exactly zero (whole columns of zeros among them)."""
+    rng = np.random.default_rng(seed)
+    joints = rng.normal(size=(n, t, b, 29)) * np.r_[np.ones(15), 8.0 * np.ones(14)]
+    contact = np.clip(rng.normal(size=(n, t, b, 78)) * 3.0, -1, 1) * (rng.random(size=(n, t, b, 78)) < 0.05)
+    contact[..., :30] = 0.0  # bodies that never touch anything
+    obs = np.concatenate([joints, contact, rng.normal(size=(n, t, b, 12))], axis=-1)
+    rewards = rng.normal(size=(n, t, b)) + 0.1 * joints[..., 15] + 0.05 * joints[..., 16] ** 2
+    mask = np.ones((n, t, b))
+    mask[1, 60:, 2] = 0.0
+    return obs, rewards * mask, mask
+
+
+def test_baseline_normal_equations_match_least_squares_on_ant_sized_features():
+    """Ant's 242 features, many of them constant zero, large velocity squares: the Cholesky solve of the
+    normal equations predicts what least squares on the stacked ridge system predicts."""
+    from metarl import baselines
+
+    obs, rewards, mask = ant_like_arrays()
+    batch = EpisodeBatch(torch.tensor(obs), torch.zeros(*mask.shape, 1, dtype=torch.float64),
+                         torch.tensor(rewards), torch.tensor(mask))
+    got = baselines.fit_predict(batch, 0.99).numpy()
+    want = _ridge_predictions(obs, rewards, mask, 0.99, 1e-5)
+    scale = np.abs(want).max()
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-7 * scale)
+    assert np.all(got[mask == 0] == 0.0)
+
+
+def test_baseline_falls_back_to_least_squares_where_cholesky_fails(monkeypatch):
+    """No ridge and a feature that is zero throughout: the normal matrix is singular, Cholesky reports it,
+    and that task alone is solved by least squares, whose predictions (unique, unlike its weights) match."""
+    from metarl import baselines
+
+    obs, rewards, mask = ant_like_arrays(n=2, t=30, b=4, seed=1)
+    obs = obs[..., :20].copy()
+    obs[1, ..., 3] = 0.0  # task 1 only: one observation dimension never moves
+    calls = []
+    real = torch.linalg.lstsq
+    monkeypatch.setattr(torch.linalg, "lstsq", lambda a, b, **kw: calls.append(a.shape[0]) or real(a, b, **kw))
+    batch = EpisodeBatch(torch.tensor(obs), torch.zeros(*mask.shape, 1, dtype=torch.float64),
+                         torch.tensor(rewards), torch.tensor(mask))
+    got = baselines.fit_predict(batch, 0.9, reg=0.0).numpy()
+    assert calls == [1]  # one task, task 1, went to least squares
+    want = _ridge_predictions(obs, rewards, mask, 0.9, 0.0)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-8 * np.abs(want).max())
+
+
 # -- forward passes: module, functional, worker -----------------------------------------
 
 @pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
