@@ -539,9 +539,18 @@ def locomotion_jobs(args: argparse.Namespace) -> list[tuple[Any, Path]]:
             for s in args.seeds for f in args.families for m in args.methods]
 
 
+def default_locomotion_families(root: Path) -> list[str]:
+    """The HalfCheetah families, then every further family (Ant) that already has a run under ``root``: once
+    ``--families AntDir`` has started there, the plain command continues it too."""
+    started = [f for f in LOCOMOTION_MORE if any(p.is_dir() for p in root.glob(f"{f}__*__*"))]
+    return list(LOCOMOTION) + started
+
+
 def cmd_locomotion(args: argparse.Namespace) -> None:
-    """MAML vs ANIL on the HalfCheetah families (and, when asked, Ant): train (resuming), evaluate, write the
-    report."""
+    """MAML vs ANIL on the HalfCheetah families (and, when asked or already started, Ant): train (resuming),
+    evaluate, write the report."""
+    if args.families is None:
+        args.families = default_locomotion_families(Path(args.root))
     train_and_evaluate(args, locomotion_jobs(args), steps=3, analysis=True)
     from experiments import locomotion_report
 
@@ -618,10 +627,11 @@ def main(argv: list[str] | None = None) -> int:
     sub.choices["anil"].add_argument("--families", nargs="+", default=["Navigation2D", "HalfCheetahDir",
                                                                        "HalfCheetahVel"], choices=FAMILY_CONFIGS)
     sub.choices["maml"].add_argument("--family", default="Navigation2D", choices=FAMILY_CONFIGS)
-    sub.choices["locomotion"].add_argument("--families", nargs="+", default=list(LOCOMOTION),
+    sub.choices["locomotion"].add_argument("--families", nargs="+", default=None,
                                            choices=LOCOMOTION + LOCOMOTION_MORE,
-                                           help="HalfCheetahDir and HalfCheetahVel by default; AntDir and AntVel "
-                                                "with the same protocol (horizon 100)")
+                                           help="HalfCheetahDir and HalfCheetahVel by default, plus AntDir or "
+                                                "AntVel once either has a run under --root; AntDir and AntVel "
+                                                "run the same protocol (horizon 100)")
     sub.choices["locomotion"].add_argument("--methods", nargs="+", default=["maml", "anil"], choices=["maml", "anil"],
                                            help="which of the campaign's methods to run (e.g. extend only ANIL)")
     sub.choices["outer"].add_argument("--families", nargs="+", default=["Navigation2D"], choices=FAMILY_CONFIGS)

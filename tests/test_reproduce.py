@@ -233,6 +233,22 @@ def test_locomotion_campaign_runs_every_family_at_the_protocols_horizon(tmp_path
     assert not list(tmp_path.iterdir())
 
 
+def test_plain_locomotion_command_continues_an_ant_campaign_once_it_has_started(tmp_path, monkeypatch):
+    script = load_script()
+    seen = []
+    monkeypatch.setattr(script, "train_and_evaluate", lambda args, jobs, **kw: seen.append(
+        sorted({run.name.split("__")[0] for _, run in jobs})))
+    monkeypatch.setattr(script, "write_report", lambda *a: None)
+    plain = ["locomotion", "--root", str(tmp_path), "--no-estimate"]
+    assert script.main(plain) == 0
+    (tmp_path / "AntDir__maml__1").mkdir()  # `--families AntDir` started here (a committed run directory)
+    (tmp_path / "AntVel__maml__1.json").write_text("{}")  # not a run directory
+    assert script.main(plain) == 0
+    assert script.main([*plain, "--families", "HalfCheetahVel"]) == 0  # naming families still limits them
+    assert seen == [["HalfCheetahDir", "HalfCheetahVel"], ["AntDir", "HalfCheetahDir", "HalfCheetahVel"],
+                    ["HalfCheetahVel"]]
+
+
 @pytest.mark.integration
 def test_locomotion_methods_runs_only_the_methods_named(tmp_path, capsys):
     script = load_script()
