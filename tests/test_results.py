@@ -20,6 +20,8 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "results" / "locomotion"
 RUNS = sorted(p for p in RESULTS.glob("*__*__*") if p.is_dir()) if RESULTS.is_dir() else []
 # every released run under results/ (the campaign, the probes, the sweeps): each has a checkpoint pointer
+# the campaign's finished runs: those with the 40-task analysis it writes when a run reaches its budget
+FINISHED = [p for p in RUNS if (p / "eval" / "analysis_40_0.json").is_file()]
 ALL_RUNS = sorted(p.parent.parent for p in (ROOT / "results").glob("*/*__*__*/checkpoints/latest"))
 TINY = ["--set", "algo.meta_batch_size=2", "--set", "algo.episodes_per_task=2", "--set", "env.horizon=10",
         "--set", "policy.hidden_sizes=[8]", "--set", "sampler.backend=serial", "--eval-tasks", "3", "--no-estimate"]
@@ -263,8 +265,8 @@ def test_campaign_continues_from_committed_artifacts_in_a_fresh_clone(tmp_path):
 
 @pytest.mark.integration
 def test_evaluate_and_analyze_work_on_a_committed_run_without_training(tmp_path):
-    run = tmp_path / RUNS[0].name  # a copy: evaluate logs into its run directory, which must stay as committed
-    shutil.copytree(RUNS[0], run)
+    run = tmp_path / FINISHED[0].name  # a copy: evaluate logs into its run directory, which must stay as committed
+    shutil.copytree(FINISHED[0], run)
     from metarl.cli import main  # in this process: the commands are the same, the imports are paid once
 
     out = tmp_path / "curve.json"
