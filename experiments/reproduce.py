@@ -539,21 +539,14 @@ def locomotion_jobs(args: argparse.Namespace) -> list[tuple[Any, Path]]:
             for s in args.seeds for f in args.families for m in args.methods]
 
 
-def default_locomotion_families(root: Path) -> list[str]:
-    """The HalfCheetah families, then every further family (Ant) that already has a run under ``root``: once
-    ``--families AntDir`` has started there, the plain command continues it too."""
-    started = [f for f in LOCOMOTION_MORE if any(p.is_dir() for p in root.glob(f"{f}__*__*"))]
-    return list(LOCOMOTION) + started
-
-
 def cmd_locomotion(args: argparse.Namespace) -> None:
     """MAML vs ANIL on the HalfCheetah families (and, when asked or already started, Ant): train (resuming),
     evaluate, write the report."""
-    if args.families is None:
-        args.families = default_locomotion_families(Path(args.root))
-    train_and_evaluate(args, locomotion_jobs(args), steps=3, analysis=True)
     from experiments import locomotion_report
 
+    if args.families is None:  # the report's families: HalfCheetah, then each further family with a run
+        args.families = list(locomotion_report.families(locomotion_report.collect(Path(args.root))))
+    train_and_evaluate(args, locomotion_jobs(args), steps=3, analysis=True)
     write_report(locomotion_report, Path(args.root))
 
 

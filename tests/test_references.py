@@ -20,7 +20,7 @@ from metarl.episodes import EpisodeBatch
 from metarl.policies import ACTIVATIONS, GaussianMLPPolicy, gaussian_kl, gaussian_log_prob
 from metarl.run import build_learner
 from metarl.sampling import PolicySpec, SerialSampler
-from tests.helpers_core import random_batch, tiny_policy
+from tests.helpers_core import ant_like_arrays, random_batch, tiny_policy
 
 LR = 0.37  # deliberately not the default inner_lr (0.1)
 HAND_ACT = {"tanh": np.tanh, "relu": lambda x: np.maximum(x, 0.0)}
@@ -250,20 +250,6 @@ def _ridge_predictions(obs, rewards, mask, gamma, reg):
         w = np.linalg.lstsq(a, np.concatenate([y, np.zeros(f)]), rcond=None)[0]
         out[i] = (x @ w).reshape(t, b) * mask[i]
     return out
-
-
-def ant_like_arrays(n=3, t=100, b=5, seed=0):
-    """Observations shaped like Ant's: positions and velocities of order 1-10, and contact forces that are
-    clipped to [-1, 1] and mostly exactly zero (whole columns of zeros among them)."""
-    rng = np.random.default_rng(seed)
-    joints = rng.normal(size=(n, t, b, 29)) * np.r_[np.ones(15), 8.0 * np.ones(14)]
-    contact = np.clip(rng.normal(size=(n, t, b, 78)) * 3.0, -1, 1) * (rng.random(size=(n, t, b, 78)) < 0.05)
-    contact[..., :30] = 0.0  # bodies that never touch anything
-    obs = np.concatenate([joints, contact, rng.normal(size=(n, t, b, 12))], axis=-1)
-    rewards = rng.normal(size=(n, t, b)) + 0.1 * joints[..., 15] + 0.05 * joints[..., 16] ** 2
-    mask = np.ones((n, t, b))
-    mask[1, 60:, 2] = 0.0
-    return obs, rewards * mask, mask
 
 
 def test_baseline_normal_equations_match_least_squares_on_ant_sized_features():

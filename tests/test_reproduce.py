@@ -241,7 +241,9 @@ def test_plain_locomotion_command_continues_an_ant_campaign_once_it_has_started(
     monkeypatch.setattr(script, "write_report", lambda *a: None)
     plain = ["locomotion", "--root", str(tmp_path), "--no-estimate"]
     assert script.main(plain) == 0
-    (tmp_path / "AntDir__maml__1").mkdir()  # `--families AntDir` started here (a committed run directory)
+    started = tmp_path / "AntDir__maml__1"  # `--families AntDir` started here: a run directory with its config
+    started.mkdir()
+    (started / "config.yaml").write_text("iterations: 500\nenv:\n  horizon: 100\n")
     (tmp_path / "AntVel__maml__1.json").write_text("{}")  # not a run directory
     assert script.main(plain) == 0
     assert script.main([*plain, "--families", "HalfCheetahVel"]) == 0  # naming families still limits them

@@ -19,9 +19,9 @@ from metarl.run import build_family, build_learner
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "results" / "locomotion"
 RUNS = sorted(p for p in RESULTS.glob("*__*__*") if p.is_dir()) if RESULTS.is_dir() else []
-# every released run under results/ (the campaign, the probes, the sweeps): each has a checkpoint pointer
 # the campaign's finished runs: those with the 40-task analysis it writes when a run reaches its budget
 FINISHED = [p for p in RUNS if (p / "eval" / "analysis_40_0.json").is_file()]
+# every released run under results/ (the campaign, the probes, the sweeps): each has a checkpoint pointer
 ALL_RUNS = sorted(p.parent.parent for p in (ROOT / "results").glob("*/*__*__*/checkpoints/latest"))
 TINY = ["--set", "algo.meta_batch_size=2", "--set", "algo.episodes_per_task=2", "--set", "env.horizon=10",
         "--set", "policy.hidden_sizes=[8]", "--set", "sampler.backend=serial", "--eval-tasks", "3", "--no-estimate"]
