@@ -6,6 +6,14 @@
     python experiments/reproduce.py outer [--methods promp maml_ppo] [--families Navigation2D] [--report-only]
     python experiments/reproduce.py depth [--iterations N] [--seeds 1 2 3] [--depths 1 2 3 4]
     python experiments/reproduce.py metaworld [--iterations 100] [--ml10-iterations 10] [--benchmarks ML1-reach ML10]
+    python experiments/reproduce.py anil2019 [--iterations 500] [--families HalfCheetahDir HalfCheetahVel]
+
+``anil2019``: MAML and ANIL under the setup the ANIL paper inherited from the
+MAML authors (``experiments/configs/anil2019/``: (100, 100) ReLU, horizon
+200, actions in [-1, 1]); HalfCheetahDir on seeds 1-3 first, then
+HalfCheetahVel on seed 1. Each run is evaluated at its final iteration and at
+its best training iteration (``checkpoints/best.pt``, the MAML paper's
+protocol), and analysed (``metarl analyze``) at the final one.
 
 ``anil``: MAML and ANIL on HalfCheetahDir, HalfCheetahVel and Navigation2D,
 three seeds each (Raghu et al., table 2); writes ``ROOT/anil_table.md`` with
@@ -102,13 +110,13 @@ INNER_UPDATES = {"maml": "sgd", "kronecker": "kronecker", "meta_sgd": "meta_sgd"
 METHODS.update({m: [f"algo.inner_update={u}"] for m, u in INNER_UPDATES.items() if m != "maml"})
 
 
-def config_for(family: str, method: str, seed: int, iterations: int, extra: list[str]):
+def config_for(family: str, method: str, seed: int, iterations: int, extra: list[str], configs: Path = CONFIGS):
     from metarl.config import load_config
 
     overrides = [f"iterations={iterations}", f"seed={seed}", f"name={method}"] + METHODS[method] + extra
     if method == "random":
         overrides = [o for o in overrides if not o.startswith("iterations=")] + ["iterations=0"]
-    return load_config(CONFIGS / FAMILY_CONFIGS[family], overrides)
+    return load_config(configs / FAMILY_CONFIGS[family], overrides)
 
 
 def seconds_per_iteration(cfg) -> float:
@@ -204,17 +212,21 @@ def train(cfg, run_dir: Path, latest_only: bool = False) -> None:
                 prune_checkpoints(run_dir)
 
 
-def evaluate(run_dir: Path, tasks: int, steps: int, seed: int) -> dict[str, Any]:
-    """Adaptation curve of ``run_dir`` (cached in RUN_DIR/eval/curve_<tasks>_<steps>_<seed>.json)."""
+def evaluate(run_dir: Path, tasks: int, steps: int, seed: int, best: bool = False) -> dict[str, Any]:
+    """Adaptation curve of ``run_dir``'s latest checkpoint (cached in RUN_DIR/eval/curve_<tasks>_<steps>_<seed>.json),
+    or with ``best`` of its best-iteration checkpoint (``curve_best_...``, the MAML paper's protocol)."""
     from metarl.evaluation import evaluate_run
-    from metarl.run import write_json
+    from metarl.run import state_at, write_json
 
-    out = run_dir / "eval" / f"curve_{tasks}_{steps}_{seed}.json"
+    out = run_dir / "eval" / f"curve_{'best_' if best else ''}{tasks}_{steps}_{seed}.json"
+    at = int(state_at(run_dir, "best")["iteration"]) if best else done_iterations(run_dir)
     if out.exists():
         cached = json.loads(out.read_text())
-        if cached.get("iteration") == done_iterations(run_dir):
+        if cached.get("iteration") == at and (not best or cached.get("done") == done_iterations(run_dir)):
             return cached
-    result = evaluate_run(run_dir, tasks, steps, None, seed)
+    result = evaluate_run(run_dir, tasks, steps, None, seed, iteration="best" if best else None)
+    if best:  # the best iteration can change while a run goes on: cached for the iterations done
+        result["checkpoint"], result["done"] = "best", done_iterations(run_dir)
     write_json(out, result)
     return result
 
@@ -237,18 +249,20 @@ def analyse(run_dir: Path, tasks: int, seed: int) -> dict[str, Any]:
 
 
 def train_and_evaluate(args: argparse.Namespace, jobs: list[tuple[Any, Path]], steps: int,
-                       analysis: bool = False) -> None:
+                       analysis: bool = False, best: bool = False) -> None:
     """Every job trained (resuming, latest checkpoint kept) and evaluated over 0..``steps`` inner steps.
 
     With ``analysis`` each finished run also gets the representation analysis
-    and the layer-freezing ablation (``metarl analyze``) on the same held-out tasks."""
+    and the layer-freezing ablation (``metarl analyze``) on the same held-out tasks; with ``best`` its
+    best-iteration checkpoint is evaluated too."""
     if not args.no_estimate:
         print_plan(jobs)
     for cfg, run_dir in jobs:
         train(cfg, run_dir, latest_only=True)
-        result = evaluate(run_dir, args.eval_tasks, steps, args.eval_seed)
-        print(f"  {run_dir.name}: after 0..{steps} steps " + " / ".join(f"{m:.1f}" for m in result["mean"]),
-              flush=True)
+        for which in (False, True) if best else (False,):
+            result = evaluate(run_dir, args.eval_tasks, steps, args.eval_seed, best=which)
+            print(f"  {run_dir.name}: {'best iteration ' + str(result['iteration']) if which else 'final'}, "
+                  f"after 0..{steps} steps " + " / ".join(f"{m:.1f}" for m in result["mean"]), flush=True)
         if analysis:
             abl = analyse(run_dir, args.eval_tasks, args.eval_seed)["freeze_ablation"]["variants"]
             print(f"  {run_dir.name}: one-step gain adapting " + ", ".join(
@@ -550,6 +564,25 @@ def cmd_locomotion(args: argparse.Namespace) -> None:
     write_report(locomotion_report, Path(args.root))
 
 
+ANIL2019_CONFIGS = CONFIGS / "anil2019"
+# the 2019-setup campaign: HalfCheetahDir on three seeds first, then HalfCheetahVel on one
+ANIL2019 = {"HalfCheetahDir": (1, 2, 3), "HalfCheetahVel": (1,)}
+
+
+def anil2019_jobs(args: argparse.Namespace) -> list[tuple[Any, Path]]:
+    """The 2019-setup runs (``experiments/configs/anil2019/``), family by family in :data:`ANIL2019`'s order,
+    seed-major within a family."""
+    root = Path(args.root)
+    return [(config_for(f, m, s, args.iterations, args.set, ANIL2019_CONFIGS), root / f"{f}__{m}__{s}")
+            for f in args.families for s in (args.seeds or ANIL2019[f]) for m in args.methods]
+
+
+def cmd_anil2019(args: argparse.Namespace) -> None:
+    """MAML vs ANIL under the setup the ANIL paper inherited: train (resuming), evaluate the final and the
+    best-training-iteration checkpoints, analyse the final one."""
+    train_and_evaluate(args, anil2019_jobs(args), steps=3, analysis=True, best=True)
+
+
 def write_report(report: Any, root: Path) -> None:
     """Run a report module (``locomotion_report``, ``metaworld_report``) on ``root``: the released runs
     rewrite their own section of RESULTS.md, any other root gets ``ROOT/report.md`` beside its runs."""
@@ -602,14 +635,18 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(ROOT))
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="which", required=True)
-    budgets = {"maml": 100, "anil": 200, "locomotion": 500, "outer": 100, "depth": 100, "metaworld": 100}
+    budgets = {"maml": 100, "anil": 200, "locomotion": 500, "outer": 100, "depth": 100, "metaworld": 100,
+               "anil2019": 500}
     roots = {"maml": "runs/reproduce_maml", "anil": "runs/reproduce_anil", "locomotion": "results/locomotion",
-             "outer": "results/outer", "depth": "results/depth", "metaworld": "results/metaworld"}
-    for name in ("anil", "maml", "locomotion", "outer", "depth", "metaworld"):
+             "outer": "results/outer", "depth": "results/depth", "metaworld": "results/metaworld",
+             "anil2019": "results/anil2019"}
+    for name in ("anil", "maml", "locomotion", "outer", "depth", "metaworld", "anil2019"):
         s = sub.add_parser(name)
         s.add_argument("--iterations", type=int, default=budgets[name],
                        help="meta-iterations per run (the budget)")
-        s.add_argument("--seeds", type=int, nargs="+", default=[1] if name in ("maml", "metaworld") else [1, 2, 3])
+        s.add_argument("--seeds", type=int, nargs="+",
+                       default=None if name == "anil2019" else [1] if name in ("maml", "metaworld") else [1, 2, 3],
+                       help="seeds (anil2019: default 1 2 3 on HalfCheetahDir, 1 on HalfCheetahVel)")
         s.add_argument("--root", default=roots[name], help="where runs and tables go")
         if name != "metaworld":  # Meta-World's protocol scores every test task
             s.add_argument("--eval-tasks", type=int, default=40)
@@ -633,6 +670,9 @@ def main(argv: list[str] | None = None) -> int:
     sub.choices["outer"].add_argument("--report-only", action="store_true",
                                       help="only rewrite ROOT/outer_table.md from the runs already there "
                                            "(no training, no rollouts)")
+    a19 = sub.choices["anil2019"]
+    a19.add_argument("--families", nargs="+", default=list(ANIL2019), choices=list(ANIL2019))
+    a19.add_argument("--methods", nargs="+", default=["maml", "anil"], choices=["maml", "anil"])
     depth = sub.choices["depth"]
     depth.add_argument("--depths", type=int, nargs="+", default=[1, 2, 3, 4], help="hidden layers, MAML")
     depth.add_argument("--learned-depths", type=int, nargs="+", default=[1, 2],
@@ -652,7 +692,7 @@ def main(argv: list[str] | None = None) -> int:
     try:  # before a run trains nothing needs saving: exit at once
         with signals.handled(signals.exit_at_once("interrupted; run the same command to continue")):
             {"anil": cmd_anil, "maml": cmd_maml, "locomotion": cmd_locomotion, "outer": cmd_outer,
-             "depth": cmd_depth, "metaworld": cmd_metaworld}[args.which](args)
+             "depth": cmd_depth, "metaworld": cmd_metaworld, "anil2019": cmd_anil2019}[args.which](args)
     except KeyboardInterrupt as e:  # SIGTERM too: the run in flight has written its checkpoint
         print("interrupted; run the same command to continue from the last checkpoint", file=sys.stderr)
         return signals.exit_code(e)

@@ -19,6 +19,9 @@ import torch
 from metarl.fileio import atomic_write
 
 LATEST = "latest"
+BEST = "best.pt"
+"""The checkpoint of the training iteration with the highest post-adaptation return (the MAML paper's
+evaluation protocol), kept beside the latest one; its state adds ``best_return``."""
 
 
 def file_name(iteration: int) -> str:
@@ -40,6 +43,13 @@ def save(ckpt_dir: Path, iteration: int, state: dict[str, Any]) -> Path:
     atomic_write(path, buf.getvalue())
     atomic_write(ckpt_dir / LATEST, path.name + "\n")
     return path
+
+
+def save_best(ckpt_dir: Path, state: dict[str, Any]) -> Path:
+    """Write ``state`` (with its ``best_return``) as ``ckpt_dir/best.pt``; the ``latest`` pointer is not moved."""
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    return atomic_write(Path(ckpt_dir) / BEST, buf.getvalue())
 
 
 class CheckpointError(ValueError):

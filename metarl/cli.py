@@ -73,6 +73,11 @@ def _seed(text: str) -> int:
     return value
 
 
+def _checkpoint_choice(text: str) -> int | str:
+    """An argparse type: ``best`` (the best training iteration's checkpoint) or an iteration N >= 0."""
+    return "best" if text == "best" else _nonneg_int(text)
+
+
 def _checked(text: str, convert: Any, ok: Any, expected: str) -> Any:
     """``convert(text)`` if it parses and satisfies ``ok``, else an argparse error naming the value."""
     try:
@@ -135,10 +140,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=_nonneg_int, default=3, help="inner steps 0..K (default 3; 0 = NIL)")
     p.add_argument("--episodes", type=_positive_int, help="episodes per task per step (default: the run's)")
     p.add_argument("--seed", type=_seed, default=0, help="seed of the held-out tasks and rollouts")
-    p.add_argument("--out", help="output JSON (default RUN_DIR/eval/adaptation.json, or shots.json with --shots)")
+    p.add_argument("--out", help="output JSON (default RUN_DIR/eval/adaptation.json, adaptation_best.json with "
+                                 "--iteration best, or shots.json with --shots)")
     p.add_argument("--inner-lr", type=_positive_float, help="test-time inner step size (default: the trained one)")
-    p.add_argument("--iteration", type=_nonneg_int, metavar="N",
-                   help="the checkpoint at iteration N instead of the latest (one the run keeps)")
+    p.add_argument("--iteration", type=_checkpoint_choice, metavar="N|best",
+                   help="the checkpoint at iteration N instead of the latest (one the run keeps), or best: the "
+                        "training iteration with the highest post-adaptation return (the MAML paper's protocol)")
     p.add_argument("--shots", type=_positive_int, nargs="+", metavar="M",
                    help="k-shot curve instead: the return after one step vs M adaptation episodes per task, "
                         "e.g. --shots 1 2 5 10 20")
@@ -153,8 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--episodes", type=_positive_int, help="episodes per task (default: the run's)")
     p.add_argument("--seed", type=_seed, default=0, help="seed of the held-out tasks and rollouts")
     p.add_argument("--max-states", type=_positive_int, default=2000, help="states per task for CKA/CCA")
-    p.add_argument("--iteration", type=_nonneg_int, metavar="N",
-                   help="the checkpoint at iteration N instead of the latest (one the run keeps)")
+    p.add_argument("--iteration", type=_checkpoint_choice, metavar="N|best",
+                   help="the checkpoint at iteration N instead of the latest (one the run keeps), or best: the "
+                        "training iteration with the highest post-adaptation return (the MAML paper's protocol)")
     p.add_argument("--out-dir", help="output directory (default RUN_DIR/eval)")
 
     p = add("plot", "learning and adaptation curves of one or more runs")
@@ -410,13 +418,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         protocol = args.protocol or getattr(family_cls, "evaluation_protocol", None) or "adaptation"
         if protocol != "adaptation":
             return _evaluate_protocol(args, protocol, run_dir, *loaded, protocol_tasks)
-    out = Path(args.out) if args.out else run_dir / "eval" / "adaptation.json"
+    default_name = "adaptation_best.json" if args.iteration == "best" else "adaptation.json"
+    out = Path(args.out) if args.out else run_dir / "eval" / default_name
     _check_writable(out)
     print(f"evaluating {run_dir} (iteration {iteration}) on {args.tasks} held-out tasks, "
           f"steps 0..{args.steps}", file=sys.stderr)
     result = evaluate_run(run_dir, args.tasks, args.steps, args.episodes, args.seed,
                           on_step=lambda k, m: print(f"  step {k}: {m:.2f}", file=sys.stderr),
                           inner_lr=args.inner_lr, loaded=loaded)
+    if args.iteration == "best":
+        result["checkpoint"] = "best"
     write_json(out, result, indent=1)
     files = write_adaptation_outputs(result, out.parent, out.stem)
     log_adaptation_curve(result, run_dir)

@@ -94,6 +94,14 @@ def latest_state(run_dir: Path) -> dict[str, Any] | None:
     return None if path is None else checkpoint.load(path)
 
 
+def best_return(run_dir: Path) -> float:
+    """The post-adaptation training return of the run's best-iteration checkpoint (-inf without one)."""
+    path = checkpoint_dir(run_dir) / checkpoint.BEST
+    if not path.is_file():
+        return -math.inf
+    return float(checkpoint.load(path).get("best_return", -math.inf))
+
+
 def done_iterations(run_dir: Path) -> int | None:
     """Iterations completed at the latest checkpoint (None: no checkpoint)."""
     state = latest_state(run_dir)
@@ -113,11 +121,17 @@ def kept_budgets(run_dir: Path) -> dict[int, Path]:
     return dict(sorted((i, d) for i, d in dirs if i is not None))
 
 
-def state_at(run_dir: Path, iteration: int | None = None) -> dict[str, Any] | None:
-    """The state of the run's checkpoint at ``iteration`` (None: the latest), or None when there is no
-    checkpoint at all. A missing ``iteration`` raises FileNotFoundError naming the ones the run keeps."""
+def state_at(run_dir: Path, iteration: int | str | None = None) -> dict[str, Any] | None:
+    """The state of the run's checkpoint at ``iteration`` (None: the latest; ``"best"``: the best training
+    iteration's, :data:`metarl.checkpoint.BEST`), or None when there is no checkpoint at all. A missing
+    ``iteration`` raises FileNotFoundError naming the ones the run keeps."""
     if iteration is None:
         return latest_state(run_dir)
+    if iteration == "best":
+        path = checkpoint_dir(run_dir) / checkpoint.BEST
+        if not path.is_file():
+            raise FileNotFoundError(f"no best-iteration checkpoint ({checkpoint.BEST}) in {checkpoint_dir(run_dir)}")
+        return checkpoint.load(path)
     path = checkpoint_dir(run_dir) / checkpoint.file_name(iteration)
     if not path.is_file():
         kept = ", ".join(map(str, kept_iterations(run_dir))) or "none"
@@ -135,8 +149,9 @@ class LoadedRun(NamedTuple):
     iteration: int
 
 
-def load_run(run_dir: Path, iteration: int | None = None) -> LoadedRun:
-    """Config, family, learner (at the latest checkpoint, or the one at ``iteration``) and its iteration."""
+def load_run(run_dir: Path, iteration: int | str | None = None) -> LoadedRun:
+    """Config, family, learner (at the latest checkpoint, or the one at ``iteration``, ``"best"`` included)
+    and its iteration."""
     cfg = load_config(Path(run_dir) / "config.yaml")
     family = build_family(cfg)
     learner = build_learner(cfg, family)

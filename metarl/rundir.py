@@ -1,7 +1,7 @@
 """Run directories: created exclusively, cleaned of metarl's own outputs, tidied after a crash.
 
 What metarl writes in a run directory (and all that :func:`clean` removes):
-``config.yaml``, ``checkpoints/`` (``iter_*.pt``, ``latest``), TensorBoard
+``config.yaml``, ``checkpoints/`` (``iter_*.pt``, ``latest``, ``best.pt``), TensorBoard
 ``events.out.tfevents.*``, ``scalars.csv``, ``manifest.json`` and ``eval/``;
 interrupted atomic writes leave ``.<name>.*.tmp`` beside their target
 (:func:`metarl.fileio.atomic_write`).  Any other file is left alone.
@@ -60,7 +60,7 @@ def clean(run_dir: Path, keep_config: bool = False) -> None:
     ckpt = run_dir / "checkpoints"
     if ckpt.is_dir():
         for p in ckpt.iterdir():
-            if p.is_file() and (p.name == "latest" or (p.name.startswith("iter_") and p.name.endswith(".pt"))):
+            if p.is_file() and (p.name in ("latest", "best.pt") or (p.name.startswith("iter_") and p.name.endswith(".pt"))):
                 p.unlink()
     remove_stale_temporaries(run_dir)
     if ckpt.is_dir() and not any(ckpt.iterdir()):

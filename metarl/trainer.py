@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -94,6 +95,7 @@ class Trainer:
         self.start_iteration = 0
         self.rejected_steps = 0
         self.consecutive_rejections = 0
+        self.best_return = -math.inf  # the highest post-adaptation training return so far (checkpoints/best.pt)
         config_path = self.run_dir / "config.yaml"
         if resume:
             state = run.latest_state(self.run_dir)  # checked (structure, shapes) before anything is written
@@ -102,6 +104,7 @@ class Trainer:
                 self.start_iteration = int(state["iteration"])
                 self.rejected_steps = int(state.get("rejected_steps", 0))
                 self.consecutive_rejections = int(state.get("consecutive_rejections", 0))
+                self.best_return = run.best_return(self.run_dir)
             rundir.remove_stale_temporaries(self.run_dir)
             if state is None:  # killed before its first checkpoint: start over from iteration 0
                 rundir.clean(self.run_dir, keep_config=True)
@@ -211,6 +214,19 @@ class Trainer:
             raise TrainingError(f"cannot write checkpoint in {self.ckpt_dir}: {e.strerror or e}; "
                                 "the previous checkpoint is intact") from None
 
+    def _keep_best(self, iteration: int, started_from: dict[str, torch.Tensor], post: float) -> None:
+        """Keep the meta-parameters iteration ``iteration`` started from (those its post-adaptation return
+        ``post`` measured) as ``checkpoints/best.pt`` when that return is the highest so far."""
+        if not (math.isfinite(post) and post > self.best_return):
+            return
+        self.best_return = post
+        state = {"iteration": iteration, "meta": started_from, "config": to_yaml(self.cfg), "best_return": post}
+        try:
+            checkpoint.save_best(self.ckpt_dir, state)
+        except OSError as e:
+            raise TrainingError(f"cannot write the best-iteration checkpoint in {self.ckpt_dir}: "
+                                f"{e.strerror or e}; the previous checkpoint is intact") from None
+
     def train(self, on_iteration: Callable[[IterationResult], None] | None = None) -> list[IterationResult]:
         """Run from ``start_iteration`` to ``cfg.iterations``; returns the per-iteration results.
 
@@ -253,7 +269,8 @@ class Trainer:
                         self.writer.add_scalar(k, v, iteration)
                     csv_log.append(iteration, res.scalars)
                     results.append(res)
-                    at_start = None
+                    started_from, at_start = at_start[0], None
+                self._keep_best(iteration, started_from, res.scalars["returns/post_adapt"])
                 if on_iteration is not None:
                     on_iteration(res)
                 limit = cfg.trpo.max_consecutive_rejections
