@@ -13,85 +13,24 @@ sum w.r.t. task i's slice is task i's gradient).
   features are computed once per batch and reused across inner steps, and the
   body parameters pass through untouched (not stacked, not copied).
 * First order: inner gradients are not differentiated (``first_order=True``).
-* Meta-SGD: ``lr`` is a dict of per-parameter step-size tensors.
-* Kronecker-factored preconditioner: ``lr`` is a :class:`KroneckerStep`
-  (learned ``L``, ``R`` per weight matrix, a learned diagonal elsewhere).
-
-Every rule is applied by :func:`inner_step`; the loop itself does not know
-which one it runs.
+* The inner-update rule (``lr``) comes from :mod:`metarl.inner_updates`: a
+  scalar step (``sgd``), per-entry step sizes (``meta_sgd``) or any callable
+  ``(name, grad) -> step`` (``kronecker``, a rule loaded with ``--module``).
+  Every rule is applied by :func:`metarl.inner_updates.apply_step`; the loop
+  itself does not know which one it runs.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from metarl.episodes import EpisodeBatch
+from metarl.inner_updates.base import StepSize, apply_step
 from metarl.policies import GaussianMLPPolicy, Params, gaussian_log_prob, stack_params
-
-
-@dataclass(frozen=True)
-class KroneckerStep:
-    """A Kronecker-factored preconditioner of the inner gradient (Meta-Curvature style).
-
-    ``factors`` holds, for an adapted weight matrix ``W`` of shape (out, in),
-    ``"<W>/L"`` (out, out) and ``"<W>/R"`` (in, in); for a vector parameter
-    ``v`` (a bias, the log-std) ``"<v>/diag"`` of ``v``'s shape.  The step is
-
-        W' = W - alpha * L @ grad_W @ R,     v' = v - alpha * diag * grad_v,
-
-    i.e. ``vec(W') = vec(W) - alpha (R^T kron L) vec(grad_W)``.  With
-    ``L = R = I`` and ``diag = 1`` (the initialisation) it is plain SGD with
-    step ``alpha``; a parameter without factors also takes the plain step.
-    Gradients may be stacked per task, ``(N, out, in)`` / ``(N, *shape)``:
-    the factors are shared by the tasks and broadcast.
-    """
-
-    alpha: float
-    factors: Mapping[str, Tensor]
-
-    def __call__(self, name: str, grad: Tensor) -> Tensor:
-        """The step ``alpha * L grad R`` (or ``alpha * diag * grad``) that is subtracted from ``name``."""
-        left, right, diag = (self.factors.get(f"{name}/{part}") for part in ("L", "R", "diag"))
-        if left is not None and right is not None:
-            return self.alpha * torch.matmul(torch.matmul(left, grad), right)
-        if diag is not None:
-            return self.alpha * diag * grad
-        return self.alpha * grad
-
-    @staticmethod
-    def identity_factors(params: Mapping[str, Tensor], names: Sequence[str]) -> dict[str, Tensor]:
-        """Factors at the identity for the parameters ``names`` (2-d: L, R; others: diag), detached leaves."""
-        out: dict[str, Tensor] = OrderedDict()
-        for k in names:
-            v = params[k].detach()
-            if v.dim() == 2:
-                out[f"{k}/L"] = torch.eye(v.shape[0], dtype=v.dtype, device=v.device).requires_grad_()
-                out[f"{k}/R"] = torch.eye(v.shape[1], dtype=v.dtype, device=v.device).requires_grad_()
-            else:
-                out[f"{k}/diag"] = torch.ones_like(v).requires_grad_()
-        return out
-
-    def detached(self) -> KroneckerStep:
-        """The same preconditioner with constant factors (test-time adaptation)."""
-        return KroneckerStep(self.alpha, OrderedDict((k, v.detach()) for k, v in self.factors.items()))
-
-
-StepSize = float | Mapping[str, Tensor] | KroneckerStep
-"""A scalar step (MAML), per-entry step sizes by parameter name (Meta-SGD) or a preconditioner."""
-
-
-def inner_step(lr: StepSize, name: str, grad: Tensor) -> Tensor:
-    """What one inner step subtracts from parameter ``name`` given its gradient (any shape)."""
-    if isinstance(lr, KroneckerStep):
-        return lr(name, grad)
-    if isinstance(lr, Mapping):
-        return lr[name] * grad
-    return lr * grad
 
 
 def vpg_loss(policy: GaussianMLPPolicy, params: Mapping[str, Tensor], batch: EpisodeBatch,
@@ -168,7 +107,7 @@ def _adapt(policy: GaussianMLPPolicy, params: Mapping[str, Tensor], batch: Episo
         grads = torch.autograd.grad(loss, [fast[k] for k in names], create_graph=not first_order)
         fast = OrderedDict(fast)
         for k, g in zip(names, grads):
-            fast[k] = fast[k] - inner_step(lr, k, g)
+            fast[k] = fast[k] - apply_step(lr, k, g)
     return fast
 
 

@@ -4,6 +4,21 @@ Every key has a default.  ``load_config(path, overrides)`` reads a YAML file
 (``yaml.safe_load``), applies dotted ``key=value`` overrides and validates
 everything; any problem raises :class:`ConfigError` with one line naming the
 key and the value.
+
+This module holds the run-wide keys only (``name``, ``env``, ``policy``,
+``algo``, ``sampler``, ``iterations``, ``seed``, ``log``).  The settings of a
+pluggable component live in its own section, assembled from the registries:
+an outer loop (:data:`metarl.algos.ALGOS`), an inner-update rule
+(:data:`metarl.inner_updates.INNER_UPDATES`) or a sampler backend
+(:data:`metarl.sampling.BACKENDS`) with a ``Settings`` dataclass owns the
+section ``section`` (its registered name by default): ``--set section.key=v``
+reaches it, its ``validate(need)`` checks it, and a run's ``config.yaml``
+holds the sections of the selected components.  A component registered by a
+``--module`` file is settable the same way.
+
+Old spellings are migrated on load (:data:`MIGRATIONS`): ``algo.learn_inner_lr:
+true`` is ``algo.inner_update: meta_sgd``; ``trpo.max_consecutive_rejections``
+is ``algo.max_consecutive_rejections``.
 """
 
 from __future__ import annotations
@@ -23,9 +38,8 @@ import yaml
 from metarl import inputs
 from metarl.adaptation import ADAPT_MODES
 from metarl.algos import ALGOS
-from metarl.algos.base import resolve_inner_update
-from metarl.algos.maml_trpo import TRPOSettings
-from metarl.algos.proximal import ProximalSettings
+from metarl.algos.base import LearnerSettings, resolve_inner_update, section_name
+from metarl.inner_updates import INNER_UPDATES
 
 
 class ConfigError(ValueError):
@@ -56,44 +70,27 @@ class PolicyConfig:
     """Initial log standard deviation of the Gaussian policy."""
 
 
-@dataclass
-class AlgoConfig:
+@dataclass(kw_only=True)
+class AlgoConfig(LearnerSettings):
+    """The meta-batch, the outer loop's name and the inner loop's settings (:class:`LearnerSettings`)."""
+
     name: str = "maml_trpo"
     """Outer-loop algorithm, a key of ``metarl.algos.ALGOS``: maml_trpo | promp | maml_ppo."""
     meta_batch_size: int = 20
     """Tasks per meta-iteration."""
     episodes_per_task: int = 20
     """Episodes per task, for each of the train and valid batches."""
-    inner_lr: float = 0.1
-    """Inner-loop step size (the initial value when learn_inner_lr)."""
-    learn_inner_lr: bool = False
-    """Meta-SGD: meta-learn one step size per adapted parameter entry (the same as inner_update: meta_sgd)."""
-    inner_update: str = "sgd"
-    """Inner-update rule: sgd (W - lr g) | meta_sgd (learned per-entry steps) | kronecker
-    (W - lr L g R, learned L, R per weight matrix, a learned diagonal for vectors)."""
-    inner_steps: int = 1
-    """Inner-loop gradient steps."""
-    first_order: bool = False
-    """Drop second-order terms of the meta-gradient."""
-    gamma: float = 0.99
-    """Discount."""
-    gae_lambda: float = 1.0
-    """GAE lambda."""
-    normalize_advantages: bool = True
-    """Standardise advantages per task."""
-
-
-@dataclass
-class TRPOConfig(TRPOSettings):
-    """MAML-TRPO's settings (:class:`metarl.algos.maml_trpo.TRPOSettings`) and the trainer's rejection limit."""
-
     max_consecutive_rejections: int = 5
     """Stop (with a checkpoint) after this many updates in a row rejected for non-finite values."""
 
+    @property
+    def learn_inner_lr(self) -> bool:
+        """The old spelling of ``inner_update: meta_sgd`` (read-only)."""
+        return self.inner_update == "meta_sgd"
 
-@dataclass
-class ProximalConfig(ProximalSettings):
-    """ProMP's and MAML-PPO's settings (:class:`metarl.algos.proximal.ProximalSettings`)."""
+
+ALGO_ORDER = ("name", "meta_batch_size", "episodes_per_task")
+"""The ``algo`` keys written first (the rest in :class:`LearnerSettings`' order)."""
 
 
 @dataclass
@@ -122,21 +119,93 @@ class LogConfig:
     """offline (written under RUN_DIR/wandb, upload later with ``wandb sync``) | online (needs ``wandb login``)."""
 
 
-@dataclass
+@dataclass(eq=False)
 class Config:
     name: str = "maml_trpo"
     """Experiment name (part of the run directory's name)."""
     env: EnvConfig = field(default_factory=EnvConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     algo: AlgoConfig = field(default_factory=AlgoConfig)
-    trpo: TRPOConfig = field(default_factory=TRPOConfig)
-    proximal: ProximalConfig = field(default_factory=ProximalConfig)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     iterations: int = 100
     """Meta-iterations."""
     seed: int = 1
     """Seed of the policy initialisation, task sampling and rollouts."""
     log: LogConfig = field(default_factory=LogConfig)
+    sections: dataclasses.InitVar[dict[str, Any] | None] = None
+    """Component settings by section name (``trpo``, ``proximal``, a ``--module`` rule's): the selected
+    components' and any other one the config names. Read them as attributes: ``cfg.trpo.max_kl``.
+    (Not a field: the run-wide keys are the fields.)"""
+
+    def __post_init__(self, sections: dict[str, Any] | None) -> None:
+        self.sections = dict(sections or {})
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Config) and to_dict(self) == to_dict(other) and self.sections == other.sections
+
+    def __getattr__(self, name: str) -> Any:
+        """A component section as an attribute (its defaults if the config does not hold it)."""
+        sections = self.__dict__.get("sections")
+        if sections is not None:
+            if name in sections:
+                return sections[name]
+            known = component_sections()
+            if name in known:
+                return known[name]()
+        raise AttributeError(f"{type(self).__name__} has no attribute or component section {name!r}")
+
+    def selected_sections(self) -> list[str]:
+        """The sections of the components this config selects (outer loop, inner-update rule, backend)."""
+        return selected_sections(self.algo.name, self.algo.inner_update, self.sampler.backend)
+
+
+RUN_WIDE = tuple(f.name for f in dataclasses.fields(Config))
+"""The run-wide top-level keys, in the order a config is written."""
+
+
+def registries() -> dict[str, dict[str, Any]]:
+    """The registries whose entries may own a config section, by the key that selects an entry."""
+    from metarl.sampling import BACKENDS
+
+    return {"algo.name": ALGOS, "algo.inner_update": INNER_UPDATES, "sampler.backend": BACKENDS}
+
+
+def component_sections() -> dict[str, type]:
+    """Every registered component's section and its ``Settings`` dataclass.
+
+    Two components may share a section (ProMP and MAML-PPO: ``proximal``) only with one ``Settings``."""
+    out: dict[str, type] = {}
+    for registry in registries().values():
+        for name, component in registry.items():
+            section = section_name(name, component)
+            if section is None:
+                continue
+            if section in RUN_WIDE:
+                raise ConfigError(f"component {name!r} declares section {section!r}, a run-wide key")
+            settings = component.Settings
+            if out.setdefault(section, settings) is not settings:
+                raise ConfigError(f"two components declare section {section!r} with different settings")
+    return out
+
+
+def section_classes() -> dict[str, type]:
+    """Every config section and its dataclass: the run-wide ones (``env``, ``policy``, ``algo``, ``sampler``,
+    ``log``), then every registered component's (:func:`component_sections`). The top-level scalars
+    (``name``, ``iterations``, ``seed``) are :class:`Config`'s own fields."""
+    hints = typing.get_type_hints(Config)
+    out = {f.name: hints[f.name] for f in dataclasses.fields(Config) if dataclasses.is_dataclass(hints[f.name])}
+    out.update(component_sections())
+    return out
+
+
+def selected_sections(algo: str, inner_update: str, backend: str) -> list[str]:
+    """The sections owned by the selected outer loop, inner-update rule and sampler backend (in that order)."""
+    out = []
+    for registry, name in zip(registries().values(), (algo, inner_update, backend), strict=True):
+        section = section_name(name, registry[name]) if name in registry else None
+        if section is not None and section not in out:
+            out.append(section)
+    return out
 
 
 # -- parsing -----------------------------------------------------------------------
@@ -207,6 +276,30 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
     return cls(**kwargs)
 
 
+def _build_config(data: Any) -> Config:
+    """The top level: run-wide keys through :func:`_build`, component sections through their ``Settings``."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config: expected a section (a mapping of keys), got {_fmt(data)}")
+    known = component_sections()
+    run_wide = {k: v for k, v in data.items() if k in RUN_WIDE}
+    sections = {}
+    for key, value in data.items():
+        if key in RUN_WIDE:
+            continue
+        if key not in known:
+            close = difflib.get_close_matches(str(key), [*RUN_WIDE, *known], n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise ConfigError(f"unknown key {key}{hint}")
+        sections[key] = _build(known[key], value, f"{key}.")
+    cfg = _build(Config, run_wide, "")
+    for section in cfg.selected_sections():
+        sections.setdefault(section, known[section]())
+    cfg.sections.update(sections)
+    return cfg
+
+
 def _parse_scalar(text: str) -> Any:
     try:
         return inputs.load_yaml(text)
@@ -247,7 +340,7 @@ def validate(cfg: Config) -> Config:
         if not ok:
             raise ConfigError(f"{key}: {what}, got {_fmt(value)}")
 
-    a, t, p, s = cfg.algo, cfg.trpo, cfg.policy, cfg.sampler
+    a, p, s = cfg.algo, cfg.policy, cfg.sampler
     need(cfg.iterations >= 0, "iterations", cfg.iterations, "must be >= 0")
     need(0 <= cfg.seed < 2**64, "seed", cfg.seed, "must be in [0, 2**64)")
     need(bool(cfg.name) and "/" not in cfg.name, "name", cfg.name, "must be a non-empty name without '/'")
@@ -262,32 +355,13 @@ def validate(cfg: Config) -> Config:
     need(a.inner_lr > 0, "algo.inner_lr", a.inner_lr, "must be > 0")
     need(a.inner_steps >= 0, "algo.inner_steps", a.inner_steps, "must be >= 0")
     need(0 < a.gamma <= 1, "algo.gamma", a.gamma, "must be in (0, 1]")
-    try:  # the two spellings of Meta-SGD agree from here on
-        a.inner_update = resolve_inner_update(a.inner_update, a.learn_inner_lr)
+    try:
+        resolve_inner_update(a.inner_update, False)
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    a.learn_inner_lr = a.inner_update == "meta_sgd"
     need(0 <= a.gae_lambda <= 1, "algo.gae_lambda", a.gae_lambda, "must be in [0, 1]")
-    need(t.max_kl > 0, "trpo.max_kl", t.max_kl, "must be > 0")
-    need(t.cg_iters >= 1, "trpo.cg_iters", t.cg_iters, "must be >= 1")
-    need(t.cg_damping >= 0, "trpo.cg_damping", t.cg_damping, "must be >= 0")
-    need(0 < t.cg_subsample <= 1, "trpo.cg_subsample", t.cg_subsample, "must be in (0, 1]")
-    need(t.curvature in ("gauss_newton", "double_backward"), "trpo.curvature", t.curvature,
-         "must be gauss_newton or double_backward")
-    need(t.hvp_chunk_tasks >= 1, "trpo.hvp_chunk_tasks", t.hvp_chunk_tasks, "must be >= 1")
-    need(0 < t.ls_backtrack < 1, "trpo.ls_backtrack", t.ls_backtrack, "must be in (0, 1)")
-    need(t.ls_max_steps >= 1, "trpo.ls_max_steps", t.ls_max_steps, "must be >= 1")
-    need(t.max_consecutive_rejections >= 1, "trpo.max_consecutive_rejections", t.max_consecutive_rejections,
+    need(a.max_consecutive_rejections >= 1, "algo.max_consecutive_rejections", a.max_consecutive_rejections,
          "must be >= 1")
-    x = cfg.proximal
-    need(x.lr > 0, "proximal.lr", x.lr, "must be > 0")
-    need(x.epochs >= 1, "proximal.epochs", x.epochs, "must be >= 1")
-    need(x.clip_eps > 0, "proximal.clip_eps", x.clip_eps, "must be > 0")
-    need(x.kl_coef >= 0, "proximal.kl_coef", x.kl_coef, "must be >= 0")
-    need(x.target_kl > 0, "proximal.target_kl", x.target_kl, "must be > 0")
-    need(0 <= x.adam_beta1 < 1, "proximal.adam_beta1", x.adam_beta1, "must be in [0, 1)")
-    need(0 <= x.adam_beta2 < 1, "proximal.adam_beta2", x.adam_beta2, "must be in [0, 1)")
-    need(x.adam_eps > 0, "proximal.adam_eps", x.adam_eps, "must be > 0")
     need(s.workers is None or s.workers >= 1, "sampler.workers", s.workers, "must be >= 1 (or null: one per core)")
     need(s.hang_timeout is None or s.hang_timeout > 0, "sampler.hang_timeout", s.hang_timeout,
          "must be > 0 (or null: no limit)")
@@ -301,6 +375,10 @@ def validate(cfg: Config) -> Config:
 
     need(s.backend in BACKENDS, "sampler.backend", s.backend, f"must be one of {_choices(BACKENDS)}")
     need(a.name in ALGOS, "algo.name", a.name, f"must be one of {_choices(ALGOS)}")
+    for section, settings in cfg.sections.items():  # each component checks its own section
+        check = getattr(settings, "validate", None)
+        if check is not None:
+            check(lambda ok, key, value, what, _s=section: need(ok, f"{_s}.{key}", value, what))
 
     if cfg.env.family not in envs.family_names():
         close = difflib.get_close_matches(cfg.env.family, envs.family_names(), n=1)
@@ -364,12 +442,60 @@ def _choices(registry: dict[str, Any]) -> str:
     return ", ".join(names[:-1]) + " or " + names[-1] if len(names) > 1 else names[0]
 
 
-def from_dict(data: dict[str, Any]) -> Config:
-    return validate(_build(Config, data, ""))
+def _migrate_learn_inner_lr(data: dict[str, Any]) -> str:
+    algo = data["algo"]
+    value = algo.pop("learn_inner_lr")
+    if not isinstance(value, bool):
+        raise ConfigError(f"algo.learn_inner_lr: expected true or false, got {_fmt(value)}")
+    rule = algo.get("inner_update", "sgd")
+    if isinstance(rule, str) and rule in INNER_UPDATES:
+        try:
+            algo["inner_update"] = resolve_inner_update(rule, value)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+    return "algo.learn_inner_lr is the old spelling of algo.inner_update: meta_sgd"
 
 
-def load_config(path: str | os.PathLike[str] | None, overrides: list[str] | None = None) -> Config:
-    """Read ``path`` (or the defaults if None), apply ``overrides``, validate."""
+def _migrate_rejections(data: dict[str, Any]) -> str:
+    value = data["trpo"].pop("max_consecutive_rejections")
+    if data.get("algo") is None:
+        data["algo"] = {}
+    if isinstance(data["algo"], dict):
+        data["algo"]["max_consecutive_rejections"] = value
+    return "trpo.max_consecutive_rejections is now algo.max_consecutive_rejections (every outer loop stops there)"
+
+
+MIGRATIONS = {
+    "algo.learn_inner_lr": _migrate_learn_inner_lr,
+    "trpo.max_consecutive_rejections": _migrate_rejections,
+}
+"""Old key spellings (dotted) and how each is rewritten into the current keys (returning a one-line note)."""
+
+
+def migrate(data: dict[str, Any]) -> list[str]:
+    """Rewrite the old spellings in ``data`` (in place); returns a note for each one found."""
+    notes = []
+    for key, rewrite in MIGRATIONS.items():
+        section, name = key.split(".")
+        if isinstance(data.get(section), dict) and name in data[section]:
+            notes.append(rewrite(data))
+    return notes
+
+
+def from_dict(data: dict[str, Any], notes: list[str] | None = None) -> Config:
+    """A validated config from nested keys; old spellings are migrated (their notes appended to ``notes``)."""
+    found = migrate(data) if isinstance(data, dict) else []
+    if notes is not None:
+        notes.extend(found)
+    return validate(_build_config(data))
+
+
+def load_config(path: str | os.PathLike[str] | None, overrides: list[str] | None = None,
+                notes: list[str] | None = None) -> Config:
+    """Read ``path`` (or the defaults if None), apply ``overrides``, validate.
+
+    Old key spellings are migrated (:data:`MIGRATIONS`); with ``notes`` given, a one-line note for each
+    one the file or the overrides used is appended to it (the command line prints them)."""
     data: Any = {}
     if path is not None:
         try:
@@ -403,7 +529,7 @@ def load_config(path: str | os.PathLike[str] | None, overrides: list[str] | None
         inputs.check_tree(data, str(path) if path is not None else "config")
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    return from_dict(data)
+    return from_dict(data, notes)
 
 
 def flat_dict(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -421,7 +547,18 @@ def flat_dict(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def to_dict(cfg: Config) -> dict[str, Any]:
-    return dataclasses.asdict(cfg)
+    """The config as nested plain values, in the order it is written: the run-wide keys with the selected
+    components' sections after ``algo`` (an unselected component's section is not written)."""
+    out: dict[str, Any] = {}
+    for key in RUN_WIDE:
+        value = getattr(cfg, key)
+        out[key] = dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
+        if key == "algo":
+            algo = out["algo"]
+            out["algo"] = {**{k: algo[k] for k in ALGO_ORDER}, **{k: v for k, v in algo.items() if k not in ALGO_ORDER}}
+            for section in cfg.selected_sections():
+                out[section] = dataclasses.asdict(cfg.sections[section])
+    return out
 
 
 def to_yaml(cfg: Config) -> str:

@@ -31,11 +31,12 @@ from envs.oracle import OracleFamily
 from metarl import checkpoint
 from metarl.adaptation import adapt_names
 from metarl.algos import ALGOS, MetaLearner
+from metarl.algos.base import section_name
 from metarl.config import Config, ConfigError, load_config
 from metarl.episodes import EpisodeBatch
 from metarl.fileio import atomic_write
 from metarl.policies import GaussianMLPPolicy
-from metarl.sampling import PolicySpec, Sampler, make_sampler
+from metarl.sampling import BACKENDS, PolicySpec, Sampler, make_sampler
 
 TASKS, TRAIN, VALID, EVAL_TASKS, EVAL_ROLLOUTS = range(5)
 """Stream ids: training tasks, train and valid rollouts (index: the iteration),
@@ -78,8 +79,9 @@ def build_learner(cfg: Config, family: TaskFamily) -> MetaLearner:
 def build_sampler(cfg: Config, family: TaskFamily, policy: GaussianMLPPolicy) -> Sampler:
     """The configured sampler backend for ``policy``'s architecture."""
     s = cfg.sampler
+    section = section_name(s.backend, BACKENDS.get(s.backend))
     return make_sampler(s.backend, family, PolicySpec.of(policy), workers=s.workers, ray_address=s.ray_address,
-                        hang_timeout=s.hang_timeout)
+                        hang_timeout=s.hang_timeout, settings=getattr(cfg, section) if section else None)
 
 
 # -- loading ------------------------------------------------------------------------

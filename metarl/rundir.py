@@ -60,7 +60,8 @@ def clean(run_dir: Path, keep_config: bool = False) -> None:
     ckpt = run_dir / "checkpoints"
     if ckpt.is_dir():
         for p in ckpt.iterdir():
-            if p.is_file() and (p.name in ("latest", "best.pt") or (p.name.startswith("iter_") and p.name.endswith(".pt"))):
+            ours = p.name in ("latest", "best.pt") or (p.name.startswith("iter_") and p.name.endswith(".pt"))
+            if p.is_file() and ours:
                 p.unlink()
     remove_stale_temporaries(run_dir)
     if ckpt.is_dir() and not any(ckpt.iterdir()):

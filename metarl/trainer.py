@@ -33,6 +33,7 @@ from metarl.adaptation import ADAPT_MODES
 from metarl.config import Config, flat_dict, to_dict, to_yaml
 from metarl.episodes import EpisodeBatch
 from metarl.fileio import atomic_write
+from metarl.inner_updates import INNER_UPDATES
 from metarl.run import TASKS, TRAIN, VALID, derive_seed, mean_return, stream_rng
 from metarl.sampling import Sampler
 from metarl.scalars import ScalarsCSV
@@ -65,10 +66,9 @@ def adaptation_scalars(params: dict[str, torch.Tensor], adapted: dict[str, torch
 def mode_description(cfg: Config) -> str:
     method = ADAPT_MODES[cfg.policy.adapt]
     order = "first order" if cfg.algo.first_order else "second order"
-    lr = {"meta_sgd": "Meta-SGD learned step sizes",
-          "kronecker": f"learned Kronecker preconditioner, inner lr {cfg.algo.inner_lr}"}.get(
-        cfg.algo.inner_update, f"inner lr {cfg.algo.inner_lr}")
-    return f"{method} ({cfg.algo.name}), {order}, {cfg.algo.inner_steps} inner step(s), {lr}"
+    rule = INNER_UPDATES[cfg.algo.inner_update]
+    lr = rule(cfg.algo.inner_lr, getattr(cfg, rule.section or cfg.algo.inner_update) if rule.Settings else None)
+    return f"{method} ({cfg.algo.name}), {order}, {cfg.algo.inner_steps} inner step(s), {lr.describe()}"
 
 
 class TrainingError(RuntimeError):
@@ -96,6 +96,7 @@ class Trainer:
         self.rejected_steps = 0
         self.consecutive_rejections = 0
         self.best_return = -math.inf  # the highest post-adaptation training return so far (checkpoints/best.pt)
+        self.pending_best: dict[str, Any] | None = None  # a new best, written with the next checkpoint
         config_path = self.run_dir / "config.yaml"
         if resume:
             state = run.latest_state(self.run_dir)  # checked (structure, shapes) before anything is written
@@ -209,23 +210,23 @@ class Trainer:
         state = {"iteration": next_iteration, "meta": self.learner.state_dict(), "config": to_yaml(self.cfg),
                  "rejected_steps": self.rejected_steps, "consecutive_rejections": self.consecutive_rejections}
         try:
-            return checkpoint.save(self.ckpt_dir, next_iteration, state)
+            path = checkpoint.save(self.ckpt_dir, next_iteration, state)
+            if self.pending_best is not None:  # beside it, the best iteration's parameters (if a new best came)
+                checkpoint.save_best(self.ckpt_dir, self.pending_best)
+                self.pending_best = None
+            return path
         except OSError as e:
             raise TrainingError(f"cannot write checkpoint in {self.ckpt_dir}: {e.strerror or e}; "
                                 "the previous checkpoint is intact") from None
 
     def _keep_best(self, iteration: int, started_from: dict[str, torch.Tensor], post: float) -> None:
-        """Keep the meta-parameters iteration ``iteration`` started from (those its post-adaptation return
-        ``post`` measured) as ``checkpoints/best.pt`` when that return is the highest so far."""
-        if not (math.isfinite(post) and post > self.best_return):
-            return
-        self.best_return = post
-        state = {"iteration": iteration, "meta": started_from, "config": to_yaml(self.cfg), "best_return": post}
-        try:
-            checkpoint.save_best(self.ckpt_dir, state)
-        except OSError as e:
-            raise TrainingError(f"cannot write the best-iteration checkpoint in {self.ckpt_dir}: "
-                                f"{e.strerror or e}; the previous checkpoint is intact") from None
+        """Remember the meta-parameters iteration ``iteration`` started from (those its post-adaptation return
+        ``post`` measured) when that return is the highest so far; the next checkpoint writes them as
+        ``checkpoints/best.pt``."""
+        if math.isfinite(post) and post > self.best_return:
+            self.best_return = post
+            self.pending_best = {"iteration": iteration, "meta": started_from, "config": to_yaml(self.cfg),
+                                 "best_return": post}
 
     def train(self, on_iteration: Callable[[IterationResult], None] | None = None) -> list[IterationResult]:
         """Run from ``start_iteration`` to ``cfg.iterations``; returns the per-iteration results.
@@ -273,7 +274,7 @@ class Trainer:
                 self._keep_best(iteration, started_from, res.scalars["returns/post_adapt"])
                 if on_iteration is not None:
                     on_iteration(res)
-                limit = cfg.trpo.max_consecutive_rejections
+                limit = cfg.algo.max_consecutive_rejections
                 if self.consecutive_rejections >= limit:
                     self.writer.flush()
                     csv_log.flush()

@@ -10,8 +10,9 @@ from collections import OrderedDict
 import pytest
 import torch
 
-from metarl.adaptation import KroneckerStep, adapt, adapt_names, vpg_loss
+from metarl.adaptation import adapt, adapt_names, vpg_loss
 from metarl.episodes import EpisodeBatch
+from metarl.inner_updates import KroneckerStep
 from metarl.policies import gaussian_log_prob
 from tests.helpers_core import random_batch, tiny_policy
 

@@ -9,9 +9,8 @@ import torch
 
 from metarl import baselines
 from metarl.adaptation import adapt, adapt_names, vpg_loss
-from metarl.algos.maml_trpo import MAMLTRPO, flat_grad, kl_hvp
+from metarl.algos.maml_trpo import MAMLTRPO, TRPOSettings, flat_grad, kl_hvp
 from metarl.algos.trpo import conjugate_gradient, line_search
-from metarl.config import TRPOConfig
 from metarl.episodes import EpisodeBatch, discounted_returns, gae, normalize
 from metarl.policies import GaussianMLPPolicy, flatten, stack_params, unflatten
 from tests.helpers_core import random_batch, tiny_policy
@@ -178,7 +177,7 @@ def test_maml_step_leaves_parameters_untouched_when_line_search_fails(monkeypatc
 
 def test_maml_step_improves_surrogate_within_trust_region():
     learner, train, train_adv, valid, _, _ = make_problem("all")
-    learner.trpo = TRPOConfig(max_kl=0.01)
+    learner.trpo = TRPOSettings(max_kl=0.01)
     before = flatten(learner.meta_params()).detach().clone()
     stats = learner.update(train, train_adv, valid)
     assert stats["accepted"] == 1.0
@@ -338,7 +337,7 @@ def kl_hessian(learner, meta, args):
 
 def test_trpo_step_equals_exact_natural_gradient_step():
     learner, train, train_adv, valid, _, _ = make_problem("all")
-    learner.trpo = TRPOConfig(max_kl=1e-3, cg_iters=200, cg_damping=1e-3, cg_subsample=1.0)
+    learner.trpo = TRPOSettings(max_kl=1e-3, cg_iters=200, cg_damping=1e-3, cg_subsample=1.0)
     valid_adv = learner.advantages(valid).detach()
     old = learner.old_outputs(train, train_adv, valid)
     meta = learner.meta_params()
@@ -362,7 +361,7 @@ def test_curvature_is_the_exact_kl_hessian_for_any_chunk_size(chunk):
     meta = learner.meta_params()
     v = torch.randn(flatten(meta).numel(), generator=torch.Generator().manual_seed(2), dtype=torch.float64)
     full_args = (train, train_adv, valid, valid_adv, old)
-    learner.trpo = TRPOConfig(cg_damping=0.0, cg_subsample=1.0, hvp_chunk_tasks=chunk)
+    learner.trpo = TRPOSettings(cg_damping=0.0, cg_subsample=1.0, hvp_chunk_tasks=chunk)
     torch.testing.assert_close(learner.curvature(meta, *full_args)(v), kl_hessian(learner, meta, full_args) @ v)
 
 
@@ -371,12 +370,12 @@ def test_curvature_subsample_uses_the_first_tasks():
     meta = learner.meta_params()
     v = torch.randn(flatten(meta).numel(), generator=torch.Generator().manual_seed(2), dtype=torch.float64)
     full_args = (train, train_adv, valid, valid_adv, old)
-    learner.trpo = TRPOConfig(cg_damping=0.0, cg_subsample=0.5, hvp_chunk_tasks=1)  # 2 of 3 tasks
+    learner.trpo = TRPOSettings(cg_damping=0.0, cg_subsample=0.5, hvp_chunk_tasks=1)  # 2 of 3 tasks
     sub_args = (train.tasks(0, 2), train_adv[:2], valid.tasks(0, 2), valid_adv[:2], old.tasks(0, 2))
     sub = learner.curvature(meta, *full_args)(v)
     torch.testing.assert_close(sub, kl_hessian(learner, meta, sub_args) @ v)
     assert (sub - kl_hessian(learner, meta, full_args) @ v).norm() > 1e-6
-    learner.trpo = TRPOConfig(cg_damping=0.5, cg_subsample=0.5)
+    learner.trpo = TRPOSettings(cg_damping=0.5, cg_subsample=0.5)
     torch.testing.assert_close(learner.curvature(meta, *full_args)(v), sub + 0.5 * v)
 
 

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from metarl.algos.curvature import MLPLinearization
-from metarl.algos.maml_trpo import flat_grad
+from metarl.algos.maml_trpo import TRPOSettings, flat_grad
 from metarl.algos.trpo import conjugate_gradient
-from metarl.config import ConfigError, TRPOConfig, load_config
+from metarl.config import ConfigError, load_config
 from metarl.policies import flatten
 from metarl.trainer import Trainer
 from tests.helpers_core import random_batch, tiny_policy
@@ -40,7 +40,7 @@ def products(case: str, chunk: int = 2, damping: float = 0.0):
     args = (train, train_adv, valid, valid_adv, old)
     out = {}
     for curvature in ("double_backward", "gauss_newton"):
-        learner.trpo = TRPOConfig(cg_damping=damping, hvp_chunk_tasks=chunk, curvature=curvature)
+        learner.trpo = TRPOSettings(cg_damping=damping, hvp_chunk_tasks=chunk, curvature=curvature)
         out[curvature] = learner.curvature(meta, *args)
     v = torch.randn(flatten(meta).numel(), generator=torch.Generator().manual_seed(4), dtype=torch.float64)
     return learner, meta, args, out, v
@@ -127,7 +127,7 @@ def test_chunks_in_threads_give_the_same_product_bit_for_bit(curvature):
     learner, train, train_adv, valid, valid_adv, old = make_problem("all", steps=2)
     meta = learner.meta_params()
     args = (train, train_adv, valid, valid_adv, old)
-    learner.trpo = TRPOConfig(hvp_chunk_tasks=1, curvature=curvature)
+    learner.trpo = TRPOSettings(hvp_chunk_tasks=1, curvature=curvature)
     v = torch.randn(flatten(meta).numel(), generator=torch.Generator().manual_seed(4), dtype=torch.float64)
     serial = learner.curvature(meta, *args)(v)
     before = torch.get_num_threads()

@@ -13,8 +13,7 @@ import torch
 
 from metarl.algos import curvature
 from metarl.algos.curvature import MLPLinearization, _affine, _one_intra_op_thread, map_chunks
-from metarl.algos.maml_trpo import MAMLTRPO
-from metarl.config import TRPOConfig
+from metarl.algos.maml_trpo import MAMLTRPO, TRPOSettings
 from metarl.policies import flatten
 from tests.helpers_core import random_batch, tiny_policy
 
@@ -54,7 +53,7 @@ def products(adapt, steps=1, meta_sgd=False, first_order=False, hidden=(5,), act
     meta = learner.meta_params()
     out = {}
     for kind in ("double_backward", "gauss_newton"):
-        learner.trpo = TRPOConfig(cg_damping=0.0, hvp_chunk_tasks=3, curvature=kind)
+        learner.trpo = TRPOSettings(cg_damping=0.0, hvp_chunk_tasks=3, curvature=kind)
         out[kind] = learner.curvature(meta, train, train_adv, valid, valid_adv, old)
     v = torch.randn(flatten(meta).numel(), generator=torch.Generator().manual_seed(4), dtype=torch.float64)
     return out, v

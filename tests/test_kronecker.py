@@ -12,12 +12,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from metarl.adaptation import KroneckerStep, adapt, vpg_loss
+from metarl.adaptation import adapt, vpg_loss
 from metarl.algos.base import PRECOND_PREFIX
 from metarl.algos.maml_trpo import MAMLTRPO, flat_grad
 from metarl.analysis.preconditioner import factor_spectrum, preconditioner_spectra
 from metarl.analysis.representation import analyze_run, format_report
 from metarl.config import ConfigError, load_config
+from metarl.inner_updates import KroneckerStep
 from metarl.policies import flatten, unflatten
 from metarl.run import load_run
 from metarl.trainer import Trainer

@@ -21,7 +21,7 @@ import envs
 from envs.navigation import Navigation2DEnv
 from metarl import checkpoint
 from metarl.cli import main
-from metarl.config import Config, load_config
+from metarl.config import Config, load_config, section_classes
 from metarl.trainer import Trainer, TrainingError
 from tests.helpers_limits import TINY_SETS, time_limit, tiny_cli_sets
 
@@ -59,7 +59,7 @@ OUT_OF_RANGE = {
     ("trpo", "ls_max_steps"): st.integers(max_value=0),
     ("trpo", "cg_subsample"): st.one_of(st.floats(1.01, 2.0), st.floats(-1.0, 0.0)),
     ("trpo", "hvp_chunk_tasks"): st.integers(max_value=0),
-    ("trpo", "max_consecutive_rejections"): st.integers(max_value=0),
+    ("algo", "max_consecutive_rejections"): st.integers(max_value=0),
     ("sampler", "backend"): TEXT.filter(lambda s: s not in ("serial", "local", "ray")),
     ("sampler", "workers"): st.integers(max_value=0),
     ("log", "checkpoint_every"): st.integers(max_value=0),
@@ -79,6 +79,8 @@ def config_keys() -> dict[tuple[str, ...], object]:
                 out[(*prefix, f.name)] = hints[f.name]
 
     walk(Config, ())
+    for section in ("trpo", "proximal"):  # the built-in outer loops' own sections
+        walk(section_classes()[section], (section,))
     return out
 
 

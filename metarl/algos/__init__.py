@@ -4,7 +4,11 @@
 builds it with ``ALGOS[name].from_config(cfg, policy, adapt_names)``.  An
 entry is a :class:`~metarl.algos.base.MetaLearner` subclass.  Adding an
 outer loop is one new file (the subclass and its ``step``) plus one line
-here (or ``ALGOS["name"] = MyLearner`` in a file passed to ``--module``).
+here (or ``register_algo("name", MyLearner)`` in a file passed to
+``--module``).  Settings of its own: a ``Settings`` dataclass (a docstring
+under each field, an optional ``validate(need)``), the class attributes
+``Settings`` and ``section``, and a field named like the section holding
+them; ``--set <section>.<key>=v`` then reaches them.
 """
 
 from __future__ import annotations
@@ -19,4 +23,13 @@ ALGOS: dict[str, type[MetaLearner]] = {
     "maml_ppo": MAMLPPO,
 }
 
-__all__ = ["ALGOS", "MAMLPPO", "MAMLTRPO", "MetaLearner", "ProMP", "StepResult"]
+
+
+def register_algo(name: str, learner: type[MetaLearner]) -> None:
+    """Add the outer loop ``learner`` under ``name`` (what ``algo.name`` selects)."""
+    if not (isinstance(learner, type) and issubclass(learner, MetaLearner)):
+        raise TypeError(f"outer loop {name!r} must be a MetaLearner subclass, got {learner!r}")
+    ALGOS[name] = learner
+
+
+__all__ = ["ALGOS", "MAMLPPO", "MAMLTRPO", "MetaLearner", "ProMP", "StepResult", "register_algo"]

@@ -5,23 +5,16 @@ inner update's learned tensors, see ``INNER_UPDATES``), the advantages every
 inner loop uses, the inner loop itself (``adapt``, ``adapt_further``) and the
 checkpointed state.
 
-Inner-update rules (``inner_update``), for an adapted parameter ``W`` with
-inner gradient ``g`` and the configured step ``alpha = inner_lr``:
-
-* ``sgd``: ``W' = W - alpha g`` (MAML); nothing learned.
-* ``meta_sgd``: ``W' = W - a * g`` with ``a`` of ``W``'s shape, initialised at
-  ``alpha``, named ``inner_lr/<param>`` (Li et al. 2017).
-* ``kronecker``: for a weight matrix ``W (out, in)``,
-  ``W' = W - alpha L g R`` with ``L (out, out)`` and ``R (in, in)`` named
-  ``precond/<param>/L`` and ``precond/<param>/R``; for a vector parameter
-  (bias, log-std) ``W' = W - alpha d * g`` with ``d`` named
-  ``precond/<param>/diag``.  All initialised at the identity (ones), so the
-  first iteration is MAML's (:class:`metarl.adaptation.KroneckerStep`).
-
-The learned tensors are meta-parameters like the policy's: every outer loop
-differentiates through them (to second order unless ``first_order``), and
-they are checkpointed with the policy.  An outer
-loop subclasses :class:`MetaLearner` and implements :meth:`MetaLearner.step`.
+The inner-update rule (``inner_update``, a key of
+:data:`metarl.inner_updates.INNER_UPDATES`) owns its learned tensors: the
+learner keeps them as ``rule_params`` and names them ``<rule prefix><name>``
+among the meta-parameters (``inner_lr/<param>`` for Meta-SGD,
+``precond/<param>/L`` for the Kronecker preconditioner). They are
+meta-parameters like the policy's: every outer loop differentiates through
+them (to second order unless ``first_order``), and they are checkpointed with
+the policy. An outer loop subclasses :class:`MetaLearner` and implements
+:meth:`MetaLearner.step`; one with settings of its own declares them as a
+dataclass ``Settings`` read from the config section ``section``.
 
 One meta-iteration, as the trainer drives it (``N`` tasks, ``T`` steps,
 ``B`` episodes per task)::
@@ -43,34 +36,35 @@ from __future__ import annotations
 import abc
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
 from metarl import baselines
-from metarl.adaptation import KroneckerStep, StepSize, adapt
+from metarl.adaptation import adapt
 from metarl.episodes import EpisodeBatch, gae, normalize
+from metarl.inner_updates import INNER_UPDATES, InnerUpdate, StepSize
+from metarl.inner_updates.kronecker import Kronecker
+from metarl.inner_updates.meta_sgd import MetaSGD
 from metarl.policies import GaussianMLPPolicy, Params
 
-LR_PREFIX = "inner_lr/"
-PRECOND_PREFIX = "precond/"
-INNER_UPDATES = ("sgd", "meta_sgd", "kronecker")
-"""The inner-update rules (``algo.inner_update``)."""
+LR_PREFIX = MetaSGD.prefix
+PRECOND_PREFIX = Kronecker.prefix
 
 
 def resolve_inner_update(inner_update: str, learn_inner_lr: bool) -> str:
     """The rule meant by ``inner_update`` and the older switch ``learn_inner_lr`` together.
 
-    ``learn_inner_lr`` means ``meta_sgd``: it turns ``sgd`` into ``meta_sgd``
-    and contradicts ``kronecker`` (a :class:`ValueError`, one line).
+    ``learn_inner_lr`` (the old spelling of ``meta_sgd``) turns ``sgd`` into
+    ``meta_sgd`` and contradicts any other rule (a :class:`ValueError`, one line).
     """
     if inner_update not in INNER_UPDATES:
         raise ValueError(f"algo.inner_update must be one of {', '.join(INNER_UPDATES)}, got {inner_update!r}")
-    if learn_inner_lr and inner_update == "kronecker":
+    if learn_inner_lr and inner_update not in ("sgd", "meta_sgd"):
         raise ValueError("algo.learn_inner_lr: true means inner_update meta_sgd, which contradicts "
-                         "algo.inner_update: 'kronecker' (set learn_inner_lr: false)")
+                         f"algo.inner_update: {inner_update!r} (set learn_inner_lr: false)")
     return "meta_sgd" if learn_inner_lr else inner_update
 
 
@@ -88,31 +82,49 @@ class StepResult:
     rejected: bool = False
 
 
+@dataclass(kw_only=True)
+class LearnerSettings:
+    """The inner loop's settings every meta-learner takes (the config's ``algo`` section extends them)."""
+
+    inner_lr: float = 0.1
+    """Inner-loop step size (the initial value of learned step sizes)."""
+    inner_update: str = "sgd"
+    """Inner-update rule, a key of ``metarl.inner_updates.INNER_UPDATES``: sgd (W - lr g) | meta_sgd (learned
+    per-entry steps) | kronecker (W - lr L g R, learned L, R per weight matrix, a learned diagonal for vectors)."""
+    inner_steps: int = 1
+    """Inner-loop gradient steps."""
+    first_order: bool = False
+    """Drop second-order terms of the meta-gradient."""
+    gamma: float = 0.99
+    """Discount."""
+    gae_lambda: float = 1.0
+    """GAE lambda."""
+    normalize_advantages: bool = True
+    """Standardise advantages per task."""
+
+
 @dataclass
-class MetaLearner(abc.ABC):
+class MetaLearner(LearnerSettings, abc.ABC):
     """Meta-learner state, advantages and the inner loop; subclasses add the outer step.
 
     ``adapt_names``: parameters adapted in the inner loop (all for MAML, the
-    head for ANIL).  ``inner_update``: ``sgd`` | ``meta_sgd`` | ``kronecker``
-    (module docstring); ``learn_inner_lr`` is the older spelling of
-    ``meta_sgd`` and is kept equal to ``inner_update == "meta_sgd"``.
-    ``lr_params``: Meta-SGD's step sizes by parameter name;
-    ``precond_params``: the preconditioner's factors by ``<param>/L`` etc.
+    head for ANIL).  ``inner_update``: the rule's registered name, built as
+    ``rule`` with ``inner_settings`` (its ``Settings``, None for defaults);
+    ``learn_inner_lr`` is the older spelling of ``meta_sgd`` and is kept equal
+    to ``inner_update == "meta_sgd"``.  ``rule_params``: the rule's learned
+    tensors by name (without the rule's prefix).
     """
 
     policy: GaussianMLPPolicy
     adapt_names: Sequence[str]
-    inner_lr: float = 0.1
-    inner_steps: int = 1
-    first_order: bool = False
     learn_inner_lr: bool = False
-    gamma: float = 0.99
-    gae_lambda: float = 1.0
-    normalize_advantages: bool = True
-    lr_params: dict[str, Tensor] = field(default_factory=dict)
-    inner_update: str = "sgd"
-    precond_params: dict[str, Tensor] = field(default_factory=dict)
+    inner_settings: Any = None
+    rule_params: dict[str, Tensor] = field(default_factory=dict)
 
+    Settings: ClassVar[type | None] = None
+    """Dataclass of the outer loop's own settings (config section :attr:`section`), or None."""
+    section: ClassVar[str | None] = None
+    """The config section of :attr:`Settings` (None: the registered name)."""
     scalar_prefix: ClassVar[str] = "outer"
     """Namespace of the trainer's per-algorithm counters (``<prefix>/rejected_steps``)."""
 
@@ -120,42 +132,55 @@ class MetaLearner(abc.ABC):
         self.adapt_names = list(self.adapt_names)
         self.inner_update = resolve_inner_update(self.inner_update, self.learn_inner_lr)
         self.learn_inner_lr = self.inner_update == "meta_sgd"
-        params = self.policy.params()
-        if self.learn_inner_lr and not self.lr_params:
-            self.lr_params = OrderedDict(
-                (k, torch.full_like(params[k], self.inner_lr).detach().requires_grad_())
-                for k in self.adapt_names
-            )
-        if self.inner_update == "kronecker" and not self.precond_params:
-            self.precond_params = KroneckerStep.identity_factors(params, self.adapt_names)
+        self.rule: InnerUpdate = INNER_UPDATES[self.inner_update](self.inner_lr, self.inner_settings)
+        if not self.rule_params:
+            self.rule_params = OrderedDict(self.rule.init_params(self.policy.params(), self.adapt_names))
 
     @classmethod
     def from_config(cls, cfg: Any, policy: GaussianMLPPolicy, adapt_names: Sequence[str]) -> MetaLearner:
-        """Build from a run config (read by attribute: ``cfg.algo.*``; subclasses read their own section)."""
-        return cls(policy, adapt_names, **learner_kwargs(cfg.algo))
+        """Build from a run config, read by attribute: ``cfg.algo.*``, the inner-update rule's section and
+        this outer loop's own section :attr:`section` (each when the config has it, else their defaults)."""
+        name = resolve_inner_update(cfg.algo.inner_update, getattr(cfg.algo, "learn_inner_lr", False))
+        rule = INNER_UPDATES[name]
+        own = {}
+        if cls.Settings is not None and cls.section is not None and hasattr(cfg, cls.section):
+            own[cls.section] = settings_of(cls.Settings, getattr(cfg, cls.section))
+        rule_section = section_name(name, rule)
+        rule_settings = (settings_of(rule.Settings, getattr(cfg, rule_section))
+                         if rule.Settings is not None and rule_section and hasattr(cfg, rule_section) else None)
+        return cls(policy, adapt_names, **learner_kwargs(cfg.algo), inner_settings=rule_settings, **own)
+
+    # -- the rule's tensors under their older names ---------------------------------
+    @property
+    def lr_params(self) -> dict[str, Tensor]:
+        """Meta-SGD's step sizes by parameter name (empty for other rules)."""
+        return self.rule_params if self.inner_update == "meta_sgd" else {}
+
+    @lr_params.setter
+    def lr_params(self, value: dict[str, Tensor]) -> None:
+        self.rule_params = value
+
+    @property
+    def precond_params(self) -> dict[str, Tensor]:
+        """The Kronecker preconditioner's factors by ``<param>/L`` etc. (empty for other rules)."""
+        return self.rule_params if self.inner_update == "kronecker" else {}
 
     # -- parameters --------------------------------------------------------------
     def meta_params(self) -> Params:
-        """Every meta-learned tensor, by name (shared with the policy)."""
+        """Every meta-learned tensor, by name (shared with the policy): the policy's, then the rule's."""
         out = OrderedDict(self.policy.params())
-        for k, v in self.lr_params.items():
-            out[LR_PREFIX + k] = v
-        for k, v in self.precond_params.items():
-            out[PRECOND_PREFIX + k] = v
+        for k, v in self.rule_params.items():
+            out[self.rule.prefix + k] = v
         return out
 
     def _split(self, meta: Mapping[str, Tensor]) -> tuple[Params, StepSize]:
         """``meta`` as (policy parameters, the inner step rule built from ``meta``'s learned tensors)."""
-        policy_params = OrderedDict((k, v) for k, v in meta.items()
-                                    if not k.startswith((LR_PREFIX, PRECOND_PREFIX)))
-        if self.inner_update == "meta_sgd":
-            return policy_params, OrderedDict((k[len(LR_PREFIX):], v) for k, v in meta.items()
-                                              if k.startswith(LR_PREFIX))
-        if self.inner_update == "kronecker":
-            factors = OrderedDict((k[len(PRECOND_PREFIX):], v) for k, v in meta.items()
-                                  if k.startswith(PRECOND_PREFIX))
-            return policy_params, KroneckerStep(self.inner_lr, factors)
-        return policy_params, self.inner_lr
+        prefix = self.rule.prefix
+        if not self.rule_params:
+            return OrderedDict(meta), self.rule.step({})
+        learned = OrderedDict((k[len(prefix):], v) for k, v in meta.items() if k.startswith(prefix))
+        policy_params = OrderedDict((k, v) for k, v in meta.items() if not k.startswith(prefix))
+        return policy_params, self.rule.step(learned)
 
     def step_size(self, names: Sequence[str] | None = None) -> StepSize:
         """The learned inner step rule as constants, covering ``names`` (default: the adapted ones).
@@ -163,14 +188,8 @@ class MetaLearner(abc.ABC):
         A parameter the rule has not learned (a test-time variant adapting
         more than training did) takes the plain step ``inner_lr``.
         """
-        _, lr = self._split(self.meta_params())
-        if isinstance(lr, KroneckerStep):
-            return lr.detached()
-        if isinstance(lr, Mapping):
-            ref = self.policy.params()
-            return OrderedDict((k, lr[k].detach() if k in lr else torch.full_like(ref[k], self.inner_lr).detach())
-                               for k in (self.adapt_names if names is None else names))
-        return lr
+        return self.rule.constant_step(self.rule_params, self.policy.params(),
+                                       self.adapt_names if names is None else list(names))
 
     def state_dict(self) -> dict[str, Tensor]:
         """Copies of :meth:`meta_params` (what a checkpoint's ``meta`` holds).
@@ -189,17 +208,9 @@ class MetaLearner(abc.ABC):
                 v.copy_(state[k])
 
     def state_scalars(self) -> dict[str, float]:
-        """Scalars describing the meta-parameters, logged every iteration (Meta-SGD step sizes,
-        the preconditioner's largest distance from the identity ``max ||L - I||_F`` over factors)."""
-        if self.inner_update == "kronecker":
-            dev = [float(torch.linalg.norm(v.detach() - (torch.eye(v.shape[0], dtype=v.dtype)
-                                                           if v.dim() == 2 else torch.ones_like(v))))
-                   for v in self.precond_params.values()]
-            return {"kronecker/max_dev_from_identity": max(dev, default=0.0)}
-        if not self.learn_inner_lr:
-            return {}
-        lrs = torch.cat([v.detach().reshape(-1) for v in self.lr_params.values()])
-        return {"meta_sgd/lr_mean": float(lrs.mean()), "meta_sgd/lr_std": float(lrs.std())}
+        """Scalars describing the meta-parameters, logged every iteration (the rule's own:
+        Meta-SGD's step sizes, the preconditioner's largest distance from the identity)."""
+        return self.rule.scalars(self.rule_params)
 
     # -- advantages and adaptation -----------------------------------------------
     def advantages(self, batch: EpisodeBatch) -> Tensor:
@@ -240,8 +251,21 @@ class MetaLearner(abc.ABC):
         return {}
 
 
+def settings_of(settings_cls: type, section: Any) -> Any:
+    """``section`` as an instance of the settings dataclass ``settings_cls`` (read by attribute)."""
+    if isinstance(section, settings_cls):
+        return section
+    return settings_cls(**{f.name: getattr(section, f.name) for f in fields(settings_cls)})
+
+
+def section_name(name: str, component: Any) -> str | None:
+    """The config section of the component registered as ``name``: its ``section``, else ``name``; None
+    for a component without ``Settings``."""
+    if getattr(component, "Settings", None) is None:
+        return None
+    return getattr(component, "section", None) or name
+
+
 def learner_kwargs(algo: Any) -> dict[str, Any]:
-    """The :class:`MetaLearner` settings held by an ``algo`` config section."""
-    names = ("inner_lr", "inner_steps", "first_order", "learn_inner_lr", "inner_update", "gamma", "gae_lambda",
-             "normalize_advantages")
-    return {k: getattr(algo, k) for k in names}
+    """The :class:`LearnerSettings` held by an ``algo`` config section (read by attribute)."""
+    return {f.name: getattr(algo, f.name) for f in fields(LearnerSettings)}

@@ -52,9 +52,9 @@ from torch import Tensor
 
 from metarl.adaptation import vpg_loss
 from metarl.episodes import EpisodeBatch
+from metarl.inner_updates import StepSize
 from metarl.policies import GaussianMLPPolicy, unflatten
 
-StepSize = float | Mapping[str, Tensor]
 T = TypeVar("T")
 
 
@@ -269,7 +269,8 @@ def gauss_newton_product(policy: GaussianMLPPolicy, params: Mapping[str, Tensor]
     """``v -> Jᵀ F J v``: the Hessian of the mean KL of these tasks w.r.t. the meta-parameters.
 
     ``params``: the policy's meta-parameters (unstacked); ``lr``: the scalar
-    step size or Meta-SGD's per-parameter tensors (then also meta-parameters,
+    step size or Meta-SGD's per-parameter tensors (the rules whose
+    ``InnerUpdate.gauss_newton`` is true) (then also meta-parameters,
     after the policy's in the flat vector).  ``v`` and the result are flat
     ``(P,)`` in the order of ``params`` then ``lr``.  Everything that does not
     depend on ``v`` (inner gradients with their graphs, cached activations) is

@@ -31,17 +31,17 @@ import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, NamedTuple
 
 import torch
 from torch import Tensor
 
-from metarl.algos.base import MetaLearner, StepResult, learner_kwargs
+from metarl.algos.base import MetaLearner, StepResult
 from metarl.algos.curvature import gauss_newton_product, map_chunks, weighted_sum
 from metarl.algos.trpo import conjugate_gradient_with_product, line_search
 from metarl.episodes import EpisodeBatch, masked_task_mean
-from metarl.policies import GaussianMLPPolicy, Params, flatten, gaussian_kl, gaussian_log_prob, unflatten
+from metarl.policies import Params, flatten, gaussian_kl, gaussian_log_prob, unflatten
 
 
 @dataclass
@@ -60,16 +60,24 @@ class TRPOSettings:
     """Tasks per chunk of the KL Hessian-vector product (exact for any value; speed and memory only)."""
     curvature: str = "gauss_newton"
     """KL Hessian-vector product: gauss_newton (Jᵀ F J through the inner loop) | double_backward (of the KL graph).
-    ``algo.inner_update: kronecker`` always uses double_backward."""
+    A rule the Gauss-Newton product does not cover (``kronecker``; see ``InnerUpdate.gauss_newton``) always
+    uses double_backward."""
     ls_backtrack: float = 0.8
     """Line-search step shrink factor."""
     ls_max_steps: int = 15
     """Line-search steps before the update is rejected."""
 
-    @classmethod
-    def of(cls, section: Any) -> TRPOSettings:
-        """These settings read (by attribute) from a section holding at least these fields."""
-        return cls(**{f.name: getattr(section, f.name) for f in fields(cls)})
+    def validate(self, need: Callable[[bool, str, Any, str], None]) -> None:
+        """Range checks: ``need(ok, key, value, what)`` (the key without the section)."""
+        need(self.max_kl > 0, "max_kl", self.max_kl, "must be > 0")
+        need(self.cg_iters >= 1, "cg_iters", self.cg_iters, "must be >= 1")
+        need(self.cg_damping >= 0, "cg_damping", self.cg_damping, "must be >= 0")
+        need(0 < self.cg_subsample <= 1, "cg_subsample", self.cg_subsample, "must be in (0, 1]")
+        need(self.curvature in ("gauss_newton", "double_backward"), "curvature", self.curvature,
+             "must be gauss_newton or double_backward")
+        need(self.hvp_chunk_tasks >= 1, "hvp_chunk_tasks", self.hvp_chunk_tasks, "must be >= 1")
+        need(0 < self.ls_backtrack < 1, "ls_backtrack", self.ls_backtrack, "must be in (0, 1)")
+        need(self.ls_max_steps >= 1, "ls_max_steps", self.ls_max_steps, "must be >= 1")
 
 
 # The diagnostics of :meth:`MAMLTRPO.update` and the scalar names they are logged under.
@@ -92,11 +100,9 @@ class MAMLTRPO(MetaLearner):
 
     trpo: TRPOSettings = field(default_factory=TRPOSettings)
 
+    Settings: ClassVar[type | None] = TRPOSettings
+    section: ClassVar[str | None] = "trpo"
     scalar_prefix: ClassVar[str] = "trpo"
-
-    @classmethod
-    def from_config(cls, cfg: Any, policy: GaussianMLPPolicy, adapt_names: Sequence[str]) -> MAMLTRPO:
-        return cls(policy, adapt_names, **learner_kwargs(cfg.algo), trpo=TRPOSettings.of(cfg.trpo))
 
     def step(self, train: EpisodeBatch, valid: EpisodeBatch, adapted: Mapping[str, Tensor],
              train_adv: Tensor | None = None) -> StepResult:
@@ -173,9 +179,9 @@ class MAMLTRPO(MetaLearner):
         chunk = max(1, self.trpo.hvp_chunk_tasks)
         tensors = list(meta.values())
 
-        # The Gauss-Newton product's inner-loop Jacobian is derived for plain and Meta-SGD step sizes; the
-        # Kronecker preconditioner's factors take the double-backward product, exact for any inner update.
-        gauss_newton = self.trpo.curvature == "gauss_newton" and self.inner_update != "kronecker"
+        # The Gauss-Newton product's inner-loop Jacobian is derived for plain and per-entry step sizes; any
+        # other rule (the rule says so) takes the double-backward product, exact for any inner update.
+        gauss_newton = self.trpo.curvature == "gauss_newton" and self.rule.gauss_newton
 
         def build(a: int, b: int) -> tuple[float, Callable[[Tensor], Tensor]]:
             if gauss_newton:

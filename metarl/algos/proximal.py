@@ -37,17 +37,17 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
 from metarl.adaptation import adapt
-from metarl.algos.base import MetaLearner, StepResult, learner_kwargs
+from metarl.algos.base import MetaLearner, StepResult
 from metarl.episodes import EpisodeBatch, masked_task_mean
-from metarl.policies import GaussianMLPPolicy, Params, gaussian_kl, gaussian_log_prob
+from metarl.policies import Params, gaussian_kl, gaussian_log_prob
 
 STATE_PREFIX = "outer_state/"
 
@@ -80,9 +80,16 @@ class ProximalSettings:
     adam_eps: float = 1e-8
     """Adam's denominator constant."""
 
-    @classmethod
-    def of(cls, section: Any) -> ProximalSettings:
-        return cls(**{f.name: getattr(section, f.name) for f in fields(cls)})
+    def validate(self, need: Callable[[bool, str, Any, str], None]) -> None:
+        """Range checks: ``need(ok, key, value, what)`` (the key without the section)."""
+        need(self.lr > 0, "lr", self.lr, "must be > 0")
+        need(self.epochs >= 1, "epochs", self.epochs, "must be >= 1")
+        need(self.clip_eps > 0, "clip_eps", self.clip_eps, "must be > 0")
+        need(self.kl_coef >= 0, "kl_coef", self.kl_coef, "must be >= 0")
+        need(self.target_kl > 0, "target_kl", self.target_kl, "must be > 0")
+        need(0 <= self.adam_beta1 < 1, "adam_beta1", self.adam_beta1, "must be in [0, 1)")
+        need(0 <= self.adam_beta2 < 1, "adam_beta2", self.adam_beta2, "must be in [0, 1)")
+        need(self.adam_eps > 0, "adam_eps", self.adam_eps, "must be > 0")
 
 
 def clipped_surrogate(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, clip_eps: float) -> Tensor:
@@ -138,6 +145,8 @@ class ProximalLearner(MetaLearner):
 
     proximal: ProximalSettings = field(default_factory=ProximalSettings)
 
+    Settings: ClassVar[type | None] = ProximalSettings
+    section: ClassVar[str | None] = "proximal"
     lvc: ClassVar[bool] = False
     kl_penalty: ClassVar[bool] = False
 
@@ -148,10 +157,6 @@ class ProximalLearner(MetaLearner):
         self.adam_v = OrderedDict((k, torch.zeros_like(v).detach()) for k, v in meta.items())
         self.adam_step = 0
         self.kl_coef = float(self.proximal.kl_coef)
-
-    @classmethod
-    def from_config(cls, cfg: Any, policy: GaussianMLPPolicy, adapt_names: Sequence[str]) -> ProximalLearner:
-        return cls(policy, adapt_names, **learner_kwargs(cfg.algo), proximal=ProximalSettings.of(cfg.proximal))
 
     # -- checkpointed state ----------------------------------------------------------
     def state_dict(self) -> dict[str, Tensor]:

@@ -1,7 +1,7 @@
 """The learned inner-loop preconditioner's spectra, per layer.
 
 For ``algo.inner_update: kronecker`` every adapted weight matrix ``W (out,
-in)`` steps as ``W - alpha L g R`` (:class:`metarl.adaptation.KroneckerStep`).
+in)`` steps as ``W - alpha L g R`` (:class:`metarl.inner_updates.kronecker.KroneckerStep`).
 ``L`` and ``R`` are not constrained to be symmetric, so their spread is read
 from the eigenvalues of the **symmetric part** ``S = (M + M^T) / 2`` (real,
 ``torch.linalg.eigvalsh``), which governs ``<g, M g>`` (whether the step is

@@ -1,7 +1,8 @@
 """A one-file outer loop: first-order MAML with a plain gradient step.
 
 Registers itself as ``algo.name: toy_fomaml``; pass this file to
-``metarl train --module`` to use it.  The outer step is the mean over tasks
+``metarl train --module`` to use it.  Its one setting of its own,
+``toy_fomaml.lr`` (the outer step size), lives in its own config section.  The outer step is the mean over tasks
 of the post-adaptation VPG gradient, evaluated at the adapted parameters and
 applied to the meta-parameters (first order: the inner loop is not
 differentiated).
@@ -10,21 +11,32 @@ differentiated).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import torch
 from torch import Tensor
 
 from metarl.adaptation import vpg_loss
-from metarl.algos import ALGOS, MetaLearner, StepResult
+from metarl.algos import MetaLearner, StepResult, register_algo
 from metarl.episodes import EpisodeBatch
 
 
 @dataclass
-class ToyFOMAML(MetaLearner):
-    outer_lr: float = 0.01
+class ToyFOMAMLSettings:
+    lr: float = 0.01
+    """Outer step size."""
 
+    def validate(self, need) -> None:
+        need(self.lr > 0, "lr", self.lr, "must be > 0")
+
+
+@dataclass
+class ToyFOMAML(MetaLearner):
+    toy_fomaml: ToyFOMAMLSettings = field(default_factory=ToyFOMAMLSettings)
+
+    Settings: ClassVar[type] = ToyFOMAMLSettings
+    section: ClassVar[str] = "toy_fomaml"
     scalar_prefix: ClassVar[str] = "toy"
 
     def step(self, train: EpisodeBatch, valid: EpisodeBatch, adapted: Mapping[str, Tensor],
@@ -39,7 +51,7 @@ class ToyFOMAML(MetaLearner):
         with torch.no_grad():
             for (k, leaf), g in zip(leaves.items(), grads):
                 # a stacked (adapted) entry's gradient is per task and already divided by N
-                meta[k].sub_(self.outer_lr * (g.sum(0) if leaf.dim() > meta[k].dim() else g))
+                meta[k].sub_(self.toy_fomaml.lr * (g.sum(0) if leaf.dim() > meta[k].dim() else g))
         norm = torch.sqrt(sum((g * g).sum() for g in grads))
         return StepResult({"toy/loss": float(loss.detach()), "toy/grad_norm": float(norm)})
 
@@ -47,4 +59,4 @@ class ToyFOMAML(MetaLearner):
         return {"toy/loss": float("nan"), "toy/grad_norm": float("nan")}
 
 
-ALGOS["toy_fomaml"] = ToyFOMAML
+register_algo("toy_fomaml", ToyFOMAML)

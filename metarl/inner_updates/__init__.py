@@ -1,0 +1,31 @@
+"""Inner-update rules: one contract (:class:`~metarl.inner_updates.base.InnerUpdate`), one registry.
+
+``algo.inner_update`` selects an entry of :data:`INNER_UPDATES`. Adding a
+rule is one new file (an ``InnerUpdate`` subclass, with a ``Settings``
+dataclass if it has settings of its own) plus one line here, or
+``register_inner_update("name", MyRule)`` in a file passed to ``--module``.
+"""
+
+from __future__ import annotations
+
+from metarl.inner_updates.base import InnerUpdate, StepSize, apply_step
+from metarl.inner_updates.kronecker import Kronecker, KroneckerStep
+from metarl.inner_updates.meta_sgd import MetaSGD
+from metarl.inner_updates.sgd import SGD
+
+INNER_UPDATES: dict[str, type[InnerUpdate]] = {
+    "sgd": SGD,
+    "meta_sgd": MetaSGD,
+    "kronecker": Kronecker,
+}
+
+
+def register_inner_update(name: str, rule: type[InnerUpdate]) -> None:
+    """Add ``rule`` under ``name`` (what ``algo.inner_update`` selects)."""
+    if not (isinstance(rule, type) and issubclass(rule, InnerUpdate)):
+        raise TypeError(f"inner update {name!r} must be an InnerUpdate subclass, got {rule!r}")
+    INNER_UPDATES[name] = rule
+
+
+__all__ = ["INNER_UPDATES", "SGD", "InnerUpdate", "Kronecker", "KroneckerStep", "MetaSGD", "StepSize", "apply_step",
+           "register_inner_update"]
