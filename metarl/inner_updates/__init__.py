@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from metarl.inner_updates.base import InnerUpdate, StepSize, apply_step
 from metarl.inner_updates.kronecker import Kronecker, KroneckerStep
+from metarl.inner_updates.lstm import LSTMOptimizer
 from metarl.inner_updates.meta_sgd import MetaSGD
 from metarl.inner_updates.sgd import SGD
 
@@ -17,6 +18,7 @@ INNER_UPDATES: dict[str, type[InnerUpdate]] = {
     "sgd": SGD,
     "meta_sgd": MetaSGD,
     "kronecker": Kronecker,
+    "lstm": LSTMOptimizer,
 }
 
 
@@ -27,5 +29,5 @@ def register_inner_update(name: str, rule: type[InnerUpdate]) -> None:
     INNER_UPDATES[name] = rule
 
 
-__all__ = ["INNER_UPDATES", "SGD", "InnerUpdate", "Kronecker", "KroneckerStep", "MetaSGD", "StepSize", "apply_step",
-           "register_inner_update"]
+__all__ = ["INNER_UPDATES", "SGD", "InnerUpdate", "Kronecker", "KroneckerStep", "LSTMOptimizer", "MetaSGD",
+           "StepSize", "apply_step", "register_inner_update"]
