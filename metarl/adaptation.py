@@ -30,7 +30,8 @@ from torch import Tensor
 
 from metarl.episodes import EpisodeBatch
 from metarl.inner_updates.base import StepSize, apply_step
-from metarl.policies import GaussianMLPPolicy, Params, gaussian_log_prob, stack_params
+from metarl.losses import vpg_loss_of_outputs
+from metarl.policies import GaussianMLPPolicy, Params, stack_params
 
 
 def vpg_loss(policy: GaussianMLPPolicy, params: Mapping[str, Tensor], batch: EpisodeBatch,
@@ -50,13 +51,7 @@ def vpg_loss(policy: GaussianMLPPolicy, params: Mapping[str, Tensor], batch: Epi
         log_std = params["log_std"]
         if log_std.dim() == 2:
             log_std = log_std.unsqueeze(-2)
-    logp = gaussian_log_prob(mean, log_std, batch.flat_actions())  # (N, T*B)
-    n = batch.num_tasks
-    mask = batch.mask.reshape(n, -1)
-    adv = advantages.detach().reshape(n, -1)
-    if reference_logp is not None:
-        logp = torch.exp(logp - reference_logp.detach().reshape(n, -1))  # the likelihood ratio
-    return -(logp * adv * mask).sum(1) / mask.sum(1).clamp(min=1)
+    return vpg_loss_of_outputs(mean, log_std, batch, advantages, reference_logp)
 
 
 def adapt(
@@ -102,7 +97,11 @@ def _adapt(policy: GaussianMLPPolicy, params: Mapping[str, Tensor], batch: Episo
             fast[k] = fast[k].detach().clone().requires_grad_()
     body_fixed = not any(k.startswith("body.") for k in names)
     features = policy.features(batch.flat_obs(), params) if body_fixed else None
+    update = getattr(lr, "update", None)  # a rule that needs more than the gradient (BLUR) updates itself
     for _ in range(steps):
+        if update is not None:
+            fast = update(policy, fast, batch, advantages, names, not first_order, reference_logp)
+            continue
         loss = vpg_loss(policy, fast, batch, advantages, features, reference_logp).sum()
         grads = torch.autograd.grad(loss, [fast[k] for k in names], create_graph=not first_order)
         fast = OrderedDict(fast)

@@ -18,7 +18,7 @@ from tests.helpers_core import random_batch, tiny_policy
 
 def test_inner_update_errors_say_what_is_allowed():
     with pytest.raises(ValueError,
-                       match=r"^algo.inner_update must be one of sgd, meta_sgd, kronecker, lstm, got 'adam'$"):
+                       match=r"^algo.inner_update must be one of sgd, meta_sgd, kronecker, lstm, blur, got 'adam'$"):
         resolve_inner_update("adam", False)
     with pytest.raises(ValueError, match=r"^algo.learn_inner_lr: true means inner_update meta_sgd, which "
                                          r"contradicts algo.inner_update: 'kronecker' \(set learn_inner_lr: "

@@ -9,6 +9,7 @@ dataclass if it has settings of its own) plus one line here, or
 from __future__ import annotations
 
 from metarl.inner_updates.base import InnerUpdate, StepSize, apply_step
+from metarl.inner_updates.blur import BLUR
 from metarl.inner_updates.kronecker import Kronecker, KroneckerStep
 from metarl.inner_updates.lstm import LSTMOptimizer
 from metarl.inner_updates.meta_sgd import MetaSGD
@@ -19,6 +20,7 @@ INNER_UPDATES: dict[str, type[InnerUpdate]] = {
     "meta_sgd": MetaSGD,
     "kronecker": Kronecker,
     "lstm": LSTMOptimizer,
+    "blur": BLUR,
 }
 
 
@@ -29,5 +31,5 @@ def register_inner_update(name: str, rule: type[InnerUpdate]) -> None:
     INNER_UPDATES[name] = rule
 
 
-__all__ = ["INNER_UPDATES", "SGD", "InnerUpdate", "Kronecker", "KroneckerStep", "LSTMOptimizer", "MetaSGD",
+__all__ = ["BLUR", "INNER_UPDATES", "SGD", "InnerUpdate", "Kronecker", "KroneckerStep", "LSTMOptimizer", "MetaSGD",
            "StepSize", "apply_step", "register_inner_update"]
