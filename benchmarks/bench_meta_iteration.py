@@ -14,6 +14,11 @@ iteration.
     python benchmarks/bench_meta_iteration.py --family Navigation2D --tasks 20
     python benchmarks/bench_meta_iteration.py --iterations 3 --modes maml,meta_sgd,kronecker
     python benchmarks/bench_meta_iteration.py --modes maml,promp,maml_ppo      # the outer loops
+    python benchmarks/bench_meta_iteration.py --modes maml_db,meta_sgd_db,kronecker_db,lstm_db,blur_db  # the rules
+
+The learned rules the Gauss-Newton product does not cover (kronecker, lstm,
+blur) always take the double-backward product, so the rules compare against
+``maml_db`` (plain SGD, the same product).
 """
 
 from __future__ import annotations
@@ -40,6 +45,9 @@ MODES = {
     "meta_sgd": GN + ["algo.inner_update=meta_sgd"],
     "meta_sgd_db": DB + ["algo.inner_update=meta_sgd"],
     "kronecker": DB + ["algo.inner_update=kronecker"],
+    "kronecker_db": DB + ["algo.inner_update=kronecker"],
+    "lstm_db": DB + ["algo.inner_update=lstm"],
+    "blur_db": DB + ["algo.inner_update=blur"],
     "promp": ["algo.name=promp"],
     "maml_ppo": ["algo.name=maml_ppo"],
 }

@@ -97,7 +97,7 @@ def _adapt(policy: GaussianMLPPolicy, params: Mapping[str, Tensor], batch: Episo
             fast[k] = fast[k].detach().clone().requires_grad_()
     body_fixed = not any(k.startswith("body.") for k in names)
     features = policy.features(batch.flat_obs(), params) if body_fixed else None
-    update = getattr(lr, "update", None)  # a rule that needs more than the gradient (BLUR) updates itself
+    update = getattr(lr, "inner_step", None)  # a rule that needs more than the gradient (BLUR) steps itself
     for _ in range(steps):
         if update is not None:
             fast = update(policy, fast, batch, advantages, names, not first_order, reference_logp)

@@ -17,6 +17,10 @@ selects. It declares:
   graph, or constants), a :data:`StepSize`; the inner loop applies it with
   :func:`apply_step`;
 * its **scalars** (:meth:`InnerUpdate.scalars`), logged every iteration;
+* a rule that needs more than the gradient (BLUR: the layers' states) returns
+  from :meth:`InnerUpdate.step` an object with a method ``inner_step(policy,
+  fast, batch, advantages, names, create_graph, reference_logp) -> fast``
+  that takes each whole inner step itself;
 * whether the outer step's Gauss-Newton curvature (:mod:`metarl.algos.curvature`)
   covers it (``gauss_newton``); when it does not, the outer step uses the
   double-backward product, exact for any rule.

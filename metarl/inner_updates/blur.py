@@ -75,14 +75,15 @@ def _synapse_product(pre: Tensor, post: Tensor, weight: Tensor) -> Tensor:
 
 
 class BLURStep:
-    """The rule with one genome: :meth:`update` takes one whole inner step (it needs the layers' states, not
+    """The rule with one genome: :meth:`inner_step` takes one whole inner step (it needs the layers' states, not
     only the gradient)."""
 
     def __init__(self, genome: Mapping[str, Tensor], inner_lr: float):
         self.g, self.inner_lr = genome, inner_lr
 
-    def update(self, policy: GaussianMLPPolicy, fast: dict[str, Tensor], batch: EpisodeBatch, advantages: Tensor,
-               names: Sequence[str], create_graph: bool, reference_logp: Tensor | None = None) -> dict[str, Tensor]:
+    def inner_step(self, policy: GaussianMLPPolicy, fast: dict[str, Tensor], batch: EpisodeBatch,
+                   advantages: Tensor, names: Sequence[str], create_graph: bool,
+                   reference_logp: Tensor | None = None) -> dict[str, Tensor]:
         act = ACTIVATIONS[policy.activation]
         obs = batch.flat_obs()  # (N, M, obs_dim)
         mean, log_std = policy(obs, fast)
@@ -125,7 +126,7 @@ class BLURStep:
         return out
 
     def __call__(self, name: str, grad: Tensor) -> Tensor:
-        """A parameter stepped outside :meth:`update` (none in the inner loop) takes the plain step."""
+        """A parameter stepped outside :meth:`inner_step` (none in the inner loop) takes the plain step."""
         return self.inner_lr * grad
 
 
