@@ -379,6 +379,7 @@ def validate(cfg: Config) -> Config:
         check = getattr(settings, "validate", None)
         if check is not None:
             check(lambda ok, key, value, what, _s=section: need(ok, f"{_s}.{key}", value, what))
+    ALGOS[a.name].check_config(cfg, need)  # the outer loop's checks across sections
 
     if cfg.env.family not in envs.family_names():
         close = difflib.get_close_matches(cfg.env.family, envs.family_names(), n=1)

@@ -13,7 +13,8 @@ them; ``--set <section>.<key>=v`` then reaches them.
 
 from __future__ import annotations
 
-from metarl.algos.base import MetaLearner, StepResult
+from metarl.algos.base import MetaLearner, Rollouts, StepResult
+from metarl.algos.es import ESLearner
 from metarl.algos.maml_trpo import MAMLTRPO
 from metarl.algos.proximal import MAMLPPO, ProMP
 
@@ -21,6 +22,7 @@ ALGOS: dict[str, type[MetaLearner]] = {
     "maml_trpo": MAMLTRPO,
     "promp": ProMP,
     "maml_ppo": MAMLPPO,
+    "es": ESLearner,
 }
 
 
@@ -32,4 +34,5 @@ def register_algo(name: str, learner: type[MetaLearner]) -> None:
     ALGOS[name] = learner
 
 
-__all__ = ["ALGOS", "MAMLPPO", "MAMLTRPO", "MetaLearner", "ProMP", "StepResult", "register_algo"]
+__all__ = ["ALGOS", "ESLearner", "MAMLPPO", "MAMLTRPO", "MetaLearner", "ProMP", "Rollouts", "StepResult",
+           "register_algo"]

@@ -35,10 +35,11 @@ from __future__ import annotations
 
 import abc
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -66,6 +67,28 @@ def resolve_inner_update(inner_update: str, learn_inner_lr: bool) -> str:
         raise ValueError("algo.learn_inner_lr: true means inner_update meta_sgd, which contradicts "
                          f"algo.inner_update: {inner_update!r} (set learn_inner_lr: false)")
     return "meta_sgd" if learn_inner_lr else inner_update
+
+
+@dataclass
+class Rollouts:
+    """What an outer loop that rolls out candidates of its own (``needs_rollouts``, e.g. ES) gets from the
+    trainer for one iteration: the iteration's tasks and episodes per task, and the run's sampler."""
+
+    sampler: Callable[[list[Any], Mapping[str, Tensor], int, int], EpisodeBatch]
+    """``sampler(tasks, params, episodes_per_task, seed)``: the run's :meth:`metarl.sampling.Sampler.sample`."""
+    tasks: list[Any]
+    episodes: int
+    iteration: int
+    base_seed: int
+    """The iteration's own seed; :meth:`seed` derives the rollouts' seeds from it."""
+
+    def sample(self, params: Mapping[str, Tensor], seed: int) -> EpisodeBatch:
+        """Episodes of ``params`` (meta- or adapted, stacked per task) on the iteration's tasks."""
+        return self.sampler(self.tasks, params, self.episodes, seed)
+
+    def seed(self, index: int) -> int:
+        """A 31-bit seed for the ``index``-th rollout of this iteration."""
+        return int(np.random.SeedSequence([self.base_seed, index]).generate_state(1)[0] >> 1)
 
 
 @dataclass
@@ -127,6 +150,22 @@ class MetaLearner(LearnerSettings, abc.ABC):
     """The config section of :attr:`Settings` (None: the registered name)."""
     scalar_prefix: ClassVar[str] = "outer"
     """Namespace of the trainer's per-algorithm counters (``<prefix>/rejected_steps``)."""
+    needs_rollouts: ClassVar[bool] = False
+    """Whether :meth:`step` rolls out candidates of its own: the trainer then passes ``rollouts=``
+    (:class:`Rollouts`)."""
+
+    @classmethod
+    def check_config(cls, cfg: Any, need: Callable[[bool, str, Any, str], None]) -> None:
+        """Checks across sections when this outer loop is selected: ``need(ok, key, value, what)`` (full keys).
+        None by default."""
+
+    def extra_state(self) -> dict[str, Tensor]:
+        """Checkpointed state whose shapes may change during a run (an ES fitness history); not part of
+        :meth:`state_dict` (whose shapes a checkpoint must match). None by default."""
+        return {}
+
+    def load_extra_state(self, state: Mapping[str, Tensor]) -> None:
+        """Restore :meth:`extra_state` (an empty mapping: a checkpoint without any)."""
 
     def __post_init__(self) -> None:
         self.adapt_names = list(self.adapt_names)

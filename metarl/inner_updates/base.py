@@ -57,6 +57,8 @@ class InnerUpdate:
     """The config section of :attr:`Settings` (None: the rule's registered name)."""
     prefix: ClassVar[str] = ""
     """Name prefix of the rule's meta-parameters in the learner (and its checkpoints), e.g. ``inner_lr/``."""
+    learned: ClassVar[bool] = False
+    """Whether the rule has meta-parameters of its own (:meth:`init_params` returns some)."""
     gauss_newton: ClassVar[bool] = True
     """Whether the Gauss-Newton curvature of the outer step covers this rule (its :meth:`step` is a float or
     a per-entry mapping, and :meth:`init_params` are per-entry step sizes when non-empty)."""

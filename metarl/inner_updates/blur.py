@@ -134,6 +134,7 @@ class BLUR(InnerUpdate):
     Settings = BLURSettings
     section = "blur"
     prefix = "blur/"
+    learned = True
     gauss_newton = False
 
     def init_params(self, params: Mapping[str, Tensor], names: Sequence[str]) -> dict[str, Tensor]:

@@ -70,6 +70,7 @@ class KroneckerStep:
 
 class Kronecker(InnerUpdate):
     prefix = "precond/"
+    learned = True
     gauss_newton = False
 
     def init_params(self, params: Mapping[str, Tensor], names: Sequence[str]) -> dict[str, Tensor]:

@@ -101,6 +101,7 @@ class LSTMOptimizer(InnerUpdate):
     Settings = LSTMSettings
     section = "lstm"
     prefix = "lstm/"
+    learned = True
     gauss_newton = False
 
     def init_params(self, params: Mapping[str, Tensor], names: Sequence[str]) -> dict[str, Tensor]:

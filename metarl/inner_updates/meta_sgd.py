@@ -18,6 +18,7 @@ from metarl.inner_updates.base import InnerUpdate, StepSize
 
 class MetaSGD(InnerUpdate):
     prefix = "inner_lr/"
+    learned = True
 
     def init_params(self, params: Mapping[str, Tensor], names: Sequence[str]) -> dict[str, Tensor]:
         return OrderedDict((k, torch.full_like(params[k], self.inner_lr).detach().requires_grad_()) for k in names)

@@ -1,0 +1,132 @@
+"""The evolution-strategies outer loop (``algo.name: es``): CMA-ES and OpenES.
+
+Both searches are deterministic for a seed and continue exactly from their
+checkpointed state; OpenES's gradient estimate is unbiased within its
+standard error; the learner scores candidates by their post-adaptation
+return through the sampler and moves only what it searches.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from metarl.algos import ESLearner, Rollouts
+from metarl.algos.es import CMASearch, ESSettings, OpenES, centered_ranks, openes_gradient
+from metarl.config import ConfigError, load_config
+from metarl.run import build_family, build_learner, build_sampler, mean_return
+
+NAV = "experiments/configs/navigation2d.yaml"
+TINY = ["algo.meta_batch_size=2", "algo.episodes_per_task=2", "env.horizon=8", "policy.hidden_sizes=[4]",
+        "sampler.backend=serial", "algo.name=es", "es.population=4"]
+CENTER = np.array([0.5, -1.0, 2.0])
+
+
+def quadratic(x: np.ndarray) -> float:
+    return -float(np.sum((x - CENTER) ** 2))
+
+
+def run_search(make, iterations: int, stop_at: int | None = None):
+    """Candidates and means of ``iterations`` generations; with ``stop_at`` the search is rebuilt from its
+    state after that many (a resumed run)."""
+    search = make()
+    seen = []
+    for i in range(iterations):
+        if stop_at is not None and i == stop_at:
+            state = {k: v.clone() for k, v in search.state().items()}
+            search = make()
+            if isinstance(search, OpenES):
+                search.mean = np.zeros(3)  # a resumed learner starts from its checkpointed vector: load sets it
+            search.load(state)
+        x = search.ask(i)
+        mean = search.tell(x, np.array([quadratic(c) for c in x]))
+        seen.append((x.copy(), np.array(mean).copy()))
+    return seen
+
+
+SEARCHES = {
+    "cma": lambda: CMASearch(np.zeros(3), 0.3, 6, seed=4),
+    "openes": lambda: OpenES(np.zeros(3), ESSettings(method="openes", population=6, sigma=0.2, lr=0.1), seed=4),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SEARCHES))
+def test_search_is_deterministic_and_resumes_exactly(name):
+    a = run_search(SEARCHES[name], 8)
+    b = run_search(SEARCHES[name], 8)
+    c = run_search(SEARCHES[name], 8, stop_at=5)
+    for (xa, ma), (xb, mb), (xc, mc) in zip(a, b, c):
+        assert np.array_equal(xa, xb) and np.array_equal(ma, mb)
+        assert np.array_equal(xa, xc) and np.array_equal(ma, mc)
+    assert quadratic(a[-1][1]) > quadratic(np.zeros(3))  # it climbs
+
+
+def test_openes_gradient_matches_the_true_gradient_within_its_standard_error():
+    theta, sigma, pairs = np.array([1.0, 0.0, -2.0]), 0.1, 4000
+    noise = np.random.default_rng(0).standard_normal((pairs, 3))
+    fitness = np.array([quadratic(theta + sigma * e) for e in noise] + [quadratic(theta - sigma * e) for e in noise])
+    grad, stderr = openes_gradient(noise, fitness, sigma)
+    true = -2.0 * (theta - CENTER)
+    assert np.all(np.abs(grad - true) <= 4 * stderr), (grad, true, stderr)
+    assert np.all(stderr > 0) and np.all(stderr < 0.2 * np.abs(true).max())
+
+
+def test_centered_ranks():
+    assert np.allclose(centered_ranks(np.array([3.0, -1.0, 10.0])), [0.0, -0.5, 0.5])
+
+
+def test_bad_settings_are_config_errors():
+    with pytest.raises(ConfigError, match=r"^es.population: must be in \[2, 10000\], got 1$"):
+        load_config(NAV, ["algo.name=es", "algo.inner_update=meta_sgd", "es.population=1"])
+    with pytest.raises(ConfigError, match=r"^es.population: must be even with method openes"):
+        load_config(NAV, ["algo.name=es", "algo.inner_update=meta_sgd", "es.method=openes", "es.population=5"])
+    with pytest.raises(ConfigError, match=r"^es.params: searches the inner-update rule's meta-parameters, and "
+                                          r"algo.inner_update: sgd has none"):
+        load_config(NAV, ["algo.name=es", "algo.inner_update=sgd", "es.params=rule"])
+    assert load_config(NAV, ["algo.name=es", "es.params=all", "es.method=openes"]).es.params == "all"
+
+
+def one_step(sets: list[str], iteration: int = 0):
+    cfg = load_config(NAV, TINY + sets)
+    family = build_family(cfg)
+    learner = build_learner(cfg, family)
+    assert isinstance(learner, ESLearner)
+    tasks = family.sample_tasks(2, np.random.default_rng(iteration))
+    with build_sampler(cfg, family, learner.policy) as sampler:
+        train = sampler.sample(tasks, learner.policy.params(), 2, 11)
+        adv = learner.advantages(train)
+        adapted = {k: v.detach() for k, v in learner.adapt(train, adv).items()}
+        valid = sampler.sample(tasks, adapted, 2, 12)
+        before = {k: v.detach().clone() for k, v in learner.meta_params().items()}
+        result = learner.step(train, valid, adapted, adv,
+                              rollouts=Rollouts(sampler.sample, tasks, 2, iteration, 99))
+    return learner, before, result, mean_return(valid)
+
+
+@pytest.mark.parametrize("method", ["cma", "openes"])
+def test_rule_search_moves_only_the_rule_and_is_deterministic(method):
+    sets = ["algo.inner_update=meta_sgd", f"es.method={method}"]
+    a, before, result, _ = one_step(sets)
+    b, _, result_b, _ = one_step(sets)
+    assert not result.rejected and np.isfinite(result.scalars["es/fitness_mean"])
+    assert result.scalars == result_b.scalars
+    for k, v in a.meta_params().items():
+        moved = not torch.equal(v.detach(), before[k])
+        assert moved == k.startswith("inner_lr/"), k
+        assert torch.equal(v.detach(), b.meta_params()[k].detach()), k
+
+
+def test_all_search_moves_the_policy_and_its_state_round_trips():
+    learner, before, result, _ = one_step(["es.params=all", "es.method=openes"])
+    assert not torch.equal(learner.policy.params()["head.weight"].detach(), before["head.weight"])
+    state = learner.extra_state()
+    assert set(state) == {"mean", "adam_m", "adam_v", "adam_t"} and int(state["adam_t"]) == 1
+    fresh, *_ = one_step(["es.params=all", "es.method=openes"], iteration=0)
+    fresh.load_extra_state(state)
+    assert np.array_equal(fresh.search.mean, learner.search.mean)
+
+
+def test_cma_refuses_a_search_larger_than_it_handles():
+    with pytest.raises(ValueError, match=r"es.method: cma searches at most 1000 numbers"):
+        one_step(["es.params=all", "policy.hidden_sizes=[64, 64]"])
