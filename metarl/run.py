@@ -41,6 +41,9 @@ from metarl.sampling import BACKENDS, PolicySpec, Sampler, make_sampler
 TASKS, TRAIN, VALID, EVAL_TASKS, EVAL_ROLLOUTS = range(5)
 """Stream ids: training tasks, train and valid rollouts (index: the iteration),
 held-out tasks (index 0) and evaluation rollouts (index: the inner step)."""
+OUTER_ROLLOUTS = 10
+"""Stream id of the rollouts an outer loop makes itself (ES candidates; index: the iteration). Elsewhere:
+shots 6, videos 7, protocols 8, ES candidates' noise 9."""
 
 
 # -- seed streams -------------------------------------------------------------------

@@ -30,11 +30,12 @@ import torch
 
 from metarl import allocator, checkpoint, manifest, run, rundir, signals, wandb_mirror
 from metarl.adaptation import ADAPT_MODES
+from metarl.algos import Rollouts
 from metarl.config import Config, flat_dict, to_dict, to_yaml
 from metarl.episodes import EpisodeBatch
 from metarl.fileio import atomic_write
 from metarl.inner_updates import INNER_UPDATES
-from metarl.run import TASKS, TRAIN, VALID, derive_seed, mean_return, stream_rng
+from metarl.run import OUTER_ROLLOUTS, TASKS, TRAIN, VALID, derive_seed, mean_return, stream_rng
 from metarl.sampling import Sampler
 from metarl.scalars import ScalarsCSV
 from metarl.success import success_scalars
@@ -102,6 +103,7 @@ class Trainer:
             state = run.latest_state(self.run_dir)  # checked (structure, shapes) before anything is written
             if state is not None:
                 run.restore(self.learner, state, self.ckpt_dir)
+                self.learner.load_extra_state(state.get("extra", {}))
                 self.start_iteration = int(state["iteration"])
                 self.rejected_steps = int(state.get("rejected_steps", 0))
                 self.consecutive_rejections = int(state.get("consecutive_rejections", 0))
@@ -130,7 +132,7 @@ class Trainer:
             t3 = time.perf_counter()
             train_adv = learner.advantages(train)
             adapted = {k: v.detach() for k, v in learner.adapt(train, train_adv).items()}
-            step = learner.step(train, train, adapted, train_adv)
+            step = learner.step(train, train, adapted, train_adv, **self._rollouts(tasks, iteration))
             self._count_rejection(iteration, step.rejected)
             res = self._result(iteration, tasks, train, mean_return(train), train.rewards.numel(), step.scalars,
                                t0, t_sample, 0.0, time.perf_counter() - t3)
@@ -152,7 +154,7 @@ class Trainer:
 
         t3 = time.perf_counter()
         if valid is not None:
-            step = learner.step(train, valid, adapted, train_adv)
+            step = learner.step(train, valid, adapted, train_adv, **self._rollouts(tasks, iteration))
             step_scalars, rejected = step.scalars, step.rejected
         else:
             step_scalars, rejected = learner.rejected_scalars(), True
@@ -167,6 +169,14 @@ class Trainer:
         res.scalars.update(success_scalars(train, valid))
         res.scalars.update(diagnostics)
         return res
+
+    def _rollouts(self, tasks: list[dict[str, Any]], iteration: int) -> dict[str, Rollouts]:
+        """``rollouts=`` for an outer loop that rolls out candidates of its own (``needs_rollouts``)."""
+        if not self.learner.needs_rollouts:
+            return {}
+        assert self.sampler is not None
+        seed = derive_seed(self.cfg.seed, OUTER_ROLLOUTS, iteration)
+        return {"rollouts": Rollouts(self.sampler.sample, tasks, self.cfg.algo.episodes_per_task, iteration, seed)}
 
     def _result(self, iteration: int, tasks: list[dict[str, Any]], train: EpisodeBatch, post: float, env_steps: int,
                 step_scalars: dict[str, float], t0: float, sampling_s: float, t_adapt: float,
@@ -209,6 +219,9 @@ class Trainer:
     def save_checkpoint(self, next_iteration: int) -> Path:
         state = {"iteration": next_iteration, "meta": self.learner.state_dict(), "config": to_yaml(self.cfg),
                  "rejected_steps": self.rejected_steps, "consecutive_rejections": self.consecutive_rejections}
+        extra = self.learner.extra_state()
+        if extra:  # state whose shapes change during the run (an ES search's history)
+            state["extra"] = extra
         try:
             path = checkpoint.save(self.ckpt_dir, next_iteration, state)
             if self.pending_best is not None:  # beside it, the best iteration's parameters (if a new best came)
@@ -258,11 +271,12 @@ class Trainer:
         # What the iteration in flight started from (learner state, rejection counters); None between
         # iterations.  An interrupt inside one (after its outer step changed the parameters, say) rolls back
         # to it, so the checkpoint is the last completed iteration's state.
-        at_start: tuple[dict[str, torch.Tensor], int, int] | None = None
+        at_start: tuple[dict[str, torch.Tensor], int, int, dict[str, torch.Tensor]] | None = None
         try:
             self.sampler = run.build_sampler(cfg, self.family, self.learner.policy)
             for iteration in range(self.start_iteration, cfg.iterations):
-                at_start = (self.learner.state_dict(), self.rejected_steps, self.consecutive_rejections)
+                at_start = (self.learner.state_dict(), self.rejected_steps, self.consecutive_rejections,
+                            self.learner.extra_state())
                 res = self.run_iteration(iteration)
                 # logging the row and counting the iteration happen together, or not at all
                 with signals.deferred(), self._log_writes():
@@ -295,6 +309,7 @@ class Trainer:
             # The iteration in flight is lost; the parameters are those after the last completed one.
             if at_start is not None:  # interrupted inside an iteration: undo what it had done
                 self.learner.load_state_dict(at_start[0])
+                self.learner.load_extra_state(at_start[3])
                 self.rejected_steps, self.consecutive_rejections = at_start[1], at_start[2]
             done = results[-1].iteration + 1 if results else self.start_iteration
             with self._log_writes():

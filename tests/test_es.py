@@ -130,3 +130,45 @@ def test_all_search_moves_the_policy_and_its_state_round_trips():
 def test_cma_refuses_a_search_larger_than_it_handles():
     with pytest.raises(ValueError, match=r"es.method: cma searches at most 1000 numbers"):
         one_step(["es.params=all", "policy.hidden_sizes=[64, 64]"])
+
+
+@pytest.mark.parametrize("method", ["cma", "openes"])
+def test_a_run_resumes_exactly_through_the_trainer(tmp_path, method):
+    from metarl.trainer import Trainer
+
+    sets = TINY + ["algo.inner_update=meta_sgd", f"es.method={method}", "log.checkpoint_every=1"]
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    straight.mkdir()
+    resumed.mkdir()
+    Trainer(load_config(NAV, sets + ["iterations=4"]), straight).train()
+    Trainer(load_config(NAV, sets + ["iterations=2"]), resumed).train()
+    trainer = Trainer(load_config(resumed / "config.yaml", ["iterations=4"]), resumed, resume=True)
+    assert trainer.learner.extra_state().keys() == ({"x0", "history"} if method == "cma" else
+                                                    {"mean", "adam_m", "adam_v", "adam_t"})
+    trainer.train()
+    from metarl.run import latest_state
+
+    a, b = latest_state(straight), latest_state(resumed)
+    for k in a["meta"]:
+        assert torch.equal(a["meta"][k], b["meta"][k]), k
+    for k in a["extra"]:
+        assert torch.equal(a["extra"][k], b["extra"][k]), k
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("sets, message", [
+    (["es.population=1", "algo.inner_update=meta_sgd"], "es.population: must be in [2, 10000], got 1"),
+    (["algo.inner_update=sgd", "es.params=rule"], "es.params: searches the inner-update rule's meta-parameters"),
+])
+def test_bad_es_input_exits_2_with_one_line_before_anything_is_written(tmp_path, sets, message):
+    import subprocess
+    import sys
+
+    run_dir = tmp_path / "run"
+    args = [a for kv in ["algo.name=es", *sets] for a in ("--set", kv)]
+    r = subprocess.run([sys.executable, "-m", "metarl", "train", NAV, "--run-dir", str(run_dir), *args],
+                       capture_output=True, text=True)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0]
+    assert not run_dir.exists()
