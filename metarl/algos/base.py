@@ -136,8 +136,15 @@ class MetaLearner(abc.ABC):
 
     # -- parameters --------------------------------------------------------------
     def meta_params(self) -> Params:
-        """Every meta-learned tensor, by name (shared with the policy)."""
-        out = OrderedDict(self.policy.params())
+        """Every meta-learned tensor, by name (shared with the policy).
+
+        CAVIA's context (``policy.context_names()``) is not among them: it is
+        zero at every task's start, so no outer loop sees or moves it, and a
+        checkpoint does not hold it (:meth:`_split` puts the policy's constant
+        zeros back).
+        """
+        context = self.policy.context_names()
+        out = OrderedDict((k, v) for k, v in self.policy.params().items() if k not in context)
         for k, v in self.lr_params.items():
             out[LR_PREFIX + k] = v
         for k, v in self.precond_params.items():
@@ -148,6 +155,8 @@ class MetaLearner(abc.ABC):
         """``meta`` as (policy parameters, the inner step rule built from ``meta``'s learned tensors)."""
         policy_params = OrderedDict((k, v) for k, v in meta.items()
                                     if not k.startswith((LR_PREFIX, PRECOND_PREFIX)))
+        # CAVIA: every task starts from the policy's constant zero context, as its pre-update rollouts do
+        policy_params.update((k, v) for k, v in self.policy.params().items() if k in self.policy.context_names())
         if self.inner_update == "meta_sgd":
             return policy_params, OrderedDict((k[len(LR_PREFIX):], v) for k, v in meta.items()
                                               if k.startswith(LR_PREFIX))

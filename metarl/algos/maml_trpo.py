@@ -60,7 +60,7 @@ class TRPOSettings:
     """Tasks per chunk of the KL Hessian-vector product (exact for any value; speed and memory only)."""
     curvature: str = "gauss_newton"
     """KL Hessian-vector product: gauss_newton (Jᵀ F J through the inner loop) | double_backward (of the KL graph).
-    ``algo.inner_update: kronecker`` always uses double_backward."""
+    ``algo.inner_update: kronecker`` and ``policy.adapt: context`` always use double_backward."""
     ls_backtrack: float = 0.8
     """Line-search step shrink factor."""
     ls_max_steps: int = 15
@@ -173,9 +173,11 @@ class MAMLTRPO(MetaLearner):
         chunk = max(1, self.trpo.hvp_chunk_tasks)
         tensors = list(meta.values())
 
-        # The Gauss-Newton product's inner-loop Jacobian is derived for plain and Meta-SGD step sizes; the
-        # Kronecker preconditioner's factors take the double-backward product, exact for any inner update.
-        gauss_newton = self.trpo.curvature == "gauss_newton" and self.inner_update != "kronecker"
+        # The Gauss-Newton product's inner-loop Jacobian is derived for plain and Meta-SGD step sizes and
+        # observations as the body's input; the Kronecker preconditioner's factors and CAVIA's context (on
+        # the body's input) take the double-backward product, exact for any inner update and adapted set.
+        gauss_newton = (self.trpo.curvature == "gauss_newton" and self.inner_update != "kronecker"
+                        and not self.policy.context_names())
 
         def build(a: int, b: int) -> tuple[float, Callable[[Tensor], Tensor]]:
             if gauss_newton:
