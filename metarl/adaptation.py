@@ -203,4 +203,5 @@ def adapt_names(policy: GaussianMLPPolicy, mode: str) -> list[str]:
         if not policy.context_names():
             raise ValueError("policy.adapt: context needs a policy with context parameters (context_size > 0)")
         return policy.context_names()
-    raise ValueError(f"policy.adapt must be one of {', '.join(ADAPT_MODES)}, got {mode!r}")
+    modes = [m for m in ADAPT_MODES if m != "context" or policy.context_names()]  # the modes this policy has
+    raise ValueError(f"policy.adapt must be one of {', '.join(modes)}, got {mode!r}")

@@ -25,8 +25,9 @@ from metarl.analysis.representation import analyze_run, format_report
 from metarl.cli import main
 from metarl.config import load_config
 from metarl.episodes import EpisodeBatch
+from metarl.evaluation import adaptation_curve
 from metarl.policies import GaussianMLPPolicy, stack_params
-from metarl.run import build_family, build_learner, build_sampler
+from metarl.run import build_family, build_learner, build_sampler, load_run
 from metarl.sampling import PolicySpec
 from metarl.trainer import Trainer
 from tests.helpers_core import random_batch
@@ -267,6 +268,13 @@ def test_analysis_and_freeze_ablation_on_a_context_run(tmp_path):
     assert abl["variants"]["none"]["per_task"] == abl["step0"]["per_task"]
     assert abl["variants"]["context_only"]["per_task"] != abl["step0"]["per_task"]
     assert "context_only" in format_report(result)
+    # evaluation (test-time adaptation, several steps) from the same zero context: step 0 is the ablation's
+    cfg, family, learner, _ = load_run(run)
+    assert torch.equal(learner.policy.context, torch.zeros(2))
+    with build_sampler(cfg, family, learner.policy) as sampler:
+        curve = adaptation_curve(learner, family, sampler, num_tasks=2, steps=2, episodes_per_task=3, seed=3)
+    assert curve["per_task"][0] == abl["step0"]["per_task"]
+    assert len(curve["mean"]) == 3 and np.isfinite(curve["mean"]).all()
 
 
 # -- the config ---------------------------------------------------------------------------------------
