@@ -69,7 +69,7 @@ class GaussianMLPPolicy(nn.Module):
         for layer in (*self.body, self.head):
             nn.init.xavier_uniform_(layer.weight)
             nn.init.zeros_(layer.bias)
-        if self.context_size:  # registered last: the other parameters keep their order
+        if self.context_size:  # after log_std in params(); the other parameters keep their order
             self.context = nn.Parameter(torch.zeros(self.context_size), requires_grad=False)
 
     # -- parameters ------------------------------------------------------------
