@@ -12,6 +12,9 @@ sum w.r.t. task i's slice is task i's gradient).
   ``policy.adapt: head``, see :func:`adapt_names`); the body's
   features are computed once per batch and reused across inner steps, and the
   body parameters pass through untouched (not stacked, not copied).
+* CAVIA: only the context parameters on the policy's input are adapted
+  (``policy.adapt: context``); they start every task at zero (the policy's
+  constant ``context``, which no outer loop updates).
 * First order: inner gradients are not differentiated (``first_order=True``).
 * The inner-update rule (``lr``) comes from :mod:`metarl.inner_updates`: a
   scalar step (``sgd``), per-entry step sizes (``meta_sgd``) or any callable
@@ -95,7 +98,8 @@ def _adapt(policy: GaussianMLPPolicy, params: Mapping[str, Tensor], batch: Episo
     for k in names:  # constants (e.g. at evaluation): differentiate w.r.t. a copy
         if not fast[k].requires_grad:
             fast[k] = fast[k].detach().clone().requires_grad_()
-    body_fixed = not any(k.startswith("body.") for k in names)
+    # the body's features are fixed unless the body or the context on its input (CAVIA) adapts
+    body_fixed = not any(k.startswith("body.") or k in policy.context_names() for k in names)
     features = policy.features(batch.flat_obs(), params) if body_fixed else None
     update = getattr(lr, "inner_step", None)  # a rule that needs more than the gradient (BLUR) steps itself
     for _ in range(steps):
@@ -114,6 +118,7 @@ ADAPT_MODES = {  # policy.adapt -> the method's name (config errors, the run's m
     "all": "MAML",
     "head": "ANIL",
     "head_log_std": "ANIL, log-std adapted too",
+    "context": "CAVIA",
 }
 
 
@@ -122,7 +127,9 @@ def adapt_names(policy: GaussianMLPPolicy, mode: str) -> list[str]:
 
     ``all`` (MAML) | ``head`` (ANIL: the last linear layer) | ``head_log_std``
     (ANIL with the state-independent log-std adapted too, as MAML adapts it:
-    the head then sets both moments of the Gaussian per task).
+    the head then sets both moments of the Gaussian per task) | ``context``
+    (CAVIA: only the context parameters on the policy's input, which the
+    policy must have, ``context_size > 0``).
     """
     if mode == "all":
         return list(policy.params())
@@ -130,4 +137,9 @@ def adapt_names(policy: GaussianMLPPolicy, mode: str) -> list[str]:
         return policy.head_names()
     if mode == "head_log_std":
         return [*policy.head_names(), "log_std"]
-    raise ValueError(f"policy.adapt must be one of {', '.join(ADAPT_MODES)}, got {mode!r}")
+    if mode == "context":
+        if not policy.context_names():
+            raise ValueError("policy.adapt: context needs a policy with context parameters (context_size > 0)")
+        return policy.context_names()
+    modes = [m for m in ADAPT_MODES if m != "context" or policy.context_names()]  # the modes this policy has
+    raise ValueError(f"policy.adapt must be one of {', '.join(modes)}, got {mode!r}")

@@ -65,9 +65,12 @@ class PolicyConfig:
     activation: str = "tanh"
     """tanh | relu."""
     adapt: str = "all"
-    """Parameters adapted in the inner loop: all (MAML) | head (ANIL) | head_log_std (ANIL with the log-std)."""
+    """Parameters adapted in the inner loop: all (MAML) | head (ANIL) | head_log_std (ANIL with the log-std) |
+    context (CAVIA: only `policy.context_size` zero context parameters on the input)."""
     init_log_std: float = 0.0
     """Initial log standard deviation of the Gaussian policy."""
+    context_size: int = 2
+    """CAVIA's context parameters appended to the policy's input (adapt: context only; 2 as in CAVIA's RL code)."""
 
 
 @dataclass(kw_only=True)
@@ -350,6 +353,7 @@ def validate(cfg: Config) -> Config:
     need(p.activation in ("tanh", "relu"), "policy.activation", p.activation, "must be tanh or relu")
     need(p.adapt in ADAPT_MODES, "policy.adapt", p.adapt,
          "must be one of " + ", ".join(f"{k} ({v})" for k, v in ADAPT_MODES.items()))
+    need(1 <= p.context_size <= MAX_WIDTH, "policy.context_size", p.context_size, f"must be in [1, {MAX_WIDTH}]")
     need(a.meta_batch_size >= 1, "algo.meta_batch_size", a.meta_batch_size, "must be >= 1")
     need(a.episodes_per_task >= 1, "algo.episodes_per_task", a.episodes_per_task, "must be >= 1")
     need(a.inner_lr > 0, "algo.inner_lr", a.inner_lr, "must be > 0")

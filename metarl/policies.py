@@ -10,6 +10,15 @@ Parameters may carry a leading *task* dimension: a dict whose tensors have
 shape ``(N, *shape)`` evaluates N policies at once on observations of shape
 ``(N, M, obs_dim)``.  Dicts may mix stacked and shared tensors (ANIL stacks
 only the head), because every op broadcasts over the leading dimension.
+
+CAVIA (Zintgraf et al. 2019, ``context_size > 0``): ``context_size`` context
+parameters, named ``context``, are concatenated to every observation before
+the body, so ``body.0`` reads ``obs_dim + context_size`` inputs.  The context
+is a per-task quantity, not a meta-parameter: the module's own ``context`` is
+a constant zero (``requires_grad=False``), the value every task starts from,
+and only the inner loop moves it (:meth:`GaussianMLPPolicy.context_names`).
+Without a context (``context_size=0``, the default) the policy has exactly
+the parameters it always had.
 """
 
 from __future__ import annotations
@@ -23,13 +32,16 @@ from torch import Tensor, nn
 Params = dict[str, Tensor]
 
 ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu}
+CONTEXT = "context"
+"""The name of CAVIA's context parameters."""
 
 
 class GaussianMLPPolicy(nn.Module):
     """Diagonal Gaussian policy ``N(mu_theta(s), exp(log_std)^2)``.
 
     ``hidden_sizes=(64, 64)`` gives ``body.0`` (obs->64), ``body.1`` (64->64)
-    and ``head`` (64->act_dim).
+    and ``head`` (64->act_dim); with ``context_size=k`` also ``context`` (k,),
+    zero, and ``body.0`` reads (obs, context) -> 64.
     """
 
     def __init__(
@@ -39,20 +51,26 @@ class GaussianMLPPolicy(nn.Module):
         hidden_sizes: Sequence[int] = (64, 64),
         activation: str = "tanh",
         init_log_std: float = 0.0,
+        context_size: int = 0,
     ):
         super().__init__()
+        if int(context_size) < 0:
+            raise ValueError(f"context_size must be >= 0, got {context_size}")
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
         self.obs_dim, self.act_dim = int(obs_dim), int(act_dim)
         self.hidden_sizes = tuple(int(h) for h in hidden_sizes)
         self.activation = activation
-        sizes = (self.obs_dim, *self.hidden_sizes)
+        self.context_size = int(context_size)
+        sizes = (self.obs_dim + self.context_size, *self.hidden_sizes)
         self.body = nn.ModuleList(nn.Linear(i, o) for i, o in zip(sizes[:-1], sizes[1:]))
         self.head = nn.Linear(sizes[-1], self.act_dim)
         self.log_std = nn.Parameter(torch.full((self.act_dim,), float(init_log_std)))
         for layer in (*self.body, self.head):
             nn.init.xavier_uniform_(layer.weight)
             nn.init.zeros_(layer.bias)
+        if self.context_size:  # after log_std in params(); the other parameters keep their order
+            self.context = nn.Parameter(torch.zeros(self.context_size), requires_grad=False)
 
     # -- parameters ------------------------------------------------------------
     def params(self) -> Params:
@@ -62,16 +80,32 @@ class GaussianMLPPolicy(nn.Module):
     def head_names(self) -> list[str]:
         return ["head.weight", "head.bias"]
 
+    def context_names(self) -> list[str]:
+        """CAVIA's per-task parameters (``["context"]``, or none): zero at every task's start, never meta-learned."""
+        return [CONTEXT] if self.context_size else []
+
     def layer_names(self) -> list[str]:
         """Layer prefixes in order: ``body.0``, ..., ``head``."""
         return [f"body.{i}" for i in range(len(self.body))] + ["head"]
 
     # -- functional evaluation -------------------------------------------------
+    def body_input(self, obs: Tensor, params: Mapping[str, Tensor] | None = None) -> Tensor:
+        """The body's input: ``obs (..., obs_dim)``, with the context appended when there is one.
+
+        The context is ``(k,)`` (shared) or ``(N, k)`` (per task, with ``obs (N, ..., obs_dim)``).
+        """
+        if not self.context_size:
+            return obs
+        ctx = (self.params() if params is None else params)[CONTEXT]
+        if ctx.dim() == 2:  # (N, k) -> (N, 1, ..., 1, k)
+            ctx = ctx.reshape(ctx.shape[0], *([1] * (obs.dim() - 2)), ctx.shape[1])
+        return torch.cat([obs, ctx.expand(*obs.shape[:-1], ctx.shape[-1])], dim=-1)
+
     def features(self, obs: Tensor, params: Mapping[str, Tensor] | None = None) -> Tensor:
         """Body output ``(..., hidden)`` for ``obs (..., obs_dim)``."""
         p = self.params() if params is None else params
         act = ACTIVATIONS[self.activation]
-        x = obs
+        x = self.body_input(obs, p)
         for i in range(len(self.body)):
             x = act(_linear(x, p[f"body.{i}.weight"], p[f"body.{i}.bias"]))
         return x
@@ -80,7 +114,7 @@ class GaussianMLPPolicy(nn.Module):
         """Activations of every layer (body layers after the nonlinearity, then the head)."""
         p = self.params() if params is None else params
         act = ACTIVATIONS[self.activation]
-        outs, x = [], obs
+        outs, x = [], self.body_input(obs, p)
         for i in range(len(self.body)):
             x = act(_linear(x, p[f"body.{i}.weight"], p[f"body.{i}.bias"]))
             outs.append(x)

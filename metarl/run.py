@@ -74,8 +74,8 @@ def build_family(cfg: Config) -> TaskFamily:
 def build_learner(cfg: Config, family: TaskFamily) -> MetaLearner:
     """Policy (initialised from ``cfg.seed``) and the meta-learner ``algo.name`` for ``cfg``."""
     torch.manual_seed(cfg.seed)
-    policy = GaussianMLPPolicy(family.obs_dim, family.act_dim, cfg.policy.hidden_sizes,
-                               cfg.policy.activation, cfg.policy.init_log_std)
+    policy = GaussianMLPPolicy(family.obs_dim, family.act_dim, cfg.policy.hidden_sizes, cfg.policy.activation,
+                               cfg.policy.init_log_std, cfg.policy.context_size if cfg.policy.adapt == "context" else 0)
     return ALGOS[cfg.algo.name].from_config(cfg, policy, adapt_names(policy, cfg.policy.adapt))
 
 

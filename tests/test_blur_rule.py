@@ -114,3 +114,19 @@ def test_settings_and_the_starting_genome():
     g = gradient_genome(2)
     assert torch.equal(g["hebbian"], torch.tensor([[1.0, 0.0], [0.0, 0.0]]))
     assert torch.equal(g["inject"], torch.tensor([1.0, 0.0]))
+
+
+def test_the_gradient_genome_on_a_context_policy_is_the_plain_step():
+    from metarl.policies import GaussianMLPPolicy
+
+    torch.manual_seed(0)
+    policy = GaussianMLPPolicy(3, 2, (5,), "tanh", context_size=2).double()
+    for mode in ("all", "context"):
+        lrn = MAMLTRPO(policy, adapt_names(policy, mode), inner_lr=0.3, inner_update="blur")
+        batch = random_batch()
+        adv = torch.randn(batch.rewards.shape, dtype=torch.float64)
+        got = lrn.adapt(batch, adv)
+        params, _ = lrn._split(lrn.meta_params())
+        want = adapt(policy, params, batch, adv, 0.3, 1, True, lrn.adapt_names)
+        for k in want:
+            torch.testing.assert_close(got[k], want[k], rtol=1e-12, atol=1e-13)

@@ -206,8 +206,15 @@ class MetaLearner(LearnerSettings, abc.ABC):
 
     # -- parameters --------------------------------------------------------------
     def meta_params(self) -> Params:
-        """Every meta-learned tensor, by name (shared with the policy): the policy's, then the rule's."""
-        out = OrderedDict(self.policy.params())
+        """Every meta-learned tensor, by name (shared with the policy): the policy's, then the rule's.
+
+        CAVIA's context (``policy.context_names()``) is not among them: it is
+        zero at every task's start, so no outer loop sees or moves it, and a
+        checkpoint does not hold it (:meth:`_split` puts the policy's constant
+        zeros back).
+        """
+        context = self.policy.context_names()
+        out = OrderedDict((k, v) for k, v in self.policy.params().items() if k not in context)
         for k, v in self.rule_params.items():
             out[self.rule.prefix + k] = v
         return out
@@ -215,10 +222,10 @@ class MetaLearner(LearnerSettings, abc.ABC):
     def _split(self, meta: Mapping[str, Tensor]) -> tuple[Params, StepSize]:
         """``meta`` as (policy parameters, the inner step rule built from ``meta``'s learned tensors)."""
         prefix = self.rule.prefix
-        if not self.rule_params:
-            return OrderedDict(meta), self.rule.step({})
-        learned = OrderedDict((k[len(prefix):], v) for k, v in meta.items() if k.startswith(prefix))
-        policy_params = OrderedDict((k, v) for k, v in meta.items() if not k.startswith(prefix))
+        learned = OrderedDict((k[len(prefix):], v) for k, v in meta.items() if prefix and k.startswith(prefix))
+        policy_params = OrderedDict((k, v) for k, v in meta.items() if not (prefix and k.startswith(prefix)))
+        # CAVIA: every task starts from the policy's constant zero context, as its pre-update rollouts do
+        policy_params.update((k, v) for k, v in self.policy.params().items() if k in self.policy.context_names())
         return policy_params, self.rule.step(learned)
 
     def step_size(self, names: Sequence[str] | None = None) -> StepSize:

@@ -278,7 +278,7 @@ class ESLearner(MetaLearner):
 
         Every candidate's episodes use the same seeds (common random numbers), so their differences are the
         candidates'."""
-        policy_params = OrderedDict((k, meta[k]) for k in self.policy.params())
+        policy_params, _ = self._split(meta)  # the candidate's policy (a CAVIA context at its zero)
         if self.es.params == "all":  # the candidate's own meta-policy: its own train episodes
             train = rollouts.sample(policy_params, rollouts.seed(0))
             if not bool(torch.isfinite(train.rewards).all()):

@@ -60,8 +60,8 @@ class TRPOSettings:
     """Tasks per chunk of the KL Hessian-vector product (exact for any value; speed and memory only)."""
     curvature: str = "gauss_newton"
     """KL Hessian-vector product: gauss_newton (Jᵀ F J through the inner loop) | double_backward (of the KL graph).
-    A rule the Gauss-Newton product does not cover (``kronecker``; see ``InnerUpdate.gauss_newton``) always
-    uses double_backward."""
+    A rule the Gauss-Newton product does not cover (``kronecker``, ``lstm``, ``blur``; see
+    ``InnerUpdate.gauss_newton``) and ``policy.adapt: context`` always use double_backward."""
     ls_backtrack: float = 0.8
     """Line-search step shrink factor."""
     ls_max_steps: int = 15
@@ -179,9 +179,11 @@ class MAMLTRPO(MetaLearner):
         chunk = max(1, self.trpo.hvp_chunk_tasks)
         tensors = list(meta.values())
 
-        # The Gauss-Newton product's inner-loop Jacobian is derived for plain and per-entry step sizes; any
-        # other rule (the rule says so) takes the double-backward product, exact for any inner update.
-        gauss_newton = self.trpo.curvature == "gauss_newton" and self.rule.gauss_newton
+        # The Gauss-Newton product's inner-loop Jacobian is derived for plain and per-entry step sizes and
+        # observations as the body's input; any other rule (the rule says so) and CAVIA's context (on the
+        # body's input) take the double-backward product, exact for any inner update and adapted set.
+        gauss_newton = (self.trpo.curvature == "gauss_newton" and self.rule.gauss_newton
+                        and not self.policy.context_names())
 
         def build(a: int, b: int) -> tuple[float, Callable[[Tensor], Tensor]]:
             if gauss_newton:

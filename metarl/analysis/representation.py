@@ -162,7 +162,16 @@ def relative_change(before: Tensor, after: Tensor) -> float:
 
 
 def default_variants(learner: MetaLearner) -> dict[str, list[str] | None]:
-    """``all`` (every policy parameter), ``head_only``, ``body_only``, ``none``."""
+    """``all`` (every policy parameter), ``head_only``, ``body_only``, ``none``.
+
+    A CAVIA policy (with context parameters) gets ``context_only`` and
+    ``none``: its network was meta-learned to be read through the context,
+    and its inner step size (1.0 in CAVIA's code) is sized for the context,
+    not for the network's weights.
+    """
+    context = learner.policy.context_names()
+    if context:
+        return {"context_only": context, "none": []}
     names = list(learner.policy.params())
     return {
         "all": None,

@@ -88,7 +88,7 @@ class BLURStep:
         obs = batch.flat_obs()  # (N, M, obs_dim)
         mean, log_std = policy(obs, fast)
         loss = vpg_loss_of_outputs(mean, log_std, batch, advantages, reference_logp).sum()
-        others = [k for k in names if not k.endswith((".weight", ".bias"))]  # log_std: the plain gradient
+        others = [k for k in names if not k.endswith((".weight", ".bias"))]  # log_std, a context: the plain step
         grads = torch.autograd.grad(loss, [mean] + [fast[k] for k in others], create_graph=create_graph)
         error = grads[0]  # (N, M, act_dim): the policy-gradient signal at the output
         forward, backward, hebbian, inject = (self.g[k] for k in GENOME)
@@ -97,7 +97,7 @@ class BLURStep:
         e0[0] = 1.0
         layers = policy.layer_names()
         pres, pre_acts = [], []
-        p = obs.unsqueeze(-1) * e0  # (N, M, obs_dim, k)
+        p = policy.body_input(obs, fast).unsqueeze(-1) * e0  # (N, M, inputs, k): obs (and a CAVIA context)
         for i, layer in enumerate(layers):
             w, b = fast[f"{layer}.weight"], fast[f"{layer}.bias"]
             pres.append(p)

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from envs.base import Task, TaskFamily
-from metarl.policies import GaussianMLPPolicy
+from metarl.policies import CONTEXT, GaussianMLPPolicy
 
 INPLACE_ACTIVATIONS = {"tanh": torch.tanh_, "relu": torch.relu_}
 
@@ -40,13 +40,16 @@ class PolicySpec:
     act_dim: int
     hidden_sizes: tuple[int, ...]
     activation: str
+    context_size: int = 0
+    """CAVIA's context parameters on the input (0: none)."""
 
     @classmethod
     def of(cls, policy: GaussianMLPPolicy) -> PolicySpec:
-        return cls(policy.obs_dim, policy.act_dim, policy.hidden_sizes, policy.activation)
+        return cls(policy.obs_dim, policy.act_dim, policy.hidden_sizes, policy.activation, policy.context_size)
 
     def build(self) -> GaussianMLPPolicy:
-        return GaussianMLPPolicy(self.obs_dim, self.act_dim, self.hidden_sizes, self.activation)
+        return GaussianMLPPolicy(self.obs_dim, self.act_dim, self.hidden_sizes, self.activation,
+                                 context_size=self.context_size)
 
 
 @dataclass(frozen=True)
@@ -128,7 +131,8 @@ class RolloutWorker:
         """Run every (task, episode) of ``shard`` for the family's horizon.
 
         ``params``: every policy tensor stacked over *all* N tasks of the call,
-        ``(N, *shape)``.  Returns arrays shaped ``(n, T, b, ...)`` with
+        ``(N, *shape)`` (CAVIA's ``context`` too: each task's own, appended to its
+        observations).  Returns arrays shaped ``(n, T, b, ...)`` with
         ``n = len(shard.task_ids)``, ``b = ep_stop - ep_start``: obs, actions,
         rewards (float32) and mask (1.0 up to and including termination), plus
         ``success`` (float32, 1.0 where the env reported ``info["success"]`` on
@@ -170,6 +174,8 @@ class RolloutWorker:
         layers = self.policy.layer_names()
         mean_fn = RowwiseMLP([p[f"{name}.weight"] for name in layers], [p[f"{name}.bias"] for name in layers],
                              self.spec.activation, b)
+        # CAVIA: each task's (adapted) context rides on every observation of its episodes
+        context = p[CONTEXT].unsqueeze(1).expand(n, b, -1) if self.spec.context_size else None
 
         obs_buf = np.zeros((horizon, n * b, self.spec.obs_dim), dtype=np.float32)
         act_buf = np.zeros((horizon, n, b, act_dim), dtype=np.float32)
@@ -181,7 +187,8 @@ class RolloutWorker:
         with torch.inference_mode():
             for t in range(horizon):
                 obs_buf[t] = obs
-                mean = mean_fn(torch.from_numpy(obs).view(n, b, -1))
+                x = torch.from_numpy(obs).view(n, b, -1)
+                mean = mean_fn(x if context is None else torch.cat([x, context], dim=-1))
                 actions = act_buf[t]
                 torch.add(mean, scaled_noise[t], out=torch.from_numpy(actions))
                 obs, rewards, terminated = env.step(actions.reshape(n * b, act_dim))
