@@ -21,6 +21,7 @@ from metarl import run
 from metarl.algos import ALGOS, MetaLearner, StepResult
 from metarl.config import load_config
 from metarl.episodes import EpisodeBatch
+from metarl.rundir import RunDir
 from metarl.sampling import SerialSampler
 from metarl.sampling.worker import PolicySpec
 
@@ -131,12 +132,17 @@ def test_one_file_outer_loop_trains_two_iterations_and_evaluates_through_the_cli
     assert [r["iteration"] for r in rows] == ["0", "1"]
     assert {"toy/loss", "toy/grad_norm", "toy/rejected_steps", "returns/post_adapt"} <= set(rows[0])
     assert not any(k.startswith("trpo/") for k in rows[0])
-    assert run.done_iterations(run_dir) == 2
+    assert RunDir(run_dir).done_iterations() == 2
     ev = subprocess.run([sys.executable, "-m", "metarl", "evaluate", str(run_dir), "--module", str(TOY),
                          "--tasks", "2", "--steps", "1", "--episodes", "2"],
                         capture_output=True, text=True, cwd=tmp_path)
     assert ev.returncode == 0, ev.stderr
     assert (run_dir / "eval" / "adaptation.json").is_file()
+    # the run recorded its module: later commands need no --module (metarl.rundir)
+    recorded = subprocess.run([sys.executable, "-m", "metarl", "evaluate", str(run_dir), "--tasks", "2", "--steps",
+                               "1", "--episodes", "2"], capture_output=True, text=True, cwd=tmp_path)
+    assert recorded.returncode == 0, recorded.stderr
+    (run_dir / "modules.json").unlink()  # a run directory from before modules were recorded
     without = subprocess.run([sys.executable, "-m", "metarl", "evaluate", str(run_dir)],
                              capture_output=True, text=True, cwd=tmp_path)
     assert without.returncode == 2 and "algo.name" in without.stderr

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from metarl.evaluation import adaptation_curve
-from metarl.run import build_sampler, load_run
+from metarl.run import build_sampler
+from metarl.rundir import load_run
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--set", "algo.meta_batch_size=2", "--set", "algo.episodes_per_task=2", "--set", "env.horizon=10",
@@ -85,7 +86,7 @@ def test_depth_sweep_trains_evaluates_reports_and_skips_finished_runs(tmp_path, 
     names = sorted(p.name for p in tmp_path.iterdir() if p.is_dir())
     assert names == ["Navigation2D__kronecker_d1__1", "Navigation2D__maml_d1__1", "Navigation2D__maml_d2__1",
                      "Navigation2D__meta_sgd_d1__1"]
-    from metarl.run import load_run
+    from metarl.rundir import load_run
 
     cfg, _, learner, _ = load_run(tmp_path / "Navigation2D__kronecker_d1__1")
     assert cfg.algo.inner_update == "kronecker" and cfg.policy.hidden_sizes == [4] and learner.precond_params
