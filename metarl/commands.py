@@ -39,9 +39,15 @@ def seed_list(values: Sequence[int]) -> list[int]:
 def seed_runs(config: str | Path, overrides: Sequence[str], seeds: Sequence[int],
               base: str | Path | None = None) -> list[tuple[int, Config, RunDir]]:
     """Each seed's config and stable run directory (:func:`metarl.rundir.seed_path`), all loaded before any
-    run starts (a bad config raises :class:`metarl.config.ConfigError` first)."""
+    run starts (a bad config raises :class:`metarl.config.ConfigError` first).
+
+    Under ``base`` (``--run-dir``) the directories are known before the config
+    is read, so the modules a started seed recorded are imported first: a
+    custom family's seeds continue without ``--module``."""
     jobs = []
     for seed in seeds:
+        if base:
+            RunDir(seed_path(None, seed, base)).import_modules()
         cfg = load_config(config, [*overrides, f"seed={seed}"])
         jobs.append((seed, cfg, RunDir(seed_path(cfg, seed, base))))
     return jobs

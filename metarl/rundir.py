@@ -126,10 +126,13 @@ def default_path(cfg: Config) -> Path:
     return Path(cfg.log.root) / f"{cfg.env.family}__{cfg.name}__{cfg.seed}__{stamp}"
 
 
-def seed_path(cfg: Config, seed: int, base: str | Path | None = None) -> Path:
-    """The stable directory of one seed of a ``--seeds`` run: ``BASE/seed<S>``, else
+def seed_path(cfg: Config | None, seed: int, base: str | Path | None = None) -> Path:
+    """The stable directory of one seed of a ``--seeds`` run: ``BASE/seed<S>``, else (``cfg`` needed)
     ``<log.root>/<family>__<name>__seed<S>``."""
-    return Path(base) / f"seed{seed}" if base else Path(cfg.log.root) / f"{cfg.env.family}__{cfg.name}__seed{seed}"
+    if base:
+        return Path(base) / f"seed{seed}"
+    assert cfg is not None, "a seed's default directory depends on its config"
+    return Path(cfg.log.root) / f"{cfg.env.family}__{cfg.name}__seed{seed}"
 
 
 def curve_file(tasks: int, steps: int, seed: int, best: bool = False) -> str:
