@@ -26,6 +26,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script: the experiments package and metarl from this checkout
 
+from experiments.report_cli import relative_root, report_main  # noqa: E402
 from experiments.reporting import campaign_runs, env_steps_per_iteration, smooth  # noqa: E402
 from metarl.rundir import RunDir  # noqa: E402
 
@@ -160,8 +161,6 @@ def success_curves(runs: dict[tuple[str, str], dict[int, dict[str, Any]]], bench
 
 
 def section(root: Path) -> str:
-    from experiments.report_cli import relative_root
-
     runs, rel = collect(root), relative_root(root)
     parts = [BEGIN, "", "```sh", "python experiments/reproduce.py metaworld     # trains, resumes, scores with "
              "Meta-World's protocol, then regenerates this section",
@@ -180,9 +179,6 @@ def plots(root: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    sys.path.insert(0, str(ROOT))
-    from experiments.report_cli import report_main
-
     return report_main(argv, description=__doc__, default_root=DEFAULT_ROOT, results_md=RESULTS_MD, begin=BEGIN,
                        end=END, section=section, plots=plots, what="Meta-World", script="metaworld_report.py")
 

@@ -28,7 +28,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from metarl.fileio import atomic_write
+from metarl.fileio import atomic_write, read_json
 
 FILENAME = "manifest.json"
 PACKAGES = ("torch", "numpy", "mujoco", "gymnasium", "ray", "metaworld")
@@ -96,13 +96,7 @@ def session(argv: list[str] | None = None, env: Any = None) -> dict[str, Any]:
 
 
 def read(run_dir: Path) -> dict[str, Any] | None:
-    path = Path(run_dir) / FILENAME
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
+    data = read_json(Path(run_dir) / FILENAME)
     return data if isinstance(data, dict) and isinstance(data.get("sessions"), list) else None
 
 

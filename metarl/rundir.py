@@ -44,7 +44,7 @@ from envs.base import TaskFamily
 from metarl import checkpoint, manifest, usermodules
 from metarl.algos import MetaLearner
 from metarl.config import Config, ConfigError, load_config, to_yaml
-from metarl.fileio import atomic_write
+from metarl.fileio import atomic_write, read_json
 from metarl.run import build_family, build_learner, write_json
 
 CONFIG = "config.yaml"
@@ -413,12 +413,8 @@ class RunDir:
     def cached(self, name: str, **expected: Any) -> dict[str, Any] | None:
         """The evaluation ``eval/<name>`` if it is current: every ``expected`` field (``a__b`` for the
         nested ``a.b``) equals the given value, e.g. ``iteration=run.done_iterations()``; else None."""
-        path = self.eval_path(name)
-        if not path.is_file():
-            return None
-        try:
-            result = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+        result = read_json(self.eval_path(name))
+        if not isinstance(result, Mapping):
             return None
         for key, want in expected.items():
             got: Any = result
