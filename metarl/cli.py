@@ -18,8 +18,9 @@ first.  ``train`` records the files in the run directory (``modules.json`` and
 a copy under ``modules/``, :mod:`metarl.rundir`), so every later command on
 that run imports them again without ``--module``.  The work of each command is
 a library function (:mod:`metarl.rundir`, :mod:`metarl.commands`,
-:mod:`metarl.plots`); this module parses arguments and prints.  Bad input exits with status 2 and one line on stderr naming the bad
-value; nothing is written in that case.  Ctrl-C exits 130 and SIGTERM 143
+:mod:`metarl.plots`); this module parses arguments and prints.  Bad input
+exits with status 2 and one line on stderr naming the bad value; nothing is
+written in that case.  Ctrl-C exits 130 and SIGTERM 143
 (training writes a checkpoint first; see :mod:`metarl.signals`).
 """
 

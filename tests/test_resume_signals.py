@@ -307,11 +307,11 @@ def test_concurrent_creations_get_distinct_directories(tmp_path):
 
 
 def test_default_run_directories_never_collide(tmp_path, monkeypatch):
-    import metarl.cli
+    import metarl.rundir
 
     monkeypatch.chdir(tmp_path)
     real = time.strftime
-    monkeypatch.setattr(metarl.cli.time, "strftime", lambda fmt, *t: real(fmt, time.gmtime(0)))  # same second
+    monkeypatch.setattr(metarl.rundir.time, "strftime", lambda fmt, *t: real(fmt, time.gmtime(0)))  # same second
     sets = sum((["--set", s] for s in TINY + ["iterations=0"]), [])
     for _ in range(3):
         assert run_main(["train", NAV, "--no-progress", *sets])[0] == 0
