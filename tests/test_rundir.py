@@ -19,9 +19,10 @@ ROOT = Path(__file__).resolve().parents[1]
 NAV_CONFIG = str(ROOT / "experiments" / "configs" / "navigation2d.yaml")
 TINY = ["algo.meta_batch_size=2", "algo.episodes_per_task=2", "env.horizon=10", "policy.hidden_sizes=[8]",
         "sampler.backend=serial"]
-# every released run: a directory under results/ with a config and checkpoints
+# every released run: a directory under results/ with a config and a checkpoint (a campaign's run that has not
+# written its first checkpoint yet has a config and no checkpoints/latest)
 RESULT_RUNS = sorted(p.parent for p in (ROOT / "results").glob("*/*/config.yaml")
-                     if (p.parent / "checkpoints").is_dir())
+                     if (p.parent / "checkpoints" / "latest").is_file())
 # the cheapest ones, for commands that roll out: Navigation2D runs, one per results group
 NAV_SAMPLE = sorted({p.parent.name: p for p in RESULT_RUNS if p.name.startswith("Navigation2D__")}.values())[:3]
 
@@ -175,8 +176,8 @@ def test_every_released_run_loads_through_its_run_directory(run):
     rd = RunDir(run)
     cfg = rd.config()
     loaded = rd.load()
-    assert loaded.cfg == cfg and loaded.iteration == rd.latest_iteration() == rd.done_iterations()
-    assert loaded.iteration <= cfg.iterations
+    assert loaded.cfg == cfg and 0 <= loaded.iteration <= cfg.iterations
+    assert loaded.iteration <= rd.latest_iteration()  # a campaign may checkpoint the run meanwhile
 
 
 @pytest.mark.integration
