@@ -10,7 +10,7 @@ difference of the predicted values relative to the largest value.
 
 Sizes: ``--tasks`` x ``--episodes`` x ``--horizon`` steps (40 x 20 x 100,
 the campaign's), float64, observations with Ant's mix of large velocities
-and mostly-zero contact columns (``tests.helpers_core.ant_like_arrays``, the
+and mostly-zero contact columns (``benchmarks.synthetic.ant_like_arrays``, the
 tests' own; HalfCheetah's size takes its first 20 columns).
 
     python benchmarks/bench_baseline.py [--repeats 5] [--threads 1,2]
@@ -27,9 +27,9 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks.synthetic import ant_like_arrays  # noqa: E402
 from metarl import baselines  # noqa: E402
 from metarl.episodes import EpisodeBatch  # noqa: E402
-from tests.helpers_core import ant_like_arrays  # noqa: E402
 
 
 def lstsq_reference(batch: EpisodeBatch, gamma: float, reg: float = 1e-5) -> torch.Tensor:

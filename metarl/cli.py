@@ -14,25 +14,27 @@
 
 Every command accepts ``--module PATH`` (repeatable) to import a Python file
 that registers extra task families or outer loops (``metarl.algos.ALGOS``)
-first.  Bad input exits with status 2 and one line on stderr naming the bad
-value; nothing is written in that case.  Ctrl-C exits 130 and SIGTERM 143
+first.  ``train`` records the files in the run directory (``modules.json`` and
+a copy under ``modules/``, :mod:`metarl.rundir`), so every later command on
+that run imports them again without ``--module``.  The work of each command is
+a library function (:mod:`metarl.rundir`, :mod:`metarl.commands`,
+:mod:`metarl.plots`); this module parses arguments and prints.  Bad input
+exits with status 2 and one line on stderr naming the bad value; nothing is
+written in that case.  Ctrl-C exits 130 and SIGTERM 143
 (training writes a checkpoint first; see :mod:`metarl.signals`).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import logging
 import os
 import sys
-import tempfile
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from metarl.run import LoadedRun
+    from metarl.rundir import LoadedRun, RunDir
 
 EXIT_USAGE = 2
 
@@ -189,94 +191,55 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _import_modules(paths: list[str]) -> None:
-    """Import user files; their classes are pickled by value so worker processes need not import them."""
-    import cloudpickle
+    """Import user files (:func:`metarl.usermodules.import_file`)."""
+    from metarl.usermodules import ModuleImportError, import_file
 
     for path in paths:
-        if not os.path.isfile(path):
-            raise UsageError(f"--module: no such file {path!r}")
-        if not path.endswith(".py"):
-            raise UsageError(f"--module: {path!r} is not a Python file (.py)")
-        name = "metarl_user_" + Path(path).stem
-        spec = importlib.util.spec_from_file_location(name, path)
-        if spec is None or spec.loader is None:
-            raise UsageError(f"--module: cannot import {path!r}")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
         try:
-            spec.loader.exec_module(module)
-        except Exception as e:  # noqa: BLE001 - a user's file: one line naming it and the error
-            sys.modules.pop(name, None)
-            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-            raise UsageError(f"--module {path!r} failed to import: {type(e).__name__}: {first[:200]}") from None
-        cloudpickle.register_pickle_by_value(module)
+            import_file(path)
+        except ModuleImportError as e:
+            raise UsageError(str(e)) from None
 
 
 # -- commands -----------------------------------------------------------------------
 
-def _default_run_dir(cfg: Any) -> Path:
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    return Path(cfg.log.root) / f"{cfg.env.family}__{cfg.name}__{cfg.seed}__{stamp}"
-
-
 def _check_family(cfg: Any) -> None:
-    """Build the configured family once (its constructor sees ``env.kwargs``) before anything is written."""
-    from metarl.run import build_family
+    """Build the configured family once (its constructor sees ``env.kwargs``) and the learner on it (an outer
+    loop or rule may refuse the policy's size, e.g. es.method: cma on too many numbers) before anything is
+    written."""
+    from metarl.run import build_family, build_learner
 
     try:
-        build_family(cfg)
+        family = build_family(cfg)
     except (ValueError, TypeError, KeyError) as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UsageError(f"env.kwargs: {cfg.env.family} refuses {cfg.env.kwargs}: {msg[:200]}") from None
-
-
-def _make_run_dir(cfg: Any, run_dir: str | None, force: bool) -> Path:
-    """The run directory: a fresh unique one by default, else ``run_dir`` (emptied of metarl's files with force)."""
-    from metarl import rundir
-
     try:
-        if run_dir is None:
-            return rundir.create_unique(_default_run_dir(cfg))
-        path = Path(run_dir)
-        if path.exists() and not path.is_dir():
-            raise UsageError(f"cannot write run directory {str(path)!r}: it is not a directory")
-        if path.exists() and set(path.iterdir()) - set(rundir.stale_temporaries(path)):
-            if not force:
-                raise UsageError(f"run directory {str(path)!r} exists and is not empty (use --force or --resume)")
-            _probe(path)
-            rundir.clean(path)
-        path.mkdir(parents=True, exist_ok=True)
-        _probe(path)
-        return path
-    except OSError as e:
-        raise UsageError(f"cannot write run directory {str(run_dir or cfg.log.root)!r}: {e.strerror or e}") from None
-
-
-def _probe(path: Path) -> None:
-    """Create and remove a file in ``path`` (a leftover, after a kill, counts as a stale temporary)."""
-    fd, probe = tempfile.mkstemp(prefix=".metarl-probe-", suffix=".tmp", dir=path)
-    os.close(fd)
-    os.unlink(probe)
+        build_learner(cfg, family)
+    except ValueError as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UsageError(msg[:300]) from None
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from metarl import wandb_mirror
     from metarl.config import ConfigError, load_config
+    from metarl.rundir import RunDir, RunDirError
 
+    modules = getattr(args, "module", [])
     if args.resume:
         if args.config or args.overrides or args.seed is not None or args.run_dir:
             raise UsageError("--resume takes only a run directory (plus --iterations)")
-        run_dir = Path(args.resume)
-        if not (run_dir / "config.yaml").is_file():
-            raise UsageError(f"--resume: {str(run_dir)!r} is not a run directory (no config.yaml)")
-        from metarl.run import resume_config
-
+        rd = RunDir(args.resume)
+        if not rd.is_run():
+            raise UsageError(f"--resume: {str(rd)!r} is not a run directory (no config.yaml)")
         try:
-            cfg = resume_config(run_dir, args.iterations)
+            cfg = rd.resume_config(args.iterations)
             wandb_mirror.check(cfg)
         except ConfigError as e:
             raise UsageError(str(e)) from None
-        return _run_training(cfg, run_dir, resume=True, progress=not args.no_progress)
+        rd.record_modules(modules)
+        return _run_training(cfg, rd.path, resume=True, progress=not args.no_progress)
 
     if not args.config:
         raise UsageError("train needs a CONFIG file (or --resume RUN_DIR)")
@@ -287,72 +250,50 @@ def cmd_train(args: argparse.Namespace) -> int:
     overrides = list(args.overrides)
     if args.seed is not None:
         overrides.append(f"seed={args.seed}")
+    notes: list[str] = []
     try:
-        cfg = load_config(args.config, overrides)
+        cfg = load_config(args.config, overrides, notes)
         wandb_mirror.check(cfg)
     except ConfigError as e:
         raise UsageError(str(e)) from None
+    for note in notes:  # old key spellings, migrated
+        print(f"metarl: note: {note}", file=sys.stderr)
     _check_family(cfg)
-    run_dir = _make_run_dir(cfg, args.run_dir, args.force)
-    _write_config(run_dir, cfg)  # first: a run interrupted from here on can be resumed
-    _RESUMABLE["run_dir"] = run_dir
-    return _run_training(cfg, run_dir, resume=False, progress=not args.no_progress)
-
-
-def _write_config(run_dir: Path, cfg: Any) -> None:
-    from metarl.config import to_yaml
-    from metarl.fileio import atomic_write
-
-    atomic_write(run_dir / "config.yaml", to_yaml(cfg))
-
-
-def _seed_list(values: list[int]) -> list[int]:
-    seeds = list(range(1, values[0] + 1)) if len(values) == 1 else list(values)
-    if not seeds:
-        raise UsageError("--seeds: give a number of seeds >= 1 or a list of seeds")
-    if len(set(seeds)) != len(seeds):
-        raise UsageError(f"--seeds: repeated seeds in {seeds}")
-    return seeds
+    try:
+        rd = RunDir.create(cfg, args.run_dir, args.force)
+    except RunDirError as e:
+        raise UsageError(str(e)) from None
+    rd.write_config(cfg)  # first: a run interrupted from here on can be resumed
+    rd.record_modules(modules)
+    _RESUMABLE["run_dir"] = rd.path
+    return _run_training(cfg, rd.path, resume=False, progress=not args.no_progress)
 
 
 def _train_seeds(args: argparse.Namespace) -> int:
     """``--seeds``: each seed in its own stable run directory; skip finished, resume interrupted."""
-    from metarl import checkpoint, wandb_mirror
-    from metarl.config import ConfigError, load_config
+    from metarl import wandb_mirror
+    from metarl.commands import seed_list, seed_runs
+    from metarl.config import ConfigError
 
     if args.seed is not None:
         raise UsageError("--seeds and --seed exclude each other")
     if args.force:
         raise UsageError("--seeds resumes its own run directories; --force does not apply")
-    seeds = _seed_list(args.seeds)
-    jobs = []
-    for seed in seeds:
-        try:
-            cfg = load_config(args.config, [*args.overrides, f"seed={seed}"])
+    try:
+        jobs = seed_runs(args.config, args.overrides, seed_list(args.seeds), args.run_dir)
+        for _, cfg, _ in jobs:
             wandb_mirror.check(cfg)
-        except ConfigError as e:
-            raise UsageError(str(e)) from None
-        run_dir = (Path(args.run_dir) / f"seed{seed}" if args.run_dir
-                   else Path(cfg.log.root) / f"{cfg.env.family}__{cfg.name}__seed{seed}")
-        jobs.append((seed, cfg, run_dir))
-    for seed, cfg, run_dir in jobs:
-        latest = checkpoint.latest(run_dir / "checkpoints")
-        done = int(checkpoint.load(latest)["iteration"]) if latest is not None else None
-        if done is not None and done >= cfg.iterations:
-            print(f"seed {seed}: finished ({done} iterations) in {run_dir}", file=sys.stderr)
+    except ConfigError as e:
+        raise UsageError(str(e)) from None
+    for seed, cfg, rd in jobs:
+        plan = rd.prepare_training(cfg)
+        if plan.action == "finished":
+            print(f"seed {seed}: finished ({plan.done} iterations) in {rd}", file=sys.stderr)
             continue
-        if done is not None:
-            if load_config(run_dir / "config.yaml").iterations != cfg.iterations:
-                _write_config(run_dir, cfg)  # the budget grew
-            print(f"seed {seed}: resuming at iteration {done} in {run_dir}", file=sys.stderr)
-            rc = _run_training(cfg, run_dir, resume=True, progress=not args.no_progress)
-        else:
-            for stale in run_dir.glob("events.out.tfevents.*"):  # a start that never reached a checkpoint
-                stale.unlink()
-            run_dir.mkdir(parents=True, exist_ok=True)
-            _write_config(run_dir, cfg)
-            print(f"seed {seed}: starting in {run_dir}", file=sys.stderr)
-            rc = _run_training(cfg, run_dir, resume=False, progress=not args.no_progress)
+        rd.record_modules(getattr(args, "module", []))
+        print(f"seed {seed}: {'resuming at iteration ' + str(plan.done) if plan.resume else 'starting'} in {rd}",
+              file=sys.stderr)
+        rc = _run_training(plan.cfg, rd.path, resume=plan.resume, progress=not args.no_progress)
         if rc != 0:
             return rc
     return 0
@@ -400,37 +341,35 @@ def _run_training(cfg: Any, run_dir: Path, resume: bool, progress: bool) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from metarl.evaluation import evaluate_run
-    from metarl.plots import log_adaptation_curve, write_adaptation_outputs
-    from metarl.run import write_json
+    from metarl import commands
 
-    run_dir = Path(args.run_dir)
-    loaded = _check_run(run_dir, args.iteration)
-    iteration = loaded.iteration
-    _warn_versions(run_dir)
-    protocol_tasks, args.tasks = args.tasks, 40 if args.tasks is None else args.tasks
-    if args.shots:
-        return _evaluate_shots(args, run_dir, loaded)
-    if args.protocol != "adaptation":  # the family's own protocol (Meta-World's) unless adaptation is asked for
-        import envs
-
-        family_cls = envs.family_class(loaded.cfg.env.family)
-        protocol = args.protocol or getattr(family_cls, "evaluation_protocol", None) or "adaptation"
-        if protocol != "adaptation":
-            return _evaluate_protocol(args, protocol, run_dir, *loaded, protocol_tasks)
-    default_name = "adaptation_best.json" if args.iteration == "best" else "adaptation.json"
-    out = Path(args.out) if args.out else run_dir / "eval" / default_name
+    rd, loaded = _check_run(args.run_dir, args.iteration)
+    cfg, family, _, iteration = loaded
+    _warn_versions(rd)
+    num_tasks = commands.DEFAULT_EVAL_TASKS if args.tasks is None else args.tasks
+    # the family's own protocol (Meta-World's) unless --shots or --protocol adaptation
+    protocol = "adaptation" if args.shots else commands.evaluation_protocol(cfg.env.family, args.protocol)
+    out = Path(args.out) if args.out else rd.eval_path(
+        commands.default_eval_name(protocol, args.iteration == "best", bool(args.shots)))
     _check_writable(out)
-    print(f"evaluating {run_dir} (iteration {iteration}) on {args.tasks} held-out tasks, "
+    if args.shots:
+        print(f"k-shot curve of {rd} (iteration {iteration}) on {num_tasks} held-out tasks, "
+              f"shots {sorted(set(args.shots))}", file=sys.stderr)
+        result, png = commands.evaluate_shots(
+            rd, loaded, out, args.shots, num_tasks, args.episodes, args.seed, args.inner_lr,
+            on_point=lambda m, r: print(f"  {m} episodes: {r:.2f}", file=sys.stderr))
+        print(f"{'shots':>5}  {'mean return':>12}  {'stderr':>8}")
+        for m, r, e in zip(result["shots"], result["mean"], result["stderr"], strict=True):
+            print(f"{m:>5}  {r:>12.2f}  {e:>8.2f}")
+        print(f"wrote {out}, {png}", file=sys.stderr)
+        return 0
+    if protocol != "adaptation":
+        return _evaluate_protocol(args, protocol, rd, loaded, out)
+    print(f"evaluating {rd} (iteration {iteration}) on {num_tasks} held-out tasks, "
           f"steps 0..{args.steps}", file=sys.stderr)
-    result = evaluate_run(run_dir, args.tasks, args.steps, args.episodes, args.seed,
-                          on_step=lambda k, m: print(f"  step {k}: {m:.2f}", file=sys.stderr),
-                          inner_lr=args.inner_lr, loaded=loaded)
-    if args.iteration == "best":
-        result["checkpoint"] = "best"
-    write_json(out, result, indent=1)
-    files = write_adaptation_outputs(result, out.parent, out.stem)
-    log_adaptation_curve(result, run_dir)
+    result, files = commands.evaluate_adaptation(
+        rd, loaded, out, num_tasks, args.steps, args.episodes, args.seed, args.inner_lr,
+        best=args.iteration == "best", on_step=lambda k, m: print(f"  step {k}: {m:.2f}", file=sys.stderr))
     print(f"{'step':>4}  {'mean return':>12}  {'stderr':>8}")
     for k, m, s in zip(result["steps"], result["mean"], result["stderr"]):
         print(f"{k:>4}  {m:>12.2f}  {s:>8.2f}")
@@ -438,26 +377,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _evaluate_protocol(args: argparse.Namespace, protocol: str, run_dir: Path, cfg: Any, family: Any, learner: Any,
-                       iteration: int, num_tasks: int | None = None) -> int:
-    from metarl.protocols import PROTOCOLS, write_protocol_outputs
-    from metarl.run import build_sampler
+def _evaluate_protocol(args: argparse.Namespace, protocol: str, rd: RunDir, loaded: LoadedRun, out: Path) -> int:
+    from metarl import commands
 
-    out = Path(args.out) if args.out else run_dir / "eval" / f"{protocol}.json"
-    _check_writable(out)
-    tasks = family.test_tasks()
-    if tasks is None:
-        raise UsageError(f"--protocol {protocol}: family {family.name} has no test tasks of its own")
-    if num_tasks is not None:  # a quick look: N tasks evenly spaced through the list (every environment of ML10)
-        if num_tasks > len(tasks):
-            raise UsageError(f"--tasks {num_tasks}: {family.name} has {len(tasks)} test tasks")
-        tasks = [tasks[i * len(tasks) // num_tasks] for i in range(num_tasks)]
-    print(f"{protocol} protocol on {run_dir} (iteration {iteration}): {len(tasks)} test tasks", file=sys.stderr)
-    with build_sampler(cfg, family, learner.policy) as sampler:
-        result = PROTOCOLS[protocol](learner, family, sampler, seed=args.seed, tasks=tasks, inner_lr=args.inner_lr,
-                                     on_chunk=lambda d, n: print(f"  {d}/{n} tasks", file=sys.stderr))
-    result["run_dir"], result["iteration"] = str(run_dir), iteration
-    files = write_protocol_outputs(result, out, run_dir, iteration)
+    def start(n: int) -> None:
+        print(f"{protocol} protocol on {rd} (iteration {loaded.iteration}): {n} test tasks", file=sys.stderr)
+
+    result, files = commands.evaluate_protocol(rd, loaded, protocol, out, args.seed, args.tasks, args.inner_lr,
+                                               on_start=start,
+                                               on_chunk=lambda d, n: print(f"  {d}/{n} tasks", file=sys.stderr))
     print(f"success rate {result['success_rate']:.3f} ± {result['success_stderr']:.3f} (standard error over "
           f"{result['num_tasks']} test tasks; before adaptation {result['success_rate_pre']:.3f})")
     print(f"return before adaptation {result['return_pre']:.2f}, after {result['return_post']:.2f}")
@@ -467,51 +395,15 @@ def _evaluate_protocol(args: argparse.Namespace, protocol: str, run_dir: Path, c
     return 0
 
 
-def _evaluate_shots(args: argparse.Namespace, run_dir: Path, loaded: LoadedRun) -> int:
-    from metarl.evaluation import shots_curve
-    from metarl.plots import new_figure, save_png
-    from metarl.run import build_sampler, write_json
-
-    cfg, family, learner, iteration = loaded
-    episodes = args.episodes or cfg.algo.episodes_per_task
-    shots = sorted(set(args.shots))
-    out = Path(args.out) if args.out else run_dir / "eval" / "shots.json"
-    _check_writable(out)
-    print(f"k-shot curve of {run_dir} (iteration {iteration}) on {args.tasks} held-out tasks, "
-          f"shots {shots}", file=sys.stderr)
-    with build_sampler(cfg, family, learner.policy) as sampler:
-        result = shots_curve(learner, family, sampler, shots, args.tasks, episodes, args.seed, args.inner_lr,
-                             on_point=lambda m, r: print(f"  {m} episodes: {r:.2f}", file=sys.stderr))
-    result["run_dir"], result["iteration"] = str(run_dir), iteration
-    write_json(out, result, indent=1)
-    fig, (ax,) = new_figure()
-    ax.errorbar(result["shots"], result["mean"], yerr=result["stderr"], marker="o", capsize=3, label="after 1 step")
-    ax.axhline(result["before"], color="k", ls="--", label="before adaptation")
-    ax.set_xscale("log")
-    ax.set_xticks(result["shots"], [str(m) for m in result["shots"]])
-    ax.set_xlabel("adaptation episodes per task")
-    ax.set_ylabel("mean return on held-out tasks")
-    ax.set_title(f"k-shot adaptation ({args.tasks} tasks, ± standard error)", fontsize=10)
-    ax.legend()
-    png = save_png(fig, out.with_suffix(".png"))
-    print(f"{'shots':>5}  {'mean return':>12}  {'stderr':>8}")
-    for m, r, e in zip(result["shots"], result["mean"], result["stderr"], strict=True):
-        print(f"{m:>5}  {r:>12.2f}  {e:>8.2f}")
-    print(f"wrote {out}, {png}", file=sys.stderr)
-    return 0
-
-
 def cmd_analyze(args: argparse.Namespace) -> int:
     from metarl.analysis.representation import analyze_run, format_report
 
-    run_dir = Path(args.run_dir)
-    loaded = _check_run(run_dir, args.iteration)
-    iteration = loaded.iteration
-    _check_writable((Path(args.out_dir) if args.out_dir else run_dir / "eval") / "analysis.json")
-    _warn_versions(run_dir)
-    print(f"analysing {run_dir} (iteration {iteration}) on {args.tasks} held-out tasks", file=sys.stderr)
-    result = analyze_run(run_dir, args.tasks, args.seed, args.episodes, args.max_states,
-                         Path(args.out_dir) if args.out_dir else None, loaded=loaded)
+    rd, loaded = _check_run(args.run_dir, args.iteration)
+    out_dir = Path(args.out_dir) if args.out_dir else None
+    _check_writable((out_dir or rd.eval_dir) / "analysis.json")
+    _warn_versions(rd)
+    print(f"analysing {rd} (iteration {loaded.iteration}) on {args.tasks} held-out tasks", file=sys.stderr)
+    result = analyze_run(rd.path, args.tasks, args.seed, args.episodes, args.max_states, out_dir, loaded=loaded)
     print(format_report(result))
     print("wrote " + ", ".join(result["files"].values()), file=sys.stderr)
     return 0
@@ -520,16 +412,15 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 def cmd_video(args: argparse.Namespace) -> int:
     from metarl.video import VideoError, default_suffix, render_run
 
-    run_dir = Path(args.run_dir)
-    loaded = _check_run(run_dir)
-    out = Path(args.out) if args.out else run_dir / "eval" / f"video{default_suffix()}"
+    rd, loaded = _check_run(args.run_dir)
+    out = Path(args.out) if args.out else rd.eval_path(f"video{default_suffix()}")
     if out.suffix not in (".mp4", ".gif"):
         raise UsageError(f"{str(out)!r}: the video must be a .mp4 or .gif file")
     _check_writable(out)
-    _warn_versions(run_dir)
-    print(f"rendering {run_dir}: {args.tasks} held-out tasks, steps 0..{args.steps}", file=sys.stderr)
+    _warn_versions(rd)
+    print(f"rendering {rd}: {args.tasks} held-out tasks, steps 0..{args.steps}", file=sys.stderr)
     try:
-        info = render_run(run_dir, out, args.tasks, args.steps, args.width, args.height, args.fps, args.seed,
+        info = render_run(rd.path, out, args.tasks, args.steps, args.width, args.height, args.fps, args.seed,
                           args.episodes, on_task=lambda i, r: print(
                               f"  task {i}: returns " + " / ".join(f"{x:.1f}" for x in r), file=sys.stderr),
                           loaded=loaded)
@@ -540,26 +431,26 @@ def cmd_video(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_run(run_dir: Path, iteration: int | None = None) -> LoadedRun:
+def _check_run(run_dir: str, iteration: int | str | None = None) -> tuple[RunDir, LoadedRun]:
     """A run directory with a config and a checkpoint (the latest, or the one at ``iteration``) that loads
-    into its learner: the loaded run, for the command to use (it is not loaded twice)."""
+    into its learner (its recorded modules imported first): the run and the loaded run, for the command to
+    use (it is not loaded twice)."""
     from metarl.config import ConfigError
-    from metarl.run import load_run
+    from metarl.rundir import RunDir
 
-    if not (run_dir / "config.yaml").is_file():
-        raise UsageError(f"{str(run_dir)!r} is not a run directory (no config.yaml)")
+    rd = RunDir(run_dir)
+    if not rd.is_run():
+        raise UsageError(f"{str(rd)!r} is not a run directory (no config.yaml)")
     try:
-        return load_run(run_dir, iteration)
+        return rd, rd.load(iteration)
     except ConfigError as e:
-        raise UsageError(f"{run_dir / 'config.yaml'}: {e}") from None
+        raise UsageError(f"{rd.config_path}: {e}") from None
     except FileNotFoundError as e:
-        raise UsageError(str(e) if iteration is not None else f"no checkpoint in {run_dir / 'checkpoints'}") from None
+        raise UsageError(str(e) if iteration is not None else f"no checkpoint in {rd.checkpoints}") from None
 
 
-def _warn_versions(run_dir: Path) -> None:
-    from metarl.manifest import version_mismatch
-
-    msg = version_mismatch(run_dir)
+def _warn_versions(rd: RunDir) -> None:
+    msg = rd.version_mismatch()
     if msg:
         print(f"metarl: warning: {msg}", file=sys.stderr)
 
@@ -575,10 +466,10 @@ def _check_writable(out: Path) -> None:
         raise UsageError(f"cannot write {str(out)!r}: it is a directory")
     if not os.access(parent, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
         raise UsageError(f"cannot write {str(out)!r}: permission denied")
+    from metarl.rundir import probe_writable
+
     try:  # permissions are not the whole story (read-only or special file systems, root)
-        fd, probe = tempfile.mkstemp(prefix=".metarl-probe-", suffix=".tmp", dir=parent)
-        os.close(fd)
-        os.unlink(probe)
+        probe_writable(parent)
     except OSError as e:
         raise UsageError(f"cannot write {str(out)!r}: {e.strerror or e}") from None
 
@@ -666,18 +557,21 @@ def _main(argv: list[str] | None) -> int:
     except UsageError as e:
         print(f"metarl: error: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except ValueError as e:  # a run's recorded module that fails to import, a command's bad input
+        usermodules, commands = sys.modules.get("metarl.usermodules"), sys.modules.get("metarl.commands")
+        checkpoint = sys.modules.get("metarl.checkpoint")  # a bad checkpoint or latest pointer
+        known = tuple(getattr(m, n) for m, n in ((usermodules, "ModuleImportError"), (commands, "CommandError"),
+                                                  (checkpoint, "CheckpointError")) if m is not None)
+        if not isinstance(e, known):
+            raise
+        print(f"metarl: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
     except ConnectionError as e:  # an unreachable sampler.ray_address (metarl.sampling.ray_backend)
         ray_backend = sys.modules.get("metarl.sampling.ray_backend")
         if ray_backend is None or not isinstance(e, ray_backend.RayUnreachableError):
             raise
         print(f"metarl: error: {e}", file=sys.stderr)
         return 1
-    except ValueError as e:  # a bad checkpoint or latest pointer (metarl.checkpoint, imported only when used)
-        ckpt = sys.modules.get("metarl.checkpoint")
-        if ckpt is None or not isinstance(e, ckpt.CheckpointError):
-            raise
-        print(f"metarl: error: {e}", file=sys.stderr)
-        return EXIT_USAGE
 
 
 if __name__ == "__main__":

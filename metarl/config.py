@@ -279,12 +279,28 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
     return cls(**kwargs)
 
 
+def _check_selectors(data: dict[str, Any]) -> None:
+    """An unregistered outer loop, rule or backend is named before its section could be (``--module``)."""
+    for key, registry in registries().items():
+        section, name = key.split(".")
+        value = data.get(section, {}).get(name) if isinstance(data.get(section), dict) else None
+        if not isinstance(value, str) or value in registry:
+            continue
+        if key == "algo.inner_update":
+            try:
+                resolve_inner_update(value, False)
+            except ValueError as e:
+                raise ConfigError(str(e)) from None
+        raise ConfigError(f"{key}: must be one of {_choices(registry)}, got {_fmt(value)}")
+
+
 def _build_config(data: Any) -> Config:
     """The top level: run-wide keys through :func:`_build`, component sections through their ``Settings``."""
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"config: expected a section (a mapping of keys), got {_fmt(data)}")
+    _check_selectors(data)
     known = component_sections()
     run_wide = {k: v for k, v in data.items() if k in RUN_WIDE}
     sections = {}

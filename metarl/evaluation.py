@@ -23,6 +23,7 @@ from metarl.adaptation import adapt
 from metarl.algos import MetaLearner
 from metarl.episodes import EpisodeBatch
 from metarl.run import EVAL_ROLLOUTS, derive_seed, episode_mean_returns, held_out_tasks, jsonable, mean_stderr
+from metarl.rundir import LoadedRun, load_run
 from metarl.sampling import Sampler
 
 EVAL_SHOTS = 6  # seed stream of the k-shot curve's adaptation and evaluation episodes
@@ -130,16 +131,16 @@ def shots_curve(
 def evaluate_run(run_dir: Path, num_tasks: int = 40, steps: int = 3, episodes_per_task: int | None = None,
                  seed: int = 0, on_step: Callable[[int, float], None] | None = None,
                  inner_lr: float | None = None, iteration: int | None = None,
-                 loaded: run.LoadedRun | None = None) -> dict[str, Any]:
+                 loaded: LoadedRun | None = None) -> dict[str, Any]:
     """:func:`adaptation_curve` of ``run_dir``'s latest checkpoint (or the one at ``iteration``) with the
     run's own sampler.
 
     ``episodes_per_task`` defaults to the run's.  ``loaded`` is the run as
-    :func:`metarl.run.load_run` already returned it (it is then not loaded
+    :func:`metarl.rundir.load_run` already returned it (it is then not loaded
     again, and ``iteration`` is ignored).  The result also names ``run_dir``
     and the checkpoint's ``iteration``.
     """
-    cfg, family, learner, iteration = loaded or run.load_run(run_dir, iteration)
+    cfg, family, learner, iteration = loaded or load_run(run_dir, iteration)
     episodes = episodes_per_task or cfg.algo.episodes_per_task
     with run.build_sampler(cfg, family, learner.policy) as sampler:
         result = adaptation_curve(learner, family, sampler, num_tasks, steps, episodes, seed, on_step=on_step,

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 
 def _umask() -> int:
@@ -42,6 +44,15 @@ def atomic_write(path: str | os.PathLike[str], data: bytes | str) -> Path:
     finally:
         os.close(dir_fd)
     return path
+
+
+def read_json(path: str | os.PathLike[str]) -> Any:
+    """The JSON value in ``path``; None when the file is missing, unreadable or not JSON (a partial write by
+    something other than :func:`atomic_write`, a file of someone else's)."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
 
 
 def replace_section(text: str, new: str, begin: str, end: str) -> str:

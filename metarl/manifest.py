@@ -11,8 +11,8 @@ checkout the code was imported from, or null outside a checkout),
 ``command`` (argv), ``hostname``, ``cpu_count``, ``start_time``,
 ``end_time`` (ISO 8601, UTC); ``family`` (the task family's name and what
 its tasks depend on, e.g. Meta-World's package and reward-function versions
-and benchmark seed; read from ``RUN_DIR/config.yaml``; null when the family
-declares nothing).
+and benchmark seed; from the run's config; null when the family declares
+nothing).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from metarl.fileio import atomic_write
+from metarl.fileio import atomic_write, read_json
 
 FILENAME = "manifest.json"
 PACKAGES = ("torch", "numpy", "mujoco", "gymnasium", "ray", "metaworld")
@@ -64,36 +64,27 @@ def git_state(root: Path = _CODE_ROOT) -> dict[str, Any] | None:
     return {"commit": commit, "dirty": bool(status.strip())}
 
 
-def family_provenance(run_dir: Path) -> dict[str, Any] | None:
-    """``{"name", **provenance}`` of the family in ``RUN_DIR/config.yaml``, or None.
+def family_provenance(env: Any) -> dict[str, Any] | None:
+    """``{"name", **provenance}`` of the family of a run's ``env`` config section, or None.
 
     Families declare provenance with a ``provenance(**kwargs)`` classmethod on
     their env class (the Meta-World families do); others give None.
     """
-    path = Path(run_dir) / "config.yaml"
-    if not path.is_file():
-        return None
-    import yaml
-
     import envs  # noqa: F401  (registers the families)
     from envs.base import family_class, family_names
 
-    try:
-        env = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("env") or {}
-    except (OSError, yaml.YAMLError):
-        return None
-    name = env.get("family")
-    cls = family_class(str(name)) if str(name) in family_names() else None
+    name = str(env.family)
+    cls = family_class(name) if name in family_names() else None
     provenance = getattr(cls, "provenance", None)
     if not callable(provenance):
         return None
-    return {"name": name, **provenance(**(env.get("kwargs") or {}))}
+    return {"name": name, **provenance(**(env.kwargs or {}))}
 
 
-def session(argv: list[str] | None = None, run_dir: Path | None = None) -> dict[str, Any]:
+def session(argv: list[str] | None = None, env: Any = None) -> dict[str, Any]:
     return {
         "versions": versions(),
-        "family": family_provenance(run_dir) if run_dir is not None else None,
+        "family": family_provenance(env) if env is not None else None,
         "git": git_state(),
         "command": list(sys.argv if argv is None else argv),
         "hostname": socket.gethostname(),
@@ -105,20 +96,15 @@ def session(argv: list[str] | None = None, run_dir: Path | None = None) -> dict[
 
 
 def read(run_dir: Path) -> dict[str, Any] | None:
-    path = Path(run_dir) / FILENAME
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
+    data = read_json(Path(run_dir) / FILENAME)
     return data if isinstance(data, dict) and isinstance(data.get("sessions"), list) else None
 
 
-def start(run_dir: Path, argv: list[str] | None = None) -> dict[str, Any]:
-    """Record a new training session in ``RUN_DIR/manifest.json``; returns the manifest."""
+def start(run_dir: Path, argv: list[str] | None = None, env: Any = None) -> dict[str, Any]:
+    """Record a new training session in ``RUN_DIR/manifest.json`` (``env``: the run's ``env`` config
+    section, for the family's provenance); returns the manifest."""
     data = read(run_dir) or {"sessions": []}
-    data["sessions"].append(session(argv, run_dir))
+    data["sessions"].append(session(argv, env))
     data.update(data["sessions"][-1])  # the top level mirrors the newest session
     atomic_write(Path(run_dir) / FILENAME, json.dumps(data, indent=1) + "\n")
     return data

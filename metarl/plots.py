@@ -129,6 +129,21 @@ def write_adaptation_outputs(result: Mapping[str, Any], out_dir: Path, label: st
     return {"csv": csv_path, "png": png_path}
 
 
+def plot_shots(result: Mapping[str, Any], out: Path) -> Path:
+    """The k-shot curve (:func:`metarl.evaluation.shots_curve`): return after one step vs adaptation
+    episodes per task, ± standard error, beside the return before adaptation."""
+    fig, (ax,) = new_figure()
+    ax.errorbar(result["shots"], result["mean"], yerr=result["stderr"], marker="o", capsize=3, label="after 1 step")
+    ax.axhline(result["before"], color="k", ls="--", label="before adaptation")
+    ax.set_xscale("log")
+    ax.set_xticks(result["shots"], [str(m) for m in result["shots"]])
+    ax.set_xlabel("adaptation episodes per task")
+    ax.set_ylabel("mean return on held-out tasks")
+    ax.set_title(f"k-shot adaptation ({result['num_tasks']} tasks, ± standard error)", fontsize=10)
+    ax.legend()
+    return save_png(fig, out)
+
+
 def log_adaptation_curve(result: Mapping[str, Any], run_dir: Path) -> None:
     """Log the curve into RUN_DIR's TensorBoard logs.
 
@@ -192,17 +207,19 @@ def _read_config(run_dir: Path) -> dict[str, Any] | None:
     """RUN_DIR's config, flattened to dotted keys, with defaults filled in
     (so runs made before a key existed compare equal on it); the raw YAML
     if it no longer loads as a config."""
-    path = Path(run_dir) / "config.yaml"
-    if not path.is_file():
+    from metarl.config import ConfigError, flat_dict, to_dict
+    from metarl.rundir import RunDir
+    from metarl.usermodules import ModuleImportError
+
+    rd = RunDir(run_dir)
+    if not rd.is_run():
         return None
-    from metarl.config import ConfigError, flat_dict, load_config, to_dict
-
     try:
-        return flat_dict(to_dict(load_config(path)))
+        return flat_dict(to_dict(rd.config()))
+    except ModuleImportError:
+        raise
     except (ConfigError, ValueError, TypeError, KeyError):
-        import yaml
-
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = rd.raw_config()
         return flat_dict(data) if isinstance(data, Mapping) else None
 
 

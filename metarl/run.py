@@ -1,12 +1,10 @@
-"""What every command shares about a run: seed streams, builders, loading, results.
+"""What every command shares about a run: seed streams, builders, returns, result files.
 
-A run directory ``runs/<family>__<name>__<seed>__<time>/`` holds
-``config.yaml``, TensorBoard events, ``scalars.csv``, ``checkpoints/``
-(atomic writes, ``latest`` pointer) and ``eval/``.  Training
-(:mod:`metarl.trainer`), evaluation (:mod:`metarl.evaluation`), the analysis
-(:mod:`metarl.analysis`), the command line and the experiment scripts all
-build a run's family, learner and sampler, and draw its random numbers,
-through this module, so they agree on them.
+Training (:mod:`metarl.trainer`), evaluation (:mod:`metarl.evaluation`), the
+analysis (:mod:`metarl.analysis`), the command line and the experiment
+scripts all build a run's family, learner and sampler, and draw its random
+numbers, through this module, so they agree on them.  The run directory
+itself (layout, config, checkpoints, modules) is :mod:`metarl.rundir`'s.
 
 Random streams: everything random is derived from ``(seed, stream, index)``
 with the stream ids below, so a run resumed from a checkpoint continues
@@ -20,7 +18,7 @@ import json
 import math
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,11 +26,10 @@ import torch
 import envs
 from envs.base import TaskFamily
 from envs.oracle import OracleFamily
-from metarl import checkpoint
 from metarl.adaptation import adapt_names
 from metarl.algos import ALGOS, MetaLearner
 from metarl.algos.base import section_name
-from metarl.config import Config, ConfigError, load_config
+from metarl.config import Config
 from metarl.episodes import EpisodeBatch
 from metarl.fileio import atomic_write
 from metarl.policies import GaussianMLPPolicy
@@ -85,121 +82,6 @@ def build_sampler(cfg: Config, family: TaskFamily, policy: GaussianMLPPolicy) ->
     section = section_name(s.backend, BACKENDS.get(s.backend))
     return make_sampler(s.backend, family, PolicySpec.of(policy), workers=s.workers, ray_address=s.ray_address,
                         hang_timeout=s.hang_timeout, settings=getattr(cfg, section) if section else None)
-
-
-# -- loading ------------------------------------------------------------------------
-
-def checkpoint_dir(run_dir: Path) -> Path:
-    return Path(run_dir) / "checkpoints"
-
-
-def latest_state(run_dir: Path) -> dict[str, Any] | None:
-    """The state of the run's latest checkpoint (``iteration``, ``meta``, ...), or None."""
-    path = checkpoint.latest(checkpoint_dir(run_dir))
-    return None if path is None else checkpoint.load(path)
-
-
-def best_return(run_dir: Path) -> float:
-    """The post-adaptation training return of the run's best-iteration checkpoint (-inf without one)."""
-    path = checkpoint_dir(run_dir) / checkpoint.BEST
-    if not path.is_file():
-        return -math.inf
-    return float(checkpoint.load(path).get("best_return", -math.inf))
-
-
-def done_iterations(run_dir: Path) -> int | None:
-    """Iterations completed at the latest checkpoint (None: no checkpoint)."""
-    state = latest_state(run_dir)
-    return None if state is None else int(state["iteration"])
-
-
-def kept_iterations(run_dir: Path) -> list[int]:
-    """The iterations of the checkpoints ``run_dir`` holds, ascending."""
-    its = (checkpoint.iteration_of(p.name) for p in checkpoint_dir(run_dir).glob("iter_*.pt"))
-    return sorted(i for i in its if i is not None)
-
-
-def kept_budgets(run_dir: Path) -> dict[int, Path]:
-    """The ``eval/iter_NNNNNN/`` directories of a run extended past budgets it had finished (each holds
-    the evaluations made at that iteration), by iteration, ascending."""
-    dirs = ((checkpoint.iteration_of(d.name), d) for d in (Path(run_dir) / "eval").glob("iter_*") if d.is_dir())
-    return dict(sorted((i, d) for i, d in dirs if i is not None))
-
-
-def state_at(run_dir: Path, iteration: int | str | None = None) -> dict[str, Any] | None:
-    """The state of the run's checkpoint at ``iteration`` (None: the latest; ``"best"``: the best training
-    iteration's, :data:`metarl.checkpoint.BEST`), or None when there is no checkpoint at all. A missing
-    ``iteration`` raises FileNotFoundError naming the ones the run keeps."""
-    if iteration is None:
-        return latest_state(run_dir)
-    if iteration == "best":
-        path = checkpoint_dir(run_dir) / checkpoint.BEST
-        if not path.is_file():
-            raise FileNotFoundError(f"no best-iteration checkpoint ({checkpoint.BEST}) in {checkpoint_dir(run_dir)}")
-        return checkpoint.load(path)
-    path = checkpoint_dir(run_dir) / checkpoint.file_name(iteration)
-    if not path.is_file():
-        kept = ", ".join(map(str, kept_iterations(run_dir))) or "none"
-        raise FileNotFoundError(f"no checkpoint at iteration {iteration} in {checkpoint_dir(run_dir)} "
-                                f"(it keeps: {kept})")
-    return checkpoint.load(path)
-
-
-class LoadedRun(NamedTuple):
-    """A run directory's config, family and learner, restored from the checkpoint at ``iteration``."""
-
-    cfg: Config
-    family: TaskFamily
-    learner: MetaLearner
-    iteration: int
-
-
-def load_run(run_dir: Path, iteration: int | str | None = None) -> LoadedRun:
-    """Config, family, learner (at the latest checkpoint, or the one at ``iteration``, ``"best"`` included)
-    and its iteration."""
-    cfg = load_config(Path(run_dir) / "config.yaml")
-    family = build_family(cfg)
-    learner = build_learner(cfg, family)
-    state = state_at(run_dir, iteration)
-    if state is None:
-        raise FileNotFoundError(f"no checkpoint in {checkpoint_dir(run_dir)}")
-    restore(learner, state, checkpoint_dir(run_dir))
-    return LoadedRun(cfg, family, learner, int(state["iteration"]))
-
-
-def restore(learner: MetaLearner, state: Mapping[str, Any], where: Path) -> None:
-    """Load a checkpoint's ``meta`` into ``learner``, refusing other names or shapes
-    (:class:`metarl.checkpoint.CheckpointError`)."""
-    want = learner.state_dict()
-    meta = state["meta"]
-    if set(meta) != set(want):
-        raise checkpoint.CheckpointError(f"checkpoint in {where} holds {len(meta)} tensors that do not match this "
-                                         f"run's learner ({len(want)}: {', '.join(list(want)[:4])}, ...)")
-    for k, v in want.items():
-        got = meta[k]
-        if not isinstance(got, torch.Tensor) or got.shape != v.shape:
-            shape = tuple(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__
-            raise checkpoint.CheckpointError(f"checkpoint in {where}: {k} has shape {shape}, "
-                                             f"this run's learner needs {tuple(v.shape)}")
-    learner.load_state_dict(meta)
-
-
-def resume_config(run_dir: Path, iterations: int | None = None) -> Config:
-    """The config a resumed run continues with; ``iterations`` extends (or keeps) its budget.
-
-    The trainer writes a changed budget back to ``config.yaml`` (atomically,
-    once the checkpoint has loaded).  A run without a checkpoint resumes from
-    iteration 0.  Raises
-    :class:`metarl.config.ConfigError` for a bad config or an ``iterations``
-    below the iteration already reached, and
-    :class:`metarl.checkpoint.CheckpointError` for a bad checkpoint.
-    """
-    run_dir = Path(run_dir)
-    cfg = load_config(run_dir / "config.yaml", [f"iterations={iterations}"] if iterations is not None else [])
-    done = done_iterations(run_dir) or 0
-    if iterations is not None and iterations < done:
-        raise ConfigError(f"--iterations {iterations} is below the {done} iterations {run_dir} has done")
-    return cfg
 
 
 # -- returns and results ------------------------------------------------------------

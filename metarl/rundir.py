@@ -1,18 +1,57 @@
-"""Run directories: created exclusively, cleaned of metarl's own outputs, tidied after a crash.
+"""The one owner of a run directory: its layout, lifecycle, modules, config, checkpoints and results.
 
-What metarl writes in a run directory (and all that :func:`clean` removes):
-``config.yaml``, ``checkpoints/`` (``iter_*.pt``, ``latest``, ``best.pt``), TensorBoard
-``events.out.tfevents.*``, ``scalars.csv``, ``manifest.json`` and ``eval/``;
-interrupted atomic writes leave ``.<name>.*.tmp`` beside their target
+Layout (what metarl writes in a run directory, and all that :func:`clean` removes)::
+
+    config.yaml            the run's config (:mod:`metarl.config`), written first
+    modules.json           the ``--module`` files the run needs (absent: none), with
+    modules/<name>.py      a copy of each
+    checkpoints/           iter_NNNNNN.pt, ``latest`` (pointer), best.pt (:mod:`metarl.checkpoint`)
+    events.out.tfevents.*  TensorBoard
+    scalars.csv            every scalar, every iteration (:mod:`metarl.scalars`)
+    manifest.json          code, versions, machine of every session (:mod:`metarl.manifest`)
+    eval/                  evaluations; eval/iter_NNNNNN/ those of a budget the run was extended past
+
+Interrupted atomic writes leave ``.<name>.*.tmp`` beside their target
 (:func:`metarl.fileio.atomic_write`).  Any other file is left alone.
+
+Every command asks a :class:`RunDir` for the config (:meth:`RunDir.config`,
+which first re-imports the run's recorded modules), for checkpoints
+(:meth:`RunDir.state_at`, :meth:`RunDir.load`) and for result files
+(:meth:`RunDir.eval_path`, :meth:`RunDir.cached`); nobody reads ``config.yaml``
+by hand.
+
+Modules: ``metarl train --module my_family.py`` records the file's absolute
+path in ``modules.json`` and copies it to ``modules/my_family.py``.  Later
+commands import the recorded path while it exists (the file as the user keeps
+it, like the rest of the code) and the copy otherwise (a moved checkout or
+home).  A run without ``modules.json`` needs none.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import shutil
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, NamedTuple
 
+from envs.base import TaskFamily
+from metarl import checkpoint, manifest, usermodules
+from metarl.algos import MetaLearner
+from metarl.config import Config, ConfigError, load_config, to_yaml
+from metarl.fileio import atomic_write, read_json
+from metarl.run import build_family, build_learner, write_json
+
+CONFIG = "config.yaml"
+CHECKPOINTS = "checkpoints"
+EVAL = "eval"
+MODULES_RECORD = "modules.json"
+MODULES_DIR = "modules"
 OUTPUT_FILES = ("scalars.csv", "manifest.json")
 EVENTS_GLOB = "events.out.tfevents.*"
 MAX_SUFFIX = 1000
@@ -40,7 +79,7 @@ def stale_temporaries(run_dir: Path) -> list[Path]:
     """Temporary files left by interrupted atomic writes, in the run directory and its subdirectories."""
     run_dir = Path(run_dir)
     found: list[Path] = []
-    for d in (run_dir, run_dir / "checkpoints", run_dir / "eval"):
+    for d in (run_dir, run_dir / CHECKPOINTS, run_dir / EVAL, run_dir / MODULES_DIR):
         if d.is_dir():
             found += [p for p in d.iterdir() if p.name.startswith(".") and p.name.endswith(".tmp") and p.is_file()]
     return sorted(found)
@@ -55,21 +94,374 @@ def remove_stale_temporaries(run_dir: Path) -> list[Path]:
 
 
 def clean(run_dir: Path, keep_config: bool = False) -> None:
-    """Remove everything metarl writes in ``run_dir`` (``config.yaml`` too unless ``keep_config``)."""
+    """Remove everything metarl writes in ``run_dir`` (the run's definition, ``config.yaml`` and its
+    recorded modules, too unless ``keep_config``)."""
     run_dir = Path(run_dir)
-    ckpt = run_dir / "checkpoints"
+    ckpt = run_dir / CHECKPOINTS
     if ckpt.is_dir():
         for p in ckpt.iterdir():
-            ours = p.name in ("latest", "best.pt") or (p.name.startswith("iter_") and p.name.endswith(".pt"))
-            if p.is_file() and ours:
+            if p.is_file() and (p.name in (checkpoint.LATEST, checkpoint.BEST) or checkpoint.iteration_of(p.name)
+                                is not None):
                 p.unlink()
     remove_stale_temporaries(run_dir)
     if ckpt.is_dir() and not any(ckpt.iterdir()):
         ckpt.rmdir()
     for p in run_dir.glob(EVENTS_GLOB):
         p.unlink()
-    names = OUTPUT_FILES if keep_config else (*OUTPUT_FILES, "config.yaml")
+    names = OUTPUT_FILES if keep_config else (*OUTPUT_FILES, CONFIG, MODULES_RECORD)
     for name in names:
         (run_dir / name).unlink(missing_ok=True)
-    if (run_dir / "eval").is_dir():
-        shutil.rmtree(run_dir / "eval")
+    for d in (EVAL,) if keep_config else (EVAL, MODULES_DIR):
+        if (run_dir / d).is_dir():
+            shutil.rmtree(run_dir / d)
+
+
+class RunDirError(ValueError):
+    """A run directory that cannot be created or written (one line naming it)."""
+
+
+def default_path(cfg: Config) -> Path:
+    """``<log.root>/<family>__<name>__<seed>__<time>``: a fresh run's directory."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return Path(cfg.log.root) / f"{cfg.env.family}__{cfg.name}__{cfg.seed}__{stamp}"
+
+
+def seed_path(cfg: Config | None, seed: int, base: str | Path | None = None) -> Path:
+    """The stable directory of one seed of a ``--seeds`` run: ``BASE/seed<S>``, else (``cfg`` needed)
+    ``<log.root>/<family>__<name>__seed<S>``."""
+    if base:
+        return Path(base) / f"seed{seed}"
+    assert cfg is not None, "a seed's default directory depends on its config"
+    return Path(cfg.log.root) / f"{cfg.env.family}__{cfg.name}__seed{seed}"
+
+
+def curve_file(tasks: int, steps: int, seed: int, best: bool = False) -> str:
+    """The campaigns' cached adaptation curve: ``curve_[best_]<tasks>_<steps>_<seed>.json`` in ``eval/``."""
+    return f"curve_{'best_' if best else ''}{tasks}_{steps}_{seed}.json"
+
+
+def probe_writable(directory: Path) -> None:
+    """Create and remove a file in ``directory`` (OSError if that fails; a leftover after a kill is a
+    stale temporary)."""
+    fd, probe = tempfile.mkstemp(prefix=".metarl-probe-", suffix=".tmp", dir=directory)
+    os.close(fd)
+    os.unlink(probe)
+
+
+class LoadedRun(NamedTuple):
+    """A run directory's config, family and learner, restored from the checkpoint at ``iteration``."""
+
+    cfg: Config
+    family: TaskFamily
+    learner: MetaLearner
+    iteration: int
+
+
+@dataclass
+class TrainingPlan:
+    """What training a config in a run directory amounts to (:meth:`RunDir.prepare_training`).
+
+    ``action``: ``finished`` (the budget is reached: nothing to do), ``resume``
+    (from ``done`` iterations, with the run's own config and the new budget:
+    ``cfg``) or ``start`` (from iteration 0). ``archived``: where the
+    evaluations at the budget the run had finished were moved (or None).
+    """
+
+    action: str
+    cfg: Config
+    done: int | None = None
+    archived: Path | None = None
+
+    @property
+    def resume(self) -> bool:
+        return self.action == "resume"
+
+
+def restore(learner: MetaLearner, state: Mapping[str, Any], where: Path) -> None:
+    """Load a checkpoint's ``meta`` into ``learner``, refusing other names or shapes
+    (:class:`metarl.checkpoint.CheckpointError`)."""
+    import torch
+
+    want = learner.state_dict()
+    meta = state["meta"]
+    if set(meta) != set(want):
+        raise checkpoint.CheckpointError(f"checkpoint in {where} holds {len(meta)} tensors that do not match this "
+                                         f"run's learner ({len(want)}: {', '.join(list(want)[:4])}, ...)")
+    for k, v in want.items():
+        got = meta[k]
+        if not isinstance(got, torch.Tensor) or got.shape != v.shape:
+            shape = tuple(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__
+            raise checkpoint.CheckpointError(f"checkpoint in {where}: {k} has shape {shape}, "
+                                             f"this run's learner needs {tuple(v.shape)}")
+    learner.load_state_dict(meta)
+
+
+class RunDir:
+    """One run directory: ask it for the config, checkpoints, modules and result files."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    @property
+    def config_path(self) -> Path:
+        return self.path / CONFIG
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / CHECKPOINTS
+
+    @property
+    def eval_dir(self) -> Path:
+        return self.path / EVAL
+
+    def is_run(self) -> bool:
+        """Whether the directory holds a run's config."""
+        return self.config_path.is_file()
+
+    # -- creation and lifecycle ---------------------------------------------------
+
+    @classmethod
+    def create(cls, cfg: Config, path: str | Path | None = None, force: bool = False) -> RunDir:
+        """A new run's directory: a fresh unique one by default (:func:`default_path`), else ``path``,
+        which must be empty of anything but stale temporaries unless ``force`` (then metarl's own files
+        are removed, :func:`clean`). Raises :class:`RunDirError` before anything is written."""
+        try:
+            if path is None:
+                return cls(create_unique(default_path(cfg)))
+            where = Path(path)
+            if where.exists() and not where.is_dir():
+                raise RunDirError(f"cannot write run directory {str(where)!r}: it is not a directory")
+            if where.exists() and set(where.iterdir()) - set(stale_temporaries(where)):
+                if not force:
+                    raise RunDirError(f"run directory {str(where)!r} exists and is not empty "
+                                      "(use --force or --resume)")
+                probe_writable(where)
+                clean(where)
+            where.mkdir(parents=True, exist_ok=True)
+            probe_writable(where)
+            return cls(where)
+        except OSError as e:
+            raise RunDirError(f"cannot write run directory {str(path or cfg.log.root)!r}: "
+                              f"{e.strerror or e}") from None
+
+    def write_config(self, cfg: Config) -> None:
+        """Write ``config.yaml`` atomically (unchanged text is not rewritten)."""
+        text = to_yaml(cfg)
+        if not (self.config_path.is_file() and self.config_path.read_text(encoding="utf-8") == text):
+            atomic_write(self.config_path, text)
+
+    def prepare_training(self, cfg: Config, keep_budgets: bool = False) -> TrainingPlan:
+        """Skip a finished run, resume an interrupted one, extend one whose budget grew, start a new one.
+
+        A run with a checkpoint resumes with its own config and ``cfg``'s
+        budget; with ``keep_budgets`` its evaluations at the budget it had
+        finished move to ``eval/iter_NNNNNN/`` first (:meth:`archive_evaluations`).
+        A run without one starts over: ``config.yaml`` is written (so an
+        interrupted start can be resumed) and the event files of a start that
+        never reached a checkpoint are removed."""
+        done = self.done_iterations()
+        if done is not None and done >= cfg.iterations:
+            return TrainingPlan("finished", cfg, done)
+        if done is None:
+            for stale in self.path.glob(EVENTS_GLOB):
+                stale.unlink()
+            self.path.mkdir(parents=True, exist_ok=True)
+            self.write_config(cfg)
+            return TrainingPlan("start", cfg)
+        archived = self.archive_evaluations(done) if keep_budgets else None
+        return TrainingPlan("resume", self.resume_config(cfg.iterations), done, archived)
+
+    def resume_config(self, iterations: int | None = None) -> Config:
+        """The config a resumed run continues with; ``iterations`` extends (or keeps) its budget.
+
+        The trainer writes a changed budget back to ``config.yaml`` (atomically,
+        once the checkpoint has loaded).  A run without a checkpoint resumes from
+        iteration 0.  Raises :class:`metarl.config.ConfigError` for a bad config
+        or an ``iterations`` below the iteration already reached, and
+        :class:`metarl.checkpoint.CheckpointError` for a bad checkpoint.
+        """
+        cfg = self.config([f"iterations={iterations}"] if iterations is not None else [])
+        done = self.done_iterations() or 0
+        if iterations is not None and iterations < done:
+            raise ConfigError(f"--iterations {iterations} is below the {done} iterations {self.path} has done")
+        return cfg
+
+    # -- modules ------------------------------------------------------------------
+
+    def recorded_modules(self) -> list[dict[str, str]]:
+        """The ``--module`` files the run needs: ``[{"path": absolute path, "copy": path in the run}]``."""
+        path = self.path / MODULES_RECORD
+        if not path.is_file():
+            return []
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            return [{"path": str(m["path"]), "copy": str(m["copy"])} for m in data["modules"]]
+        except (OSError, ValueError, KeyError, TypeError):
+            raise usermodules.ModuleImportError(f"{path}: not a record of modules "
+                                                '({"modules": [{"path", "copy"}, ...]})') from None
+
+    def record_modules(self, paths: list[str | Path]) -> None:
+        """Record ``paths`` (files already imported) as modules the run needs, each copied into ``modules/``;
+        already recorded ones are kept."""
+        if not paths:
+            return
+        modules = self.recorded_modules()
+        for p in paths:
+            src = Path(p).resolve()
+            copy = f"{MODULES_DIR}/{src.name}"
+            atomic_write(self.path / copy, src.read_bytes())
+            modules = [m for m in modules if m["copy"] != copy] + [{"path": str(src), "copy": copy}]
+        atomic_write(self.path / MODULES_RECORD, json.dumps({"modules": modules}, indent=1) + "\n")
+
+    def import_modules(self) -> None:
+        """Import the run's recorded modules (each file where it was, else the run's copy of it); a missing
+        or broken one raises :class:`metarl.usermodules.ModuleImportError` naming it."""
+        for m in self.recorded_modules():
+            src = m["path"] if os.path.isfile(m["path"]) else str(self.path / m["copy"])
+            if not os.path.isfile(src):
+                raise usermodules.ModuleImportError(f"{self.path}: its module {m['path']!r} is missing "
+                                                    f"(and so is its copy {m['copy']})")
+            usermodules.import_file(src, what=f"{self.path}: its module")
+
+    # -- config and checkpoints ---------------------------------------------------
+
+    def config(self, overrides: list[str] | None = None) -> Config:
+        """The run's config (recorded modules imported first); :class:`metarl.config.ConfigError` if bad."""
+        self.import_modules()
+        return load_config(self.config_path, list(overrides or []))
+
+    def raw_config(self) -> Any:
+        """``config.yaml`` as plain YAML, for comparing runs whose config no longer loads (None if absent)."""
+        import yaml
+
+        return yaml.safe_load(self.config_path.read_text(encoding="utf-8")) if self.is_run() else None
+
+    def latest_state(self) -> dict[str, Any] | None:
+        """The state of the run's latest checkpoint (``iteration``, ``meta``, ...), or None."""
+        path = checkpoint.latest(self.checkpoints)
+        return None if path is None else checkpoint.load(path)
+
+    def done_iterations(self) -> int | None:
+        """Iterations completed at the latest checkpoint (None: no checkpoint)."""
+        state = self.latest_state()
+        return None if state is None else int(state["iteration"])
+
+    def latest_iteration(self) -> int:
+        """The iteration ``latest`` points at, from the pointer alone (0 without one; for reports)."""
+        return checkpoint.latest_iteration(self.checkpoints)
+
+    def best_return(self) -> float:
+        """The post-adaptation training return of the best-iteration checkpoint (-inf without one)."""
+        path = self.checkpoints / checkpoint.BEST
+        if not path.is_file():
+            return -math.inf
+        return float(checkpoint.load(path).get("best_return", -math.inf))
+
+    def kept_iterations(self) -> list[int]:
+        """The iterations of the checkpoints the run holds, ascending."""
+        its = (checkpoint.iteration_of(p.name) for p in self.checkpoints.glob("iter_*.pt"))
+        return sorted(i for i in its if i is not None)
+
+    def kept_budgets(self) -> dict[int, Path]:
+        """The ``eval/iter_NNNNNN/`` directories of a run extended past budgets it had finished (each holds
+        the evaluations made at that iteration), by iteration, ascending."""
+        dirs = ((checkpoint.iteration_of(d.name), d) for d in self.eval_dir.glob("iter_*") if d.is_dir())
+        return dict(sorted((i, d) for i, d in dirs if i is not None))
+
+    def state_at(self, iteration: int | str | None = None) -> dict[str, Any] | None:
+        """The state of the checkpoint at ``iteration`` (None: the latest; ``"best"``: the best training
+        iteration's, :data:`metarl.checkpoint.BEST`), or None when there is no checkpoint at all. A missing
+        ``iteration`` raises FileNotFoundError naming the ones the run keeps."""
+        if iteration is None:
+            return self.latest_state()
+        if iteration == "best":
+            path = self.checkpoints / checkpoint.BEST
+            if not path.is_file():
+                raise FileNotFoundError(f"no best-iteration checkpoint ({checkpoint.BEST}) in {self.checkpoints}")
+            return checkpoint.load(path)
+        path = self.checkpoints / checkpoint.file_name(iteration)
+        if not path.is_file():
+            kept = ", ".join(map(str, self.kept_iterations())) or "none"
+            raise FileNotFoundError(f"no checkpoint at iteration {iteration} in {self.checkpoints} "
+                                    f"(it keeps: {kept})")
+        return checkpoint.load(path)
+
+    def load(self, iteration: int | str | None = None) -> LoadedRun:
+        """Config, family, learner (at the latest checkpoint, or the one at ``iteration``, ``"best"``
+        included) and its iteration."""
+        cfg = self.config()
+        family = build_family(cfg)
+        learner = build_learner(cfg, family)
+        state = self.state_at(iteration)
+        if state is None:
+            raise FileNotFoundError(f"no checkpoint in {self.checkpoints}")
+        restore(learner, state, self.checkpoints)
+        return LoadedRun(cfg, family, learner, int(state["iteration"]))
+
+    # -- result files -------------------------------------------------------------
+
+    def eval_path(self, name: str) -> Path:
+        """``eval/<name>``, where the run's evaluations go."""
+        return self.eval_dir / name
+
+    def cached(self, name: str, **expected: Any) -> dict[str, Any] | None:
+        """The evaluation ``eval/<name>`` if it is current: every ``expected`` field (``a__b`` for the
+        nested ``a.b``) equals the given value, e.g. ``iteration=run.done_iterations()``; else None."""
+        result = read_json(self.eval_path(name))
+        if not isinstance(result, Mapping):
+            return None
+        for key, want in expected.items():
+            got: Any = result
+            for part in key.split("__"):
+                got = got.get(part) if isinstance(got, Mapping) else None
+            if got != want:
+                return None
+        return result
+
+    def write_result(self, name: str, result: Any, indent: int | None = None) -> Path:
+        """Write an evaluation to ``eval/<name>`` atomically."""
+        return write_json(self.eval_path(name), result, indent)
+
+    def archive_evaluations(self, done: int) -> Path | None:
+        """Before a run that reached iteration ``done`` is extended: move its evaluations made at ``done``
+        into ``eval/iter_NNNNNN/``, so the result at that budget stays beside the longer run's, and
+        :meth:`prune_checkpoints` keeps the checkpoint they were made from. Returns that directory, or None
+        when the run had no evaluation at ``done`` (an interrupted run)."""
+        dest = self.eval_dir / Path(checkpoint.file_name(done)).stem
+        for f in sorted(self.eval_dir.glob("*.json")):
+            try:
+                iteration = json.loads(f.read_text()).get("iteration")
+            except (ValueError, AttributeError):  # not an evaluation of ours
+                continue
+            if iteration == done:
+                dest.mkdir(exist_ok=True)
+                f.replace(dest / f.name)
+        return dest if dest.is_dir() else None
+
+    def prune_checkpoints(self) -> None:
+        """Delete every checkpoint but the one ``latest`` points to and those of the run's earlier budgets
+        (an ``eval/iter_NNNNNN/`` directory for each, :meth:`archive_evaluations`)."""
+        latest = checkpoint.latest(self.checkpoints)
+        if latest is None:
+            return
+        keep = {latest.name} | {checkpoint.file_name(i) for i in self.kept_budgets()}
+        for p in self.checkpoints.glob("iter_*.pt"):
+            if p.name not in keep:
+                p.unlink(missing_ok=True)
+
+    # -- the manifest -------------------------------------------------------------
+
+    def version_mismatch(self) -> str | None:
+        """One line naming the packages whose versions differ from the run's newest session, or None."""
+        return manifest.version_mismatch(self.path)
+
+
+def load_run(run_dir: str | Path, iteration: int | str | None = None) -> LoadedRun:
+    """:meth:`RunDir.load` of ``run_dir``."""
+    return RunDir(run_dir).load(iteration)

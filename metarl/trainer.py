@@ -33,9 +33,9 @@ from metarl.adaptation import ADAPT_MODES
 from metarl.algos import Rollouts
 from metarl.config import Config, flat_dict, to_dict, to_yaml
 from metarl.episodes import EpisodeBatch
-from metarl.fileio import atomic_write
 from metarl.inner_updates import INNER_UPDATES
 from metarl.run import OUTER_ROLLOUTS, TASKS, TRAIN, VALID, derive_seed, mean_return, stream_rng
+from metarl.rundir import RunDir, restore
 from metarl.sampling import Sampler
 from metarl.scalars import ScalarsCSV
 from metarl.success import success_scalars
@@ -90,7 +90,8 @@ class Trainer:
         allocator.tune_allocator()
         self.cfg = cfg
         self.run_dir = Path(run_dir)
-        self.ckpt_dir = run.checkpoint_dir(self.run_dir)
+        rd = RunDir(self.run_dir)
+        self.ckpt_dir = rd.checkpoints
         self.family = run.build_family(cfg)
         self.learner = run.build_learner(cfg, self.family)
         self.start_iteration = 0
@@ -98,21 +99,19 @@ class Trainer:
         self.consecutive_rejections = 0
         self.best_return = -math.inf  # the highest post-adaptation training return so far (checkpoints/best.pt)
         self.pending_best: dict[str, Any] | None = None  # a new best, written with the next checkpoint
-        config_path = self.run_dir / "config.yaml"
         if resume:
-            state = run.latest_state(self.run_dir)  # checked (structure, shapes) before anything is written
+            state = rd.latest_state()  # checked (structure, shapes) before anything is written
             if state is not None:
-                run.restore(self.learner, state, self.ckpt_dir)
+                restore(self.learner, state, self.ckpt_dir)
                 self.learner.load_extra_state(state.get("extra", {}))
                 self.start_iteration = int(state["iteration"])
                 self.rejected_steps = int(state.get("rejected_steps", 0))
                 self.consecutive_rejections = int(state.get("consecutive_rejections", 0))
-                self.best_return = run.best_return(self.run_dir)
+                self.best_return = rd.best_return()
             rundir.remove_stale_temporaries(self.run_dir)
             if state is None:  # killed before its first checkpoint: start over from iteration 0
                 rundir.clean(self.run_dir, keep_config=True)
-        if not (resume and config_path.is_file() and config_path.read_text(encoding="utf-8") == to_yaml(cfg)):
-            atomic_write(config_path, to_yaml(cfg))  # a resumed run's budget may have changed
+        rd.write_config(cfg)  # a resumed run's budget may have changed
         self.sampler: Sampler | None = None
         self.writer: Any = None
 
@@ -265,7 +264,7 @@ class Trainer:
                 table = "|key|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in flat_dict(to_dict(cfg)).items())
                 self.writer.add_text("hyperparameters", table, 0)
                 write_hparams(self.writer, cfg)
-            manifest.start(self.run_dir)
+            manifest.start(self.run_dir, env=cfg.env)
         status = "failed"
         iteration = self.start_iteration
         # What the iteration in flight started from (learner state, rejection counters); None between

@@ -172,9 +172,10 @@ def render_run(run_dir: Path, out: Path, tasks: int = 2, steps: int = 1, width: 
                on_task: Callable[[int, list[float]], None] | None = None, loaded: Any = None) -> dict[str, Any]:
     """Write the video of ``run_dir`` to ``out`` (``.mp4`` or ``.gif``); returns what was drawn.
 
-    ``loaded`` is the run as :func:`metarl.run.load_run` already returned it (then not loaded again)."""
+    ``loaded`` is the run as :func:`metarl.rundir.load_run` already returned it (then not loaded again)."""
     from metarl.policies import stack_params
-    from metarl.run import EVAL_ROLLOUTS, build_sampler, derive_seed, held_out_tasks, load_run
+    from metarl.run import EVAL_ROLLOUTS, build_sampler, derive_seed, held_out_tasks
+    from metarl.rundir import load_run
 
     out = Path(out)
     if out.suffix not in (".mp4", ".gif"):

@@ -8,6 +8,7 @@ here without further code (see README, "Adding an outer loop").
 from __future__ import annotations
 
 import csv
+import functools
 import importlib.util
 import math
 import subprocess
@@ -18,9 +19,10 @@ import pytest
 import torch
 
 from metarl import run
-from metarl.algos import ALGOS, MetaLearner, StepResult
+from metarl.algos import ALGOS, MetaLearner, Rollouts, StepResult
 from metarl.config import load_config
 from metarl.episodes import EpisodeBatch
+from metarl.rundir import RunDir
 from metarl.sampling import SerialSampler
 from metarl.sampling.worker import PolicySpec
 
@@ -47,9 +49,16 @@ def algo_names() -> list[str]:
     return sorted(set(ALGOS) | {"toy_fomaml"})
 
 
+# what an outer loop needs besides TINY (ES searches a learned rule's meta-parameters)
+EXTRA = {"es": ["algo.inner_update=meta_sgd", "es.population=4"]}
+
+
 def one_meta_batch(name: str, seed: int = 1):
-    """A learner for ``algo.name=name`` and one meta-batch: train, advantages, adapted params, valid."""
-    cfg = load_config(NAV_CONFIG, TINY + [f"algo.name={name}", f"seed={seed}"])
+    """A learner for ``algo.name=name`` and one meta-batch: train, advantages, adapted params, valid.
+
+    An outer loop that rolls out candidates of its own (``needs_rollouts``) gets the sampler and the
+    batch's tasks bound to its ``step`` (``rollouts=``)."""
+    cfg = load_config(NAV_CONFIG, TINY + [f"algo.name={name}", f"seed={seed}"] + EXTRA.get(name, []))
     family = run.build_family(cfg)
     learner = run.build_learner(cfg, family)
     sampler = SerialSampler(family, PolicySpec.of(learner.policy))
@@ -58,6 +67,8 @@ def one_meta_batch(name: str, seed: int = 1):
     train_adv = learner.advantages(train)
     adapted = {k: v.detach() for k, v in learner.adapt(train, train_adv).items()}
     valid = sampler.sample(tasks, adapted, 3, 12)
+    if learner.needs_rollouts:
+        learner.step = functools.partial(learner.step, rollouts=Rollouts(sampler.sample, tasks, 3, 0, 13))
     return learner, train, train_adv, adapted, valid
 
 
@@ -131,12 +142,17 @@ def test_one_file_outer_loop_trains_two_iterations_and_evaluates_through_the_cli
     assert [r["iteration"] for r in rows] == ["0", "1"]
     assert {"toy/loss", "toy/grad_norm", "toy/rejected_steps", "returns/post_adapt"} <= set(rows[0])
     assert not any(k.startswith("trpo/") for k in rows[0])
-    assert run.done_iterations(run_dir) == 2
+    assert RunDir(run_dir).done_iterations() == 2
     ev = subprocess.run([sys.executable, "-m", "metarl", "evaluate", str(run_dir), "--module", str(TOY),
                          "--tasks", "2", "--steps", "1", "--episodes", "2"],
                         capture_output=True, text=True, cwd=tmp_path)
     assert ev.returncode == 0, ev.stderr
     assert (run_dir / "eval" / "adaptation.json").is_file()
+    # the run recorded its module: later commands need no --module (metarl.rundir)
+    recorded = subprocess.run([sys.executable, "-m", "metarl", "evaluate", str(run_dir), "--tasks", "2", "--steps",
+                               "1", "--episodes", "2"], capture_output=True, text=True, cwd=tmp_path)
+    assert recorded.returncode == 0, recorded.stderr
+    (run_dir / "modules.json").unlink()  # a run directory from before modules were recorded
     without = subprocess.run([sys.executable, "-m", "metarl", "evaluate", str(run_dir)],
                              capture_output=True, text=True, cwd=tmp_path)
     assert without.returncode == 2 and "algo.name" in without.stderr

@@ -15,7 +15,7 @@ import torch
 from metarl import checkpoint, scalars
 from metarl.cli import main as cli
 from metarl.config import load_config
-from metarl.run import state_at
+from metarl.rundir import RunDir
 from metarl.trainer import Trainer
 
 SETS = ["algo.meta_batch_size=3", "algo.episodes_per_task=3", "env.horizon=15", "policy.hidden_sizes=[8]",
@@ -36,7 +36,7 @@ def test_best_checkpoint_is_the_highest_post_adaptation_iteration(tmp_path):
     starts[0] = trainer.learner.state_dict()
     trainer.train(on_iteration=lambda r: starts.__setitem__(r.iteration + 1, trainer.learner.state_dict()))
     it, post = best_of(tmp_path)
-    state = state_at(tmp_path, "best")
+    state = RunDir(tmp_path).state_at("best")
     assert state["iteration"] == it
     assert math.isclose(state["best_return"], post, rel_tol=1e-6)
     for k, v in starts[it].items():
@@ -51,9 +51,9 @@ def test_best_checkpoint_survives_resume(tmp_path):
     resumed.mkdir()
     Trainer(load_config(None, SETS + [f"iterations={N}"]), straight).train()
     Trainer(load_config(None, SETS + ["iterations=2"]), resumed).train()
-    first = state_at(resumed, "best")
+    first = RunDir(resumed).state_at("best")
     Trainer(load_config(resumed / "config.yaml", [f"iterations={N}"]), resumed, resume=True).train()
-    a, b = state_at(straight, "best"), state_at(resumed, "best")
+    a, b = RunDir(straight).state_at("best"), RunDir(resumed).state_at("best")
     assert (a["iteration"], a["best_return"]) == (b["iteration"], b["best_return"])
     assert all(torch.equal(a["meta"][k], b["meta"][k]) for k in a["meta"])
     assert b["best_return"] >= first["best_return"]
@@ -67,7 +67,7 @@ def test_evaluate_best_writes_its_own_file(tmp_path, capsys):
     import json
 
     result = json.loads((tmp_path / "eval" / "adaptation_best.json").read_text())
-    assert result["checkpoint"] == "best" and result["iteration"] == state_at(tmp_path, "best")["iteration"]
+    assert result["checkpoint"] == "best" and result["iteration"] == RunDir(tmp_path).state_at("best")["iteration"]
     assert not (tmp_path / "eval" / "adaptation.json").exists()
 
 

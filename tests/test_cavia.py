@@ -28,7 +28,8 @@ from metarl.episodes import EpisodeBatch
 from metarl.evaluation import adaptation_curve
 from metarl.inner_updates import INNER_UPDATES
 from metarl.policies import GaussianMLPPolicy, stack_params
-from metarl.run import build_family, build_learner, build_sampler, load_run
+from metarl.run import build_family, build_learner, build_sampler
+from metarl.rundir import load_run
 from metarl.sampling import PolicySpec
 from metarl.trainer import Trainer
 from tests.helpers_core import random_batch

@@ -18,7 +18,7 @@ import envs
 from metarl import checkpoint
 from metarl.cli import main
 from metarl.config import ConfigError, load_config
-from metarl.run import load_run
+from metarl.rundir import load_run
 from metarl.trainer import Trainer
 from tests.helpers_limits import time_limit, tiny_cli_sets
 

@@ -146,9 +146,9 @@ def test_a_run_resumes_exactly_through_the_trainer(tmp_path, method):
     assert trainer.learner.extra_state().keys() == ({"x0", "history"} if method == "cma" else
                                                     {"mean", "adam_m", "adam_v", "adam_t"})
     trainer.train()
-    from metarl.run import latest_state
+    from metarl.rundir import RunDir
 
-    a, b = latest_state(straight), latest_state(resumed)
+    a, b = RunDir(straight).latest_state(), RunDir(resumed).latest_state()
     for k in a["meta"]:
         assert torch.equal(a["meta"][k], b["meta"][k]), k
     for k in a["extra"]:
@@ -171,4 +171,18 @@ def test_bad_es_input_exits_2_with_one_line_before_anything_is_written(tmp_path,
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0]
+    assert not run_dir.exists()
+
+
+@pytest.mark.integration
+def test_cma_on_too_many_numbers_exits_2_before_anything_is_written(tmp_path):
+    import subprocess
+    import sys
+
+    run_dir = tmp_path / "run"
+    r = subprocess.run([sys.executable, "-m", "metarl", "train", NAV, "--run-dir", str(run_dir), "--set",
+                        "algo.name=es", "--set", "algo.inner_update=meta_sgd"], capture_output=True, text=True)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "es.method: cma searches at most 1000 numbers" in lines[0]
     assert not run_dir.exists()

@@ -61,16 +61,16 @@ def test_bad_evaluate_options_exit_2(run, capsys, args, match):
 
 @pytest.mark.parametrize("command", [["evaluate"], ["evaluate", "--shots", "2"], ["analyze", "--episodes", "2"]])
 def test_a_command_loads_the_run_once(run, tmp_path, monkeypatch, command):
-    from metarl import run as run_module
+    from metarl.rundir import RunDir
 
     calls = []
-    real = run_module.state_at  # every load_run reads its checkpoint through this, however it was imported
+    real = RunDir.state_at  # every load_run reads its checkpoint through this, however it was imported
 
     def counting(*args, **kwargs):
         calls.append(args)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(run_module, "state_at", counting)
+    monkeypatch.setattr(RunDir, "state_at", counting)
     name, *extra = command
     out = ["--out", str(tmp_path / "x.json")] if name == "evaluate" else ["--out-dir", str(tmp_path)]
     assert cli.main([name, str(run), "--tasks", "2", *out, *extra]) == 0

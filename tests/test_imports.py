@@ -1,7 +1,11 @@
-"""Every module of metarl/ and envs/ imports, and no two modules import each other, directly or in a circle.
+"""Every module of metarl/ and envs/ imports; no two modules of the tree import each other, directly or in a
+circle; and no module imports one above its layer.
 
 The import graph is read statically (``ast``), counting imports inside
-functions too, so a lazy import cannot hide a circle.
+functions too, so a lazy import cannot hide a circle.  Layers, bottom up: the
+library (``metarl/``, ``envs/``); the experiment scripts (``experiments/``) and
+the benchmarks (``benchmarks/``), which use the library but not each other;
+the tests (``tests/``), which may use everything.
 """
 
 from __future__ import annotations
@@ -14,11 +18,15 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("metarl", "envs")
+TREE = (*PACKAGES, "experiments", "benchmarks", "tests")
+# what each top-level directory may import (besides itself)
+MAY_IMPORT = {"metarl": {"envs"}, "envs": {"metarl"}, "experiments": {"metarl", "envs"},
+              "benchmarks": {"metarl", "envs"}, "tests": set(TREE)}
 
 
-def module_files() -> dict[str, Path]:
+def module_files(packages: tuple[str, ...] = PACKAGES) -> dict[str, Path]:
     out = {}
-    for pkg in PACKAGES:
+    for pkg in packages:
         for path in sorted((ROOT / pkg).rglob("*.py")):
             parts = list(path.relative_to(ROOT).with_suffix("").parts)
             if parts[-1] == "__init__":
@@ -79,6 +87,26 @@ def test_no_import_circles():
     assert graph["metarl.trainer"] and "metarl.run" in graph["metarl.trainer"]  # the graph is really read
     cycle = find_cycle(graph)
     assert cycle is None, "import circle: " + " -> ".join(cycle)
+
+
+def tree_graph() -> dict[str, set[str]]:
+    files = module_files(TREE)
+    return {name: imports_of(name, path, set(files)) for name, path in files.items()}
+
+
+def test_no_import_circles_anywhere_in_the_tree():
+    graph = tree_graph()
+    assert "experiments.campaigns" in graph["experiments.reproduce"]  # experiments/ is really read
+    assert "benchmarks.synthetic" in graph["benchmarks.bench_baseline"]  # and benchmarks/
+    cycle = find_cycle(graph)
+    assert cycle is None, "import circle: " + " -> ".join(cycle)
+
+
+def test_no_module_imports_one_above_its_layer():
+    upward = sorted(f"{name} imports {target}" for name, targets in tree_graph().items() for target in targets
+                    if target.split(".")[0] != name.split(".")[0]
+                    and target.split(".")[0] not in MAY_IMPORT[name.split(".")[0]])
+    assert not upward, upward
 
 
 def test_find_cycle_sees_a_circle():

@@ -20,7 +20,7 @@ from metarl.analysis.representation import analyze_run, format_report
 from metarl.config import ConfigError, load_config
 from metarl.inner_updates import KroneckerStep
 from metarl.policies import flatten, unflatten
-from metarl.run import load_run
+from metarl.rundir import load_run
 from metarl.trainer import Trainer
 from tests.helpers_core import random_batch, tiny_policy
 from tests.test_core_math import finite_difference_grad

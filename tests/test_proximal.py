@@ -13,7 +13,7 @@ from metarl.algos import ALGOS, MAMLPPO, ProMP
 from metarl.algos.proximal import ProximalSettings, adam_update, clipped_surrogate, next_kl_coef
 from metarl.config import load_config
 from metarl.policies import gaussian_log_prob
-from metarl.run import load_run
+from metarl.rundir import load_run
 from metarl.trainer import Trainer
 
 

@@ -15,12 +15,13 @@ import torch
 from torch.distributions import Normal, kl_divergence
 
 import envs
+from benchmarks.synthetic import ant_like_arrays
 from metarl.config import load_config
 from metarl.episodes import EpisodeBatch
 from metarl.policies import ACTIVATIONS, GaussianMLPPolicy, gaussian_kl, gaussian_log_prob
 from metarl.run import build_learner
 from metarl.sampling import PolicySpec, SerialSampler
-from tests.helpers_core import ant_like_arrays, random_batch, tiny_policy
+from tests.helpers_core import random_batch, tiny_policy
 
 LR = 0.37  # deliberately not the default inner_lr (0.1)
 HAND_ACT = {"tanh": np.tanh, "relu": lambda x: np.maximum(x, 0.0)}

@@ -353,11 +353,11 @@ def test_latest_iteration_reads_the_pointer_alone(tmp_path):
 
 
 def test_kept_budgets_are_the_eval_iter_directories_by_iteration(tmp_path):
-    from metarl.run import kept_budgets
+    from metarl.rundir import RunDir
 
-    assert kept_budgets(tmp_path) == {}  # no eval/ at all
+    assert RunDir(tmp_path).kept_budgets() == {}  # no eval/ at all
     for name in ("iter_001000", "iter_000500", "iter_5", "latest"):
         (tmp_path / "eval" / name).mkdir(parents=True)
     (tmp_path / "eval" / "iter_000700").write_text("{}")  # a file, not a kept budget's directory
-    got = kept_budgets(tmp_path)
+    got = RunDir(tmp_path).kept_budgets()
     assert list(got) == [500, 1000] and got[500] == tmp_path / "eval" / "iter_000500"

@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from experiments import outer_report
 from metarl.evaluation import adaptation_curve
-from metarl.run import build_sampler, load_run
+from metarl.run import build_sampler
+from metarl.rundir import RunDir, load_run
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--set", "algo.meta_batch_size=2", "--set", "algo.episodes_per_task=2", "--set", "env.horizon=10",
@@ -59,7 +61,7 @@ def test_anil_reproduction_extends_the_budget_by_resuming(tmp_path, capsys):
     assert script.main([*args[:1], "--iterations", "1", *args[1:]]) == 0
     assert script.main([*args[:1], "--iterations", "2", *args[1:]]) == 0
     table = (tmp_path / "anil_table.md").read_text()
-    assert script.done_iterations(tmp_path / "Navigation2D__anil__2") == 2
+    assert RunDir(tmp_path / "Navigation2D__anil__2").done_iterations() == 2
     # our column: mean ± std over the seeds of the return after one step, evaluated here independently
     for method in ("maml", "anil"):
         finals = []
@@ -85,7 +87,7 @@ def test_depth_sweep_trains_evaluates_reports_and_skips_finished_runs(tmp_path, 
     names = sorted(p.name for p in tmp_path.iterdir() if p.is_dir())
     assert names == ["Navigation2D__kronecker_d1__1", "Navigation2D__maml_d1__1", "Navigation2D__maml_d2__1",
                      "Navigation2D__meta_sgd_d1__1"]
-    from metarl.run import load_run
+    from metarl.rundir import load_run
 
     cfg, _, learner, _ = load_run(tmp_path / "Navigation2D__kronecker_d1__1")
     assert cfg.algo.inner_update == "kronecker" and cfg.policy.hidden_sizes == [4] and learner.precond_params
@@ -115,7 +117,7 @@ def test_outer_on_a_locomotion_family_tabulates_it_beside_the_campaigns_maml_trp
     import yaml
 
     script = load_script()
-    reference = Path(script.LOCOMOTION_ROOT) / "HalfCheetahDir__maml__1"
+    reference = Path(outer_report.LOCOMOTION_ROOT) / "HalfCheetahDir__maml__1"
     args = ["outer", "--families", "HalfCheetahDir", "--methods", method, "--seeds", "1", "--iterations", "2",
             "--root", str(tmp_path), *TINY]
     assert script.main(args) == 0
@@ -124,7 +126,7 @@ def test_outer_on_a_locomotion_family_tabulates_it_beside_the_campaigns_maml_trp
     table = (tmp_path / "outer_table.md").read_text()
     promp = next(ln for ln in table.splitlines() if ln.startswith(f"| {label} | 1 |"))
     cells = [c.strip() for c in promp.split("|")[1:-1]]
-    assert cells[2] == "2" and cells[3:] == [""] * len(script.MILESTONES)  # two iterations: no milestone reached
+    assert cells[2] == "2" and cells[3:] == [""] * len(outer_report.MILESTONES)  # two iterations: no milestone reached
     if (reference / "scalars.csv").exists():  # the committed campaign run: its own smoothed curve at iteration 10
         from metarl import scalars
 
@@ -170,13 +172,13 @@ def test_sigterm_during_a_campaign_run_checkpoints_it_and_the_same_command_conti
     assert proc.returncode == 143, err[-2000:]
     assert "run the same command to continue" in err
     script = load_script()
-    done = script.done_iterations(run)
+    done = RunDir(run).done_iterations()
     logged = len((run / "scalars.csv").read_text().splitlines()) - 1
     assert done is not None and done >= 3 and done == logged
     assert [p.name for p in (run / "checkpoints").glob("iter_*.pt")] == [f"iter_{done:06d}.pt"]
     assert script.main(["locomotion", "--families", "HalfCheetahDir", "--seeds", "1", "--iterations",
                         str(done + 1), "--root", str(tmp_path), *TINY]) == 0
-    assert script.done_iterations(run) == done + 1
+    assert RunDir(run).done_iterations() == done + 1
 
 
 @pytest.mark.integration
@@ -257,7 +259,7 @@ def test_locomotion_methods_runs_only_the_methods_named(tmp_path, capsys):
     args = ["locomotion", "--families", "HalfCheetahDir", "--seeds", "1", "--root", str(tmp_path), *TINY]
     assert script.main([*args, "--methods", "anil", "--iterations", "1"]) == 0
     assert sorted(p.name for p in tmp_path.glob("*__*__*")) == ["HalfCheetahDir__anil__1"]
-    assert script.done_iterations(tmp_path / "HalfCheetahDir__anil__1") == 1
+    assert RunDir(tmp_path / "HalfCheetahDir__anil__1").done_iterations() == 1
     capsys.readouterr()
     with pytest.raises(SystemExit) as e:
         script.main([*args, "--methods", "promp"])

@@ -26,7 +26,7 @@ import torch
 from metarl import checkpoint, rundir
 from metarl.cli import main
 from metarl.config import load_config
-from metarl.run import done_iterations
+from metarl.rundir import RunDir
 from metarl.trainer import Trainer, TrainingError
 from tests.helpers_processes import alive, children, sampler_workers
 
@@ -185,7 +185,7 @@ def signal_trials(reference: tuple[Path, float], tmp_path: Path, trials: int, si
                 _, err = proc.communicate(timeout=TIMEOUT)
                 if proc.returncode == -signum and not run.exists():  # before Python ran metarl's code at all:
                     counts["before_handler"] += 1                      # the default action, nothing written
-                elif proc.returncode in (0, -signum) and done_iterations(run) == ITERATIONS:
+                elif proc.returncode in (0, -signum) and RunDir(run).done_iterations() == ITERATIONS:
                     # after the work: the command had returned, and Python's shutdown resets the
                     # handlers to the default action (or the signal was never acted on)
                     counts["after_work"] += 1
@@ -307,11 +307,11 @@ def test_concurrent_creations_get_distinct_directories(tmp_path):
 
 
 def test_default_run_directories_never_collide(tmp_path, monkeypatch):
-    import metarl.cli
+    import metarl.rundir
 
     monkeypatch.chdir(tmp_path)
     real = time.strftime
-    monkeypatch.setattr(metarl.cli.time, "strftime", lambda fmt, *t: real(fmt, time.gmtime(0)))  # same second
+    monkeypatch.setattr(metarl.rundir.time, "strftime", lambda fmt, *t: real(fmt, time.gmtime(0)))  # same second
     sets = sum((["--set", s] for s in TINY + ["iterations=0"]), [])
     for _ in range(3):
         assert run_main(["train", NAV, "--no-progress", *sets])[0] == 0

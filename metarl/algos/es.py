@@ -295,6 +295,8 @@ class ESLearner(MetaLearner):
              train_adv: Tensor | None = None, rollouts: Rollouts | None = None) -> StepResult:
         if rollouts is None:
             raise ValueError("the es outer loop rolls out its candidates: step needs the trainer's rollouts")
+        if not (bool(torch.isfinite(train.rewards).all()) and bool(torch.isfinite(valid.rewards).all())):
+            return StepResult(self.rejected_scalars(), rejected=True)  # as every outer loop refuses them
         if train_adv is None:
             train_adv = self.advantages(train)
         search = self._searcher()
@@ -315,8 +317,9 @@ class ESLearner(MetaLearner):
                            **search.scalars()})
 
     def rejected_scalars(self) -> dict[str, float]:
+        own = "es/sigma" if self.es.method == "cma" else "es/grad_stderr_norm"  # the search's own (same columns)
         return {"es/fitness_mean": float("nan"), "es/fitness_max": float("nan"), "es/fitness_min": float("nan"),
-                "es/failed_candidates": float(self.es.population)}
+                "es/failed_candidates": float(self.es.population), own: float("nan")}
 
     # -- checkpointed state --------------------------------------------------------------
     def extra_state(self) -> dict[str, Tensor]:

@@ -35,17 +35,16 @@ from metarl.episodes import EpisodeBatch
 from metarl.policies import Params
 from metarl.run import (
     EVAL_ROLLOUTS,
-    LoadedRun,
     build_sampler,
     derive_seed,
     episode_mean_returns,
     held_out_tasks,
     jsonable,
-    load_run,
     mean_stderr,
     stream_rng,
     write_json,
 )
+from metarl.rundir import LoadedRun, load_run
 from metarl.sampling import Sampler
 
 STATES_STREAM = 101  # random stream of the state subsample (apart from the trainer's streams)
@@ -273,7 +272,7 @@ def analyze_run(
     :func:`metarl.analysis.preconditioner.preconditioner_spectra`, or null) and, with ``plot`` (needs matplotlib),
     ``similarity.png`` and ``freeze_ablation.png``; every file atomically.
     ``episodes_per_task`` defaults to the run's.  ``loaded`` is the run as
-    :func:`metarl.run.load_run` already returned it (not loaded again;
+    :func:`metarl.rundir.load_run` already returned it (not loaded again;
     ``iteration`` is then ignored).  Returns the JSON dict with the written
     paths under ``"files"``.
     """

@@ -1,0 +1,117 @@
+"""The campaigns, defined once: families and their configs, methods, budgets, run names, paper figures.
+
+``reproduce.py`` trains and evaluates them; the report scripts
+(``locomotion_report.py``, ``metaworld_report.py``, ``depth_report.py``,
+``outer_report.py``) read their runs.  Nothing here trains or reads a run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "experiments" / "configs"
+FAMILY_CONFIGS = {
+    "Navigation2D": "navigation2d.yaml",
+    "HalfCheetahDir": "halfcheetah_dir.yaml",
+    "HalfCheetahVel": "halfcheetah_vel.yaml",
+    "AntVel": "ant_vel.yaml",
+    "AntDir": "ant_dir.yaml",
+}
+# Raghu et al. 2020 (ANIL), table 2: mean ± std over 3 seeds after adaptation, with a typographic minus as
+# RESULTS.md writes numbers; the table does not state its horizon (RESULTS.md: its HalfCheetahVel figures
+# fit horizon 200, not 100).
+ANIL_PAPER = {
+    ("HalfCheetahDir", "maml"): "170.4 ± 21.0", ("HalfCheetahDir", "anil"): "363.2 ± 14.8",
+    ("HalfCheetahVel", "maml"): "−139.0 ± 18.9", ("HalfCheetahVel", "anil"): "−120.9 ± 6.3",
+    ("Navigation2D", "maml"): "−20.3 ± 3.2", ("Navigation2D", "anil"): "−20.1 ± 2.3",
+}
+MAML_PAPER = {  # Finn et al. 2017, fig. 5: MAML after 0 / 1 / 2 / 3 inner steps (40 test tasks, horizon 200)
+    "Navigation2D": [-40.4, -11.7, -3.3, -3.2],
+    "HalfCheetahVel": [-129.5, -78.6, -66.6, -60.8],
+    "HalfCheetahDir": [-50.7, 293.2, 313.5, 315.7],
+    "AntVel": [30.6, 96.7, 100.1, 101.4],
+    "AntDir": [8.7, 499.1, 500.7, 499.1],
+}
+METHODS = {
+    "maml": [],
+    "anil": ["policy.adapt=head"],
+    "anil_log_std": ["policy.adapt=head_log_std"],
+    "anil_meta_sgd": ["policy.adapt=head", "algo.inner_update=meta_sgd"],
+    "anil_lr_x3": ["policy.adapt=head", "algo.inner_lr=0.3"],  # three times the reference inner lr, in training
+    "pretrained": ["algo.inner_steps=0"],
+    "random": ["iterations=0"],
+    "oracle": ["algo.inner_steps=0", "env.oracle=true"],
+    "promp": ["algo.name=promp"],
+    "maml_ppo": ["algo.name=maml_ppo"],
+}
+INNER_UPDATES = {"maml": "sgd", "kronecker": "kronecker", "meta_sgd": "meta_sgd"}  # method -> algo.inner_update
+# MAML-TRPO with a learned inner update, as methods of their own (the depth sweep uses the same names)
+METHODS.update({m: [f"algo.inner_update={u}"] for m, u in INNER_UPDATES.items() if m != "maml"})
+METHOD_LABELS = {"promp": "ProMP", "maml_ppo": "MAML-PPO", "maml": "MAML-TRPO", "anil": "ANIL",
+                 "anil_log_std": "ANIL, head + log-std",
+                 "anil_meta_sgd": "ANIL + Meta-SGD", "anil_lr_x3": "ANIL, inner lr 0.3",
+                 "kronecker": "MAML-TRPO + Kronecker", "meta_sgd": "Meta-SGD"}
+
+# budgets (meta-iterations per run) and roots of reproduce.py's subcommands
+BUDGETS = {"maml": 100, "anil": 200, "locomotion": 500, "outer": 100, "depth": 100, "metaworld": 100,
+           "anil2019": 500}
+ROOTS = {"maml": "runs/reproduce_maml", "anil": "runs/reproduce_anil", "locomotion": "results/locomotion",
+         "outer": "results/outer", "depth": "results/depth", "metaworld": "results/metaworld",
+         "anil2019": "results/anil2019"}
+
+LOCOMOTION = ("HalfCheetahDir", "HalfCheetahVel")
+# further families the locomotion campaign takes (``--families AntDir``), reported once they have runs
+LOCOMOTION_MORE = ("AntDir", "AntVel")
+LOCOMOTION_METHODS = ("maml", "anil")
+# the campaign's protocol on every family: horizon 100, as pytorch-maml-rl's configs for HalfCheetah and Ant
+# (``max_episode_steps: 100``); the HalfCheetah configs already say so, the Ant configs keep the MAML paper's 200
+LOCOMOTION_SET = ["env.horizon=100"]
+LOCOMOTION_ROOT = ROOT / "results" / "locomotion"
+METAWORLD = {"ML1-reach": "metaworld_ml1_reach.yaml", "ML10": "metaworld_ml10.yaml"}
+# TRPO's Fisher-vector products on a subsample of the batch (Schulman et al. 2015 use 10% of the data)
+METAWORLD_SET = ["trpo.cg_subsample=0.3"]
+ANIL2019_CONFIGS = CONFIGS / "anil2019"
+# the 2019-setup campaign: HalfCheetahDir on three seeds first, then HalfCheetahVel on one
+ANIL2019 = {"HalfCheetahDir": (1, 2, 3), "HalfCheetahVel": (1,)}
+# the depth sweep: MAML at every depth, the learned inner updates at the shallow ones
+DEPTH_METHODS = {"maml": "MAML", "kronecker": "MAML + Kronecker preconditioner", "meta_sgd": "Meta-SGD"}
+
+
+def run_name(family: str, method: str, seed: int) -> str:
+    """A campaign run's directory name: ``<family>__<method>__<seed>``."""
+    return f"{family}__{method}__{seed}"
+
+
+def depth_run_name(method: str, depth: int, seed: int) -> str:
+    """The depth sweep's run directory name for one cell."""
+    return run_name("Navigation2D", f"{method}_d{depth}", seed)
+
+
+def config_for(family: str, method: str, seed: int, iterations: int, extra: list[str], configs: Path = CONFIGS):
+    """The config of one campaign run: the family's config file, the method's overrides, then ``extra``."""
+    from metarl.config import load_config
+
+    overrides = [f"iterations={iterations}", f"seed={seed}", f"name={method}"] + METHODS[method] + extra
+    if method == "random":
+        overrides = [o for o in overrides if not o.startswith("iterations=")] + ["iterations=0"]
+    return load_config(configs / FAMILY_CONFIGS[family], overrides)
+
+
+def depth_config(method: str, depth: int, seed: int, iterations: int, width: int, extra: list[str]):
+    """One cell of the depth sweep; the sweep's own overrides (architecture, inner update) come after ``extra``."""
+    from metarl.config import load_config
+
+    overrides = [f"iterations={iterations}", f"seed={seed}", f"name={method}_d{depth}", *extra,
+                 f"policy.hidden_sizes={[width] * depth}", f"algo.inner_update={INNER_UPDATES[method]}",
+                 "algo.learn_inner_lr=false"]
+    return load_config(CONFIGS / FAMILY_CONFIGS["Navigation2D"], overrides)
+
+
+def metaworld_config(bench: str, seed: int, iterations: int, extra: list[str]) -> Any:
+    """One Meta-World run: MAML-TRPO on ``bench`` with the subsampled curvature, then ``extra``."""
+    from metarl.config import load_config
+
+    return load_config(CONFIGS / METAWORLD[bench], [f"iterations={iterations}", f"seed={seed}", "name=maml"]
+                       + METAWORLD_SET + extra)

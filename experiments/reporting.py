@@ -1,0 +1,86 @@
+"""What the report scripts share: finding a campaign's runs, statistics over seeds, smoothing, costs.
+
+Pure functions of run artifacts, read through :class:`metarl.rundir.RunDir`;
+nothing is trained or rolled out here.
+"""
+
+from __future__ import annotations
+
+import re
+import statistics
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from metarl.rundir import RunDir
+
+SMOOTH_ITERATIONS = 10  # iterations in the moving average of the plotted learning curves
+
+
+def campaign_runs(root: Path, name: re.Pattern[str]) -> Iterator[tuple[RunDir, re.Match[str]]]:
+    """The run directories directly under ``root`` whose name matches ``name`` and that hold a config, in
+    name order, with the match."""
+    for d in sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []:
+        m = name.match(d.name)
+        rd = RunDir(d)
+        if m and rd.is_run():
+            yield rd, m
+
+
+def mean_pm_std(values: list[float]) -> str:
+    """``mean ± std`` over seeds (sample std); a single seed has no spread, so it is given alone."""
+    if len(values) == 1:
+        return f"{values[0]:.1f}"
+    return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
+
+
+def over_seeds(values: list[float]) -> str:
+    """:func:`mean_pm_std` with the number of seeds, ``–`` without any."""
+    if not values:
+        return "–"
+    return f"{mean_pm_std(values)} ({len(values)} seed{'s' if len(values) > 1 else ''})"
+
+
+def smooth(values: Any, width: int) -> Any:
+    """Moving average over ``width`` points (a shorter window at the start); shorter series unchanged."""
+    import numpy as np
+
+    v = np.asarray(values, dtype=np.float64)
+    if len(v) < width:
+        return v
+    c = np.cumsum(np.insert(v, 0, 0.0))
+    head = c[1:width] / np.arange(1, width)
+    return np.concatenate([head, (c[width:] - c[:-width]) / width])
+
+
+def env_steps_per_iteration(cfg: Any) -> int:
+    """Env steps of one meta-iteration whose episodes never end early: tasks × episodes × horizon, for the
+    train and the valid batch."""
+    return 2 * cfg.algo.meta_batch_size * cfg.algo.episodes_per_task * cfg.env.horizon
+
+
+def maml_table(curves: dict[str, list[float]], paper: list[float] | None) -> list[str]:
+    """Markdown rows: each method's mean return after 0..3 inner steps, then the MAML paper's (fig. 5)."""
+    rows = ["| method | 0 steps | 1 step | 2 steps | 3 steps |", "|---|---|---|---|---|"]
+    for m, c in curves.items():
+        rows.append(f"| {m} | " + " | ".join(f"{v:.1f}" for v in c) + " |")
+    if paper:
+        rows.append("| MAML (paper, fig. 5) | " + " | ".join(f"{v:.1f}" for v in paper) + " |")
+    return rows
+
+
+def maml_figure(curves: dict[str, list[float]], paper: list[float] | None, family: str, out: Path) -> Path:
+    """Mean return vs inner steps at test time, one line per method, the MAML paper's dashed."""
+    from metarl.plots import new_figure, save_png
+
+    fig, (ax,) = new_figure()
+    for m, c in curves.items():
+        ax.plot(range(len(c)), c, marker="o", label=m)
+    if paper:
+        ax.plot(range(4), paper, "k--", label="MAML (paper)")
+    ax.set_xticks(range(4))
+    ax.set_xlabel("inner steps at test time")
+    ax.set_ylabel("mean return on held-out tasks")
+    ax.set_title(f"{family}: adaptation")
+    ax.legend()
+    return save_png(fig, out)
