@@ -308,7 +308,8 @@ def main(argv: list[str] | None = None) -> int:
         for path, text in pages.items():
             old = path.read_text(encoding="utf-8") if path.exists() else ""
             if old != text:
-                diff = difflib.unified_diff(old.splitlines(), text.splitlines(), str(path), "generated", lineterm="", n=1)
+                diff = difflib.unified_diff(old.splitlines(), text.splitlines(), str(path), "generated",
+                                            lineterm="", n=1)
                 stale.append("\n".join(list(diff)[:40]))
         missing = undocumented_tags()
         if missing:
