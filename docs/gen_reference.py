@@ -126,7 +126,7 @@ def attribute_docs(cls: type) -> dict[str, tuple[str, str]]:
 def field_doc(cls: type, name: str) -> tuple[str, str]:
     """``(annotation, docstring)`` of field ``name`` from the first class in ``cls``'s MRO declaring it."""
     for klass in cls.__mro__:
-        docs = attribute_docs(klass) if name in vars(klass).get("__annotations__", {}) else {}
+        docs = attribute_docs(klass)  # the fields this class's own body declares
         if name in docs:
             return docs[name]
     return "", ""
@@ -136,7 +136,17 @@ def yaml_value(value: Any) -> str:
     """A default as it reads in a YAML config."""
     import yaml
 
-    text = yaml.safe_dump(value, default_flow_style=True, width=10**6).strip()
+    def plain(v: Any) -> Any:
+        if isinstance(v, tuple | list):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {str(k): plain(x) for k, x in v.items()}
+        return v
+
+    try:
+        text = yaml.safe_dump(plain(value), default_flow_style=True, width=10**6).strip()
+    except yaml.YAMLError:
+        return repr(value)
     return text[:-4].strip() if text.endswith("\n...") else text.removesuffix("...").strip()
 
 

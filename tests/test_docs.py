@@ -41,3 +41,47 @@ def test_readme_is_a_short_front_page_whose_links_resolve():
         assert (ROOT / link).exists(), link
     for section in ("## Adding a task family", "## Adding an outer loop", "## Adding an inner-update rule"):
         assert section in text
+
+
+def _gen_reference():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gen_reference", ROOT / "docs" / "gen_reference.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_config_reference_walks_any_dataclass_tree():
+    """A new section, a nested one and an inherited field all reach the reference with type, default and doc."""
+    from tests.helpers_docs import Outer
+
+    sections = _gen_reference().config_sections(Outer())
+    assert [name for name, _, _ in sections] == ["", "new", "new.deeper"]
+    rows = {key: (tp, default, doc) for _, _, keys in sections for key, tp, default, doc in keys}
+    assert rows["top"] == ("int", "3", "A top-level key.")
+    assert rows["new.rate"] == ("float", "0.5", "Inherited from the base settings, docstring and all.")
+    assert rows["new.names"] == ("list[str]", "[a, b]", "A list default,\nover two lines.")
+    assert rows["new.deeper.flag"] == ("bool | None", "null", "")
+
+
+def test_every_config_key_is_in_the_reference():
+    """The generated config page lists every key ``metarl.config`` accepts, each with a docstring."""
+    import dataclasses
+
+    from metarl.config import Config
+
+    text = (ROOT / "docs" / "reference" / "config.md").read_text(encoding="utf-8")
+
+    def keys(obj, prefix=""):
+        for f in dataclasses.fields(obj):
+            value = getattr(obj, f.name)
+            if dataclasses.is_dataclass(value):
+                yield from keys(value, f"{prefix}{f.name}.")
+            else:
+                yield f"{prefix}{f.name}"
+
+    for key in keys(Config()):
+        row = next((line for line in text.splitlines() if line.startswith(f"| `{key}` |")), None)
+        assert row is not None, key
+        assert not row.endswith("|  |"), f"{key} has no docstring in metarl.config"
