@@ -54,7 +54,7 @@ def _gen_reference():
 
 def test_config_reference_walks_any_dataclass_tree():
     """A new section, a nested one and an inherited field all reach the reference with type, default and doc."""
-    from tests.helpers_docs import Outer
+    from helpers_docs import Outer
 
     sections = _gen_reference().config_sections(Outer())
     assert [name for name, _, _ in sections] == ["", "new", "new.deeper"]
