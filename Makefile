@@ -1,12 +1,13 @@
 # Two entry points for a fresh machine:
 #   make demo   set up .venv and run a short Navigation2D MAML-TRPO experiment, then evaluate it
 #   make test   set up .venv (with the test dependencies) and run the test suite (what CI runs)
+#   make docs   regenerate the reference pages and serve the documentation site on http://127.0.0.1:8000
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_ITERS ?= 20
 
-.PHONY: setup setup-test demo test lint clean
+.PHONY: setup setup-test demo test lint docs clean
 
 $(BIN)/metarl: setup.cfg pyproject.toml
 	# headless rendering (metarl video) needs EGL; install Debian's packages where they are missing
@@ -41,7 +42,11 @@ test: setup-test
 	$(BIN)/python -m pytest -q
 
 lint: setup-test
-	$(BIN)/ruff check metarl envs tests benchmarks experiments
+	$(BIN)/ruff check metarl envs tests benchmarks experiments docs
+
+docs: setup-test
+	$(BIN)/python docs/gen_reference.py
+	$(BIN)/mkdocs serve -a 127.0.0.1:8000
 
 clean:
 	rm -rf $(VENV) *.egg-info

@@ -14,6 +14,7 @@ from envs.base import (
     family_names,
     make_family,
     register_family,
+    unknown_family_message,
 )
 from envs.check import check_family
 from envs.half_cheetah import HalfCheetahDirEnv, HalfCheetahVelEnv
@@ -58,6 +59,7 @@ __all__ = [
     "TaskError",
     "TaskFamily",
     "describe_families",
+    "unknown_family_message",
     "family_class",
     "family_names",
     "make_family",

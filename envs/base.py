@@ -261,12 +261,42 @@ def family_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def _env_classes(cls: type = TaskEnv) -> list[type]:
+    """Every subclass of ``cls`` defined so far, depth first."""
+    out = []
+    for sub in cls.__subclasses__():
+        out += [sub, *_env_classes(sub)]
+    return out
+
+
+def unknown_family_message(name: str) -> str:
+    """Why ``name`` is not a registered family, with what to do about it (one line).
+
+    Names the closest registered family (a typo), or an env class already
+    imported that declares ``family = name`` but was never passed to
+    :func:`register_family` (the line is missing from its module), or else
+    says how a family from a file of one's own gets registered.
+    """
+    msg = f"unknown task family {name!r}"
+    close = difflib.get_close_matches(name, list(_REGISTRY), n=1)
+    if close:
+        msg += f" (did you mean {close[0]!r}?)"
+    registered = {entry[0] for entry in _REGISTRY.values()}
+    orphans = [c for c in _env_classes() if c not in registered and getattr(c, "family", None) == name]
+    if orphans:
+        c = orphans[0]
+        msg += (f"; {c.__qualname__} in {c.__module__} declares family {name!r} but is not registered: add "
+                f"envs.register_family({name!r}, {c.__qualname__}, horizon=...) to that module")
+    elif not close:
+        msg += ("; a family defined in a file of your own is registered by that file calling "
+                "envs.register_family(name, EnvClass, horizon=...) when imported: pass the file with --module PATH")
+    return f"{msg}; registered: {', '.join(family_names())}"
+
+
 def make_family(name: str, horizon: int | None = None, **kwargs: Any) -> TaskFamily:
     """Build the registered family ``name`` with constructor ``kwargs``."""
     if name not in _REGISTRY:
-        close = difflib.get_close_matches(name, list(_REGISTRY), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise KeyError(f"unknown task family {name!r}{hint}; registered: {', '.join(family_names())}")
+        raise KeyError(unknown_family_message(name))
     env_cls, default_horizon, _ = _REGISTRY[name]
     if horizon is not None and int(horizon) < 1:
         raise ValueError(f"horizon must be >= 1, got {horizon}")

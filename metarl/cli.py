@@ -508,9 +508,10 @@ def cmd_check_family(args: argparse.Namespace) -> int:
     import envs
 
     if args.name not in envs.family_names():
-        raise UsageError(f"unknown task family {args.name!r}; registered: {', '.join(envs.family_names())}")
+        raise UsageError(envs.unknown_family_message(args.name))
+    verbose = getattr(args, "verbose", False)  # -v: list each check as it passes
     try:
-        envs.check_family(args.name)
+        envs.check_family(args.name, passed=(lambda what: print(f"  ok: {what}")) if verbose else None)
     except (AssertionError, ValueError) as e:
         print(f"check-family {args.name}: FAILED: {e}", file=sys.stderr)
         return 1

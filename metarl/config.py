@@ -78,7 +78,7 @@ class AlgoConfig(LearnerSettings):
     """The meta-batch, the outer loop's name and the inner loop's settings (:class:`LearnerSettings`)."""
 
     name: str = "maml_trpo"
-    """Outer-loop algorithm, a key of ``metarl.algos.ALGOS``: maml_trpo | promp | maml_ppo."""
+    """Outer-loop algorithm, a key of ``metarl.algos.ALGOS``: maml_trpo | promp | maml_ppo | es."""
     meta_batch_size: int = 20
     """Tasks per meta-iteration."""
     episodes_per_task: int = 20
@@ -188,6 +188,17 @@ def component_sections() -> dict[str, type]:
             settings = component.Settings
             if out.setdefault(section, settings) is not settings:
                 raise ConfigError(f"two components declare section {section!r} with different settings")
+    return out
+
+
+def section_owners() -> dict[str, list[str]]:
+    """Each component section and the selections that use it, e.g. ``{"trpo": ["algo.name: maml_trpo"]}``."""
+    out: dict[str, list[str]] = {}
+    for key, registry in registries().items():
+        for name, component in registry.items():
+            section = section_name(name, component)
+            if section is not None:
+                out.setdefault(section, []).append(f"{key}: {name}")
     return out
 
 
@@ -578,7 +589,7 @@ def to_dict(cfg: Config) -> dict[str, Any]:
             algo = out["algo"]
             out["algo"] = {**{k: algo[k] for k in ALGO_ORDER}, **{k: v for k, v in algo.items() if k not in ALGO_ORDER}}
             for section in cfg.selected_sections():
-                out[section] = dataclasses.asdict(cfg.sections[section])
+                out[section] = dataclasses.asdict(getattr(cfg, section))
     return out
 
 

@@ -5,7 +5,7 @@ family's constructor parameters, every checkpoint corruption under every
 command that loads one).  Each runs ``metarl.cli.main`` in-process with the
 working directory inside a scratch tree, which is snapshotted before and
 after (paths, sizes, modification times): no file may appear, change or
-vanish.  RELIABILITY.md records the count (``pytest tests/test_bad_inputs.py``).
+vanish.  docs/reliability.md records the count (``pytest tests/test_bad_inputs.py``).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The one-file example family and the code in the README's "Adding a task family" section."""
+"""The one-file example family and the code of the "Adding a task family" guide (docs/guides/add-a-family.md)."""
 
 from __future__ import annotations
 
@@ -12,15 +12,14 @@ import envs
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "experiments" / "families" / "swimmer_vel.py"
-README = ROOT / "README.md"
+GUIDE = ROOT / "docs" / "guides" / "add-a-family.md"
 
 
 def doc_text() -> str:
-    """The README section that walks through adding a family."""
-    text = README.read_text()
-    start = text.index("## Adding a task family")
-    end = text.index("\n## ", start + 1)
-    return text[start:end]
+    """The guide that walks through adding a family (the whole page)."""
+    text = GUIDE.read_text()
+    assert text.startswith("# Adding a task family")
+    return text
 
 
 @pytest.fixture
@@ -78,7 +77,7 @@ def test_doc_python_blocks_run_as_written(at_root, capsys):
     assert len(blocks) >= 3
     for i, code in enumerate(blocks):
         namespace: dict = {"__name__": f"doc_block_{i}"}
-        exec(compile(code, f"README.md[adding a family, block {i}]", "exec"), namespace)
+        exec(compile(code, f"docs/guides/add-a-family.md[block {i}]", "exec"), namespace)
     assert "reward_forward" in capsys.readouterr().out
 
 
@@ -101,3 +100,113 @@ def test_check_family_rejects_bad_arguments():
     with pytest.raises(ValueError, match="n_tasks"):
         envs.check_family("HalfCheetahDir", n_tasks=0)
 
+
+
+# -- what check-family says about the commonest mistakes -----------------------------
+
+
+def _swimmer_variant() -> type:
+    """The example family's env class, to derive broken variants from (needs the ``at_root`` fixture)."""
+    import experiments.families.swimmer_vel as mod
+
+    return mod.SwimmerVelEnv
+
+
+def _broken(cls) -> envs.TaskFamily:
+    return envs.TaskFamily("BrokenSwimmer", cls, 20)
+
+
+def test_check_family_names_declared_and_actual_observation_shape(at_root):
+    base = _swimmer_variant()
+
+    class NineDeclaredEight(base):  # one entry more than the 8 the constructor declares
+        def _obs(self):
+            return np.append(super()._obs(), np.float32(0.0)).astype(np.float32)
+
+    with pytest.raises(AssertionError) as e:
+        envs.check_family(_broken(NineDeclaredEight), n_tasks=1, steps=3)
+    msg = str(e.value)
+    assert "shape (9,)" in msg and "declares shape (8,)" in msg, msg
+    assert msg.startswith("BrokenSwimmer: reset() returned an observation of shape (9,) and dtype float32"), msg
+
+
+def test_check_family_names_the_float64_observation_dtype(at_root):
+    base = _swimmer_variant()
+
+    class Float64Obs(base):
+        def _obs(self):
+            return super()._obs().astype(np.float64)
+
+    with pytest.raises(AssertionError) as e:
+        envs.check_family(_broken(Float64Obs), n_tasks=1, steps=3)
+    msg = str(e.value)
+    assert "shape (8,) and dtype float64" in msg and "dtype float32" in msg, msg
+
+
+def test_check_family_names_the_step_and_task_of_a_nan_reward(at_root):
+    base = _swimmer_variant()
+
+    class NaNAtStep4(base):
+        def reset(self, **kwargs):
+            self.t = 0
+            return super().reset(**kwargs)
+
+        def step(self, action):
+            obs, r, term, trunc, info = super().step(action)
+            self.t += 1
+            if self.t == 5:  # the fifth step: step index 4
+                info = {**info, "reward_forward": float("nan")}
+                r = info["reward_forward"] + info["reward_ctrl"]
+            return obs, r, term, trunc, info
+
+    family = _broken(NaNAtStep4)
+    task = family.sample_tasks(1, np.random.default_rng(0))[0]
+    with pytest.raises(AssertionError) as e:
+        envs.check_family(family, n_tasks=1, steps=10)
+    assert str(e.value) == f"BrokenSwimmer: reward is NaN at step 4 for task {task!r}"
+
+
+def test_unknown_family_gets_a_did_you_mean(at_root):
+    import experiments.families.swimmer_vel  # noqa: F401
+
+    with pytest.raises(KeyError, match=r"unknown task family 'SwimerVel' \(did you mean 'SwimmerVel'\?\)"):
+        envs.check_family("SwimerVel")
+
+
+def test_a_family_class_that_was_never_registered_gets_a_hint(at_root):
+    base = _swimmer_variant()
+
+    class OctopusVelEnv(base):
+        family = "OctopusVel"
+
+    msg = envs.unknown_family_message("OctopusVel")
+    assert "OctopusVelEnv" in msg and "is not registered" in msg, msg
+    assert "envs.register_family('OctopusVel', " in msg, msg
+    # with no such class and no close name: how a family from one's own file gets registered
+    other = envs.unknown_family_message("Zzyzx")
+    assert "register_family" in other and "--module" in other and "did you mean" not in other, other
+    assert OctopusVelEnv.family == "OctopusVel"
+
+
+def test_cli_check_family_unknown_name_is_one_line_with_the_suggestion(capsys):
+    from metarl.cli import main
+
+    assert main(["check-family", "HalfCheetahVell"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err
+    assert "did you mean 'HalfCheetahVel'?" in err, err
+
+
+def test_cli_check_family_verbose_lists_each_check_passed(at_root, capsys):
+    from metarl.cli import main
+
+    assert main(["check-family", "SwimmerVel", "--module", "experiments/families/swimmer_vel.py", "-v"]) == 0
+    out = capsys.readouterr().out
+    passed = [line for line in out.splitlines() if line.startswith("  ok: ")]
+    assert len(passed) >= 8, out
+    for what in ("float32 of the declared shape (8,)", "check_env", "batched path", "NaN and wrongly shaped actions",
+                 "pickle"):
+        assert any(what in line for line in passed), (what, out)
+    assert out.rstrip().endswith("check-family SwimmerVel: ok")
+    assert main(["check-family", "SwimmerVel", "--module", "experiments/families/swimmer_vel.py"]) == 0
+    assert "ok: " not in capsys.readouterr().out.replace("SwimmerVel: ok", "")

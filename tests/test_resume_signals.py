@@ -3,7 +3,7 @@
 The kill -9 test draws its kill times uniformly over a whole run, start-up
 included (``METARL_KILL_TRIALS`` sets the number of trials; CI runs 1; trial 1 of
 every 3 is a run extended with ``--resume --iterations``, so ``METARL_KILL_TRIALS=2``
-or more covers it; RELIABILITY.md records a long run).
+or more covers it; docs/reliability.md records a long run).
 """
 
 from __future__ import annotations

@@ -113,7 +113,8 @@ class LearnerSettings:
     """Inner-loop step size (the initial value of learned step sizes)."""
     inner_update: str = "sgd"
     """Inner-update rule, a key of ``metarl.inner_updates.INNER_UPDATES``: sgd (W - lr g) | meta_sgd (learned
-    per-entry steps) | kronecker (W - lr L g R, learned L, R per weight matrix, a learned diagonal for vectors)."""
+    per-entry steps) | kronecker (W - lr L g R, learned L, R per weight matrix, a learned diagonal for vectors) |
+    lstm (a learned coordinate-wise LSTM optimizer) | blur (a learned bidirectional Hebbian rule)."""
     inner_steps: int = 1
     """Inner-loop gradient steps."""
     first_order: bool = False
