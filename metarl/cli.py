@@ -151,10 +151,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shots", type=_positive_int, nargs="+", metavar="M",
                    help="k-shot curve instead: the return after one step vs M adaptation episodes per task, "
                         "e.g. --shots 1 2 5 10 20")
-    p.add_argument("--protocol", choices=["adaptation", "metaworld"],
-                   help="adaptation: the curve over --steps on sampled tasks; metaworld: Meta-World's protocol "
-                        "over every test task (10 adaptation episodes, one step, 3 evaluation episodes; success "
-                        "rate). Default: the family's own (metaworld for the Meta-World families), else adaptation")
+    p.add_argument("--protocol", metavar="NAME",
+                   help="a registered evaluation (metarl.evaluations.EVALUATIONS): adaptation, the curve over "
+                        "--steps on sampled tasks; metaworld, Meta-World's protocol over every test task (10 "
+                        "adaptation episodes, one step, 3 evaluation episodes; success rate); shots; analysis; or "
+                        "one a --module file registers. Default: the family's own (metaworld for the Meta-World "
+                        "families), else adaptation")
 
     p = add("analyze", "per-layer representation change (CKA/CCA) and the layer-freezing ablation")
     p.add_argument("run_dir", help="a run directory written by metarl train")
@@ -344,68 +346,41 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from metarl import commands
 
     rd, loaded = _check_run(args.run_dir, args.iteration)
-    cfg, family, _, iteration = loaded
     _warn_versions(rd)
-    num_tasks = commands.DEFAULT_EVAL_TASKS if args.tasks is None else args.tasks
-    # the family's own protocol (Meta-World's) unless --shots or --protocol adaptation
-    protocol = "adaptation" if args.shots else commands.evaluation_protocol(cfg.env.family, args.protocol)
-    out = Path(args.out) if args.out else rd.eval_path(
-        commands.default_eval_name(protocol, args.iteration == "best", bool(args.shots)))
-    _check_writable(out)
-    if args.shots:
-        print(f"k-shot curve of {rd} (iteration {iteration}) on {num_tasks} held-out tasks, "
-              f"shots {sorted(set(args.shots))}", file=sys.stderr)
-        result, png = commands.evaluate_shots(
-            rd, loaded, out, args.shots, num_tasks, args.episodes, args.seed, args.inner_lr,
-            on_point=lambda m, r: print(f"  {m} episodes: {r:.2f}", file=sys.stderr))
-        print(f"{'shots':>5}  {'mean return':>12}  {'stderr':>8}")
-        for m, r, e in zip(result["shots"], result["mean"], result["stderr"], strict=True):
-            print(f"{m:>5}  {r:>12.2f}  {e:>8.2f}")
-        print(f"wrote {out}, {png}", file=sys.stderr)
-        return 0
-    if protocol != "adaptation":
-        return _evaluate_protocol(args, protocol, rd, loaded, out)
-    print(f"evaluating {rd} (iteration {iteration}) on {num_tasks} held-out tasks, "
-          f"steps 0..{args.steps}", file=sys.stderr)
-    result, files = commands.evaluate_adaptation(
-        rd, loaded, out, num_tasks, args.steps, args.episodes, args.seed, args.inner_lr,
-        best=args.iteration == "best", on_step=lambda k, m: print(f"  step {k}: {m:.2f}", file=sys.stderr))
-    print(f"{'step':>4}  {'mean return':>12}  {'stderr':>8}")
-    for k, m, s in zip(result["steps"], result["mean"], result["stderr"]):
-        print(f"{k:>4}  {m:>12.2f}  {s:>8.2f}")
-    print(f"wrote {out}, {files['csv']}, {files['png']}", file=sys.stderr)
-    return 0
-
-
-def _evaluate_protocol(args: argparse.Namespace, protocol: str, rd: RunDir, loaded: LoadedRun, out: Path) -> int:
-    from metarl import commands
-
-    def start(n: int) -> None:
-        print(f"{protocol} protocol on {rd} (iteration {loaded.iteration}): {n} test tasks", file=sys.stderr)
-
-    result, files = commands.evaluate_protocol(rd, loaded, protocol, out, args.seed, args.tasks, args.inner_lr,
-                                               on_start=start,
-                                               on_chunk=lambda d, n: print(f"  {d}/{n} tasks", file=sys.stderr))
-    print(f"success rate {result['success_rate']:.3f} ± {result['success_stderr']:.3f} (standard error over "
-          f"{result['num_tasks']} test tasks; before adaptation {result['success_rate_pre']:.3f})")
-    print(f"return before adaptation {result['return_pre']:.2f}, after {result['return_post']:.2f}")
-    for name, rate in result["by_env"].items():
-        print(f"  {name}: {rate:.3f}")
-    print(f"wrote {files['json']}, {files['csv']}", file=sys.stderr)
-    return 0
+    # --shots, else --protocol NAME, else the family's own protocol (Meta-World's) or the adaptation curve
+    name = "shots" if args.shots else commands.evaluation_protocol(loaded.cfg.env.family, args.protocol)
+    return _evaluate(rd, loaded, name, args, {"tasks": args.tasks, "steps": args.steps, "episodes": args.episodes,
+                                              "seed": args.seed, "inner_lr": args.inner_lr, "shots": args.shots},
+                     args.out)
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    from metarl.analysis.representation import analyze_run, format_report
-
     rd, loaded = _check_run(args.run_dir, args.iteration)
-    out_dir = Path(args.out_dir) if args.out_dir else None
-    _check_writable((out_dir or rd.eval_dir) / "analysis.json")
-    _warn_versions(rd)
-    print(f"analysing {rd} (iteration {loaded.iteration}) on {args.tasks} held-out tasks", file=sys.stderr)
-    result = analyze_run(rd.path, args.tasks, args.seed, args.episodes, args.max_states, out_dir, loaded=loaded)
-    print(format_report(result))
-    print("wrote " + ", ".join(result["files"].values()), file=sys.stderr)
+    out = Path(args.out_dir) / "analysis.json" if args.out_dir else None
+    return _evaluate(rd, loaded, "analysis", args, {"tasks": args.tasks, "episodes": args.episodes,
+                                                    "seed": args.seed, "max_states": args.max_states},
+                     out, warn=True)
+
+
+def _evaluate(rd: RunDir, loaded: LoadedRun, name: str, args: argparse.Namespace, given: dict[str, Any],
+              out: Any, warn: bool = False) -> int:
+    """Run the registered evaluation ``name`` (:data:`metarl.evaluations.EVALUATIONS`) and print its table."""
+    from metarl.evaluations import EVALUATIONS, EvaluationError, settings_for
+
+    try:
+        settings = settings_for(name, given)
+    except EvaluationError as e:
+        raise UsageError(str(e)) from None
+    best = getattr(args, "iteration", None) == "best"
+    evaluation = EVALUATIONS[name]
+    out = Path(out) if out else rd.eval_path(evaluation.file_name(settings, best))
+    _check_writable(out)
+    if warn:
+        _warn_versions(rd)
+    done = evaluation.run(rd, loaded, settings, out, lambda line: print(line, file=sys.stderr), best=best)
+    for line in done.lines:
+        print(line)
+    print("wrote " + ", ".join(str(f) for f in done.files.values()), file=sys.stderr)
     return 0
 
 

@@ -1,0 +1,241 @@
+"""Evaluations on a registry: what ``metarl evaluate --protocol NAME`` and ``metarl analyze`` run.
+
+An evaluation scores a loaded run (:class:`metarl.rundir.LoadedRun`) and
+writes its result files. It is an :class:`Evaluation` subclass registered in
+:data:`EVALUATIONS` with:
+
+* ``Settings``: a dataclass of its settings, a docstring under each field and
+  an optional ``validate(need)``; the command line fills the fields named like
+  its options (``--tasks``, ``--steps``, ``--episodes``, ``--seed``,
+  ``--inner-lr``, ``--shots``, ``--max-states``) and leaves the rest at their
+  defaults;
+* :meth:`Evaluation.file_name`: the file it writes in ``RUN_DIR/eval/`` unless
+  ``--out`` says otherwise;
+* :meth:`Evaluation.run`: the evaluation itself, returning an
+  :class:`Evaluated` (the result, the files written, the lines the command
+  prints).
+
+Built in: ``adaptation`` (the curve over inner steps on held-out tasks),
+``shots`` (return after one step against adaptation episodes), each fixed
+protocol of :data:`metarl.protocols.PROTOCOLS` (``metaworld``), and
+``analysis`` (per-layer CKA/CCA, the layer-freezing ablation and a learned
+preconditioner's spectra; ``metarl analyze``). ``register_evaluation("name",
+MyEvaluation)`` in a file passed with ``--module`` adds one, which
+``metarl evaluate RUN --protocol name`` then runs.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from metarl import commands
+from metarl.rundir import LoadedRun, RunDir
+
+Report = Callable[[str], None]
+"""Where an evaluation reports progress (one line at a time; the command prints it to stderr)."""
+
+
+@dataclass
+class Evaluated:
+    """What an evaluation returns: its result, the files it wrote, the lines the command prints (a table)."""
+
+    result: dict[str, Any]
+    files: dict[str, Any]
+    lines: list[str] = field(default_factory=list)
+
+
+class Evaluation(abc.ABC):
+    """An evaluation (module docstring). ``name``: the name it is registered under."""
+
+    Settings: ClassVar[type] = type(None)
+    name: str = ""
+
+    def file_name(self, settings: Any, best: bool = False) -> str:
+        return f"{self.name}_best.json" if best else f"{self.name}.json"
+
+    @abc.abstractmethod
+    def run(self, rd: RunDir, loaded: LoadedRun, settings: Any, out: Path, report: Report,
+            best: bool = False) -> Evaluated:
+        """Evaluate ``loaded`` with ``settings``, write ``out`` (and files beside it); ``best``: the
+        checkpoint is the best training iteration's."""
+
+
+@dataclass
+class CurveSettings:
+    tasks: int = commands.DEFAULT_EVAL_TASKS
+    """Held-out tasks (from the evaluation stream, which training never uses)."""
+    steps: int = 3
+    """Inner steps 0..K (step 0: the meta-policy, no inner loop)."""
+    episodes: int | None = None
+    """Episodes per task and step (null: the run's algo.episodes_per_task)."""
+    seed: int = 0
+    """Seed of the held-out tasks and rollouts (the same seed gives every run the same tasks)."""
+    inner_lr: float | None = None
+    """Test-time inner step size (null: the trained one)."""
+
+
+class AdaptationCurve(Evaluation):
+    """The return after 0..``steps`` inner steps on held-out tasks (``eval/adaptation.json``, CSV, PNG)."""
+
+    Settings = CurveSettings
+
+    def file_name(self, settings: Any, best: bool = False) -> str:
+        return commands.default_eval_name("adaptation", best)
+
+    def run(self, rd: RunDir, loaded: LoadedRun, settings: CurveSettings, out: Path, report: Report,
+            best: bool = False) -> Evaluated:
+        report(f"evaluating {rd} (iteration {loaded.iteration}) on {settings.tasks} held-out tasks, "
+               f"steps 0..{settings.steps}")
+        result, files = commands.evaluate_adaptation(
+            rd, loaded, out, settings.tasks, settings.steps, settings.episodes, settings.seed, settings.inner_lr,
+            best=best, on_step=lambda k, m: report(f"  step {k}: {m:.2f}"))
+        lines = [f"{'step':>4}  {'mean return':>12}  {'stderr':>8}"] + [
+            f"{k:>4}  {m:>12.2f}  {s:>8.2f}" for k, m, s in zip(result["steps"], result["mean"], result["stderr"])]
+        return Evaluated(result, files, lines)
+
+
+@dataclass
+class ShotsSettings:
+    shots: list[int] = field(default_factory=lambda: [1, 2, 5, 10, 20])
+    """Adaptation episodes per task (M), one point each."""
+    tasks: int = commands.DEFAULT_EVAL_TASKS
+    """Held-out tasks."""
+    episodes: int | None = None
+    """Evaluation episodes per task after the step (null: the run's algo.episodes_per_task)."""
+    seed: int = 0
+    """Seed of the held-out tasks and rollouts."""
+    inner_lr: float | None = None
+    """Test-time inner step size (null: the trained one)."""
+
+
+class ShotsCurve(Evaluation):
+    """The return after one inner step against the number of adaptation episodes (``eval/shots.json``, PNG)."""
+
+    Settings = ShotsSettings
+
+    def file_name(self, settings: Any, best: bool = False) -> str:
+        return commands.default_eval_name("adaptation", best, shots=True)
+
+    def run(self, rd: RunDir, loaded: LoadedRun, settings: ShotsSettings, out: Path, report: Report,
+            best: bool = False) -> Evaluated:
+        report(f"k-shot curve of {rd} (iteration {loaded.iteration}) on {settings.tasks} held-out tasks, "
+               f"shots {sorted(set(settings.shots))}")
+        result, png = commands.evaluate_shots(rd, loaded, out, settings.shots, settings.tasks, settings.episodes,
+                                              settings.seed, settings.inner_lr,
+                                              on_point=lambda m, r: report(f"  {m} episodes: {r:.2f}"))
+        lines = [f"{'shots':>5}  {'mean return':>12}  {'stderr':>8}"] + [
+            f"{m:>5}  {r:>12.2f}  {e:>8.2f}" for m, r, e in zip(result["shots"], result["mean"], result["stderr"],
+                                                                 strict=True)]
+        return Evaluated(result, {"json": out, "png": png}, lines)
+
+
+@dataclass
+class ProtocolSettings:
+    tasks: int | None = None
+    """Test tasks: that many of the family's, evenly spaced through its list (null: every one)."""
+    seed: int = 0
+    """Seed of the protocol's rollouts."""
+    inner_lr: float | None = None
+    """Test-time inner step size (null: the trained one)."""
+
+
+class FixedProtocol(Evaluation):
+    """A fixed protocol of :data:`metarl.protocols.PROTOCOLS` on the family's own test tasks."""
+
+    Settings = ProtocolSettings
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def run(self, rd: RunDir, loaded: LoadedRun, settings: ProtocolSettings, out: Path, report: Report,
+            best: bool = False) -> Evaluated:
+        result, files = commands.evaluate_protocol(
+            rd, loaded, self.name, out, settings.seed, settings.tasks, settings.inner_lr,
+            on_start=lambda n: report(f"{self.name} protocol on {rd} (iteration {loaded.iteration}): "
+                                      f"{n} test tasks"),
+            on_chunk=lambda d, n: report(f"  {d}/{n} tasks"))
+        lines = [f"success rate {result['success_rate']:.3f} ± {result['success_stderr']:.3f} (standard error "
+                 f"over {result['num_tasks']} test tasks; before adaptation {result['success_rate_pre']:.3f})",
+                 f"return before adaptation {result['return_pre']:.2f}, after {result['return_post']:.2f}"]
+        lines += [f"  {name}: {rate:.3f}" for name, rate in result["by_env"].items()]
+        return Evaluated(result, files, lines)
+
+
+@dataclass
+class AnalysisSettings:
+    tasks: int = 20
+    """Held-out tasks."""
+    episodes: int | None = None
+    """Episodes per task (null: the run's algo.episodes_per_task)."""
+    seed: int = 0
+    """Seed of the held-out tasks and rollouts (the same as ``metarl evaluate``'s)."""
+    max_states: int = 2000
+    """States per task for CKA/CCA."""
+
+
+class RepresentationAnalysis(Evaluation):
+    """Per-layer CKA/CCA before and after one inner step, the layer-freezing ablation and a learned
+    preconditioner's spectra (``eval/analysis.json``, PNGs)."""
+
+    Settings = AnalysisSettings
+
+    def run(self, rd: RunDir, loaded: LoadedRun, settings: AnalysisSettings, out: Path, report: Report,
+            best: bool = False) -> Evaluated:
+        from metarl.analysis.representation import analyze_run, format_report
+
+        report(f"analysing {rd} (iteration {loaded.iteration}) on {settings.tasks} held-out tasks")
+        result = analyze_run(rd.path, settings.tasks, settings.seed, settings.episodes, settings.max_states,
+                             Path(out).parent, loaded=loaded, name=Path(out).stem)
+        return Evaluated(result, dict(result["files"]), [format_report(result)])
+
+
+def _builtins() -> dict[str, Evaluation]:
+    from metarl.protocols import PROTOCOLS
+
+    out: dict[str, Evaluation] = {"adaptation": AdaptationCurve(), "shots": ShotsCurve()}
+    out.update((name, FixedProtocol(name)) for name in PROTOCOLS)
+    out["analysis"] = RepresentationAnalysis()
+    for name, ev in out.items():
+        ev.name = name
+    return out
+
+
+EVALUATIONS: dict[str, Evaluation] = _builtins()
+
+
+def register_evaluation(name: str, evaluation: type[Evaluation] | Evaluation) -> None:
+    """Add an evaluation under ``name`` (what ``metarl evaluate --protocol`` selects)."""
+    ev = evaluation() if isinstance(evaluation, type) else evaluation
+    if not isinstance(ev, Evaluation):
+        raise TypeError(f"evaluation {name!r} must be an Evaluation, got {evaluation!r}")
+    ev.name = name
+    EVALUATIONS[name] = ev
+
+
+class EvaluationError(ValueError):
+    """An unknown evaluation or a bad setting (one line naming it)."""
+
+
+def settings_for(name: str, given: Mapping[str, Any]) -> Any:
+    """The settings of evaluation ``name`` from the options a command was given (None: not given); an option
+    the evaluation has no field for is ignored. Raises :class:`EvaluationError` for an unknown name or a
+    setting its ``validate`` refuses."""
+    if name not in EVALUATIONS:
+        raise EvaluationError(f"--protocol: unknown evaluation {name!r} (one of {', '.join(sorted(EVALUATIONS))}; "
+                              "a --module file may register more)")
+    cls = EVALUATIONS[name].Settings
+    names = {f.name for f in dataclasses.fields(cls)}
+    settings = cls(**{k: v for k, v in given.items() if k in names and v is not None})
+    check = getattr(settings, "validate", None)
+    if check is not None:
+        def need(ok: bool, key: str, value: Any, what: str) -> None:
+            if not ok:
+                raise EvaluationError(f"--{key.replace('_', '-')}: {what}, got {value!r}")
+
+        check(need)
+    return settings
