@@ -46,20 +46,26 @@ METHODS = {
     "promp": ["algo.name=promp"],
     "maml_ppo": ["algo.name=maml_ppo"],
 }
-INNER_UPDATES = {"maml": "sgd", "kronecker": "kronecker", "meta_sgd": "meta_sgd"}  # method -> algo.inner_update
+INNER_UPDATES = {"maml": "sgd", "kronecker": "kronecker", "meta_sgd": "meta_sgd", "lstm": "lstm",
+                 "blur": "blur"}  # method -> algo.inner_update
 # MAML-TRPO with a learned inner update, as methods of their own (the depth sweep uses the same names)
 METHODS.update({m: [f"algo.inner_update={u}"] for m, u in INNER_UPDATES.items() if m != "maml"})
+METHODS["cavia"] = []  # experiments/configs/cavia/ holds policy.adapt: context
+# BLUR's genome by CMA-ES (es.init_from, the same seed's MAML run, is added per run: rules_config)
+METHODS["blur_cma"] = ["algo.name=es", "algo.inner_update=blur", "es.method=cma", "es.params=rule"]
 METHOD_LABELS = {"promp": "ProMP", "maml_ppo": "MAML-PPO", "maml": "MAML-TRPO", "anil": "ANIL",
                  "anil_log_std": "ANIL, head + log-std",
                  "anil_meta_sgd": "ANIL + Meta-SGD", "anil_lr_x3": "ANIL, inner lr 0.3",
-                 "kronecker": "MAML-TRPO + Kronecker", "meta_sgd": "Meta-SGD"}
+                 "kronecker": "MAML-TRPO + Kronecker", "meta_sgd": "Meta-SGD", "cavia": "CAVIA",
+                 "lstm": "MAML-TRPO + LSTM optimizer", "blur": "MAML-TRPO + BLUR",
+                 "blur_cma": "BLUR genome by CMA-ES"}
 
 # budgets (meta-iterations per run) and roots of reproduce.py's subcommands
 BUDGETS = {"maml": 100, "anil": 200, "locomotion": 500, "outer": 100, "depth": 100, "metaworld": 100,
-           "anil2019": 500}
+           "anil2019": 500, "cavia": 100, "rules": 100}
 ROOTS = {"maml": "runs/reproduce_maml", "anil": "runs/reproduce_anil", "locomotion": "results/locomotion",
          "outer": "results/outer", "depth": "results/depth", "metaworld": "results/metaworld",
-         "anil2019": "results/anil2019"}
+         "anil2019": "results/anil2019", "cavia": "results/cavia", "rules": "results/rules"}
 
 LOCOMOTION = ("HalfCheetahDir", "HalfCheetahVel")
 # further families the locomotion campaign takes (``--families AntDir``), reported once they have runs
@@ -75,6 +81,16 @@ METAWORLD_SET = ["trpo.cg_subsample=0.3"]
 ANIL2019_CONFIGS = CONFIGS / "anil2019"
 # the 2019-setup campaign: HalfCheetahDir on three seeds first, then HalfCheetahVel on one
 ANIL2019 = {"HalfCheetahDir": (1, 2, 3), "HalfCheetahVel": (1,)}
+# CAVIA beside MAML and ANIL (and NIL, every run's step 0): Navigation2D on three seeds at the budget, then
+# HalfCheetahVel on one seed at 500 iterations beside the locomotion campaign's MAML and ANIL runs (the same
+# config, horizon 100); CAVIA's runs use experiments/configs/cavia/ (its RL code's policy and inner lr)
+CAVIA_CONFIGS = CONFIGS / "cavia"
+CAVIA = {"Navigation2D": ((1, 2, 3), ("maml", "anil", "cavia")), "HalfCheetahVel": ((1,), ("cavia",))}
+CAVIA_LONG = {"HalfCheetahVel": 500}
+# the inner-update rules side by side on Navigation2D (returns after 0..5 inner steps): MAML-TRPO with each
+# rule, and BLUR's genome found by CMA-ES from the same seed's MAML policy
+RULES = ("maml", "meta_sgd", "kronecker", "lstm", "blur", "blur_cma")
+RULES_STEPS = 5
 # the depth sweep: MAML at every depth, the learned inner updates at the shallow ones
 DEPTH_METHODS = {"maml": "MAML", "kronecker": "MAML + Kronecker preconditioner", "meta_sgd": "Meta-SGD"}
 
@@ -97,6 +113,18 @@ def config_for(family: str, method: str, seed: int, iterations: int, extra: list
     if method == "random":
         overrides = [o for o in overrides if not o.startswith("iterations=")] + ["iterations=0"]
     return load_config(configs / FAMILY_CONFIGS[family], overrides)
+
+
+def cavia_config(family: str, method: str, seed: int, iterations: int, extra: list[str]) -> Any:
+    """One run of the CAVIA campaign: CAVIA from its own config, MAML and ANIL from the family's."""
+    return config_for(family, method, seed, iterations, extra, CAVIA_CONFIGS if method == "cavia" else CONFIGS)
+
+
+def rules_config(method: str, seed: int, iterations: int, extra: list[str], root: Path) -> Any:
+    """One run of the rules comparison on Navigation2D; ``blur_cma`` starts from the same seed's MAML run
+    under ``root`` (its policy fixed, the genome searched)."""
+    more = [f"es.init_from={root / run_name('Navigation2D', 'maml', seed)}"] if method == "blur_cma" else []
+    return config_for("Navigation2D", method, seed, iterations, extra + more)
 
 
 def depth_config(method: str, depth: int, seed: int, iterations: int, width: int, extra: list[str]):

@@ -7,6 +7,16 @@
     python experiments/reproduce.py depth [--iterations N] [--seeds 1 2 3] [--depths 1 2 3 4]
     python experiments/reproduce.py metaworld [--iterations 100] [--ml10-iterations 10] [--benchmarks ML1-reach ML10]
     python experiments/reproduce.py anil2019 [--iterations 500] [--families HalfCheetahDir HalfCheetahVel]
+    python experiments/reproduce.py cavia [--iterations 100] [--families Navigation2D HalfCheetahVel]
+    python experiments/reproduce.py rules [--iterations 100] [--methods maml meta_sgd kronecker lstm blur blur_cma]
+
+``cavia``: CAVIA (``experiments/configs/cavia/``) beside MAML and ANIL on
+Navigation2D (3 seeds), then CAVIA on HalfCheetahVel (1 seed, 500
+iterations) beside the locomotion campaign's MAML and ANIL; NIL is every
+run's return before adaptation. ``rules``: MAML-TRPO with each inner-update
+rule on Navigation2D (3 seeds), and BLUR's genome found by CMA-ES from the
+same seed's MAML policy; returns after 0..5 inner steps. Both write their
+table with ``experiments/rules_report.py``.
 
 ``anil2019``: MAML and ANIL under the setup the ANIL paper inherited from the
 MAML authors (``experiments/configs/anil2019/``: (100, 100) ReLU, horizon
@@ -82,6 +92,8 @@ from experiments.campaigns import (  # noqa: E402
     ANIL2019_CONFIGS,
     ANIL_PAPER,
     BUDGETS,
+    CAVIA,
+    CAVIA_LONG,
     CONFIGS,
     DEPTH_METHODS,
     FAMILY_CONFIGS,
@@ -94,10 +106,14 @@ from experiments.campaigns import (  # noqa: E402
     METHOD_LABELS,
     METHODS,
     ROOTS,
+    RULES,
+    RULES_STEPS,
+    cavia_config,
     config_for,
     depth_config,
     depth_run_name,
     metaworld_config,
+    rules_config,
     run_name,
 )
 from experiments.driver import evaluate, metaworld_protocol, print_plan, train, train_and_evaluate  # noqa: E402
@@ -218,6 +234,38 @@ def cmd_anil2019(args: argparse.Namespace) -> None:
     train_and_evaluate(args, anil2019_jobs(args), steps=3, analysis=True, best=True)
 
 
+def cavia_jobs(args: argparse.Namespace) -> list[tuple[Any, Path]]:
+    """The CAVIA campaign's runs, family by family in :data:`CAVIA`'s order, seed-major within a family."""
+    root = Path(args.root)
+    return [(cavia_config(f, m, s, CAVIA_LONG.get(f, args.iterations), args.set), root / run_name(f, m, s))
+            for f in args.families for s in (args.seeds or CAVIA[f][0]) for m in CAVIA[f][1]]
+
+
+def cmd_cavia(args: argparse.Namespace) -> None:
+    """CAVIA beside MAML and ANIL: train (resuming), evaluate 0..3 inner steps, analyse, write the table."""
+    from experiments import rules_report
+
+    train_and_evaluate(args, cavia_jobs(args), steps=3, analysis=True)
+    rules_report.main(["cavia", "--root", str(args.root), "--eval-tasks", str(args.eval_tasks),
+                       "--eval-seed", str(args.eval_seed)])
+
+
+def rules_jobs(args: argparse.Namespace) -> list[tuple[Any, Path]]:
+    """The rules comparison's runs, seed-major (each seed's MAML run first: ``blur_cma`` starts from it)."""
+    root = Path(args.root)
+    return [(rules_config(m, s, args.iterations, args.set, root), root / run_name("Navigation2D", m, s))
+            for s in args.seeds for m in args.methods]
+
+
+def cmd_rules(args: argparse.Namespace) -> None:
+    """The inner-update rules on Navigation2D: train (resuming), evaluate 0..5 inner steps, write the table."""
+    from experiments import rules_report
+
+    train_and_evaluate(args, rules_jobs(args), steps=RULES_STEPS)
+    rules_report.main(["rules", "--root", str(args.root), "--eval-tasks", str(args.eval_tasks),
+                       "--eval-seed", str(args.eval_seed)])
+
+
 def write_report(report: Any, root: Path) -> None:
     """Run a report module (``locomotion_report``, ``metaworld_report``) on ``root``: the released runs
     rewrite their own section of RESULTS.md, any other root gets ``ROOT/report.md`` beside its runs."""
@@ -251,13 +299,15 @@ def cmd_metaworld(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="which", required=True)
-    for name in ("anil", "maml", "locomotion", "outer", "depth", "metaworld", "anil2019"):
+    for name in ("anil", "maml", "locomotion", "outer", "depth", "metaworld", "anil2019", "cavia", "rules"):
         s = sub.add_parser(name)
         s.add_argument("--iterations", type=int, default=BUDGETS[name],
                        help="meta-iterations per run (the budget)")
         s.add_argument("--seeds", type=int, nargs="+",
-                       default=None if name == "anil2019" else [1] if name in ("maml", "metaworld") else [1, 2, 3],
-                       help="seeds (anil2019: default 1 2 3 on HalfCheetahDir, 1 on HalfCheetahVel)")
+                       default=None if name in ("anil2019", "cavia") else [1] if name in ("maml", "metaworld")
+                       else [1, 2, 3],
+                       help="seeds (anil2019: default 1 2 3 on HalfCheetahDir, 1 on HalfCheetahVel; cavia: 1 2 3 "
+                            "on Navigation2D, 1 on HalfCheetahVel)")
         s.add_argument("--root", default=ROOTS[name], help="where runs and tables go")
         if name != "metaworld":  # Meta-World's protocol scores every test task
             s.add_argument("--eval-tasks", type=int, default=40)
@@ -285,6 +335,13 @@ def main(argv: list[str] | None = None) -> int:
     a19 = sub.choices["anil2019"]
     a19.add_argument("--families", nargs="+", default=list(ANIL2019), choices=list(ANIL2019))
     a19.add_argument("--methods", nargs="+", default=["maml", "anil"], choices=["maml", "anil"])
+    cav = sub.choices["cavia"]
+    cav.add_argument("--families", nargs="+", default=list(CAVIA), choices=list(CAVIA),
+                     help="Navigation2D (MAML, ANIL, CAVIA at --iterations), then HalfCheetahVel (CAVIA at "
+                          f"{CAVIA_LONG['HalfCheetahVel']}, beside the locomotion campaign's MAML and ANIL)")
+    sub.choices["rules"].add_argument("--methods", nargs="+", default=list(RULES), choices=list(RULES),
+                                      help="inner-update rules under MAML-TRPO, and blur_cma (BLUR's genome by "
+                                           "CMA-ES from the same seed's maml run)")
     depth = sub.choices["depth"]
     depth.add_argument("--depths", type=int, nargs="+", default=[1, 2, 3, 4], help="hidden layers, MAML")
     depth.add_argument("--learned-depths", type=int, nargs="+", default=[1, 2],
@@ -304,7 +361,8 @@ def main(argv: list[str] | None = None) -> int:
     try:  # before a run trains nothing needs saving: exit at once
         with signals.handled(signals.exit_at_once("interrupted; run the same command to continue")):
             {"anil": cmd_anil, "maml": cmd_maml, "locomotion": cmd_locomotion, "outer": cmd_outer,
-             "depth": cmd_depth, "metaworld": cmd_metaworld, "anil2019": cmd_anil2019}[args.which](args)
+             "depth": cmd_depth, "metaworld": cmd_metaworld, "anil2019": cmd_anil2019, "cavia": cmd_cavia,
+             "rules": cmd_rules}[args.which](args)
     except KeyboardInterrupt as e:  # SIGTERM too: the run in flight has written its checkpoint
         print("interrupted; run the same command to continue from the last checkpoint", file=sys.stderr)
         return signals.exit_code(e)

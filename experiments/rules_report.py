@@ -1,0 +1,97 @@
+"""The tables of the CAVIA campaign and of the inner-update rules comparison, from their run artifacts alone.
+
+    python experiments/rules_report.py cavia [--root results/cavia]    # -> ROOT/cavia_table.md
+    python experiments/rules_report.py rules [--root results/rules]    # -> ROOT/rules_table.md
+
+One row per family and method: the seeds evaluated at their budget (a seed
+still training shows as in flight), the return after one inner step (mean ±
+std over seeds), and the mean return after each of 0..K inner steps on the
+held-out tasks (step 0: the meta-policy, NIL). The CAVIA table takes the
+locomotion campaign's MAML and ANIL runs for HalfCheetahVel (the same
+config, horizon 100). No training, no rollouts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import statistics
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: the repository root on the path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from experiments.campaigns import CAVIA, LOCOMOTION_ROOT, METHOD_LABELS, ROOTS, RULES, RULES_STEPS  # noqa: E402
+from experiments.reporting import campaign_runs, over_seeds  # noqa: E402
+from metarl.rundir import RunDir, curve_file  # noqa: E402
+
+RUN = re.compile(r"^(?P<family>[A-Za-z0-9]+)__(?P<method>\w+?)__(?P<seed>\d+)$")
+EVAL_TASKS, EVAL_SEED = 40, 0
+
+
+def curves(rows: dict[tuple[str, str], dict[int, object]], rd: RunDir, family: str, method: str, seed: int,
+           steps: int, tasks: int, eval_seed: int) -> None:
+    """Add run ``rd``'s curve at its budget to ``rows`` (or how far it is when it has none yet)."""
+    done = rd.done_iterations() or 0
+    budget = rd.config().iterations
+    ev = rd.cached(curve_file(tasks, steps, eval_seed), iteration=done) if done >= budget else None
+    rows.setdefault((family, method), {})[seed] = ev["mean"] if ev else f"in flight ({done}/{budget})"
+
+
+def table(rows: dict[tuple[str, str], dict[int, object]], steps: int, order: list[str]) -> list[str]:
+    head = ["| family | method | seeds | after 1 step (mean ± std) | " +
+            " | ".join(f"{k} step{'s' if k != 1 else ''}" for k in range(steps + 1)) + " |",
+            "|---|---|---|---|" + "---|" * (steps + 1)]
+    out = []
+    for (family, method) in sorted(rows, key=lambda k: (k[0], order.index(k[1]) if k[1] in order else 99)):
+        by_seed = rows[family, method]
+        done = {s: c for s, c in by_seed.items() if isinstance(c, list)}
+        flight = [f"seed {s} {c}" for s, c in sorted(by_seed.items()) if not isinstance(c, list)]
+        seeds = ", ".join([str(s) for s in sorted(done)] + flight)
+        means = [f"{statistics.mean(c[k] for c in done.values()):.1f}" if done else "" for k in range(steps + 1)]
+        out.append(f"| {family} | {METHOD_LABELS.get(method, method)} | {seeds} | "
+                   f"{over_seeds([c[1] for c in done.values()])} | " + " | ".join(means) + " |")
+    return head + out
+
+
+def report(which: str, root: Path, tasks: int = EVAL_TASKS, eval_seed: int = EVAL_SEED) -> str:
+    steps = 3 if which == "cavia" else RULES_STEPS
+    rows: dict[tuple[str, str], dict[int, object]] = {}
+    for rd, m in campaign_runs(root, RUN):
+        curves(rows, rd, m["family"], m["method"], int(m["seed"]), steps, tasks, eval_seed)
+    order = ["maml", "anil", "cavia"] if which == "cavia" else list(RULES)
+    if which == "cavia":  # HalfCheetahVel's MAML and ANIL: the locomotion campaign's runs of the CAVIA seeds
+        for method in ("maml", "anil"):
+            for seed in CAVIA["HalfCheetahVel"][0]:
+                rd = RunDir(LOCOMOTION_ROOT / f"HalfCheetahVel__{method}__{seed}")
+                if rd.is_run() and ("HalfCheetahVel", "cavia") in rows:
+                    curves(rows, rd, "HalfCheetahVel", method, seed, steps, tasks, eval_seed)
+    what = ("CAVIA (policy.adapt: context) beside MAML and ANIL" if which == "cavia"
+            else "MAML-TRPO with each inner-update rule, and BLUR's genome by CMA-ES")
+    text = (f"{what}: mean return on {tasks} held-out tasks (seed {eval_seed}) after 0..{steps} inner "
+            "steps at each run's budget; step 0 is the meta-policy before adaptation (NIL).\n\n")
+    return text + ("\n".join(table(rows, steps, order)) if rows else "No runs yet.") + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("which", choices=["cavia", "rules"])
+    p.add_argument("--root", help="the campaign's runs (default: its results/ directory)")
+    p.add_argument("--eval-tasks", type=int, default=EVAL_TASKS)
+    p.add_argument("--eval-seed", type=int, default=EVAL_SEED)
+    p.add_argument("--check", action="store_true", help="exit 1 if ROOT/<which>_table.md is not what this writes")
+    args = p.parse_args(argv)
+    root = Path(args.root or Path(__file__).resolve().parents[1] / ROOTS[args.which])
+    text = report(args.which, root, args.eval_tasks, args.eval_seed)
+    out = root / f"{args.which}_table.md"
+    if args.check:
+        return 0 if out.is_file() and out.read_text() == text else 1
+    root.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    print(text + f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

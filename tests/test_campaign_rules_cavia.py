@@ -1,0 +1,51 @@
+"""The CAVIA campaign and the inner-update rules comparison: their runs, configs and tables."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from experiments import reproduce, rules_report
+from experiments.campaigns import CAVIA, RULES
+
+TINY = ["algo.meta_batch_size=2", "algo.episodes_per_task=2", "env.horizon=8", "sampler.backend=serial",
+        "policy.hidden_sizes=[8]", "es.population=4"]
+
+
+def args(root: Path, **kw) -> argparse.Namespace:
+    base = dict(root=str(root), iterations=2, seeds=None, set=list(TINY), no_estimate=True, eval_tasks=2,
+                eval_seed=0, families=list(CAVIA), methods=list(RULES))
+    base.update(kw)
+    return argparse.Namespace(**base)
+
+
+def test_cavia_runs_use_cavias_config_and_the_others_the_familys(tmp_path):
+    jobs = reproduce.cavia_jobs(args(tmp_path))
+    names = [d.name for _, d in jobs]
+    assert names[:3] == ["Navigation2D__maml__1", "Navigation2D__anil__1", "Navigation2D__cavia__1"]
+    assert names[-1] == "HalfCheetahVel__cavia__1" and len(names) == 3 * 3 + 1
+    by = {d.name: cfg for cfg, d in jobs}
+    cavia = by["Navigation2D__cavia__1"]
+    assert (cavia.policy.adapt, cavia.policy.context_size, cavia.algo.inner_lr) == ("context", 2, 1.0)
+    assert by["Navigation2D__anil__1"].policy.adapt == "head" and by["Navigation2D__maml__1"].policy.adapt == "all"
+    assert by["HalfCheetahVel__cavia__1"].iterations == 500  # the locomotion campaign's budget
+
+
+def test_blur_by_cma_starts_from_the_same_seeds_maml_run_after_it(tmp_path):
+    jobs = reproduce.rules_jobs(args(tmp_path, seeds=[1, 2]))
+    names = [d.name for _, d in jobs]
+    for seed in (1, 2):
+        assert names.index(f"Navigation2D__maml__{seed}") < names.index(f"Navigation2D__blur_cma__{seed}")
+    cfg = dict((d.name, c) for c, d in jobs)["Navigation2D__blur_cma__2"]
+    assert (cfg.algo.name, cfg.algo.inner_update, cfg.es.params) == ("es", "blur", "rule")
+    assert cfg.es.init_from == str(tmp_path / "Navigation2D__maml__2")
+
+
+@pytest.mark.integration
+def test_a_tiny_rules_comparison_writes_its_table(tmp_path):
+    reproduce.cmd_rules(args(tmp_path, seeds=[1], iterations=1, methods=["maml", "blur_cma"]))
+    text = (tmp_path / "rules_table.md").read_text()
+    assert "| Navigation2D | MAML-TRPO | 1 |" in text and "| Navigation2D | BLUR genome by CMA-ES | 1 |" in text
+    assert rules_report.main(["rules", "--root", str(tmp_path), "--eval-tasks", "2", "--check"]) == 0
