@@ -291,3 +291,8 @@ OUTER_TABLES = sorted((ROOT / "results").glob("*/outer_table.md"))
 def test_outer_tables_are_generated_from_the_artifacts(table):
     """Every committed ``outer_table.md`` is what ``reproduce.py outer --report-only`` writes from its runs."""
     assert load("reproduce").outer_report(table.parent, plot=False) == table.read_text()
+
+
+def test_results_md_anil2019_section_is_generated_from_the_artifacts():
+    report = load("anil2019_report")
+    assert report.main(["--check", "--no-plots"]) == 0, "run: python experiments/anil2019_report.py"
