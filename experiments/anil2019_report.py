@@ -30,11 +30,12 @@ from experiments.locomotion_report import (  # noqa: E402
     METHODS,
     by_direction,
     collect,
+    curve_links,
     families,
     feature_reuse,
-    learning_curves,
     mean_std,
     num,
+    plots,
     tables,
 )
 from experiments.report_cli import relative_root, report_main  # noqa: E402
@@ -129,18 +130,9 @@ def section(root: Path) -> str:
     split = by_direction(runs, "HalfCheetahDir")
     if split:
         parts.append(split)
-    for fam in families(runs):
-        if any((fam, m) in runs for m in METHODS):
-            parts.append(f"![{fam} learning curves, 2019 setup]({rel}/{fam}_learning_curves.png)\n")
+    parts += curve_links(runs, rel, ", 2019 setup")
     parts.append(END)
     return "\n".join(parts) + "\n"
-
-
-def plots(root: Path) -> None:
-    runs = collect(root)
-    for fam in families(runs):
-        if any((fam, m) in runs for m in METHODS):
-            learning_curves(runs, fam, root / f"{fam}_learning_curves.png")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -345,11 +345,15 @@ def section(root: Path) -> str:
         split = by_direction(runs, fam)
         if split:
             parts.append(split)
-    for fam in families(runs):
-        if any((fam, m) in runs for m in METHODS):
-            parts.append(f"![{fam} learning curves]({rel}/{fam}_learning_curves.png)\n")
+    parts += curve_links(runs, rel)
     parts.append(END)
     return "\n".join(parts) + "\n"
+
+
+def curve_links(runs: dict[tuple[str, str], dict[int, dict[str, Any]]], rel: str, note: str = "") -> list[str]:
+    """The markdown image of each family's learning curves (:func:`plots`), for the families with a run."""
+    return [f"![{fam} learning curves{note}]({rel}/{fam}_learning_curves.png)\n" for fam in families(runs)
+            if any((fam, m) in runs for m in METHODS)]
 
 
 def plots(root: Path) -> None:
