@@ -7,7 +7,9 @@ of the clip range, as rllab's ``normalize`` wrapper did for the MAML paper's
 point environment; the default 1.0 takes them as displacements.
 Reward after the move: ``-||s - g||_2``.  Terminates when
 ``max(|s - g|) < goal_tolerance``.  Tasks: ``{"goal": (x, y)}`` with the goal
-uniform on ``[low, high]^2``.
+uniform on ``[low, high]^2``, or with ``exclude > 0`` on the part of it outside
+``[-exclude, exclude]^2`` (``low=-1, high=1, exclude=0.5``: the outer ring
+around the default square, for transfer tests).
 """
 
 from __future__ import annotations
@@ -34,10 +36,14 @@ class Navigation2DEnv(TaskEnv):
         max_action: float = 0.1,
         goal_tolerance: float = 0.01,
         action_scale: float = 1.0,
+        exclude: float = 0.0,
     ):
         if not low < high:
             raise ValueError(f"Navigation2D: need low < high, got low={low}, high={high}")
+        if not 0 <= exclude < max(abs(low), abs(high)):
+            raise ValueError(f"Navigation2D: need 0 <= exclude < max(|low|, |high|), got exclude={exclude}")
         self.low, self.high = float(low), float(high)
+        self.exclude = float(exclude)
         if not (max_action > 0 and action_scale > 0):
             raise ValueError(f"Navigation2D: max_action and action_scale must be > 0, got {max_action}, {action_scale}")
         self.max_action = float(max_action)
@@ -51,7 +57,13 @@ class Navigation2DEnv(TaskEnv):
 
     # -- tasks ---------------------------------------------------------------
     def sample_tasks(self, n: int, rng: np.random.Generator) -> list[dict[str, Any]]:
+        """``n`` goals uniform on ``[low, high]^2``; with ``exclude > 0``, uniform on the part outside
+        ``[-exclude, exclude]^2`` (an outer ring, by redrawing the goals inside)."""
         goals = rng.uniform(self.low, self.high, size=(n, 2))
+        inside = np.abs(goals).max(1) < self.exclude
+        while inside.any():
+            goals[inside] = rng.uniform(self.low, self.high, size=(int(inside.sum()), 2))
+            inside = np.abs(goals).max(1) < self.exclude
         return [{"goal": (float(x), float(y))} for x, y in goals]
 
     def _check_task(self, task: Task) -> np.ndarray:
@@ -65,6 +77,10 @@ class Navigation2DEnv(TaskEnv):
         if np.any(goal < self.low) or np.any(goal > self.high):
             x, y = (float(v) for v in goal)
             raise TaskError(f"Navigation2D: goal ({x}, {y}) is outside [{self.low}, {self.high}]^2")
+        if np.abs(goal).max() < self.exclude:
+            x, y = (float(v) for v in goal)
+            raise TaskError(f"Navigation2D: goal ({x}, {y}) is inside the excluded [-{self.exclude}, "
+                            f"{self.exclude}]^2")
         return goal
 
     def set_task(self, task: Task) -> None:

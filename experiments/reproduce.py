@@ -257,11 +257,28 @@ def rules_jobs(args: argparse.Namespace) -> list[tuple[Any, Path]]:
             for s in args.seeds for m in args.methods]
 
 
+def transfer(run_dir: Path, tasks: int, seed: int) -> dict[str, Any]:
+    """The ``transfer`` evaluation of ``run_dir`` (Navigation2D's outer ring), cached in ``eval/transfer.json``
+    for its latest iteration."""
+    from metarl.evaluations import EVALUATIONS, settings_for
+    from metarl.rundir import RunDir
+
+    rd = RunDir(run_dir)
+    cached = rd.cached("transfer.json", iteration=rd.done_iterations(), learned__num_tasks=tasks)
+    if cached is not None:
+        return cached
+    settings = settings_for("transfer", {"tasks": tasks, "steps": RULES_STEPS, "seed": seed})
+    return EVALUATIONS["transfer"].run(rd, rd.load(), settings, rd.eval_path("transfer.json"), lambda _: None).result
+
+
 def cmd_rules(args: argparse.Namespace) -> None:
     """The inner-update rules on Navigation2D: train (resuming), evaluate 0..5 inner steps, write the table."""
     from experiments import rules_report
 
-    train_and_evaluate(args, rules_jobs(args), steps=RULES_STEPS)
+    jobs = rules_jobs(args)
+    train_and_evaluate(args, jobs, steps=RULES_STEPS)
+    for _, run_dir in jobs:  # BLUR's own claim: the rule on goals it never trained on (the outer ring)
+        transfer(run_dir, args.eval_tasks, args.eval_seed)
     rules_report.main(["rules", "--root", str(args.root), "--eval-tasks", str(args.eval_tasks),
                        "--eval-seed", str(args.eval_seed)])
 

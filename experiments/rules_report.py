@@ -55,6 +55,29 @@ def table(rows: dict[tuple[str, str], dict[int, object]], steps: int, order: lis
     return head + out
 
 
+def transfer_table(root: Path, tasks: int) -> list[str]:
+    """Each rule on Navigation2D's outer ring without retraining (``eval/transfer.json``), against the plain
+    gradient step from the same meta-policy: the return after one inner step, mean over seeds."""
+    rows: dict[str, dict[str, list[float]]] = {}
+    for rd, m in campaign_runs(root, RUN):
+        ev = rd.cached("transfer.json", iteration=rd.done_iterations(), learned__num_tasks=tasks)
+        if ev is not None and rd.done_iterations() >= rd.config().iterations:
+            per = rows.setdefault(m["method"], {"learned": [], "sgd": [], "step0": []})
+            per["learned"].append(ev["learned"]["mean"][1])
+            per["sgd"].append(ev["sgd"]["mean"][1])
+            per["step0"].append(ev["learned"]["mean"][0])
+    if not rows:
+        return []
+    head = ["", "Transfer (BLUR's claim): each trained meta-policy and rule on goals in the outer ring [0.5, 1] "
+            "around the square it trained on, without retraining; the return after one inner step with the "
+            "learned rule and with the plain gradient step (algo.inner_lr), mean over seeds.", "",
+            "| method | seeds | step 0 | 1 step, learned rule | 1 step, plain step |", "|---|---|---|---|---|"]
+    body = [f"| {METHOD_LABELS.get(m, m)} | {len(v['learned'])} | {statistics.mean(v['step0']):.1f} | "
+            f"{over_seeds(v['learned'])} | {over_seeds(v['sgd'])} |"
+            for m, v in sorted(rows.items(), key=lambda kv: RULES.index(kv[0]) if kv[0] in RULES else 99)]
+    return head + body
+
+
 def report(which: str, root: Path, tasks: int = EVAL_TASKS, eval_seed: int = EVAL_SEED) -> str:
     steps = 3 if which == "cavia" else RULES_STEPS
     rows: dict[tuple[str, str], dict[int, object]] = {}
@@ -71,7 +94,10 @@ def report(which: str, root: Path, tasks: int = EVAL_TASKS, eval_seed: int = EVA
             else "MAML-TRPO with each inner-update rule, and BLUR's genome by CMA-ES")
     text = (f"{what}: mean return on {tasks} held-out tasks (seed {eval_seed}) after 0..{steps} inner "
             "steps at each run's budget; step 0 is the meta-policy before adaptation (NIL).\n\n")
-    return text + ("\n".join(table(rows, steps, order)) if rows else "No runs yet.") + "\n"
+    lines = table(rows, steps, order) if rows else ["No runs yet."]
+    if which == "rules":
+        lines += transfer_table(root, tasks)
+    return text + "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,7 +19,8 @@ Built in: ``adaptation`` (the curve over inner steps on held-out tasks),
 ``shots`` (return after one step against adaptation episodes), each fixed
 protocol of :data:`metarl.protocols.PROTOCOLS` (``metaworld``), and
 ``analysis`` (per-layer CKA/CCA, the layer-freezing ablation and a learned
-preconditioner's spectra; ``metarl analyze``). ``register_evaluation("name",
+preconditioner's spectra; ``metarl analyze``) and ``transfer`` (a learned
+rule on another task distribution, against the plain gradient step). ``register_evaluation("name",
 MyEvaluation)`` in a file passed with ``--module`` adds one, which
 ``metarl evaluate RUN --protocol name`` then runs.
 """
@@ -194,12 +195,51 @@ class RepresentationAnalysis(Evaluation):
         return Evaluated(result, dict(result["files"]), [format_report(result)])
 
 
+@dataclass
+class TransferSettings(CurveSettings):
+    env_kwargs: dict[str, Any] = field(default_factory=lambda: {"low": -1.0, "high": 1.0, "exclude": 0.5})
+    """Family constructor arguments that replace the run's (the transfer target; the default: Navigation2D's
+    outer ring [0.5, 1] around the square the suite trains on)."""
+
+
+class Transfer(Evaluation):
+    """The learned rule applied without retraining to another task distribution of the same family (the same
+    policy shape), against the plain gradient step ``algo.inner_lr`` from the same meta-policy
+    (``eval/transfer.json``: ``learned`` and ``sgd`` curves)."""
+
+    Settings = TransferSettings
+
+    def run(self, rd: RunDir, loaded: LoadedRun, settings: TransferSettings, out: Path, report: Report,
+            best: bool = False) -> Evaluated:
+        import envs
+        from metarl.evaluation import adaptation_curve
+        from metarl.run import build_sampler, write_json
+
+        cfg, _, learner, iteration = loaded
+        kwargs = {**cfg.env.kwargs, **settings.env_kwargs}
+        family = envs.make_family(cfg.env.family, horizon=cfg.env.horizon, **kwargs)
+        episodes = settings.episodes or cfg.algo.episodes_per_task
+        report(f"transfer of {rd} (iteration {iteration}) to {cfg.env.family} with {settings.env_kwargs}")
+        result: dict[str, Any] = {"env_kwargs": kwargs, "run_dir": str(rd.path), "iteration": iteration}
+        with build_sampler(cfg, family, learner.policy) as sampler:
+            for key, lr in (("learned", settings.inner_lr), ("sgd", cfg.algo.inner_lr)):
+                result[key] = adaptation_curve(learner, family, sampler, settings.tasks, settings.steps, episodes,
+                                               settings.seed, inner_lr=lr)
+                report(f"  {key}: " + " / ".join(f"{m:.1f}" for m in result[key]["mean"]))
+        write_json(out, result, indent=1)
+        lines = [f"{'step':>4}  {'learned rule':>12}  {'plain step':>10}"] + [
+            f"{k:>4}  {a:>12.2f}  {b:>10.2f}" for k, a, b in zip(result["learned"]["steps"], result["learned"]["mean"],
+                                                                 result["sgd"]["mean"], strict=True)]
+        return Evaluated(result, {"json": out}, lines)
+
+
 def _builtins() -> dict[str, Evaluation]:
     from metarl.protocols import PROTOCOLS
 
     out: dict[str, Evaluation] = {"adaptation": AdaptationCurve(), "shots": ShotsCurve()}
     out.update((name, FixedProtocol(name)) for name in PROTOCOLS)
     out["analysis"] = RepresentationAnalysis()
+    out["transfer"] = Transfer()
     for name, ev in out.items():
         ev.name = name
     return out

@@ -49,3 +49,16 @@ def test_a_tiny_rules_comparison_writes_its_table(tmp_path):
     text = (tmp_path / "rules_table.md").read_text()
     assert "| Navigation2D | MAML-TRPO | 1 |" in text and "| Navigation2D | BLUR genome by CMA-ES | 1 |" in text
     assert rules_report.main(["rules", "--root", str(tmp_path), "--eval-tasks", "2", "--check"]) == 0
+
+
+@pytest.mark.integration
+def test_the_rules_comparison_evaluates_transfer_to_the_outer_ring(tmp_path):
+    reproduce.cmd_rules(args(tmp_path, seeds=[1], iterations=1, methods=["maml", "meta_sgd"]))
+    text = (tmp_path / "rules_table.md").read_text()
+    assert "Transfer (BLUR's claim)" in text and "| Meta-SGD | 1 |" in text
+    import json
+
+    ev = json.loads((tmp_path / "Navigation2D__maml__1" / "eval" / "transfer.json").read_text())
+    assert ev["env_kwargs"]["exclude"] == 0.5
+    assert all(max(abs(g) for g in t["goal"]) >= 0.5 for t in ev["learned"]["tasks"])
+    assert ev["learned"]["mean"] == ev["sgd"]["mean"]  # a plain-step run: the learned rule is the plain step

@@ -225,3 +225,22 @@ def test_batched_env_of_one_task_and_resetting_no_env():
     out = batched.reset_some([], [])
     assert out.shape == (0, 2) and out.dtype == np.float32
     np.testing.assert_allclose(batched.state, [[0.05, 0.05]])  # nothing was reset
+
+
+def test_excluded_square_makes_an_outer_ring_of_goals():
+    import numpy as np
+    import pytest
+
+    from envs.base import TaskError
+    from envs.navigation import Navigation2DEnv
+
+    env = Navigation2DEnv(low=-1.0, high=1.0, exclude=0.5)
+    goals = np.array([t["goal"] for t in env.sample_tasks(500, np.random.default_rng(0))])
+    assert np.all(np.abs(goals).max(1) >= 0.5) and np.all(np.abs(goals) <= 1.0)
+    assert goals[:, 0].min() < -0.9 and goals[:, 0].max() > 0.9  # the whole ring, both sides
+    with pytest.raises(TaskError, match="inside the excluded"):
+        env.set_task({"goal": (0.1, -0.2)})
+    with pytest.raises(ValueError, match="exclude"):
+        Navigation2DEnv(low=-0.5, high=0.5, exclude=0.5)
+    same = Navigation2DEnv().sample_tasks(5, np.random.default_rng(3))
+    assert same == Navigation2DEnv(exclude=0.0).sample_tasks(5, np.random.default_rng(3))  # default unchanged
