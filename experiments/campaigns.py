@@ -120,11 +120,12 @@ def cavia_config(family: str, method: str, seed: int, iterations: int, extra: li
     return config_for(family, method, seed, iterations, extra, CAVIA_CONFIGS if method == "cavia" else CONFIGS)
 
 
-def rules_config(method: str, seed: int, iterations: int, extra: list[str], root: Path) -> Any:
-    """One run of the rules comparison on Navigation2D; ``blur_cma`` starts from the same seed's MAML run
-    under ``root`` (its policy fixed, the genome searched)."""
-    more = [f"es.init_from={root / run_name('Navigation2D', 'maml', seed)}"] if method == "blur_cma" else []
-    return config_for("Navigation2D", method, seed, iterations, extra + more)
+def rules_config(method: str, seed: int, iterations: int, extra: list[str], root: Path,
+                 family: str = "Navigation2D") -> Any:
+    """One run of the rules comparison (Navigation2D, or HalfCheetahVel for the best rules); ``blur_cma``
+    starts from the same seed's MAML run under ``root`` (its policy fixed, the genome searched)."""
+    more = [f"es.init_from={root / run_name(family, 'maml', seed)}"] if method == "blur_cma" else []
+    return config_for(family, method, seed, iterations, extra + more)
 
 
 def depth_config(method: str, depth: int, seed: int, iterations: int, width: int, extra: list[str]):

@@ -253,7 +253,7 @@ def cmd_cavia(args: argparse.Namespace) -> None:
 def rules_jobs(args: argparse.Namespace) -> list[tuple[Any, Path]]:
     """The rules comparison's runs, seed-major (each seed's MAML run first: ``blur_cma`` starts from it)."""
     root = Path(args.root)
-    return [(rules_config(m, s, args.iterations, args.set, root), root / run_name("Navigation2D", m, s))
+    return [(rules_config(m, s, args.iterations, args.set, root, args.family), root / run_name(args.family, m, s))
             for s in args.seeds for m in args.methods]
 
 
@@ -277,8 +277,9 @@ def cmd_rules(args: argparse.Namespace) -> None:
 
     jobs = rules_jobs(args)
     train_and_evaluate(args, jobs, steps=RULES_STEPS)
-    for _, run_dir in jobs:  # BLUR's own claim: the rule on goals it never trained on (the outer ring)
-        transfer(run_dir, args.eval_tasks, args.eval_seed)
+    if args.family == "Navigation2D":  # BLUR's own claim: the rule on goals it never trained on (the outer ring)
+        for _, run_dir in jobs:
+            transfer(run_dir, args.eval_tasks, args.eval_seed)
     rules_report.main(["rules", "--root", str(args.root), "--eval-tasks", str(args.eval_tasks),
                        "--eval-seed", str(args.eval_seed)])
 
@@ -356,6 +357,10 @@ def main(argv: list[str] | None = None) -> int:
     cav.add_argument("--families", nargs="+", default=list(CAVIA), choices=list(CAVIA),
                      help="Navigation2D (MAML, ANIL, CAVIA at --iterations), then HalfCheetahVel (CAVIA at "
                           f"{CAVIA_LONG['HalfCheetahVel']}, beside the locomotion campaign's MAML and ANIL)")
+    sub.choices["rules"].add_argument("--family", default="Navigation2D", choices=["Navigation2D", "HalfCheetahVel"],
+                                      help="Navigation2D (the table and the transfer to the outer ring), or "
+                                           "HalfCheetahVel for the best rules, e.g. --family HalfCheetahVel "
+                                           "--methods maml lstm blur --seeds 1 --iterations 300")
     sub.choices["rules"].add_argument("--methods", nargs="+", default=list(RULES), choices=list(RULES),
                                       help="inner-update rules under MAML-TRPO, and blur_cma (BLUR's genome by "
                                            "CMA-ES from the same seed's maml run)")

@@ -16,7 +16,7 @@ TINY = ["algo.meta_batch_size=2", "algo.episodes_per_task=2", "env.horizon=8", "
 
 def args(root: Path, **kw) -> argparse.Namespace:
     base = dict(root=str(root), iterations=2, seeds=None, set=list(TINY), no_estimate=True, eval_tasks=2,
-                eval_seed=0, families=list(CAVIA), methods=list(RULES))
+                eval_seed=0, families=list(CAVIA), methods=list(RULES), family="Navigation2D")
     base.update(kw)
     return argparse.Namespace(**base)
 
@@ -62,3 +62,10 @@ def test_the_rules_comparison_evaluates_transfer_to_the_outer_ring(tmp_path):
     assert ev["env_kwargs"]["exclude"] == 0.5
     assert all(max(abs(g) for g in t["goal"]) >= 0.5 for t in ev["learned"]["tasks"])
     assert ev["learned"]["mean"] == ev["sgd"]["mean"]  # a plain-step run: the learned rule is the plain step
+
+
+def test_the_best_rules_run_on_halfcheetahvel_too(tmp_path):
+    jobs = reproduce.rules_jobs(args(tmp_path, seeds=[1], iterations=300, family="HalfCheetahVel",
+                                     methods=["maml", "lstm", "blur"]))
+    assert [d.name for _, d in jobs] == [f"HalfCheetahVel__{m}__1" for m in ("maml", "lstm", "blur")]
+    assert all(c.env.family == "HalfCheetahVel" and c.iterations == 300 for c, _ in jobs)
