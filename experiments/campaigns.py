@@ -50,7 +50,7 @@ INNER_UPDATES = {"maml": "sgd", "kronecker": "kronecker", "meta_sgd": "meta_sgd"
                  "blur": "blur"}  # method -> algo.inner_update
 # MAML-TRPO with a learned inner update, as methods of their own (the depth sweep uses the same names)
 METHODS.update({m: [f"algo.inner_update={u}"] for m, u in INNER_UPDATES.items() if m != "maml"})
-METHODS["cavia"] = []  # experiments/configs/cavia/ holds policy.adapt: context
+METHODS["cavia"] = ["policy.adapt=context"]  # with experiments/configs/cavia/ (its RL code's policy, inner lr 1.0)
 # BLUR's genome by CMA-ES (es.init_from, the same seed's MAML run, is added per run: rules_config)
 METHODS["blur_cma"] = ["algo.name=es", "algo.inner_update=blur", "es.method=cma", "es.params=rule"]
 METHOD_LABELS = {"promp": "ProMP", "maml_ppo": "MAML-PPO", "maml": "MAML-TRPO", "anil": "ANIL",
