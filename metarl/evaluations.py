@@ -67,17 +67,21 @@ class Evaluation(abc.ABC):
 
 
 @dataclass
-class CurveSettings:
+class HeldOutSettings:
     tasks: int = commands.DEFAULT_EVAL_TASKS
     """Held-out tasks (from the evaluation stream, which training never uses)."""
-    steps: int = 3
-    """Inner steps 0..K (step 0: the meta-policy, no inner loop)."""
     episodes: int | None = None
-    """Episodes per task and step (null: the run's algo.episodes_per_task)."""
+    """Episodes per task and evaluation point (null: the run's algo.episodes_per_task)."""
     seed: int = 0
     """Seed of the held-out tasks and rollouts (the same seed gives every run the same tasks)."""
     inner_lr: float | None = None
     """Test-time inner step size (null: the trained one)."""
+
+
+@dataclass
+class CurveSettings(HeldOutSettings):
+    steps: int = 3
+    """Inner steps 0..K (step 0: the meta-policy, no inner loop)."""
 
 
 class AdaptationCurve(Evaluation):
@@ -101,17 +105,9 @@ class AdaptationCurve(Evaluation):
 
 
 @dataclass
-class ShotsSettings:
+class ShotsSettings(HeldOutSettings):
     shots: list[int] = field(default_factory=lambda: [1, 2, 5, 10, 20])
     """Adaptation episodes per task (M), one point each."""
-    tasks: int = commands.DEFAULT_EVAL_TASKS
-    """Held-out tasks."""
-    episodes: int | None = None
-    """Evaluation episodes per task after the step (null: the run's algo.episodes_per_task)."""
-    seed: int = 0
-    """Seed of the held-out tasks and rollouts."""
-    inner_lr: float | None = None
-    """Test-time inner step size (null: the trained one)."""
 
 
 class ShotsCurve(Evaluation):

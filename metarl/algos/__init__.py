@@ -17,6 +17,7 @@ from metarl.algos.base import MetaLearner, Rollouts, StepResult
 from metarl.algos.es import ESLearner
 from metarl.algos.maml_trpo import MAMLTRPO
 from metarl.algos.proximal import MAMLPPO, ProMP
+from metarl.registry import register
 
 ALGOS: dict[str, type[MetaLearner]] = {
     "maml_trpo": MAMLTRPO,
@@ -26,12 +27,9 @@ ALGOS: dict[str, type[MetaLearner]] = {
 }
 
 
-
 def register_algo(name: str, learner: type[MetaLearner]) -> None:
     """Add the outer loop ``learner`` under ``name`` (what ``algo.name`` selects)."""
-    if not (isinstance(learner, type) and issubclass(learner, MetaLearner)):
-        raise TypeError(f"outer loop {name!r} must be a MetaLearner subclass, got {learner!r}")
-    ALGOS[name] = learner
+    register(ALGOS, name, learner, MetaLearner, "outer loop")
 
 
 __all__ = ["ALGOS", "ESLearner", "MAMLPPO", "MAMLTRPO", "MetaLearner", "ProMP", "Rollouts", "StepResult",

@@ -14,6 +14,7 @@ from metarl.inner_updates.kronecker import Kronecker, KroneckerStep
 from metarl.inner_updates.lstm import LSTMOptimizer
 from metarl.inner_updates.meta_sgd import MetaSGD
 from metarl.inner_updates.sgd import SGD
+from metarl.registry import register
 
 INNER_UPDATES: dict[str, type[InnerUpdate]] = {
     "sgd": SGD,
@@ -26,9 +27,7 @@ INNER_UPDATES: dict[str, type[InnerUpdate]] = {
 
 def register_inner_update(name: str, rule: type[InnerUpdate]) -> None:
     """Add ``rule`` under ``name`` (what ``algo.inner_update`` selects)."""
-    if not (isinstance(rule, type) and issubclass(rule, InnerUpdate)):
-        raise TypeError(f"inner update {name!r} must be an InnerUpdate subclass, got {rule!r}")
-    INNER_UPDATES[name] = rule
+    register(INNER_UPDATES, name, rule, InnerUpdate, "inner update")
 
 
 __all__ = ["BLUR", "INNER_UPDATES", "SGD", "InnerUpdate", "Kronecker", "KroneckerStep", "LSTMOptimizer", "MetaSGD",
