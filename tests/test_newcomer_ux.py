@@ -234,3 +234,18 @@ def test_freeze_ablation_figure_draws_paired_gains_with_labelled_bars(tmp_path, 
     assert np.allclose(sorted(drawn["points"]), [0.0, 3.0])  # gains, not returns
     assert any("standard error" in t for t in drawn["caption"])
     json.dumps(result)  # the figure did not alter its input
+
+
+def test_protocol_scalars_carry_descriptions(tmp_path):
+    from metarl.protocols import write_protocol_outputs
+
+    run = tmp_path / "run"
+    run.mkdir()
+    result = {"protocol": "metaworld", "success_rate": 0.5, "success_stderr": 0.1, "return_post": 12.0,
+              "per_task": []}
+    write_protocol_outputs(result, run / "eval" / "metaworld.json", run, iteration=4)
+    acc = _accumulator(run)
+    for tag in ("eval/metaworld_success", "eval/metaworld_success_stderr", "eval/metaworld_return_post"):
+        (event,) = acc.Scalars(tag)
+        assert event.step == 4
+        assert acc.SummaryMetadata(tag).summary_description == tblog.description(tag) != ""
