@@ -10,10 +10,12 @@
   section) and every registered component's own section
   (:func:`metarl.config.component_sections`, with the selections that use
   it), reading the attribute docstring under each field from the source of
-  the class that declares it;
+  the class that declares it (:func:`metarl.configdoc.field_doc`, which
+  ``metarl config`` prints as comments);
 * ``families.md``: every registered task family (``envs.describe_families``)
   with its horizon, task distribution and constructor arguments;
-* ``tensorboard.md``: the TensorBoard tags, from :data:`TAGS`; ``--check``
+* ``tensorboard.md``: the TensorBoard tags, from :data:`metarl.tblog.TAGS`
+  (the descriptions every run writes) and the custom-scalars layout; ``--check``
   also fails when a committed run's ``scalars.csv`` holds a tag that no
   entry of :data:`TAGS` covers.
 
@@ -23,15 +25,15 @@ The test suite runs ``--check`` (``tests/test_docs.py``).
 from __future__ import annotations
 
 import argparse
-import ast
 import dataclasses
 import difflib
 import fnmatch
 import inspect
 import sys
-import textwrap
 from pathlib import Path
 from typing import Any
+
+from metarl.tblog import CONSTANT_TAGS, LAYOUT, TAGS  # the descriptions each run writes with its tags
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "docs" / "reference"
@@ -103,37 +105,6 @@ def cli_page() -> str:
 # -- config keys ----------------------------------------------------------------------
 
 
-def attribute_docs(cls: type) -> dict[str, tuple[str, str]]:
-    """``{field: (annotation, docstring)}`` for the fields ``cls`` itself declares, read from its source.
-
-    The docstring is the string literal right below the field (the convention of
-    ``metarl.config``); classes earlier in the MRO are read separately.
-    """
-    try:
-        source = textwrap.dedent(inspect.getsource(cls))
-    except (OSError, TypeError):
-        return {}
-    body = ast.parse(source).body[0].body
-    out: dict[str, tuple[str, str]] = {}
-    for node, after in zip(body, body[1:] + [None], strict=True):
-        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
-            doc = ""
-            if (isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant)
-                    and isinstance(after.value.value, str)):
-                doc = inspect.cleandoc(after.value.value)
-            out[node.target.id] = (ast.unparse(node.annotation), doc)
-    return out
-
-
-def field_doc(cls: type, name: str) -> tuple[str, str]:
-    """``(annotation, docstring)`` of field ``name`` from the first class in ``cls``'s MRO declaring it."""
-    for klass in cls.__mro__:
-        docs = attribute_docs(klass)  # the fields this class's own body declares
-        if name in docs:
-            return docs[name]
-    return "", ""
-
-
 def yaml_value(value: Any) -> str:
     """A default as it reads in a YAML config."""
     import yaml
@@ -161,6 +132,8 @@ def config_sections(obj: Any, prefix: str = "") -> list[tuple[str, Any, list[tup
         if dataclasses.is_dataclass(value) and not isinstance(value, type):
             nested += config_sections(value, f"{prefix}{f.name}.")
             continue
+        from metarl.configdoc import field_doc  # the docstring reader ``metarl config`` uses too
+
         annotation, doc = field_doc(type(obj), f.name)
         rows.append((f"{prefix}{f.name}", annotation or str(f.type), yaml_value(value), doc))
     return [(prefix[:-1], obj, rows)] + nested
@@ -233,70 +206,21 @@ def families_page() -> str:
 
 # -- TensorBoard tags -----------------------------------------------------------------
 
-TAGS: dict[str, list[tuple[str, str]]] = {
-    "returns": [
-        ("returns/pre_adapt", "mean return of the meta-policy's (train) episodes, before adaptation"),
-        ("returns/post_adapt", "mean return of the adapted policies' (valid) episodes"),
-        ("returns/post_minus_pre", "post_adapt − pre_adapt: what the inner loop gains"),
-        ("returns/success_pre", "families that report success (Meta-World): fraction of train episodes with "
-                                "success at any step"),
-        ("returns/success_post", "the same for the valid episodes"),
-    ],
-    "trpo (algo.name: maml_trpo)": [
-        ("trpo/kl", "mean KL between the adapted policies before and after the outer step"),
-        ("trpo/surrogate_before", "post-adaptation surrogate before the outer step"),
-        ("trpo/surrogate_after", "post-adaptation surrogate after the outer step"),
-        ("trpo/line_search_steps", "backtracking steps the line search took"),
-        ("trpo/accepted", "1 if the line search accepted a step"),
-        ("trpo/grad_norm", "norm of the meta-gradient"),
-        ("trpo/rejected_steps", "updates refused for non-finite values so far"),
-    ],
-    "promp, ppo (algo.name: promp | maml_ppo)": [
-        ("promp/*", "ProMP's outer step: loss_before, loss_after, surrogate_before, surrogate_after, kl_pre, "
-                    "kl_post, kl_coef, clip_fraction, grad_norm, rejected_steps"),
-        ("ppo/*", "MAML-PPO's outer step: the same without kl_coef"),
-    ],
-    "inner loop": [
-        ("adapt/step_norm", "L2 norm of the inner update θ′ − θ over the adapted parameters, mean over tasks"),
-        ("policy/log_std_mean", "the meta-policy's mean log-std at the iteration's start"),
-        ("meta_sgd/lr_mean", "Meta-SGD: mean of the learned step sizes"),
-        ("meta_sgd/lr_std", "Meta-SGD: their standard deviation"),
-        ("kronecker/max_dev_from_identity", "Kronecker preconditioner: largest deviation of a factor from the "
-                                            "identity"),
-        ("lr/*", "learned inner step sizes per parameter"),
-    ],
-    "time": [
-        ("time/iteration_s", "seconds of the whole iteration"),
-        ("time/sampling_s", "seconds spent sampling (train and valid)"),
-        ("time/inner_s", "seconds of the inner loop"),
-        ("time/outer_s", "seconds of the outer step"),
-        ("time/cg_s", "seconds of the conjugate gradient (TRPO)"),
-        ("time/line_search_s", "seconds of the line search (TRPO)"),
-        ("time/env_steps_per_s", "environment steps sampled per second"),
-    ],
-    "sampler and tasks": [
-        ("sampler/utilisation_w*", "fraction of the last call worker i spent rolling out"),
-        ("sampler/worker_restarts", "workers replaced so far"),
-        ("sampler/workers", "number of workers"),
-        ("sampler/last_call_s", "seconds of the last sampling call"),
-        ("tasks/count", "tasks per meta-batch"),
-        ("tasks/steps_per_episode", "the horizon"),
-    ],
-    "evaluation (metarl evaluate)": [
-        ("eval/adaptation_return", "mean return on held-out tasks, with the inner step as the x-axis"),
-        ("eval/adaptation_stderr", "its standard error over tasks"),
-        ("eval/*_success", "a protocol's success rate at the checkpoint's iteration (e.g. eval/metaworld_success)"),
-        ("eval/*_success_stderr", "its standard error over test tasks"),
-        ("eval/*_return_post", "the protocol's return after adaptation"),
-    ],
-}
-
-
 def tensorboard_page() -> str:
     lines = [HEADER + "# TensorBoard tags\n",
              "Every run logs these scalars once per meta-iteration to its TensorBoard event files and to "
-             "`scalars.csv`; `*` stands for any name. The config and the mode (MAML/ANIL, first or second "
-             "order) are logged as text, the flattened config as hparams.\n"]
+             "`scalars.csv`; `*` stands for any name. Each tag's first event carries the meaning below as its "
+             "description (TensorBoard shows it beside the chart). The config and the mode (MAML/ANIL, first or "
+             "second order) are logged as text, the selected components' keys as hparams (booleans and strings "
+             "as such). The constants (" + ", ".join(f"`{t}`" for t in CONSTANT_TAGS) + ") are logged once, as "
+             "the text `constants`; `scalars.csv` keeps their columns. `metarl evaluate` logs its adaptation "
+             "curve as the text table `eval/adaptation` at the checkpoint's iteration.\n",
+             "## Custom Scalars\n",
+             "Each run writes this layout (the Custom Scalars tab), the headline first:\n",
+             "| category | chart | tags |", "|---|---|---|"]
+    for category, charts in LAYOUT.items():
+        lines += [f"| {category} | {_cell(title)} | {', '.join(f'`{t}`' for t in spec[1])} |"
+                  for title, spec in charts.items()]
     for group, tags in TAGS.items():
         lines.append(f"\n## {group}\n")
         lines += ["| tag | meaning |", "|---|---|"]
@@ -340,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
                 stale.append("\n".join(list(diff)[:40]))
         missing = undocumented_tags()
         if missing:
-            stale.append(f"TensorBoard tags with no entry in docs/gen_reference.py TAGS: {', '.join(missing)}")
+            stale.append(f"TensorBoard tags with no entry in metarl/tblog.py TAGS: {', '.join(missing)}")
         if stale:
             print("\n".join(stale), file=sys.stderr)
             print("stale reference: run python docs/gen_reference.py", file=sys.stderr)

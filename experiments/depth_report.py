@@ -81,7 +81,8 @@ def table(runs: dict[tuple[str, int], dict[int, dict[str, Any]]], eval_tasks: in
 
 
 def figure(runs: dict[tuple[str, int], dict[int, dict[str, Any]]], out: Path) -> Path | None:
-    """Return after one step and gain over step 0 against depth, one line per method (mean ± std)."""
+    """Return after one step and gain over step 0 against depth, one line per method: the mean over the
+    finished seeds with ± their standard deviation as error bars (the figure says so)."""
     from metarl.plots import new_figure, save_png
 
     fig, (ax_after, ax_gain) = new_figure(ncols=2, width=5.0, height=3.8)
@@ -104,8 +105,13 @@ def figure(runs: dict[tuple[str, int], dict[int, dict[str, Any]]], out: Path) ->
         ax.set_xlabel("hidden layers (equal width)")
         ax.set_ylabel(what)
         ax.set_xticks(sorted({d for _, d in runs}))
-    ax_after.set_title("Navigation2D: adaptation vs depth")
-    ax_after.legend(fontsize=8)
+    seeds = sorted({len(s["after"]) for key in runs for s in [summarise(runs[key])] if s["after"]})
+    n = "/".join(map(str, seeds))
+    ax_after.set_title("return after one inner step", fontsize=10)
+    ax_gain.set_title("gain over step 0", fontsize=10)
+    fig.suptitle(f"Navigation2D: adaptation vs depth. Points: mean over {n} seeds; error bars: ± one standard "
+                 "deviation over seeds", fontsize=10)
+    fig.legend(*ax_after.get_legend_handles_labels(), loc="outside lower center", ncols=len(METHODS), fontsize=8)
     return save_png(fig, out)
 
 

@@ -3,11 +3,13 @@
     metarl train CONFIG [--set key=value ...] [--run-dir DIR] [--seed N] [--force]
     metarl train CONFIG --seeds 1 2 3      (or --seeds 3: seeds 1..3)
     metarl train --resume RUN_DIR
+    metarl train CONFIG [--set key=value ...] --print-config
+    metarl config CONFIG [--set key=value ...] [--keys]
     metarl evaluate RUN_DIR [--tasks N] [--steps K] [--episodes B] [--seed N] [--inner-lr LR] [--shots M ...]
                             [--iteration N]
     metarl evaluate RUN_DIR --protocol metaworld [--seed N] [--inner-lr LR]
     metarl analyze RUN_DIR [--tasks N] [--seed N] [--iteration N]
-    metarl plot RUN_DIR [RUN_DIR ...] --out FILE.png
+    metarl plot RUN_DIR [RUN_DIR ...] [--out FILE.png]
     metarl video RUN_DIR [--tasks N] [--steps K] [--out FILE.mp4|FILE.gif]
     metarl tasks
     metarl check-family NAME
@@ -132,7 +134,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iterations", type=_nonneg_int, help="with --resume: extend the run to this many iterations")
     p.add_argument("--force", action="store_true",
                    help="start over in an existing non-empty --run-dir (removes the files metarl wrote there)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bar: one plain line per iteration (returns before and after adaptation, "
+                        "seconds per iteration, ETA), as when stdout is not a terminal")
+    p.add_argument("--log-every", type=_positive_int, default=1, metavar="N",
+                   help="with --no-progress or when stdout is not a terminal: a line every N iterations (and the "
+                        "last; default 1)")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the effective config with comments (as metarl config) and exit; writes nothing")
+
+    p = add("config", "print the effective config of a YAML file and --set overrides, each key with its comment")
+    p.add_argument("config", nargs="?", help="YAML config (default: the built-in defaults)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, dotted (repeatable), as metarl train takes it")
+    p.add_argument("--keys", action="store_true",
+                   help="list the dotted keys instead, one KEY=VALUE a line (each one a valid --set)")
 
     p = add("evaluate", "test-time adaptation curve on held-out tasks")
     p.add_argument("run_dir", help="a run directory written by metarl train")
@@ -171,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("plot", "learning and adaptation curves of one or more runs")
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories (seeds of one config are banded)")
-    p.add_argument("--out", required=True, help="output PNG file")
+    p.add_argument("--out", help="output PNG file (default: FIRST_RUN_DIR/eval/plot.png)")
     p.add_argument("--labels", nargs="+", help="one legend label per run directory")
 
     p = add("video", "render held-out tasks before adaptation and after 1..K inner steps (MP4 or GIF)")
@@ -240,14 +256,18 @@ def cmd_train(args: argparse.Namespace) -> int:
             wandb_mirror.check(cfg)
         except ConfigError as e:
             raise UsageError(str(e)) from None
+        if args.print_config:
+            return _print_config(cfg)
         rd.record_modules(modules)
-        return _run_training(cfg, rd.path, resume=True, progress=not args.no_progress)
+        return _run_training(cfg, rd.path, resume=True, progress=_progress(args))
 
     if not args.config:
         raise UsageError("train needs a CONFIG file (or --resume RUN_DIR)")
     if args.iterations is not None:
         raise UsageError("--iterations goes with --resume; use --set iterations=N")
     if args.seeds is not None:
+        if args.print_config:
+            raise UsageError("--print-config prints one config; drop --seeds (or use --seed N)")
         return _train_seeds(args)
     overrides = list(args.overrides)
     if args.seed is not None:
@@ -260,6 +280,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise UsageError(str(e)) from None
     for note in notes:  # old key spellings, migrated
         print(f"metarl: note: {note}", file=sys.stderr)
+    if args.print_config:
+        return _print_config(cfg)
     _check_family(cfg)
     try:
         rd = RunDir.create(cfg, args.run_dir, args.force)
@@ -268,7 +290,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     rd.write_config(cfg)  # first: a run interrupted from here on can be resumed
     rd.record_modules(modules)
     _RESUMABLE["run_dir"] = rd.path
-    return _run_training(cfg, rd.path, resume=False, progress=not args.no_progress)
+    return _run_training(cfg, rd.path, resume=False, progress=_progress(args))
 
 
 def _train_seeds(args: argparse.Namespace) -> int:
@@ -295,13 +317,63 @@ def _train_seeds(args: argparse.Namespace) -> int:
         rd.record_modules(getattr(args, "module", []))
         print(f"seed {seed}: {'resuming at iteration ' + str(plan.done) if plan.resume else 'starting'} in {rd}",
               file=sys.stderr)
-        rc = _run_training(plan.cfg, rd.path, resume=plan.resume, progress=not args.no_progress)
+        rc = _run_training(plan.cfg, rd.path, resume=plan.resume, progress=_progress(args))
         if rc != 0:
             return rc
     return 0
 
 
-def _run_training(cfg: Any, run_dir: Path, resume: bool, progress: bool) -> int:
+def _print_config(cfg: Any) -> int:
+    """``--print-config`` and ``metarl config``: the effective config, each key with its docstring."""
+    from metarl.configdoc import commented_yaml
+
+    sys.stdout.write(commented_yaml(cfg))
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    from metarl.config import ConfigError, load_config
+    from metarl.configdoc import dotted_keys, key_value
+
+    notes: list[str] = []
+    try:
+        cfg = load_config(args.config, args.overrides, notes)
+    except ConfigError as e:
+        raise UsageError(str(e)) from None
+    for note in notes:
+        print(f"metarl: note: {note}", file=sys.stderr)
+    if args.keys:
+        for key, value in dotted_keys(cfg):
+            print(key_value(key, value))
+        return 0
+    return _print_config(cfg)
+
+
+def _progress(args: argparse.Namespace) -> int:
+    """0: a tqdm bar (a terminal, no --no-progress); N > 0: a plain line every N iterations."""
+    return args.log_every if args.no_progress or not sys.stdout.isatty() else 0
+
+
+def _duration(seconds: float) -> str:
+    """``H:MM:SS`` (``?`` when not finite)."""
+    import math
+
+    if not math.isfinite(seconds):
+        return "?"
+    seconds = int(round(max(seconds, 0.0)))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def progress_line(iteration: int, total: int, scalars: dict[str, float], seconds_per_it: float) -> str:
+    """One plain progress line: iteration ``iteration`` (0-based) of ``total``, its returns before and after
+    adaptation, the mean seconds per iteration and the time left at that pace."""
+    pre, post = scalars["returns/pre_adapt"], scalars["returns/post_adapt"]
+    eta = seconds_per_it * (total - iteration - 1)
+    return (f"iteration {iteration + 1}/{total}: pre-adapt return {pre:.2f}, post-adapt {post:.2f} "
+            f"(gain {post - pre:+.2f}), {seconds_per_it:.2f} s/it, ETA {_duration(eta)}")
+
+
+def _run_training(cfg: Any, run_dir: Path, resume: bool, progress: int) -> int:
     from metarl.signals import exit_code
 
     _RESUMABLE["run_dir"] = run_dir
@@ -315,11 +387,17 @@ def _run_training(cfg: Any, run_dir: Path, resume: bool, progress: bool) -> int:
         print(f"interrupted; resume with: metarl train --resume {run_dir}", file=sys.stderr)
         return exit_code(e)
     print(f"run directory: {run_dir}", file=sys.stderr)
-    bar = tqdm(total=cfg.iterations, initial=trainer.start_iteration, unit="it", disable=not progress,
+    bar = tqdm(total=cfg.iterations, initial=trainer.start_iteration, unit="it", disable=progress > 0,
                dynamic_ncols=True, desc=cfg.env.family)
+    times: list[float] = []
 
     def on_iteration(res: Any) -> None:
         s = res.scalars
+        if progress > 0:  # plain lines: a pipe, a log file, --no-progress
+            times.append(s["time/iteration_s"])
+            if (res.iteration + 1) % progress == 0 or res.iteration + 1 == cfg.iterations:
+                print(progress_line(res.iteration, cfg.iterations, s, sum(times) / len(times)), flush=True)
+            return
         bar.set_postfix(pre=f"{s['returns/pre_adapt']:.1f}", post=f"{s['returns/post_adapt']:.1f}",
                         s_it=f"{s['time/iteration_s']:.2f}", refresh=False)
         bar.update(1)
@@ -457,11 +535,17 @@ def cmd_plot(args: argparse.Namespace) -> int:
             raise UsageError(f"no such run directory {d!r}")
     if args.labels and len(args.labels) != len(args.run_dirs):
         raise UsageError(f"--labels needs one label per run directory ({len(args.run_dirs)}), got {len(args.labels)}")
-    if not args.out.lower().endswith(".png"):
+    if args.out is None:  # beside the first run's other evaluation files
+        from metarl.rundir import RunDir
+
+        out = RunDir(args.run_dirs[0]).eval_path("plot.png")
+    else:
+        out = Path(args.out)
+    if not str(out).lower().endswith(".png"):
         raise UsageError(f"--out must name a .png file, got {args.out!r}")
-    _check_writable(Path(args.out))
+    _check_writable(out)
     try:
-        out = plot_runs([Path(d) for d in args.run_dirs], Path(args.out), args.labels)
+        out = plot_runs([Path(d) for d in args.run_dirs], out, args.labels)
     except ValueError as e:
         raise UsageError(str(e)) from None
     print(f"wrote {out}")
@@ -494,8 +578,8 @@ def cmd_check_family(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "analyze": cmd_analyze, "plot": cmd_plot,
-            "tasks": cmd_tasks, "check-family": cmd_check_family, "video": cmd_video}
+COMMANDS = {"train": cmd_train, "config": cmd_config, "evaluate": cmd_evaluate, "analyze": cmd_analyze,
+            "plot": cmd_plot, "tasks": cmd_tasks, "check-family": cmd_check_family, "video": cmd_video}
 
 
 _RESUMABLE: dict[str, Path] = {}  # "run_dir": a run whose config.yaml is on disk (for the interrupt message)

@@ -3,14 +3,16 @@
 * :func:`write_adaptation_outputs`: CSV and PNG of an adaptation curve
   (the dict ``metarl.evaluation.adaptation_curve`` returns).
 * :func:`log_adaptation_curve`: the same curve into the run's TensorBoard
-  logs (tag ``eval/adaptation_return``, step = inner step).
+  logs (a text table ``eval/adaptation`` at the checkpoint's iteration, and
+  ``eval/adaptation_return`` with step = inner step).
 * :func:`plot_runs`: learning curves of several runs from their TensorBoard
   event files, seeds of one configuration drawn as mean +- std, plus their
   adaptation curves when ``RUN_DIR/eval/adaptation.json`` exists.
 * :func:`plot_similarity`: per-layer CKA / CCA bars
   (``metarl.analysis.representation.representation_similarity``).
-* :func:`plot_freeze_ablation`: return after one inner step per choice of
-  adapted parameters (``metarl.analysis.representation.freeze_ablation``).
+* :func:`plot_freeze_ablation`: the paired gain of one inner step over
+  step 0 per choice of adapted parameters, with its 95% confidence interval
+  (``metarl.analysis.representation.freeze_ablation``).
 
 matplotlib is a dependency, imported lazily (``pip install matplotlib`` if it is missing); it is
 imported inside the functions that draw, with the Agg canvas (no pyplot, no
@@ -33,7 +35,7 @@ import numpy as np
 
 from metarl import scalars as scalars_csv
 from metarl.fileio import atomic_write
-from metarl.seedstats import bootstrap_ci_curves
+from metarl.seedstats import bootstrap_ci, bootstrap_ci_curves
 
 LEARNING_TAGS = ("returns/pre_adapt", "returns/post_adapt")
 ADAPTATION_TAG = "eval/adaptation_return"
@@ -147,11 +149,16 @@ def plot_shots(result: Mapping[str, Any], out: Path) -> Path:
 def log_adaptation_curve(result: Mapping[str, Any], run_dir: Path) -> None:
     """Log the curve into RUN_DIR's TensorBoard logs.
 
-    ``eval/adaptation_return`` (mean) and ``eval/adaptation_stderr``, with
-    the inner step as the TensorBoard step.  Written to a new event file next
-    to the training ones, so TensorBoard shows it under the same run.
+    A text table ``eval/adaptation`` (inner step, mean return, standard error;
+    :func:`metarl.tblog.adaptation_table`) at the checkpoint's iteration, so
+    it sits on the run's iteration axis; and, as before, ``eval/adaptation_return``
+    (mean) and ``eval/adaptation_stderr`` with the inner step as the
+    TensorBoard step (each with its description).  Written to a new event
+    file next to the training ones, so TensorBoard shows it under the same run.
     """
     from torch.utils.tensorboard import SummaryWriter
+
+    from metarl.tblog import adaptation_table, described_scalar
 
     steps, mean, stderr, _ = _check_curve(result)
     run_dir = Path(run_dir)
@@ -159,9 +166,14 @@ def log_adaptation_curve(result: Mapping[str, Any], run_dir: Path) -> None:
         raise ValueError(f"{run_dir} is not a directory")
     writer = SummaryWriter(str(run_dir), filename_suffix=".eval")
     try:
-        for k, m, s in zip(steps, mean, stderr, strict=True):
-            writer.add_scalar(ADAPTATION_TAG, m, k)
-            writer.add_scalar(ADAPTATION_STDERR_TAG, s, k)
+        iteration = int(result.get("iteration") or 0)
+        writer.add_text("eval/adaptation", adaptation_table(steps, mean, stderr, result.get("num_tasks")), iteration)
+        for i, (k, m, s) in enumerate(zip(steps, mean, stderr, strict=True)):
+            for tag, value in ((ADAPTATION_TAG, m), (ADAPTATION_STDERR_TAG, s)):
+                if i == 0:
+                    writer.file_writer.add_summary(described_scalar(tag, value), k)
+                else:
+                    writer.add_scalar(tag, value, k)
     finally:
         writer.close()
 
@@ -417,24 +429,45 @@ def _short_names(names: Sequence[str]) -> str:
 
 
 def plot_freeze_ablation(result: Mapping[str, Any], out: Path) -> Path:
-    """Post-adaptation return per variant of ``freeze_ablation`` (points with
-    standard-error bars; the step-0 return as a line) into the PNG ``out``."""
+    """The layer-freezing ablation (``freeze_ablation``) into the PNG ``out``: per variant, the paired gain
+    over step 0 (post-adaptation return minus the step-0 return, per task with common random numbers),
+    mean over tasks with its 95% percentile-bootstrap interval over tasks, against a zero line (no gain).
+    The legend says what the bars are; the title gives the step-0 return they are measured from."""
     if "variants" not in result or "step0" not in result:
         raise ValueError("ablation result lacks 'variants' or 'step0'; expected the dict freeze_ablation returns")
     names = list(result["variants"])
-    fig, (ax,) = new_figure(width=max(5.0, 1.1 * len(names) + 2))
-    means = [result["variants"][n]["mean"] for n in names]
-    errs = [result["variants"][n]["stderr"] for n in names]
-    # points, not bars: returns are often negative and have no natural zero
-    ax.errorbar(np.arange(len(names)), means, yerr=errs, fmt="o", capsize=4, color="C2",
-                label="after one step (± standard error)")
-    ax.axhline(result["step0"]["mean"], color="black", linestyle="--", label="step 0 (no adaptation)")
-    ax.set_xticks(np.arange(len(names)), names)
-    ax.set_ylabel("mean return after one inner step")
-    ax.set_title("layer-freezing ablation: parameters adapted at test time", fontsize=10)
-    lo = min(min(means) - max(errs, default=0.0), result["step0"]["mean"])
-    hi = max(max(means) + max(errs, default=0.0), result["step0"]["mean"])
-    pad = 0.1 * (hi - lo) if math.isfinite(hi - lo) and hi > lo else 1.0
+    step0 = [float(r) for r in result["step0"].get("per_task", [])]
+    means, lows, highs = [], [], []
+    for n in names:
+        v = result["variants"][n]
+        post = [float(r) for r in v.get("per_task", [])]
+        gains = np.array([a - b for a, b in zip(post, step0, strict=True)]) if len(post) == len(step0) else None
+        if gains is not None and gains.size and np.all(np.isfinite(gains)):  # paired per task
+            mean = float(gains.mean())
+            lo, hi = bootstrap_ci(gains)  # nan with one task: no bar
+        else:  # an old result without per-task returns: its recorded gain, ± 1.96 standard errors
+            mean = float(v.get("gain", v["mean"] - result["step0"]["mean"]))
+            half = 1.96 * float(v.get("gain_stderr", float("nan")))
+            lo, hi = mean - half, mean + half
+        means.append(mean)
+        lows.append(mean - lo if math.isfinite(lo) else 0.0)
+        highs.append(hi - mean if math.isfinite(hi) else 0.0)
+    num_tasks = len(step0) or result.get("num_tasks", "?")
+    fig, (ax,) = new_figure(width=max(5.0, 1.1 * len(names) + 2), height=4.4)
+    x = np.arange(len(names))
+    ax.axhline(0.0, color="black", linewidth=0.8, linestyle="--", label="no gain (step 0)")
+    ax.errorbar(x, means, yerr=[lows, highs], fmt="o", capsize=4, color="C2",
+                label=f"paired gain over step 0: mean over {num_tasks} tasks, bars: 95% bootstrap CI")
+    ax.set_xticks(x, names)
+    ax.set_xlim(-0.6, len(names) - 0.4)
+    ax.set_ylabel("return after one inner step − step-0 return")
+    ax.set_title("layer-freezing ablation: parameters adapted at test time\n"
+                 f"step-0 return (no adaptation): {result['step0']['mean']:.2f} "
+                 f"± {result['step0']['stderr']:.2f} (standard error over tasks)", fontsize=9)
+    lo = min(min((m - e for m, e in zip(means, lows, strict=True)), default=0.0), 0.0)
+    hi = max(max((m + e for m, e in zip(means, highs, strict=True)), default=0.0), 0.0)
+    pad = 0.12 * (hi - lo) if math.isfinite(hi - lo) and hi > lo else 1.0
     ax.set_ylim(lo - pad, hi + pad)
-    ax.legend(fontsize=8)
+    # the legend below the axes, so it never covers an error bar
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncols=1, frameon=False)
     return save_png(fig, Path(out))

@@ -132,12 +132,14 @@ def write_protocol_outputs(result: dict[str, Any], out: Path, run_dir: Path | No
     if run_dir is not None:
         from torch.utils.tensorboard import SummaryWriter
 
+        from metarl.tblog import described_scalar
+
         name = result["protocol"]
         tb = SummaryWriter(str(run_dir), filename_suffix=f".{name}")
-        try:
-            tb.add_scalar(f"eval/{name}_success", result["success_rate"], iteration)
-            tb.add_scalar(f"eval/{name}_success_stderr", result["success_stderr"], iteration)
-            tb.add_scalar(f"eval/{name}_return_post", result["return_post"], iteration)
+        try:  # one event per tag, each with its description (metarl.tblog.TAGS)
+            for tag, key in (("success", "success_rate"), ("success_stderr", "success_stderr"),
+                             ("return_post", "return_post")):
+                tb.file_writer.add_summary(described_scalar(f"eval/{name}_{tag}", result[key]), iteration)
         finally:
             tb.close()
         files["tensorboard"] = str(run_dir)

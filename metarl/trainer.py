@@ -8,8 +8,9 @@ One meta-iteration ``i``:
 4. roll out every task's adapted policy (valid episodes, seed ``(seed, 2, i)``);
 5. the meta-learner's outer step (``algo.name``, e.g. MAML-TRPO), handed
    the adapted parameters of step 3;
-6. log scalars to TensorBoard and ``scalars.csv``; checkpoint every
-   ``log.checkpoint_every``.
+6. log scalars to TensorBoard (:mod:`metarl.tblog`: descriptions, the
+   custom-scalars layout, constants once) and ``scalars.csv``; checkpoint
+   every ``log.checkpoint_every``.
 
 Everything random is derived from ``(seed, iteration)`` (:mod:`metarl.run`),
 so a run resumed from a checkpoint continues exactly as if it had never stopped.
@@ -28,7 +29,7 @@ from typing import Any
 
 import torch
 
-from metarl import allocator, checkpoint, manifest, run, rundir, signals, wandb_mirror
+from metarl import allocator, checkpoint, manifest, run, rundir, signals, tblog, wandb_mirror
 from metarl.adaptation import ADAPT_MODES
 from metarl.algos import Rollouts
 from metarl.config import Config, flat_dict, to_dict, to_yaml
@@ -264,6 +265,8 @@ class Trainer:
                 table = "|key|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in flat_dict(to_dict(cfg)).items())
                 self.writer.add_text("hyperparameters", table, 0)
                 write_hparams(self.writer, cfg)
+                tblog.write_layout(self.writer)  # the Custom Scalars tab: the headline first
+            scalar_log = tblog.ScalarLog(self.writer)
             manifest.start(self.run_dir, env=cfg.env)
         status = "failed"
         iteration = self.start_iteration
@@ -279,8 +282,7 @@ class Trainer:
                 res = self.run_iteration(iteration)
                 # logging the row and counting the iteration happen together, or not at all
                 with signals.deferred(), self._log_writes():
-                    for k, v in res.scalars.items():
-                        self.writer.add_scalar(k, v, iteration)
+                    scalar_log.add(res.scalars, iteration)  # descriptions with each tag's first event
                     csv_log.append(iteration, res.scalars)
                     results.append(res)
                     started_from, at_start = at_start[0], None
@@ -337,20 +339,10 @@ class Trainer:
                                 "the previous checkpoint is intact") from None
 
 
-HPARAM_METRICS = ("returns/pre_adapt", "returns/post_adapt", "returns/post_minus_pre")
+HPARAM_METRICS = tblog.HPARAM_METRICS
 
 
 def write_hparams(writer: Any, cfg: Config) -> None:
-    """The config's flattened keys as TensorBoard hparams, in the run directory itself.
-
-    ``SummaryWriter.add_hparams`` would open a sub-run; writing the three
-    hparams summaries with the run's own writer keeps one run per directory,
-    so the HParams tab lists every run with its scalars ``HPARAM_METRICS``
-    (TensorBoard shows each metric's latest value).
-    """
-    from torch.utils.tensorboard.summary import hparams
-
-    values = {k: (v if isinstance(v, bool | int | float | str) else str(v)) for k, v in flat_dict(to_dict(cfg)).items()}
-    exp, ssi, sei = hparams(values, {m: float("nan") for m in HPARAM_METRICS})
-    for s in (exp, ssi, sei):
-        writer.file_writer.add_summary(s)
+    """The config's flattened keys (the selected components' sections only) as TensorBoard hparams in the
+    run directory itself (:func:`metarl.tblog.write_hparams`: booleans and strings as such)."""
+    tblog.write_hparams(writer, flat_dict(to_dict(cfg)))
