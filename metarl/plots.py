@@ -3,8 +3,7 @@
 * :func:`write_adaptation_outputs`: CSV and PNG of an adaptation curve
   (the dict ``metarl.evaluation.adaptation_curve`` returns).
 * :func:`log_adaptation_curve`: the same curve into the run's TensorBoard
-  logs (a text table ``eval/adaptation`` at the checkpoint's iteration, and
-  ``eval/adaptation_return`` with step = inner step).
+  logs (a text table ``eval/adaptation`` at the checkpoint's iteration).
 * :func:`plot_runs`: learning curves of several runs from their TensorBoard
   event files, seeds of one configuration drawn as mean +- std, plus their
   adaptation curves when ``RUN_DIR/eval/adaptation.json`` exists.
@@ -38,8 +37,6 @@ from metarl.fileio import atomic_write
 from metarl.seedstats import bootstrap_ci, bootstrap_ci_curves
 
 LEARNING_TAGS = ("returns/pre_adapt", "returns/post_adapt")
-ADAPTATION_TAG = "eval/adaptation_return"
-ADAPTATION_STDERR_TAG = "eval/adaptation_stderr"
 # Config keys that do not change a run's learning curve: runs differing only
 # in these are seeds of one configuration.
 GROUPING_IGNORES = ("seed", "iterations", "sampler.", "log.")
@@ -147,18 +144,14 @@ def plot_shots(result: Mapping[str, Any], out: Path) -> Path:
 
 
 def log_adaptation_curve(result: Mapping[str, Any], run_dir: Path) -> None:
-    """Log the curve into RUN_DIR's TensorBoard logs.
-
-    A text table ``eval/adaptation`` (inner step, mean return, standard error;
-    :func:`metarl.tblog.adaptation_table`) at the checkpoint's iteration, so
-    it sits on the run's iteration axis; and, as before, ``eval/adaptation_return``
-    (mean) and ``eval/adaptation_stderr`` with the inner step as the
-    TensorBoard step (each with its description).  Written to a new event
-    file next to the training ones, so TensorBoard shows it under the same run.
+    """Log the curve into RUN_DIR's TensorBoard logs as a text table ``eval/adaptation`` (inner step, mean
+    return, standard error; :func:`metarl.tblog.adaptation_table`) at the checkpoint's iteration, so it sits
+    on the run's iteration axis beside the training scalars (not as a series whose x-axis would be the inner
+    step).  Written to a new event file next to the training ones, so TensorBoard shows it under the same run.
     """
     from torch.utils.tensorboard import SummaryWriter
 
-    from metarl.tblog import adaptation_table, described_scalar
+    from metarl.tblog import adaptation_table
 
     steps, mean, stderr, _ = _check_curve(result)
     run_dir = Path(run_dir)
@@ -168,12 +161,6 @@ def log_adaptation_curve(result: Mapping[str, Any], run_dir: Path) -> None:
     try:
         iteration = int(result.get("iteration") or 0)
         writer.add_text("eval/adaptation", adaptation_table(steps, mean, stderr, result.get("num_tasks")), iteration)
-        for i, (k, m, s) in enumerate(zip(steps, mean, stderr, strict=True)):
-            for tag, value in ((ADAPTATION_TAG, m), (ADAPTATION_STDERR_TAG, s)):
-                if i == 0:
-                    writer.file_writer.add_summary(described_scalar(tag, value), k)
-                else:
-                    writer.add_scalar(tag, value, k)
     finally:
         writer.close()
 

@@ -71,13 +71,10 @@ TAGS: dict[str, list[tuple[str, str]]] = {
         ("sampler/worker_restarts", "workers replaced so far"),
         ("sampler/workers", "number of workers (a constant: the constants text, once; scalars.csv's column)"),
         ("sampler/last_call_s", "seconds of the last sampling call"),
-        ("tasks/count", "tasks per meta-batch (a constant: also in the constants text)"),
+        ("tasks/count", "tasks per meta-batch (a constant: the constants text, once; scalars.csv's column)"),
         ("tasks/steps_per_episode", "mean steps per episode (the horizon unless episodes end early)"),
     ],
     "evaluation (metarl evaluate)": [
-        ("eval/adaptation_return", "mean return on held-out tasks, with the inner step as the x-axis (the "
-                                   "eval/adaptation text holds the same curve as a table)"),
-        ("eval/adaptation_stderr", "its standard error over tasks"),
         ("eval/*_success", "a protocol's success rate at the checkpoint's iteration (e.g. eval/metaworld_success)"),
         ("eval/*_success_stderr", "its standard error over test tasks"),
         ("eval/*_return_post", "the protocol's return after adaptation"),
@@ -86,12 +83,8 @@ TAGS: dict[str, list[tuple[str, str]]] = {
 """Every scalar tag a run or an evaluation logs, by group: ``(tag or fnmatch pattern, meaning)``."""
 
 CONSTANT_TAGS = ("tasks/count", "sampler/workers")
-"""Scalars that stay the same through a run: logged once as a text table (``constants``), and not as a
-series, except those in :data:`KEPT_SERIES`.  (``scalars.csv`` keeps every column.)"""
-
-KEPT_SERIES = ("tasks/count",)
-"""Constants still written as a series too: runs logged before the constants table have it, and
-``tests/test_core_training.py`` reads it back per iteration."""
+"""Scalars that stay the same through a run: logged once as a text table (``constants``), not as a
+series.  (``scalars.csv`` keeps every column.)"""
 
 LAYOUT: dict[str, dict[str, list[Any]]] = {
     "headline": {
@@ -142,7 +135,7 @@ class ScalarLog:
             self.writer.add_text("constants", "|constant|value|meaning|\n|-|-|-|\n" + rows, step)
             self.constants_logged = True
         for tag, value in scalars.items():
-            if tag in CONSTANT_TAGS and tag not in KEPT_SERIES:
+            if tag in CONSTANT_TAGS:
                 continue
             if tag in self.described:
                 self.writer.add_scalar(tag, value, step)

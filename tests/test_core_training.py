@@ -361,11 +361,13 @@ def test_halfcheetah_dir_config_trains_and_logs_returns(tmp_path):
     acc = EventAccumulator(str(run))
     acc.Reload()
     scalars = {tag: [e.value for e in acc.Scalars(tag)] for tag in
-               ("returns/pre_adapt", "returns/post_adapt", "returns/post_minus_pre", "tasks/count",
-                "tasks/steps_per_episode")}
+               ("returns/pre_adapt", "returns/post_adapt", "returns/post_minus_pre", "tasks/steps_per_episode")}
     assert all(len(v) == 2 and np.all(np.isfinite(v)) for v in scalars.values())
-    # the config's family and the overrides were used: 2 tasks, 20 steps (HalfCheetah never terminates)
-    assert scalars["tasks/count"] == [2.0, 2.0] and scalars["tasks/steps_per_episode"] == [20.0, 20.0]
+    # the config's family and the overrides were used: 2 tasks (a constant: logged once, in the constants
+    # text), 20 steps (HalfCheetah never terminates)
+    (constants,) = acc.Tensors("constants/text_summary")
+    assert "|tasks/count|2|" in constants.tensor_proto.string_val[0].decode()
+    assert "tasks/count" not in acc.Tags()["scalars"] and scalars["tasks/steps_per_episode"] == [20.0, 20.0]
     np.testing.assert_allclose(scalars["returns/post_minus_pre"],
                                np.subtract(scalars["returns/post_adapt"], scalars["returns/pre_adapt"]), rtol=1e-5)
     cfg, family, learner, iteration = load_run(run)

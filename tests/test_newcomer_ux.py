@@ -182,8 +182,7 @@ def test_adaptation_curve_is_a_text_table_at_the_checkpoint_iteration(tmp_path):
     assert event.step == 7
     table = event.tensor_proto.string_val[0].decode()
     assert "|2|-7.250|0.125|" in table and "1 held-out tasks" in table
-    assert acc.SummaryMetadata("eval/adaptation_return").summary_description == tblog.description(
-        "eval/adaptation_return")
+    assert not acc.Tags()["scalars"]  # no series on an inner-step axis
 
 
 def test_every_logged_tag_pattern_has_a_description():
