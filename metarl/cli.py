@@ -209,9 +209,10 @@ def _check_family(cfg: Any) -> None:
     """Build the configured family once (its constructor sees ``env.kwargs``) and the learner on it (an outer
     loop or rule may refuse the policy's size, e.g. es.method: cma on too many numbers) before anything is
     written."""
-    from metarl.run import build_family, build_learner
+    from metarl.run import build_family, build_learner, learner_device
 
     try:
+        learner_device(cfg)  # device: cuda on a machine without CUDA (a ConfigError, a ValueError)
         family = build_family(cfg)
     except (ValueError, TypeError, KeyError) as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

@@ -92,8 +92,9 @@ class Trainer:
         self.run_dir = Path(run_dir)
         rd = RunDir(self.run_dir)
         self.ckpt_dir = rd.checkpoints
+        self.device = run.learner_device(cfg)  # first: a CUDA device this machine lacks stops here
         self.family = run.build_family(cfg)
-        self.learner = run.build_learner(cfg, self.family)
+        self.learner = run.build_learner(cfg, self.family, self.device)
         self.start_iteration = 0
         self.rejected_steps = 0
         self.consecutive_rejections = 0
@@ -126,7 +127,8 @@ class Trainer:
         t0 = time.perf_counter()
         tasks = self.tasks_for(iteration)
         if cfg.algo.inner_steps == 0:  # no adaptation (pretrained / oracle baselines): one batch, train = valid
-            train = self.sampler.sample(tasks, learner.policy.params(), b, derive_seed(cfg.seed, VALID, iteration))
+            train = self.sampler.sample(tasks, learner.policy.params(), b,
+                                        derive_seed(cfg.seed, VALID, iteration)).to(self.device)
             t_sample = time.perf_counter() - t0
             t3 = time.perf_counter()
             train_adv = learner.advantages(train)
@@ -137,7 +139,8 @@ class Trainer:
                                t0, t_sample, 0.0, time.perf_counter() - t3)
             res.scalars.update(success_scalars(train, train))
             return res
-        train = self.sampler.sample(tasks, learner.policy.params(), b, derive_seed(cfg.seed, TRAIN, iteration))
+        train = self.sampler.sample(tasks, learner.policy.params(), b,
+                                    derive_seed(cfg.seed, TRAIN, iteration)).to(self.device)
         t_train = time.perf_counter() - t0
 
         t1 = time.perf_counter()
@@ -148,7 +151,8 @@ class Trainer:
 
         t2 = time.perf_counter()
         finite = all(bool(torch.isfinite(v).all()) for v in adapted.values())
-        valid = self.sampler.sample(tasks, adapted, b, derive_seed(cfg.seed, VALID, iteration)) if finite else None
+        valid = (self.sampler.sample(tasks, adapted, b, derive_seed(cfg.seed, VALID, iteration)).to(self.device)
+                 if finite else None)
         t_valid = time.perf_counter() - t2
 
         t3 = time.perf_counter()
@@ -264,7 +268,7 @@ class Trainer:
                 table = "|key|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in flat_dict(to_dict(cfg)).items())
                 self.writer.add_text("hyperparameters", table, 0)
                 write_hparams(self.writer, cfg)
-            manifest.start(self.run_dir, env=cfg.env)
+            manifest.start(self.run_dir, env=cfg.env, device=self.device)
         status = "failed"
         iteration = self.start_iteration
         # What the iteration in flight started from (learner state, rejection counters); None between
