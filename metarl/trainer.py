@@ -179,7 +179,12 @@ class Trainer:
             return {}
         assert self.sampler is not None
         seed = derive_seed(self.cfg.seed, OUTER_ROLLOUTS, iteration)
-        return {"rollouts": Rollouts(self.sampler.sample, tasks, self.cfg.algo.episodes_per_task, iteration, seed)}
+        return {"rollouts": Rollouts(self._sample_to_device, tasks, self.cfg.algo.episodes_per_task, iteration, seed)}
+
+    def _sample_to_device(self, tasks: list[Any], params: Any, episodes: int, seed: int) -> EpisodeBatch:
+        """The sampler's episodes (CPU) moved once to the learner's device."""
+        assert self.sampler is not None
+        return self.sampler.sample(tasks, params, episodes, seed).to(self.device)
 
     def _result(self, iteration: int, tasks: list[dict[str, Any]], train: EpisodeBatch, post: float, env_steps: int,
                 step_scalars: dict[str, float], t0: float, sampling_s: float, t_adapt: float,
