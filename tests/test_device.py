@@ -272,3 +272,31 @@ def test_device_cpu_is_bit_identical_to_a_run_without_the_key(tmp_path, algo):
     for returns, meta in runs.values():
         assert returns == base_returns
         assert meta.keys() == base_meta.keys() and all(torch.equal(meta[k], base_meta[k]) for k in meta)
+
+
+# -- benchmarks/bench_device.py ----------------------------------------------------------------
+
+def test_bench_device_says_plainly_when_there_is_no_cuda(monkeypatch, capsys):
+    from benchmarks import bench_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr("sys.argv", ["bench_device.py"])
+    assert bench_device.main() == 0
+    assert capsys.readouterr().out.startswith("no CUDA here: torch")
+
+
+def test_bench_device_runs_and_compares_returns():
+    import argparse
+
+    from benchmarks import bench_device
+
+    args = argparse.Namespace(family="Navigation2D", tasks=2, episodes=2, horizon=10, backend="serial", workers=1,
+                              iterations=2, seed=3)
+    cpu = bench_device.run(args, "cpu")
+    assert len(cpu) == 2 and set(cpu[0]) == set(bench_device.KEYS)
+    assert bench_device.off_tolerance(cpu, cpu, 1e-2) == []
+    drifted = [dict(r) for r in cpu]
+    drifted[0]["returns/pre_adapt"] += 1e-9  # iteration 0's pre-adaptation return must be exact
+    drifted[1]["returns/post_adapt"] *= 1.5
+    bad = bench_device.off_tolerance(cpu, drifted, 1e-2)
+    assert len(bad) == 2 and "must be equal" in bad[0] and "rtol 0.01" in bad[1]
