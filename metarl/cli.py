@@ -226,7 +226,7 @@ def _check_family(cfg: Any) -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from metarl import wandb_mirror
-    from metarl.config import ConfigError, load_config
+    from metarl.config import ConfigError, load_config, resolve_device
     from metarl.rundir import RunDir, RunDirError
 
     modules = getattr(args, "module", [])
@@ -239,6 +239,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         try:
             cfg = rd.resume_config(args.iterations)
             wandb_mirror.check(cfg)
+            resolve_device(cfg.device)  # a run that asked for cuda, resumed on a machine without it
         except ConfigError as e:
             raise UsageError(str(e)) from None
         rd.record_modules(modules)

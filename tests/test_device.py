@@ -153,6 +153,21 @@ def test_cli_device_cuda_without_cuda_exits_2_with_one_line_and_writes_nothing(t
     assert not (tmp_path / "runs").exists()
 
 
+def test_resuming_a_cuda_run_without_cuda_exits_2_with_one_line_and_changes_nothing(tmp_path, capsys, monkeypatch):
+    run = tmp_path / "run"
+    sets = [a for s in [*SMALL, "iterations=1"] for a in ("--set", s)]
+    assert main(["train", NAV_CONFIG, *sets, "--run-dir", str(run), "--no-progress"]) == 0
+    config = run / "config.yaml"
+    config.write_text(config.read_text().replace("device: auto", "device: cuda"))
+    before = {p: p.stat().st_mtime_ns for p in run.rglob("*")}
+    capsys.readouterr()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert main(["train", "--resume", str(run), "--iterations", "2", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "device: cuda asked for, but torch sees no CUDA device here" in err
+    assert {p: p.stat().st_mtime_ns for p in run.rglob("*")} == before
+
+
 def test_the_trainer_refuses_a_missing_cuda_before_writing(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     run = tmp_path / "run"
