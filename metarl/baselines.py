@@ -24,7 +24,7 @@ from metarl.episodes import EpisodeBatch, discounted_returns
 def features(obs: Tensor, mask: Tensor) -> Tensor:
     """``(N, T, B, 2*obs_dim + 4)`` features; zero rows where ``mask`` is 0."""
     n, t, b, _ = obs.shape
-    time = (torch.arange(t, dtype=obs.dtype) / 100.0).view(1, t, 1, 1).expand(n, t, b, 1)
+    time = (torch.arange(t, dtype=obs.dtype, device=obs.device) / 100.0).view(1, t, 1, 1).expand(n, t, b, 1)
     feats = torch.cat([obs, obs * obs, time, time**2, time**3, torch.ones_like(time)], dim=-1)
     return feats * mask.unsqueeze(-1)
 
@@ -42,8 +42,8 @@ def regression_data(batch: EpisodeBatch, gamma: float) -> tuple[Tensor, Tensor]:
 def stacked_lstsq(x: Tensor, y: Tensor, reg: float, driver: str | None = None) -> Tensor:
     """Ridge weights ``(N, F, 1)`` as least squares on ``[X; sqrt(reg) I] w = [y; 0]`` (no ``XᵀX`` formed)."""
     n, _, f = x.shape
-    a = torch.cat([x, (reg**0.5) * torch.eye(f, dtype=x.dtype).expand(n, f, f)], dim=1)
-    rhs = torch.cat([y, torch.zeros(n, f, 1, dtype=y.dtype)], dim=1)
+    a = torch.cat([x, (reg**0.5) * torch.eye(f, dtype=x.dtype, device=x.device).expand(n, f, f)], dim=1)
+    rhs = torch.cat([y, torch.zeros(n, f, 1, dtype=y.dtype, device=y.device)], dim=1)
     return torch.linalg.lstsq(a, rhs, driver=driver).solution
 
 
@@ -51,7 +51,7 @@ def ridge_weights(x: Tensor, y: Tensor, reg: float) -> Tensor:
     """Ridge weights ``(N, F, 1)`` from ``(XᵀX + reg I) w = Xᵀy`` by Cholesky; the tasks whose matrix
     Cholesky rejects go to :func:`stacked_lstsq` with SVD (sound where ``X`` is rank-deficient)."""
     xt = x.transpose(1, 2)
-    chol, info = torch.linalg.cholesky_ex(xt @ x + reg * torch.eye(x.shape[-1], dtype=x.dtype))
+    chol, info = torch.linalg.cholesky_ex(xt @ x + reg * torch.eye(x.shape[-1], dtype=x.dtype, device=x.device))
     w = torch.cholesky_solve(xt @ y, chol)
     singular = info != 0
     if singular.any():

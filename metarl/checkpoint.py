@@ -35,20 +35,34 @@ def iteration_of(name: str) -> int | None:
     return int(m[1]) if m else None
 
 
+def on_cpu(state: Any) -> Any:
+    """``state`` with every tensor (in nested dicts, lists and tuples) as a CPU tensor: what a checkpoint holds,
+    whatever device the learner ran on, so that it loads on a machine without that device."""
+    if isinstance(state, torch.Tensor):
+        return state.cpu()
+    if isinstance(state, dict):
+        return type(state)((k, on_cpu(v)) for k, v in state.items())
+    if isinstance(state, list | tuple):
+        return type(state)(on_cpu(v) for v in state)
+    return state
+
+
 def save(ckpt_dir: Path, iteration: int, state: dict[str, Any]) -> Path:
-    """Write ``state`` as ``ckpt_dir/iter_{iteration:06d}.pt`` and point ``latest`` at it."""
+    """Write ``state`` (its tensors as CPU tensors) as ``ckpt_dir/iter_{iteration:06d}.pt`` and point ``latest``
+    at it."""
     path = ckpt_dir / file_name(iteration)
     buf = io.BytesIO()
-    torch.save(state, buf)
+    torch.save(on_cpu(state), buf)
     atomic_write(path, buf.getvalue())
     atomic_write(ckpt_dir / LATEST, path.name + "\n")
     return path
 
 
 def save_best(ckpt_dir: Path, state: dict[str, Any]) -> Path:
-    """Write ``state`` (with its ``best_return``) as ``ckpt_dir/best.pt``; the ``latest`` pointer is not moved."""
+    """Write ``state`` (with its ``best_return``; tensors on CPU) as ``ckpt_dir/best.pt``; the ``latest`` pointer
+    is not moved."""
     buf = io.BytesIO()
-    torch.save(state, buf)
+    torch.save(on_cpu(state), buf)
     return atomic_write(Path(ckpt_dir) / BEST, buf.getvalue())
 
 

@@ -225,9 +225,10 @@ def _check_family(cfg: Any) -> None:
     """Build the configured family once (its constructor sees ``env.kwargs``) and the learner on it (an outer
     loop or rule may refuse the policy's size, e.g. es.method: cma on too many numbers) before anything is
     written."""
-    from metarl.run import build_family, build_learner
+    from metarl.run import build_family, build_learner, learner_device
 
     try:
+        learner_device(cfg)  # device: cuda on a machine without CUDA (a ConfigError, a ValueError)
         family = build_family(cfg)
     except (ValueError, TypeError, KeyError) as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
@@ -241,7 +242,7 @@ def _check_family(cfg: Any) -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from metarl import wandb_mirror
-    from metarl.config import ConfigError, load_config
+    from metarl.config import ConfigError, load_config, resolve_device
     from metarl.rundir import RunDir, RunDirError
 
     modules = getattr(args, "module", [])
@@ -254,6 +255,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         try:
             cfg = rd.resume_config(args.iterations)
             wandb_mirror.check(cfg)
+            resolve_device(cfg.device)  # a run that asked for cuda, resumed on a machine without it
         except ConfigError as e:
             raise UsageError(str(e)) from None
         if args.print_config:

@@ -27,12 +27,14 @@ import dataclasses
 import difflib
 import math
 import os
+import re
 import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 import yaml
 
 from metarl import inputs
@@ -134,6 +136,10 @@ class Config:
     """Meta-iterations."""
     seed: int = 1
     """Seed of the policy initialisation, task sampling and rollouts."""
+    device: str = "auto"
+    """Where the learner runs (inner loop, outer step, baseline fit): auto (CUDA when available, else CPU) | cpu |
+    cuda | cuda:N. Workers always sample on CPU; checkpoints hold CPU tensors, so a run evaluates and resumes
+    anywhere (a run whose config says cuda resumes on a CPU-only machine once its config.yaml says auto or cpu)."""
     log: LogConfig = field(default_factory=LogConfig)
     sections: dataclasses.InitVar[dict[str, Any] | None] = None
     """Component settings by section name (``trpo``, ``proximal``, a ``--module`` rule's): the selected
@@ -373,6 +379,7 @@ def validate(cfg: Config) -> Config:
     a, p, s = cfg.algo, cfg.policy, cfg.sampler
     need(cfg.iterations >= 0, "iterations", cfg.iterations, "must be >= 0")
     need(0 <= cfg.seed < 2**64, "seed", cfg.seed, "must be in [0, 2**64)")
+    need(DEVICE_FORM.fullmatch(cfg.device) is not None, "device", cfg.device, "must be auto, cpu, cuda or cuda:N")
     need(bool(cfg.name) and "/" not in cfg.name, "name", cfg.name, "must be a non-empty name without '/'")
     need(cfg.env.horizon is None or cfg.env.horizon >= 1, "env.horizon", cfg.env.horizon, "must be >= 1")
     need(len(p.hidden_sizes) >= 1 and all(h >= 1 for h in p.hidden_sizes), "policy.hidden_sizes",
@@ -425,6 +432,32 @@ def validate(cfg: Config) -> Config:
     except ValueError as e:
         raise ConfigError(str(e)) from None
     return cfg
+
+
+DEVICE_FORM = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
+"""The forms of ``device``."""
+
+
+def resolve_device(spec: str) -> torch.device:
+    """The learner's device for ``device: spec``: auto is CUDA (device 0) when torch sees one, else CPU.
+
+    ``cuda`` or ``cuda:N`` on a machine without CUDA (or without device N) is a :class:`ConfigError` (one line),
+    raised before anything is written. Only the training path calls this: reading a run's config (evaluation,
+    analysis) never needs its device, so a run trained on a GPU evaluates on a CPU-only machine."""
+    if DEVICE_FORM.fullmatch(spec) is None:
+        raise ConfigError(f"device: must be auto, cpu, cuda or cuda:N, got {_fmt(spec)}")
+    if spec == "cpu":
+        return torch.device("cpu")
+    available = torch.cuda.is_available()
+    if spec == "auto":
+        return torch.device("cuda", 0) if available else torch.device("cpu")
+    if not available:
+        raise ConfigError(f"device: {spec} asked for, but torch sees no CUDA device here (use device=auto or cpu)")
+    index = int(spec.split(":")[1]) if ":" in spec else 0
+    count = torch.cuda.device_count()
+    if index >= count:
+        raise ConfigError(f"device: {spec} asked for, but torch sees {count} CUDA device(s) here")
+    return torch.device("cuda", index)
 
 
 MAX_HORIZON = 100_000

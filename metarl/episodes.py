@@ -40,6 +40,14 @@ class EpisodeBatch:
         return EpisodeBatch(self.obs[s], self.actions[s], self.rewards[s], self.mask[s],
                             None if self.success is None else self.success[s])
 
+    def to(self, device: torch.device | str) -> EpisodeBatch:
+        """The batch on ``device`` (the same object's tensors where they are there already: no copy on CPU)."""
+        if all(t.device == torch.device(device) for t in (self.obs, self.actions, self.rewards, self.mask)) and (
+                self.success is None or self.success.device == torch.device(device)):
+            return self
+        return EpisodeBatch(self.obs.to(device), self.actions.to(device), self.rewards.to(device),
+                            self.mask.to(device), None if self.success is None else self.success.to(device))
+
     def flat_obs(self) -> Tensor:
         """``(N, T*B, obs_dim)``."""
         n, t, b, d = self.obs.shape
@@ -60,18 +68,18 @@ class EpisodeBatch:
         return (self.success * self.mask).amax(1)
 
 
-def discount_matrix(horizon: int, factor: float, dtype: torch.dtype = torch.float32) -> Tensor:
-    """``D[t, s] = factor**(s - t)`` for ``s >= t``, else 0: ``(T, T)``."""
-    idx = torch.arange(horizon, dtype=torch.float64)
+def discount_matrix(horizon: int, factor: float, dtype: torch.dtype = torch.float32,
+                    device: torch.device | str | None = None) -> Tensor:
+    """``D[t, s] = factor**(s - t)`` for ``s >= t``, else 0: ``(T, T)`` on ``device`` (CPU by default)."""
+    idx = torch.arange(horizon, dtype=torch.float64, device=device)
     power = idx[None, :] - idx[:, None]
-    d = torch.where(power >= 0, torch.tensor(float(factor), dtype=torch.float64) ** power.clamp(min=0),
-                    torch.zeros((), dtype=torch.float64))
+    d = torch.where(power >= 0, idx.new_tensor(float(factor)) ** power.clamp(min=0), idx.new_zeros(()))
     return d.to(dtype)
 
 
 def discounted_returns(rewards: Tensor, mask: Tensor, gamma: float) -> Tensor:
     """Reward-to-go ``G_t = sum_{s>=t} gamma^(s-t) r_s`` per step: ``(N, T, B)``."""
-    d = discount_matrix(rewards.shape[1], gamma, rewards.dtype)
+    d = discount_matrix(rewards.shape[1], gamma, rewards.dtype, rewards.device)
     return torch.einsum("ts,nsb->ntb", d, rewards * mask) * mask
 
 
@@ -84,7 +92,7 @@ def gae(rewards: Tensor, values: Tensor, mask: Tensor, gamma: float, lam: float)
     v = values * mask
     next_v = torch.cat([v[:, 1:], torch.zeros_like(v[:, :1])], dim=1)
     deltas = (rewards + gamma * next_v - v) * mask
-    d = discount_matrix(rewards.shape[1], gamma * lam, rewards.dtype)
+    d = discount_matrix(rewards.shape[1], gamma * lam, rewards.dtype, rewards.device)
     return torch.einsum("ts,nsb->ntb", d, deltas) * mask
 
 

@@ -81,7 +81,19 @@ def family_provenance(env: Any) -> dict[str, Any] | None:
     return {"name": name, **provenance(**(env.kwargs or {}))}
 
 
-def session(argv: list[str] | None = None, env: Any = None) -> dict[str, Any]:
+def device_record(device: Any) -> str | None:
+    """The learner's device as the manifest records it: ``cpu``, or ``cuda:N (the card's name)``."""
+    if device is None:
+        return None
+    text = str(device)
+    if text.startswith("cuda"):
+        import torch
+
+        text += f" ({torch.cuda.get_device_name(device)})"
+    return text
+
+
+def session(argv: list[str] | None = None, env: Any = None, device: Any = None) -> dict[str, Any]:
     return {
         "versions": versions(),
         "family": family_provenance(env) if env is not None else None,
@@ -89,6 +101,7 @@ def session(argv: list[str] | None = None, env: Any = None) -> dict[str, Any]:
         "command": list(sys.argv if argv is None else argv),
         "hostname": socket.gethostname(),
         "cpu_count": os.cpu_count(),
+        "device": device_record(device),
         "start_time": _now(),
         "end_time": None,
         "status": "running",
@@ -100,11 +113,12 @@ def read(run_dir: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) and isinstance(data.get("sessions"), list) else None
 
 
-def start(run_dir: Path, argv: list[str] | None = None, env: Any = None) -> dict[str, Any]:
+def start(run_dir: Path, argv: list[str] | None = None, env: Any = None, device: Any = None) -> dict[str, Any]:
     """Record a new training session in ``RUN_DIR/manifest.json`` (``env``: the run's ``env`` config
-    section, for the family's provenance); returns the manifest."""
+    section, for the family's provenance; ``device``: the learner's device, the one ``device: auto`` chose);
+    returns the manifest."""
     data = read(run_dir) or {"sessions": []}
-    data["sessions"].append(session(argv, env))
+    data["sessions"].append(session(argv, env, device))
     data.update(data["sessions"][-1])  # the top level mirrors the newest session
     atomic_write(Path(run_dir) / FILENAME, json.dumps(data, indent=1) + "\n")
     return data

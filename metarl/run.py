@@ -29,7 +29,7 @@ from envs.oracle import OracleFamily
 from metarl.adaptation import adapt_names
 from metarl.algos import ALGOS, MetaLearner
 from metarl.algos.base import section_name
-from metarl.config import Config
+from metarl.config import Config, resolve_device
 from metarl.episodes import EpisodeBatch
 from metarl.fileio import atomic_write
 from metarl.policies import GaussianMLPPolicy
@@ -68,12 +68,22 @@ def build_family(cfg: Config) -> TaskFamily:
     return OracleFamily.wrap(family) if cfg.env.oracle else family
 
 
-def build_learner(cfg: Config, family: TaskFamily) -> MetaLearner:
-    """Policy (initialised from ``cfg.seed``) and the meta-learner ``algo.name`` for ``cfg``."""
+def build_learner(cfg: Config, family: TaskFamily, device: torch.device | str = "cpu") -> MetaLearner:
+    """Policy (initialised from ``cfg.seed``) and the meta-learner ``algo.name`` for ``cfg``, on ``device``.
+
+    Built on CPU (the same initial parameters on every device) and then moved. Training passes the run's
+    :func:`learner_device`; evaluation and analysis keep the default CPU, wherever the run was trained."""
     torch.manual_seed(cfg.seed)
     policy = GaussianMLPPolicy(family.obs_dim, family.act_dim, cfg.policy.hidden_sizes, cfg.policy.activation,
                                cfg.policy.init_log_std, cfg.policy.context_size if cfg.policy.adapt == "context" else 0)
-    return ALGOS[cfg.algo.name].from_config(cfg, policy, adapt_names(policy, cfg.policy.adapt))
+    learner = ALGOS[cfg.algo.name].from_config(cfg, policy, adapt_names(policy, cfg.policy.adapt))
+    return learner.to(device)
+
+
+def learner_device(cfg: Config) -> torch.device:
+    """The device the run's learner trains on (``cfg.device``; :class:`metarl.config.ConfigError` for a
+    CUDA device this machine lacks)."""
+    return resolve_device(cfg.device)
 
 
 def build_sampler(cfg: Config, family: TaskFamily, policy: GaussianMLPPolicy) -> Sampler:

@@ -26,7 +26,7 @@ def task_success_rates(batch: EpisodeBatch) -> np.ndarray:
     per_episode = batch.episode_success()
     if per_episode is None:
         raise ValueError("these episodes carry no success flags (the family does not report info['success'])")
-    return per_episode.double().mean(1).numpy()
+    return per_episode.double().mean(1).cpu().numpy()
 
 
 def mean_and_stderr(values: np.ndarray) -> tuple[float, float]:

@@ -93,8 +93,9 @@ class Trainer:
         self.run_dir = Path(run_dir)
         rd = RunDir(self.run_dir)
         self.ckpt_dir = rd.checkpoints
+        self.device = run.learner_device(cfg)  # first: a CUDA device this machine lacks stops here
         self.family = run.build_family(cfg)
-        self.learner = run.build_learner(cfg, self.family)
+        self.learner = run.build_learner(cfg, self.family, self.device)
         self.start_iteration = 0
         self.rejected_steps = 0
         self.consecutive_rejections = 0
@@ -127,7 +128,8 @@ class Trainer:
         t0 = time.perf_counter()
         tasks = self.tasks_for(iteration)
         if cfg.algo.inner_steps == 0:  # no adaptation (pretrained / oracle baselines): one batch, train = valid
-            train = self.sampler.sample(tasks, learner.policy.params(), b, derive_seed(cfg.seed, VALID, iteration))
+            train = self.sampler.sample(tasks, learner.policy.params(), b,
+                                        derive_seed(cfg.seed, VALID, iteration)).to(self.device)
             t_sample = time.perf_counter() - t0
             t3 = time.perf_counter()
             train_adv = learner.advantages(train)
@@ -138,7 +140,8 @@ class Trainer:
                                t0, t_sample, 0.0, time.perf_counter() - t3)
             res.scalars.update(success_scalars(train, train))
             return res
-        train = self.sampler.sample(tasks, learner.policy.params(), b, derive_seed(cfg.seed, TRAIN, iteration))
+        train = self.sampler.sample(tasks, learner.policy.params(), b,
+                                    derive_seed(cfg.seed, TRAIN, iteration)).to(self.device)
         t_train = time.perf_counter() - t0
 
         t1 = time.perf_counter()
@@ -149,7 +152,8 @@ class Trainer:
 
         t2 = time.perf_counter()
         finite = all(bool(torch.isfinite(v).all()) for v in adapted.values())
-        valid = self.sampler.sample(tasks, adapted, b, derive_seed(cfg.seed, VALID, iteration)) if finite else None
+        valid = (self.sampler.sample(tasks, adapted, b, derive_seed(cfg.seed, VALID, iteration)).to(self.device)
+                 if finite else None)
         t_valid = time.perf_counter() - t2
 
         t3 = time.perf_counter()
@@ -176,7 +180,12 @@ class Trainer:
             return {}
         assert self.sampler is not None
         seed = derive_seed(self.cfg.seed, OUTER_ROLLOUTS, iteration)
-        return {"rollouts": Rollouts(self.sampler.sample, tasks, self.cfg.algo.episodes_per_task, iteration, seed)}
+        return {"rollouts": Rollouts(self._sample_to_device, tasks, self.cfg.algo.episodes_per_task, iteration, seed)}
+
+    def _sample_to_device(self, tasks: list[Any], params: Any, episodes: int, seed: int) -> EpisodeBatch:
+        """The sampler's episodes (CPU) moved once to the learner's device."""
+        assert self.sampler is not None
+        return self.sampler.sample(tasks, params, episodes, seed).to(self.device)
 
     def _result(self, iteration: int, tasks: list[dict[str, Any]], train: EpisodeBatch, post: float, env_steps: int,
                 step_scalars: dict[str, float], t0: float, sampling_s: float, t_adapt: float,
@@ -267,7 +276,7 @@ class Trainer:
                 write_hparams(self.writer, cfg)
                 tblog.write_layout(self.writer)  # the Custom Scalars tab: the headline first
             scalar_log = tblog.ScalarLog(self.writer)
-            manifest.start(self.run_dir, env=cfg.env)
+            manifest.start(self.run_dir, env=cfg.env, device=self.device)
         status = "failed"
         iteration = self.start_iteration
         # What the iteration in flight started from (learner state, rejection counters); None between

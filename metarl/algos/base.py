@@ -190,6 +190,30 @@ class MetaLearner(LearnerSettings, abc.ABC):
                          if rule.Settings is not None and rule_section and hasattr(cfg, rule_section) else None)
         return cls(policy, adapt_names, **learner_kwargs(cfg.algo), inner_settings=rule_settings, **own)
 
+    # -- the device -----------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        """Where the meta-parameters live, and so the inner loop, the outer step and the baseline fit."""
+        return next(iter(self.meta_params().values())).device
+
+    def to(self, device: torch.device | str) -> MetaLearner:
+        """Move the meta-parameters (the policy's and the rule's) and the outer loop's own tensors
+        (:meth:`_move_state`) to ``device``; returns ``self``.
+
+        A learner is built on CPU (the same initialisation from the same seed on every device) and then moved:
+        the policy by ``nn.Module.to``, the rule's tensors replaced by leaves on ``device``. A no-op where they
+        are already there."""
+        device = torch.device(device)
+        self.policy.to(device)
+        self.rule_params = OrderedDict(
+            (k, v if v.device == device else v.detach().to(device).requires_grad_(v.requires_grad))
+            for k, v in self.rule_params.items())
+        self._move_state(device)
+        return self
+
+    def _move_state(self, device: torch.device) -> None:
+        """Move the outer loop's own tensors (optimizer moments) to ``device``; none by default."""
+
     # -- the rule's tensors under their older names ---------------------------------
     @property
     def lr_params(self) -> dict[str, Tensor]:

@@ -183,7 +183,8 @@ class OpenES:
 
     def state(self) -> dict[str, Tensor]:
         return {"mean": torch.from_numpy(self.mean.copy()), "adam_m": torch.from_numpy(self.m.copy()),
-                "adam_v": torch.from_numpy(self.v.copy()), "adam_t": torch.tensor(self.t, dtype=torch.int64)}
+                "adam_v": torch.from_numpy(self.v.copy()),
+                "adam_t": torch.tensor(self.t, dtype=torch.int64, device="cpu")}  # the search's own state: CPU
 
     def load(self, state: Mapping[str, Tensor]) -> None:
         self.mean = state["mean"].double().numpy().copy()
@@ -257,12 +258,13 @@ class ESLearner(MetaLearner):
     # -- the searched vector ------------------------------------------------------------
     def vector(self) -> np.ndarray:
         meta = self.meta_params()
-        return flatten(OrderedDict((k, meta[k].detach()) for k in self.searched)).double().numpy()
+        return flatten(OrderedDict((k, meta[k].detach()) for k in self.searched)).double().cpu().numpy()
 
     def with_vector(self, x: np.ndarray) -> dict[str, Tensor]:
         meta = OrderedDict((k, v.detach()) for k, v in self.meta_params().items())
         like = OrderedDict((k, meta[k]) for k in self.searched)
-        meta.update(unflatten(torch.as_tensor(x, dtype=next(iter(like.values())).dtype), like))
+        first = next(iter(like.values()))
+        meta.update(unflatten(torch.as_tensor(x, dtype=first.dtype, device=first.device), like))
         return meta
 
     def _searcher(self) -> CMASearch | OpenES:

@@ -158,6 +158,10 @@ class ProximalLearner(MetaLearner):
         self.adam_step = 0
         self.kl_coef = float(self.proximal.kl_coef)
 
+    def _move_state(self, device: torch.device) -> None:
+        self.adam_m = OrderedDict((k, t.to(device)) for k, t in self.adam_m.items())
+        self.adam_v = OrderedDict((k, t.to(device)) for k, t in self.adam_v.items())
+
     # -- checkpointed state ----------------------------------------------------------
     def state_dict(self) -> dict[str, Tensor]:
         out = super().state_dict()
@@ -165,8 +169,8 @@ class ProximalLearner(MetaLearner):
             out[f"{STATE_PREFIX}adam_m/{k}"] = t.clone()
         for k, t in self.adam_v.items():
             out[f"{STATE_PREFIX}adam_v/{k}"] = t.clone()
-        out[f"{STATE_PREFIX}adam_step"] = torch.tensor(self.adam_step, dtype=torch.int64)
-        out[f"{STATE_PREFIX}kl_coef"] = torch.tensor(self.kl_coef, dtype=torch.float64)
+        out[f"{STATE_PREFIX}adam_step"] = torch.tensor(self.adam_step, dtype=torch.int64, device="cpu")  # counters
+        out[f"{STATE_PREFIX}kl_coef"] = torch.tensor(self.kl_coef, dtype=torch.float64, device="cpu")
         return out
 
     def load_state_dict(self, state: Mapping[str, Tensor]) -> None:

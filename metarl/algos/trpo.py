@@ -77,7 +77,7 @@ def line_search(
     for k in range(max_steps):
         candidate = old_params + (backtrack**k) * full_step
         loss, kl = evaluate(candidate)
-        finite = bool(torch.isfinite(torch.tensor([loss, kl])).all())
+        finite = bool(torch.isfinite(old_params.new_tensor([loss, kl], dtype=torch.get_default_dtype())).all())
         if finite and loss < old_loss and kl <= max_kl:
             return LineSearchResult(True, k + 1, loss, kl, candidate)
     return LineSearchResult(False, max_steps, loss, kl, old_params.clone())

@@ -53,11 +53,13 @@ class BLURSettings:
         need(1 <= self.states <= MAX_STATES, "states", self.states, f"must be in [1, {MAX_STATES}]")
 
 
-def gradient_genome(k: int, dtype: torch.dtype = torch.float32) -> dict[str, Tensor]:
-    """The genome whose inner step is the plain gradient step."""
-    e0 = torch.zeros(k, dtype=dtype)
+def gradient_genome(k: int, dtype: torch.dtype = torch.float32,
+                    device: torch.device | str | None = None) -> dict[str, Tensor]:
+    """The genome whose inner step is the plain gradient step (on ``device``, CPU by default)."""
+    e0 = torch.zeros(k, dtype=dtype, device=device)
     e0[0] = 1.0
-    return OrderedDict([("forward", torch.eye(k, dtype=dtype)), ("backward", torch.eye(k, dtype=dtype)),
+    return OrderedDict([("forward", torch.eye(k, dtype=dtype, device=device)),
+                        ("backward", torch.eye(k, dtype=dtype, device=device)),
                         ("hebbian", torch.outer(e0, e0)), ("inject", e0)])
 
 
@@ -93,7 +95,7 @@ class BLURStep:
         error = grads[0]  # (N, M, act_dim): the policy-gradient signal at the output
         forward, backward, hebbian, inject = (self.g[k] for k in GENOME)
         k = forward.shape[0]
-        e0 = torch.zeros(k, dtype=obs.dtype)
+        e0 = torch.zeros(k, dtype=obs.dtype, device=obs.device)
         e0[0] = 1.0
         layers = policy.layer_names()
         pres, pre_acts = [], []
@@ -139,7 +141,9 @@ class BLUR(InnerUpdate):
 
     def init_params(self, params: Mapping[str, Tensor], names: Sequence[str]) -> dict[str, Tensor]:
         dtype = next(iter(params.values())).dtype if params else torch.get_default_dtype()
-        return OrderedDict((k, v.requires_grad_()) for k, v in gradient_genome(self.settings.states, dtype).items())
+        device = next(iter(params.values())).device if params else None
+        return OrderedDict((k, v.requires_grad_())
+                           for k, v in gradient_genome(self.settings.states, dtype, device).items())
 
     def step(self, learned: Mapping[str, Tensor]) -> StepSize:
         return BLURStep(learned, self.inner_lr)
@@ -148,7 +152,8 @@ class BLUR(InnerUpdate):
         """The genome's distance from the gradient genome (0: still the plain gradient step)."""
         if not learned:
             return {}
-        ref = gradient_genome(self.settings.states, next(iter(learned.values())).dtype)
+        first = next(iter(learned.values()))
+        ref = gradient_genome(self.settings.states, first.dtype, first.device)
         dist = torch.sqrt(sum(((learned[k].detach() - ref[k]) ** 2).sum() for k in GENOME))
         return {"blur/genome_distance": float(dist)}
 

@@ -109,6 +109,7 @@ class LSTMOptimizer(InnerUpdate):
         the output layer at zero (with ``residual``) or like the others."""
         hidden = self.settings.hidden_size
         dtype = next(iter(params.values())).dtype if params else torch.get_default_dtype()
+        device = next(iter(params.values())).device if params else None
         bound = 1.0 / math.sqrt(hidden)
         shapes = {"l1/w_ih": (4 * hidden, 2), "l1/w_hh": (4 * hidden, hidden), "l1/bias": (4 * hidden,),
                   "l2/w_ih": (4 * hidden, hidden), "l2/w_hh": (4 * hidden, hidden), "l2/bias": (4 * hidden,),
@@ -116,9 +117,9 @@ class LSTMOptimizer(InnerUpdate):
         out: dict[str, Tensor] = OrderedDict()
         for key, shape in shapes.items():
             if key.startswith("out/") and self.settings.residual:
-                t = torch.zeros(shape, dtype=dtype)
+                t = torch.zeros(shape, dtype=dtype, device=device)
             else:
-                t = torch.empty(shape, dtype=dtype).uniform_(-bound, bound)
+                t = torch.empty(shape, dtype=dtype, device=device).uniform_(-bound, bound)
             out[key] = t.requires_grad_()
         return out
 

@@ -56,7 +56,8 @@ class Sampler(abc.ABC):
         if self._closed:
             raise RuntimeError(f"{type(self).__name__} is closed")
         tasks = list(tasks)
-        stacked = stack_params({k: v.detach() for k, v in params.items()}, self._shapes, len(tasks))
+        # the workers' CPU copies, made once per call (the learner's tensors may live on another device)
+        stacked = stack_params({k: v.detach().cpu() for k, v in params.items()}, self._shapes, len(tasks))
         arrays = {k: v.to(torch.float32).contiguous().numpy() for k, v in stacked.items()}
         shards = split_grid(len(tasks), episodes_per_task, self.num_workers)
         start = time.perf_counter()
