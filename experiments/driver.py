@@ -29,12 +29,12 @@ def seconds_per_iteration(cfg: Any) -> float:
     return results[-1].scalars["time/iteration_s"]
 
 
-def train(cfg: Any, run_dir: Path, latest_only: bool = False) -> None:
+def train(cfg: Any, run_dir: Path, latest_only: bool = False, progress: bool = True) -> None:
     """Train ``cfg`` in ``run_dir``: skip if finished, resume if interrupted, extend if the budget grew.
 
     ``latest_only`` keeps only the latest checkpoint and those of the budgets
     the run finished before it was extended (the released runs of ``results/``
-    are committed that way)."""
+    are committed that way); ``progress``: a progress bar."""
     from tqdm import tqdm
 
     from metarl.trainer import Trainer
@@ -48,7 +48,8 @@ def train(cfg: Any, run_dir: Path, latest_only: bool = False) -> None:
         print(f"  {run_dir.name}: extending from {plan.done} to {cfg.iterations} iterations; its evaluation at "
               f"{plan.done} is kept in eval/{plan.archived.name}/ with that checkpoint")
     trainer = Trainer(plan.cfg, run_dir, resume=plan.resume)
-    with tqdm(total=cfg.iterations, initial=trainer.start_iteration, desc=run_dir.name, unit="it") as bar:
+    with tqdm(total=cfg.iterations, initial=trainer.start_iteration, desc=run_dir.name, unit="it",
+              disable=not progress) as bar:
         def tick(r: Any) -> None:
             bar.set_postfix(pre=f"{r.scalars['returns/pre_adapt']:.1f}", post=f"{r.scalars['returns/post_adapt']:.1f}")
             bar.update(1)
@@ -136,8 +137,15 @@ def train_and_evaluate(args: Any, jobs: list[tuple[Any, Path]], steps: int, anal
     eval_tasks, eval_seed = args.eval_tasks, args.eval_seed
     if not args.no_estimate:
         print_plan(jobs)
+    as_tasks = getattr(args, "parallel", 1) > 1 or getattr(args, "ray_address", None)
+    if as_tasks:  # every run trained first, as Ray tasks; then evaluated here
+        from experiments.ray_campaign import train_jobs
+
+        unfinished = train_jobs(jobs, True, args.parallel, args.ray_address)
+        jobs = [(cfg, d) for cfg, d in jobs if d.name not in unfinished]
     for cfg, run_dir in jobs:
-        train(cfg, run_dir, latest_only=True)
+        if not as_tasks:
+            train(cfg, run_dir, latest_only=True)
         for which in (False, True) if best else (False,):
             result = evaluate(run_dir, eval_tasks, steps, eval_seed, best=which)
             print(f"  {run_dir.name}: {'best iteration ' + str(result['iteration']) if which else 'final'}, "

@@ -333,6 +333,13 @@ def main(argv: list[str] | None = None) -> int:
         s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="extra config override for every run, e.g. sampler.backend=local")
         s.add_argument("--no-estimate", action="store_true", help="skip the runtime estimate")
+        if name in ("locomotion", "outer", "depth", "anil2019", "cavia", "rules"):
+            s.add_argument("--parallel", type=int, default=1, metavar="N",
+                           help="train N runs at a time as Ray tasks on this machine (each reserves sampler.workers "
+                                "CPUs, 1 when unset), then evaluate them")
+            s.add_argument("--ray-address", metavar="HOST:PORT",
+                           help="train the runs as Ray tasks on the cluster at HOST:PORT (run directories on storage "
+                                "every node mounts, --root); then evaluate them here")
     sub.choices["anil"].add_argument("--families", nargs="+", default=["Navigation2D", "HalfCheetahDir",
                                                                        "HalfCheetahVel"], choices=FAMILY_CONFIGS)
     sub.choices["maml"].add_argument("--family", default="Navigation2D", choices=FAMILY_CONFIGS)
@@ -377,6 +384,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--ml10-iterations must be >= 1, got {args.ml10_iterations}")
     if args.iterations < 1:
         p.error(f"--iterations must be >= 1, got {args.iterations}")
+    if getattr(args, "parallel", 1) < 1:
+        p.error(f"--parallel must be >= 1, got {args.parallel}")
     t0 = time.time()
     from metarl import signals
 
