@@ -205,10 +205,10 @@ def _import_modules(paths: list[str]) -> None:
 
 # -- commands -----------------------------------------------------------------------
 
-def _check_family(cfg: Any) -> None:
+def _check_family(cfg: Any) -> Any:
     """Build the configured family once (its constructor sees ``env.kwargs``) and the learner on it (an outer
     loop or rule may refuse the policy's size, e.g. es.method: cma on too many numbers) before anything is
-    written."""
+    written; returns that (throwaway) learner."""
     from metarl.run import build_family, build_learner
 
     try:
@@ -217,10 +217,51 @@ def _check_family(cfg: Any) -> None:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UsageError(f"env.kwargs: {cfg.env.family} refuses {cfg.env.kwargs}: {msg[:200]}") from None
     try:
-        build_learner(cfg, family)
+        return build_learner(cfg, family)
     except ValueError as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UsageError(msg[:300]) from None
+
+
+def _check_config(cfg: Any) -> Any:
+    """The validation every command runs on a config before it writes anything, whether the config came from
+    a file (``train CONFIG``, each ``--seeds`` seed) or from a run directory (``--resume``, ``evaluate``,
+    ``analyze``, ``video``): the W&B mirror's settings, then the family and the learner built
+    (:func:`_check_family`); returns the learner."""
+    from metarl import wandb_mirror
+    from metarl.config import ConfigError
+
+    try:
+        wandb_mirror.check(cfg)
+    except ConfigError as e:
+        raise UsageError(str(e)) from None
+    return _check_family(cfg)
+
+
+def _check_resumable(rd: RunDir, iterations: int | None) -> Any:
+    """Everything a resume of ``rd`` reads, checked before anything changes (:meth:`RunDir.check_files`, the
+    config, :func:`_check_config`, an edit of a key the run cannot change, the checkpoint against the learner);
+    returns the config it continues with."""
+    from metarl.config import ConfigError
+    from metarl.rundir import RunDirError
+
+    try:
+        rd.check_files()
+        cfg = rd.resume_config(iterations)
+    except (ConfigError, RunDirError) as e:
+        raise UsageError(str(e)) from None
+    rd.check_checkpoint(_check_config(cfg))
+    return cfg
+
+
+def _lock(rd: RunDir) -> None:
+    """Take ``rd``'s lock (:meth:`RunDir.lock`): another process training in it is a usage error."""
+    from metarl.rundir import RunDirError
+
+    try:
+        rd.lock()
+    except RunDirError as e:
+        raise UsageError(str(e)) from None
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -235,13 +276,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         rd = RunDir(args.resume)
         if not rd.is_run():
             raise UsageError(f"--resume: {str(rd)!r} is not a run directory (no config.yaml)")
+        cfg = _check_resumable(rd, args.iterations)
+        _lock(rd)
         try:
-            cfg = rd.resume_config(args.iterations)
-            wandb_mirror.check(cfg)
-        except ConfigError as e:
-            raise UsageError(str(e)) from None
-        rd.record_modules(modules)
-        return _run_training(cfg, rd.path, resume=True, progress=not args.no_progress)
+            rd.record_modules(modules)
+            return _run_training(cfg, rd.path, resume=True, progress=not args.no_progress)
+        finally:
+            rd.unlock()
 
     if not args.config:
         raise UsageError("train needs a CONFIG file (or --resume RUN_DIR)")
@@ -262,13 +303,16 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"metarl: note: {note}", file=sys.stderr)
     _check_family(cfg)
     try:
-        rd = RunDir.create(cfg, args.run_dir, args.force)
+        rd = RunDir.create(cfg, args.run_dir, args.force)  # locked (RunDir.lock)
     except RunDirError as e:
         raise UsageError(str(e)) from None
-    rd.write_config(cfg)  # first: a run interrupted from here on can be resumed
-    rd.record_modules(modules)
-    _RESUMABLE["run_dir"] = rd.path
-    return _run_training(cfg, rd.path, resume=False, progress=not args.no_progress)
+    try:
+        rd.write_config(cfg)  # first: a run interrupted from here on can be resumed
+        rd.record_modules(modules)
+        _RESUMABLE["run_dir"] = rd.path
+        return _run_training(cfg, rd.path, resume=False, progress=not args.no_progress)
+    finally:
+        rd.unlock()
 
 
 def _train_seeds(args: argparse.Namespace) -> int:
@@ -276,6 +320,7 @@ def _train_seeds(args: argparse.Namespace) -> int:
     from metarl import wandb_mirror
     from metarl.commands import seed_list, seed_runs
     from metarl.config import ConfigError
+    from metarl.rundir import RunDirError
 
     if args.seed is not None:
         raise UsageError("--seeds and --seed exclude each other")
@@ -283,19 +328,31 @@ def _train_seeds(args: argparse.Namespace) -> int:
         raise UsageError("--seeds resumes its own run directories; --force does not apply")
     try:
         jobs = seed_runs(args.config, args.overrides, seed_list(args.seeds), args.run_dir)
-        for _, cfg, _ in jobs:
+        for _, cfg, rd in jobs:
             wandb_mirror.check(cfg)
-    except ConfigError as e:
+            rd.check_files(creatable=True)
+    except (ConfigError, RunDirError) as e:
         raise UsageError(str(e)) from None
+    for _, cfg, rd in jobs:  # every seed checked as train CONFIG and --resume check, before any seed starts
+        _check_config(cfg)
+        done = rd.done_iterations()
+        if done is not None and done < cfg.iterations:  # it resumes with its own config
+            _check_resumable(rd, cfg.iterations)
     for seed, cfg, rd in jobs:
-        plan = rd.prepare_training(cfg)
+        try:
+            plan = rd.prepare_training(cfg)  # locks the seed's directory unless it is finished
+        except RunDirError as e:
+            raise UsageError(str(e)) from None
         if plan.action == "finished":
             print(f"seed {seed}: finished ({plan.done} iterations) in {rd}", file=sys.stderr)
             continue
-        rd.record_modules(getattr(args, "module", []))
-        print(f"seed {seed}: {'resuming at iteration ' + str(plan.done) if plan.resume else 'starting'} in {rd}",
-              file=sys.stderr)
-        rc = _run_training(plan.cfg, rd.path, resume=plan.resume, progress=not args.no_progress)
+        try:
+            rd.record_modules(getattr(args, "module", []))
+            print(f"seed {seed}: {'resuming at iteration ' + str(plan.done) if plan.resume else 'starting'} in "
+                  f"{rd}", file=sys.stderr)
+            rc = _run_training(plan.cfg, rd.path, resume=plan.resume, progress=not args.no_progress)
+        finally:
+            rd.unlock()
         if rc != 0:
             return rc
     return 0
@@ -411,13 +468,17 @@ def _check_run(run_dir: str, iteration: int | str | None = None) -> tuple[RunDir
     into its learner (its recorded modules imported first): the run and the loaded run, for the command to
     use (it is not loaded twice)."""
     from metarl.config import ConfigError
-    from metarl.rundir import RunDir
+    from metarl.rundir import RunDir, RunDirError
 
     rd = RunDir(run_dir)
     if not rd.is_run():
         raise UsageError(f"{str(rd)!r} is not a run directory (no config.yaml)")
     try:
+        rd.check_files()
+        _check_config(rd.config())  # the checks train CONFIG makes, on the run's own config
         return rd, rd.load(iteration)
+    except RunDirError as e:
+        raise UsageError(str(e)) from None
     except ConfigError as e:
         raise UsageError(f"{rd.config_path}: {e}") from None
     except FileNotFoundError as e:

@@ -27,6 +27,7 @@ import dataclasses
 import difflib
 import math
 import os
+import stat
 import types
 import typing
 from collections.abc import Mapping
@@ -522,6 +523,45 @@ def from_dict(data: dict[str, Any], notes: list[str] | None = None) -> Config:
     return validate(_build_config(data))
 
 
+def read_yaml_file(path: str | os.PathLike[str]) -> Any:
+    """The YAML value in ``path``, read with the bounds of :mod:`metarl.inputs` (a regular file of at most
+    ``MAX_CONFIG_BYTES``, UTF-8, no duplicate keys; the tree bounded by :func:`metarl.inputs.check_tree`
+    once loaded by :func:`load_config`); every failure is a one-line :class:`ConfigError` naming ``path``."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO must not block the open
+        try:
+            mode = os.fstat(fd).st_mode
+            if stat.S_ISDIR(mode):
+                raise IsADirectoryError(path)
+            if not stat.S_ISREG(mode):
+                raise ConfigError(f"config path is not a regular file: {path}")
+            with os.fdopen(fd, encoding="utf-8") as f:
+                fd = -1
+                text = f.read(inputs.MAX_CONFIG_BYTES + 1)
+        finally:
+            if fd >= 0:
+                os.close(fd)
+        if len(text) > inputs.MAX_CONFIG_BYTES:
+            raise ConfigError(f"config file is larger than {inputs.MAX_CONFIG_BYTES} bytes: {path}")
+        return inputs.load_yaml(text)
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file is not UTF-8 text: {path}") from None
+    except ValueError as e:
+        if isinstance(e, ConfigError):
+            raise
+        raise ConfigError(f"{path}: {e}") from None
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config path is a directory: {path}") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path}: {e.strerror or e}") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"malformed YAML in {path}{where}") from None
+
+
 def load_config(path: str | os.PathLike[str] | None, overrides: list[str] | None = None,
                 notes: list[str] | None = None) -> Config:
     """Read ``path`` (or the defaults if None), apply ``overrides``, validate.
@@ -530,28 +570,7 @@ def load_config(path: str | os.PathLike[str] | None, overrides: list[str] | None
     one the file or the overrides used is appended to it (the command line prints them)."""
     data: Any = {}
     if path is not None:
-        try:
-            with open(path, encoding="utf-8") as f:
-                text = f.read(inputs.MAX_CONFIG_BYTES + 1)
-            if len(text) > inputs.MAX_CONFIG_BYTES:
-                raise ConfigError(f"config file is larger than {inputs.MAX_CONFIG_BYTES} bytes: {path}")
-            data = inputs.load_yaml(text)
-        except UnicodeDecodeError:
-            raise ConfigError(f"config file is not UTF-8 text: {path}") from None
-        except ValueError as e:
-            if isinstance(e, ConfigError):
-                raise
-            raise ConfigError(f"{path}: {e}") from None
-        except FileNotFoundError:
-            raise ConfigError(f"config file not found: {path}") from None
-        except IsADirectoryError:
-            raise ConfigError(f"config path is a directory: {path}") from None
-        except OSError as e:
-            raise ConfigError(f"cannot read config file {path}: {e.strerror or e}") from None
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            where = f" at line {mark.line + 1}" if mark is not None else ""
-            raise ConfigError(f"malformed YAML in {path}{where}") from None
+        data = read_yaml_file(path)
         if data is None:
             data = {}
         if not isinstance(data, dict):

@@ -48,10 +48,10 @@ def atomic_write(path: str | os.PathLike[str], data: bytes | str) -> Path:
 
 def read_json(path: str | os.PathLike[str]) -> Any:
     """The JSON value in ``path``; None when the file is missing, unreadable or not JSON (a partial write by
-    something other than :func:`atomic_write`, a file of someone else's)."""
+    something other than :func:`atomic_write`, a file of someone else's, one nested too deeply)."""
     try:
         return json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # RecursionError: nested too deeply to parse
         return None
 
 
