@@ -192,6 +192,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# what mujoco accepts in MUJOCO_GL (mujoco/gl_context.py; anything else raises when mujoco is imported)
+MUJOCO_GL_VALUES = {"linux": ("egl", "osmesa", "glx", "glfw"), "darwin": ("cgl", "glfw"), "win32": ("wgl", "glfw")}
+MUJOCO_GL_SWITCHES = ("", "enable", "enabled", "on", "true", "1", "disable", "disabled", "off", "false", "0")
+
+
+def _check_mujoco_gl() -> None:
+    """A ``MUJOCO_GL`` that mujoco would refuse at import is a usage error naming it, before any import."""
+    value = os.environ.get("MUJOCO_GL", "").lower().strip()
+    valid = MUJOCO_GL_VALUES.get(sys.platform, ("glfw",))
+    if value not in (*valid, *MUJOCO_GL_SWITCHES):
+        raise UsageError(f"MUJOCO_GL={os.environ['MUJOCO_GL'][:40]!r} is not one of {', '.join(valid)} "
+                         "(egl for headless rendering)")
+
+
 def _import_modules(paths: list[str]) -> None:
     """Import user files (:func:`metarl.usermodules.import_file`)."""
     from metarl.usermodules import ModuleImportError, import_file
@@ -430,6 +444,7 @@ def _evaluate(rd: RunDir, loaded: LoadedRun, name: str, args: argparse.Namespace
         raise UsageError(str(e)) from None
     best = getattr(args, "iteration", None) == "best"
     evaluation = EVALUATIONS[name]
+    _check_protocol_tasks(evaluation, loaded, name, settings)
     out = Path(out) if out else rd.eval_path(evaluation.file_name(settings, best))
     _check_writable(out)
     if warn:
@@ -439,6 +454,23 @@ def _evaluate(rd: RunDir, loaded: LoadedRun, name: str, args: argparse.Namespace
         print(line)
     print("wrote " + ", ".join(str(f) for f in done.files.values()), file=sys.stderr)
     return 0
+
+
+def _check_protocol_tasks(evaluation: Any, loaded: LoadedRun, name: str, settings: Any) -> None:
+    """A fixed protocol needs the family's own test tasks (and ``--tasks`` at most as many): refused before
+    anything in the run directory is touched."""
+    from metarl.commands import CommandError, test_task_subset
+    from metarl.evaluations import FixedProtocol
+
+    if not isinstance(evaluation, FixedProtocol):
+        return
+    tasks = loaded.family.test_tasks()
+    if tasks is None:
+        raise UsageError(f"--protocol {name}: family {loaded.family.name} has no test tasks of its own")
+    try:
+        test_task_subset(tasks, getattr(settings, "tasks", None), loaded.family.name)
+    except CommandError as e:
+        raise UsageError(str(e)) from None
 
 
 def cmd_video(args: argparse.Namespace) -> int:
@@ -492,14 +524,18 @@ def _warn_versions(rd: RunDir) -> None:
 
 
 def _check_writable(out: Path) -> None:
-    """One-line error before any work when ``out`` cannot be created."""
+    """One-line error before any work when ``out`` cannot be created, or exists and is not a regular file."""
     parent = out.parent
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
     if not parent.is_dir():
         raise UsageError(f"cannot write {str(out)!r}: {str(parent)!r} is not a directory")
-    if out.is_dir():
-        raise UsageError(f"cannot write {str(out)!r}: it is a directory")
+    from metarl.fileio import NotRegularFileError, check_replaceable
+
+    try:  # a FIFO, a device (/dev/null), a directory: never replaced
+        check_replaceable(out)
+    except NotRegularFileError as e:
+        raise UsageError(f"cannot write {str(out)!r}: {e.strerror}") from None
     if not os.access(parent, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
         raise UsageError(f"cannot write {str(out)!r}: permission denied")
     from metarl.rundir import probe_writable
@@ -589,6 +625,7 @@ def _main(argv: list[str] | None) -> int:
                             format="%(levelname)s %(name)s: %(message)s")
         if args.command == "video":  # before anything imports mujoco: headless rendering needs EGL
             os.environ.setdefault("MUJOCO_GL", "egl")
+        _check_mujoco_gl()
         _import_modules(getattr(args, "module", []))
         return COMMANDS[args.command](args)
     except UsageError as e:
@@ -609,6 +646,12 @@ def _main(argv: list[str] | None) -> int:
             raise
         print(f"metarl: error: {e}", file=sys.stderr)
         return 1
+    except OSError as e:  # a write that would replace a FIFO, a device or a directory (metarl.fileio)
+        fileio = sys.modules.get("metarl.fileio")
+        if fileio is None or not isinstance(e, fileio.NotRegularFileError):
+            raise
+        print(f"metarl: error: cannot write {e.filename!r}: {e.strerror}", file=sys.stderr)
+        return EXIT_USAGE
 
 
 if __name__ == "__main__":

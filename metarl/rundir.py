@@ -88,9 +88,11 @@ def check_creatable(path: Path) -> None:
     while not (parent.exists() or parent.is_symlink()) and parent != parent.parent:
         parent = parent.parent
     if not parent.is_dir():
-        raise OSError(errno.ENOTDIR, f"{str(parent)!r} is not a directory")
-    if parent != path and not os.access(parent, os.W_OK | os.X_OK):
-        raise OSError(errno.EACCES, f"{str(parent)!r} is not writable")
+        raise OSError(errno.ENOTDIR, f"{_show(parent)} is not a directory")
+    if parent != path:
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise OSError(errno.EACCES, f"{_show(parent)} is not writable")
+        probe_writable(parent)  # permissions are not the whole story (read-only or special file systems, root)
 
 
 def create_unique(base: Path) -> Path:
@@ -204,6 +206,24 @@ def probe_writable(directory: Path) -> None:
 FIXED_ON_RESUME = ("env.family", "env.kwargs", "env.horizon", "env.oracle", "policy.hidden_sizes",
                    "policy.activation", "policy.adapt", "policy.context_size", "algo.name", "algo.inner_update")
 """Config keys (dotted prefixes) that a resumed run may not change: the parameters' shapes, the tasks."""
+
+
+_MISSING = object()
+
+
+def _at(tree: Any, dotted: str) -> Any:
+    """The value at ``a.b`` in nested mappings, or ``_MISSING``."""
+    for part in dotted.split("."):
+        if not isinstance(tree, Mapping) or part not in tree:
+            return _MISSING
+        tree = tree[part]
+    return tree
+
+
+def _show(path: Any, limit: int = 120) -> str:
+    """``repr(str(path))``, its middle cut out past ``limit`` characters (messages stay one short line)."""
+    text = str(path)
+    return repr(text if len(text) <= limit else text[:limit // 2] + "..." + text[-limit // 2:])
 
 
 def _short(value: Any) -> str:
@@ -335,7 +355,7 @@ class RunDir:
             try:
                 check_creatable(self.path)
             except OSError as e:
-                raise RunDirError(f"cannot write run directory {str(self.path)!r}: {e.strerror or e}") from None
+                raise RunDirError(f"cannot write run directory {_show(self.path)}: {e.strerror or e}") from None
             return
         if self.path.exists() and not self.path.is_dir():
             raise RunDirError(f"{str(self.path)!r} is not a directory")
@@ -373,10 +393,10 @@ class RunDir:
                 if not force:
                     raise RunDirError(f"run directory {str(where)!r} exists and is not empty "
                                       "(use --force or --resume)")
-                probe_writable(where)
                 made = cls(where)
                 made.check_files()
                 made.lock()  # not while another process trains in it
+                probe_writable(where)
                 clean(where)
             where.mkdir(parents=True, exist_ok=True)
             probe_writable(where)
@@ -384,7 +404,7 @@ class RunDir:
             made.lock()
             return made
         except OSError as e:
-            raise RunDirError(f"cannot write run directory {str(path or cfg.log.root)!r}: "
+            raise RunDirError(f"cannot write run directory {_show(path or cfg.log.root)}: "
                               f"{e.strerror or e}") from None
 
     def write_config(self, cfg: Config) -> None:
@@ -441,7 +461,7 @@ class RunDir:
         """Refuse (:class:`metarl.config.ConfigError` naming the key) a resume whose ``config.yaml`` was edited
         since the checkpoint ``state`` was written in a key that fixes the parameters' shapes or the task
         distribution (:data:`FIXED_ON_RESUME`); the checkpoint keeps the config it was trained with."""
-        from metarl.config import flat_dict, to_dict
+        from metarl.config import to_dict
         from metarl.inputs import load_yaml
 
         text = state.get("config")
@@ -452,15 +472,16 @@ class RunDir:
         except (ValueError, yaml.YAMLError):
             raise checkpoint.CheckpointError(f"{self.checkpoints}: the config the checkpoint keeps does not "
                                              "parse") from None
-        old = flat_dict(old) if isinstance(old, Mapping) else {}
-        new = flat_dict(to_dict(cfg))
-        for key in sorted(set(old) | set(new)):
-            if not key.startswith(FIXED_ON_RESUME) or key not in old:
+        new = to_dict(cfg)
+        for key in FIXED_ON_RESUME:
+            was, now = _at(old, key), _at(new, key)
+            if was is _MISSING or was == now:  # a key the checkpoint's config predates
                 continue
-            if old.get(key) != new.get(key):
-                raise ConfigError(f"{self.config_path}: {key} is {_short(new.get(key))} but the run was trained "
-                                  f"with {_short(old.get(key))}; a resumed run keeps its shapes and tasks "
-                                  "(start a new run instead)")
+            if isinstance(was, Mapping) and isinstance(now, Mapping):  # env.kwargs: name the entry
+                sub = next(k for k in sorted({*was, *now}, key=str) if was.get(k, _MISSING) != now.get(k, _MISSING))
+                key, was, now = f"{key}.{sub}", was.get(sub, "(unset)"), now.get(sub, "(unset)")
+            raise ConfigError(f"{self.config_path}: {key} is {_short(now)} but the run was trained with "
+                              f"{_short(was)}; a resumed run keeps its shapes and tasks (start a new run instead)")
 
     # -- modules ------------------------------------------------------------------
 

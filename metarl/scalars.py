@@ -40,7 +40,8 @@ def _rows(path: Path) -> tuple[list[str], list[list[str]]]:
 def check(run_dir: Path) -> None:
     """Refuse (``ValueError``, one line) a ``scalars.csv`` that a resumed run could not continue: not a regular
     file, not UTF-8 CSV, a header without ``iteration`` first, or a complete row whose iteration is not an
-    integer (a torn last row, shorter than the header, is what a kill leaves and is dropped on resume)."""
+    integer or whose values are not numbers (a torn last row, shorter than the header, is what a kill
+    leaves and is dropped on resume)."""
     path = Path(run_dir) / FILENAME
     if not path.exists() and not path.is_symlink():
         return
@@ -50,8 +51,15 @@ def check(run_dir: Path) -> None:
         return
     header, rows = _rows(path)
     for n, r in enumerate(rows, start=2):
-        if len(r) == len(header) and not re.fullmatch(r"[0-9]{1,12}", r[0]):
+        if len(r) != len(header):
+            continue
+        if not re.fullmatch(r"[0-9]{1,12}", r[0]):
             raise ValueError(f"{path}: line {n}: the iteration is not a non-negative integer: {r[0][:40]!r}")
+        for cell in r[1:]:
+            try:
+                float(cell)
+            except ValueError:
+                raise ValueError(f"{path}: line {n}: not a number: {cell[:40]!r}") from None
 
 
 class ScalarsCSV:
