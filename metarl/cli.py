@@ -445,6 +445,8 @@ def _evaluate(rd: RunDir, loaded: LoadedRun, name: str, args: argparse.Namespace
     best = getattr(args, "iteration", None) == "best"
     evaluation = EVALUATIONS[name]
     _check_protocol_tasks(evaluation, loaded, name, settings)
+    _check_eval_size(loaded, getattr(settings, "tasks", None), getattr(settings, "episodes", None),
+                     getattr(settings, "steps", 1), getattr(settings, "shots", None))
     out = Path(out) if out else rd.eval_path(evaluation.file_name(settings, best))
     _check_writable(out)
     if warn:
@@ -454,6 +456,27 @@ def _evaluate(rd: RunDir, loaded: LoadedRun, name: str, args: argparse.Namespace
         print(line)
     print("wrote " + ", ".join(str(f) for f in done.files.values()), file=sys.stderr)
     return 0
+
+
+MAX_VIDEO_BYTES = 2 << 30  # raw frames a video holds in memory before it is encoded
+
+
+def _check_eval_size(loaded: LoadedRun, tasks: int | None, episodes: int | None, steps: int,
+                     shots: list[int] | None = None) -> None:
+    """Bounds on what an evaluation of ``loaded`` would allocate, before it starts: ``--steps`` at most
+    ``MAX_INNER_STEPS``, and one batch (tasks x episodes, the largest shot, x the horizon) at most
+    ``MAX_BATCH_STEPS`` env steps, as for training (:mod:`metarl.config`)."""
+    from metarl.config import MAX_BATCH_STEPS, MAX_INNER_STEPS
+
+    if steps > MAX_INNER_STEPS:
+        raise UsageError(f"--steps {steps}: must be <= {MAX_INNER_STEPS}")
+    n = tasks or 1
+    per_task = max(shots) if shots else episodes or loaded.cfg.algo.episodes_per_task
+    batch = n * per_task * loaded.family.horizon
+    if batch > MAX_BATCH_STEPS:
+        flag = "--shots" if shots else "--episodes"
+        raise UsageError(f"--tasks {n} times {flag} {per_task} times the horizon {loaded.family.horizon} is "
+                         f"{batch} steps per batch; it must be <= {MAX_BATCH_STEPS}")
 
 
 def _check_protocol_tasks(evaluation: Any, loaded: LoadedRun, name: str, settings: Any) -> None:
@@ -477,6 +500,12 @@ def cmd_video(args: argparse.Namespace) -> int:
     from metarl.video import VideoError, default_suffix, render_run
 
     rd, loaded = _check_run(args.run_dir)
+    _check_eval_size(loaded, args.tasks, args.episodes, args.steps)
+    frames = args.tasks * loaded.family.horizon * (args.steps + 1) * args.width * args.height * 3
+    if frames > MAX_VIDEO_BYTES:
+        raise UsageError(f"--tasks {args.tasks}, --steps {args.steps}, --width {args.width} and --height "
+                         f"{args.height} over a horizon of {loaded.family.horizon} make {frames} bytes of frames; "
+                         f"they must be <= {MAX_VIDEO_BYTES}")
     out = Path(args.out) if args.out else rd.eval_path(f"video{default_suffix()}")
     if out.suffix not in (".mp4", ".gif"):
         raise UsageError(f"{str(out)!r}: the video must be a .mp4 or .gif file")
@@ -512,7 +541,7 @@ def _check_run(run_dir: str, iteration: int | str | None = None) -> tuple[RunDir
     except RunDirError as e:
         raise UsageError(str(e)) from None
     except ConfigError as e:
-        raise UsageError(f"{rd.config_path}: {e}") from None
+        raise UsageError(str(e) if str(e).startswith(str(rd.config_path)) else f"{rd.config_path}: {e}") from None
     except FileNotFoundError as e:
         raise UsageError(str(e) if iteration is not None else f"no checkpoint in {rd.checkpoints}") from None
 

@@ -434,6 +434,15 @@ MAX_LAYERS = 32
 MAX_BATCH_STEPS = 50_000_000
 MAX_WEIGHTS = 50_000_000
 MAX_REMOTE_WORKERS = 4096
+MAX_INNER_STEPS = 100
+
+
+def _default_horizon(family: str) -> int:
+    """The registered horizon of ``family`` (what ``env.horizon: null`` means), or 1 for an unknown one (refused
+    later, naming it)."""
+    import envs
+
+    return next((h for name, h, _ in envs.describe_families() if name == family), 1)
 WANDB_MODES = {"offline": None, "online": None}
 
 
@@ -459,9 +468,13 @@ def _check_sizes(cfg: Config, need: Any) -> None:
     weights = sum(x * y for x, y in zip(p.hidden_sizes, p.hidden_sizes[1:]))
     need(weights <= MAX_WEIGHTS, "policy.hidden_sizes", p.hidden_sizes,
          f"must have at most {MAX_WEIGHTS} weights between hidden layers")
-    steps = a.meta_batch_size * a.episodes_per_task * (h or 1)
+    steps = a.meta_batch_size * a.episodes_per_task * (h or _default_horizon(cfg.env.family))
     need(steps <= MAX_BATCH_STEPS, "algo.meta_batch_size", a.meta_batch_size,
          f"times algo.episodes_per_task times env.horizon ({steps} steps per batch) must be <= {MAX_BATCH_STEPS}")
+    need(a.inner_steps <= MAX_INNER_STEPS, "algo.inner_steps", a.inner_steps, f"must be <= {MAX_INNER_STEPS}")
+    need(steps * (a.inner_steps + 1) <= MAX_BATCH_STEPS, "algo.inner_steps", a.inner_steps,
+         f"plus 1, times the {steps} steps of each batch, is the steps an iteration samples and must be <= "
+         f"{MAX_BATCH_STEPS}")
     if s.workers is not None and s.backend == "local":
         top = max_local_workers()
         need(s.workers <= top, "sampler.workers", s.workers,

@@ -10,7 +10,6 @@ Layout (what metarl writes in a run directory, and all that :func:`clean` remove
     scalars.csv            every scalar, every iteration (:mod:`metarl.scalars`)
     manifest.json          code, versions, machine of every session (:mod:`metarl.manifest`)
     eval/                  evaluations; eval/iter_NNNNNN/ those of a budget the run was extended past
-    .lock                  the lock of the process that trains in it (its pid), :meth:`RunDir.lock`
 
 Interrupted atomic writes leave ``.<name>.*.tmp`` beside their target
 (:func:`metarl.fileio.atomic_write`).  Any other file is left alone.
@@ -23,9 +22,9 @@ by hand.
 
 One process at a time trains in a run directory: ``metarl train`` (a new run,
 ``--force``, ``--resume``, each ``--seeds`` directory) and
-:meth:`RunDir.prepare_training` take an exclusive ``fcntl.flock`` on ``.lock``
-(which holds the holder's pid) before they change anything, and hold it
-until the process ends (:meth:`RunDir.unlock` lets an in-process caller go
+:meth:`RunDir.prepare_training` take an exclusive ``fcntl.flock`` on the directory itself
+(nothing is written; ``/proc/locks`` names the holder) before they change
+anything, and hold it until the process ends (:meth:`RunDir.unlock` lets an in-process caller go
 on); a second process gets :class:`RunDirBusy` naming the first.  Before
 that, :meth:`RunDir.check_files` refuses damaged files (a ``checkpoints`` or
 ``eval`` that is not a directory, a ``scalars.csv`` or ``manifest.json`` that
@@ -46,7 +45,6 @@ import json
 import math
 import os
 import shutil
-import stat
 import tempfile
 import time
 from collections.abc import Mapping
@@ -68,7 +66,6 @@ CHECKPOINTS = "checkpoints"
 EVAL = "eval"
 MODULES_RECORD = "modules.json"
 MODULES_DIR = "modules"
-LOCK = ".lock"
 OUTPUT_FILES = ("scalars.csv", "manifest.json")
 EVENTS_GLOB = "events.out.tfevents.*"
 MAX_SUFFIX = 1000
@@ -163,16 +160,37 @@ class RunDirBusy(RunDirError):
     """Another process holds the run directory's lock (the message names it)."""
 
 
-_HELD: dict[str, int] = {}  # resolved run directory -> the descriptor of its locked .lock file
+_HELD: dict[str, int] = {}  # resolved run directory -> the descriptor that holds its lock
 
 
 def _lock_holder(fd: int) -> str:
-    """The pid the lock file ``fd`` names, as words for a message."""
+    """The process holding the ``flock`` on the file ``fd`` names, as words for a message: its pid from
+    ``/proc/locks`` (Linux), else "another process"."""
+    st = os.fstat(fd)
+    want = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
     try:
-        text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+        with open("/proc/locks", encoding="ascii", errors="replace") as f:
+            lines = f.read().splitlines()
     except OSError:
-        text = ""
-    return f"process {text}" if text.isdigit() else "another process"
+        return "another process"
+    for line in lines:  # "1: FLOCK  ADVISORY  WRITE 4242 08:01:1234 0 EOF"; waiters carry "->"
+        fields = line.split()
+        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == want and fields[4].isdigit():
+            pid = int(fields[4])
+            if pid != os.getpid():
+                return f"process {pid}{_command_of(pid)}"
+    return "another process"
+
+
+def _command_of(pid: int) -> str:
+    """`` (metarl train ...)``: the command line of ``pid``, cut short, or nothing where it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = f.read(400).split(b"\0")
+    except OSError:
+        return ""
+    text = " ".join(a.decode("utf-8", "replace") for a in argv if a)
+    return f" ({text[:100]}{'...' if len(text) > 100 else ''})" if text else ""
 
 
 def default_path(cfg: Config) -> Path:
@@ -312,31 +330,26 @@ class RunDir:
 
     def lock(self) -> None:
         """Take the run directory's exclusive lock for the rest of the process (again in the same process: a
-        no-op): ``fcntl.flock`` on ``.lock``, which then holds this process's pid. Raises :class:`RunDirBusy`
-        naming the process that holds it, :class:`RunDirError` when ``.lock`` cannot be a lock file."""
+        no-op): ``fcntl.flock`` on the directory itself, so nothing is written in it. Raises
+        :class:`RunDirBusy` naming the process that holds it (from ``/proc/locks`` where there is one),
+        :class:`RunDirError` when the directory cannot be opened."""
         key = str(self.path.resolve())
         if key in _HELD:
             return
-        where = self.path / LOCK
         try:
-            fd = os.open(where, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, 0o644)
+            fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except OSError as e:
-            raise RunDirError(f"cannot lock run directory {str(self.path)!r}: {LOCK}: {e.strerror or e}") from None
+            raise RunDirError(f"cannot lock run directory {_show(self.path)}: {e.strerror or e}") from None
         try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise RunDirError(f"cannot lock run directory {str(self.path)!r}: {LOCK} is not a regular file")
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise RunDirBusy(f"run directory {str(self.path)!r} is in use by {_lock_holder(fd)} "
-                                 f"(its lock file {LOCK}); wait for it to finish or stop it") from None
-            except OSError as e:
-                raise RunDirError(f"cannot lock run directory {str(self.path)!r}: {e.strerror or e}") from None
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        except BaseException:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _lock_holder(fd)
             os.close(fd)
-            raise
+            raise RunDirBusy(f"run directory {_show(self.path)} is in use by {holder}; wait for it to finish "
+                             "or stop it") from None
+        except OSError as e:
+            os.close(fd)
+            raise RunDirError(f"cannot lock run directory {_show(self.path)}: {e.strerror or e}") from None
         _HELD[key] = fd
 
     def unlock(self) -> None:
@@ -377,7 +390,7 @@ class RunDir:
     @classmethod
     def create(cls, cfg: Config, path: str | Path | None = None, force: bool = False) -> RunDir:
         """A new run's directory: a fresh unique one by default (:func:`default_path`), else ``path``,
-        which must be empty of anything but stale temporaries (and a lock) unless ``force`` (then metarl's own
+        which must be empty of anything but stale temporaries unless ``force`` (then metarl's own
         files are removed, :func:`clean`). Raises :class:`RunDirError` before anything is written; the
         directory comes back locked (:meth:`lock`)."""
         try:
@@ -389,7 +402,7 @@ class RunDir:
             check_creatable(where)
             if where.exists() and not where.is_dir():
                 raise RunDirError(f"cannot write run directory {str(where)!r}: it is not a directory")
-            if where.exists() and set(where.iterdir()) - {*stale_temporaries(where), where / LOCK}:
+            if where.exists() and set(where.iterdir()) - set(stale_temporaries(where)):
                 if not force:
                     raise RunDirError(f"run directory {str(where)!r} exists and is not empty "
                                       "(use --force or --resume)")

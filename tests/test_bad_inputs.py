@@ -312,17 +312,16 @@ CHECKPOINT_CASES = [Case(f"{cmd}-{kind}", argv, _corrupt(kind)) for cmd, argv in
 
 # -- issue 35: paths beyond train CONFIG (one validation path, the lock, damaged run directories, --out) -------------
 
-_LOCKS: list[int] = []  # lock files the cases hold while metarl runs (closed after each case)
+_LOCKS: list[int] = []  # run-directory locks the cases hold while metarl runs (released after each case)
 
 
 def _hold_lock(run: Path) -> None:
-    """Hold ``run/.lock`` as another process would (a separate open file description, so this process's own
-    :meth:`RunDir.lock` conflicts with it), with a pid in it."""
+    """Hold ``run``'s lock as another process would (a separate open file description, so this process's own
+    :meth:`RunDir.lock` conflicts with it)."""
     import fcntl
 
-    fd = os.open(run / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(run, os.O_RDONLY | os.O_DIRECTORY)
     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    os.write(fd, b"424242\n")
     _LOCKS.append(fd)
 
 
@@ -345,22 +344,6 @@ def _locked(rel: str = "busy") -> Callable[[Path], None]:
     return setup
 
 
-def _lock_file(kind: str) -> Callable[[Path], None]:
-    def setup(root: Path) -> None:
-        run = _copy_good(root)
-        if kind == "directory":
-            (run / ".lock").mkdir()
-        elif kind == "symlink":
-            (root / "notes.txt").write_text("x")
-            (run / ".lock").symlink_to(root / "notes.txt")
-        elif kind == "fifo":
-            os.mkfifo(run / ".lock")
-        else:
-            raise AssertionError(kind)
-
-    return setup
-
-
 RESUME = lambda root: ["train", "--resume", str(root / "bad"), "--iterations", "3", "--no-progress"]  # noqa: E731
 
 LOCK_CASES = [
@@ -372,9 +355,6 @@ LOCK_CASES = [
                                      *_sets()], _locked()),
     Case("lock-seeds", lambda root: ["train", NAV, "--seeds", "1", "--run-dir", str(root / "base"), "--no-progress",
                                      *_sets("iterations=3")], _locked("base/seed1")),
-    Case("lock-file-directory", RESUME, _lock_file("directory")),
-    Case("lock-file-symlink", RESUME, _lock_file("symlink")),
-    Case("lock-file-fifo", RESUME, _lock_file("fifo")),
 ]
 
 
@@ -526,7 +506,7 @@ VALIDATION_CASES = [
     Case("seeds-run-dir-under-file", lambda root: SEEDS(root, run_dir=str(root / "notes.txt")),
          _write("notes.txt", "x")),
     Case("seeds-run-dir-readonly", lambda root: SEEDS(root, run_dir="/proc/metarl-runs")),
-    Case("seeds-es-too-many-numbers", lambda root: SEEDS(root, "algo.name=es", "es.method=cma",
+    Case("seeds-es-too-many-numbers", lambda root: SEEDS(root, "algo.name=es", "es.method=cma", "es.params=all",
                                                          "policy.hidden_sizes=[512, 512]")),
     Case("seeds-resume-edited-shape", lambda root: SEEDS(root, "iterations=3", run_dir=str(root / "base")),
          lambda root: _edit_config(policy__hidden_sizes=[16])(root) or (root / "base").mkdir()
@@ -540,8 +520,8 @@ VALIDATION_CASES = [
          _edit_config(env__kwargs__low=1.0, env__kwargs__high=0.0)),
     Case("evaluate-edited-unknown-kwarg", lambda root: ["evaluate", str(root / "bad")],
          _edit_config(env__kwargs__bogus=1)),
-    Case("resume-edited-es-cma-too-large", RESUME,
-         _edit_config(algo__name="es", es={"method": "cma"}, policy__hidden_sizes=[512, 512])),
+    Case("evaluate-edited-es-cma-too-large", lambda root: ["evaluate", str(root / "bad")],
+         _edit_config(algo__name="es", es={"method": "cma", "params": "all"}, policy__hidden_sizes=[512, 512])),
 ]
 
 SMALLER_CASES = [
@@ -571,8 +551,30 @@ SMALLER_CASES = [
     Case("resume-edited-oracle", RESUME, _edit_config(env__oracle=True)),
 ]
 
+BIG = str(10**9)
+SIZE_CASES = [
+    train_set("horizon-null-batch", "env.horizon=null", "algo.meta_batch_size=300000"),
+    train_set("horizon-null-batch-halfcheetah", "env.family=HalfCheetahVel", "env.horizon=null",
+              "algo.meta_batch_size=300000"),
+    train_set("inner-steps-1e6", "algo.inner_steps=1000000"),
+    train_set("inner-steps-101", "algo.inner_steps=101"),
+    train_set("inner-steps-times-batch", "algo.inner_steps=100", "algo.meta_batch_size=100000"),
+    Case("seeds-inner-steps-1e6", lambda root: SEEDS(root, "algo.inner_steps=1000000")),
+    Case("evaluate-tasks-1e9", lambda root: ["evaluate", GOOD(root), "--tasks", BIG]),
+    Case("evaluate-episodes-1e9", lambda root: ["evaluate", GOOD(root), "--episodes", BIG]),
+    Case("evaluate-shots-1e9", lambda root: ["evaluate", GOOD(root), "--shots", "1", BIG]),
+    Case("evaluate-steps-1e6", lambda root: ["evaluate", GOOD(root), "--steps", "1000000"]),
+    Case("evaluate-tasks-times-episodes", lambda root: ["evaluate", GOOD(root), "--tasks", "100000", "--episodes",
+                                                        "1000"]),
+    Case("analyze-tasks-1e9", lambda root: ["analyze", GOOD(root), "--tasks", BIG]),
+    Case("video-steps-1e9", lambda root: ["video", GOOD(root), "--steps", BIG, "--out", str(root / "v.gif")]),
+    Case("video-tasks-1e9", lambda root: ["video", GOOD(root), "--tasks", BIG, "--out", str(root / "v.gif")]),
+    Case("video-frame-bytes", lambda root: ["video", GOOD(root), "--width", "4096", "--height", "4096", "--steps",
+                                            "20", "--out", str(root / "v.gif")]),
+]
+
 ISSUE_35_CASES = (LOCK_CASES + DAMAGED_RUN_CASES + CONFIG_IN_RUN_CASES + OUT_CASES + VALIDATION_CASES
-                  + SMALLER_CASES)
+                  + SMALLER_CASES + SIZE_CASES)
 CORPUS = (_kwargs_cases() + VALUE_CASES + FILE_CASES + FLAG_CASES + PLOT_CASES + CHECKPOINT_CASES
           + ISSUE_35_CASES)
 FAST = {"kwargs-unknown-Navigation2D", "kwargs-abc-HalfCheetahVel-velocity_low", "kwargs-nan-Navigation2D-low",
@@ -584,7 +586,8 @@ FAST = {"kwargs-unknown-Navigation2D", "kwargs-abc-HalfCheetahVel-velocity_low",
         "lock-resume", "lock-force", "resume-checkpoints-file", "resume-scalars-iteration", "plot-config-alias-bomb",
         "evaluate-manifest-shape", "evaluate-out-fifo", "plot-out-link-to-dev-null", "seeds-low-above-high",
         "seeds-run-dir-dev-null", "evaluate-edited-low-above-high", "config-fifo", "name-300", "duplicate-key",
-        "resume-edited-task-range", "evaluate-protocol-metaworld-on-navigation"}
+        "resume-edited-task-range", "evaluate-protocol-metaworld-on-navigation", "horizon-null-batch",
+        "inner-steps-1e6", "evaluate-tasks-1e9", "video-frame-bytes"}
 
 
 def test_corpus_is_large_and_names_are_unique():
