@@ -47,19 +47,23 @@ def train(cfg: Any, run_dir: Path, latest_only: bool = False) -> None:
     if plan.archived is not None:
         print(f"  {run_dir.name}: extending from {plan.done} to {cfg.iterations} iterations; its evaluation at "
               f"{plan.done} is kept in eval/{plan.archived.name}/ with that checkpoint")
-    trainer = Trainer(plan.cfg, run_dir, resume=plan.resume)
-    with tqdm(total=cfg.iterations, initial=trainer.start_iteration, desc=run_dir.name, unit="it") as bar:
-        def tick(r: Any) -> None:
-            bar.set_postfix(pre=f"{r.scalars['returns/pre_adapt']:.1f}", post=f"{r.scalars['returns/post_adapt']:.1f}")
-            bar.update(1)
-            if latest_only:
-                rd.prune_checkpoints()
+    try:  # prepare_training locked the run directory: released when this run is done (a campaign trains many)
+        trainer = Trainer(plan.cfg, run_dir, resume=plan.resume)
+        with tqdm(total=cfg.iterations, initial=trainer.start_iteration, desc=run_dir.name, unit="it") as bar:
+            def tick(r: Any) -> None:
+                bar.set_postfix(pre=f"{r.scalars['returns/pre_adapt']:.1f}",
+                                post=f"{r.scalars['returns/post_adapt']:.1f}")
+                bar.update(1)
+                if latest_only:
+                    rd.prune_checkpoints()
 
-        try:  # Ctrl-C or SIGTERM inside checkpoints the run before the process exits
-            trainer.train(tick)
-        finally:
-            if latest_only:
-                rd.prune_checkpoints()
+            try:  # Ctrl-C or SIGTERM inside checkpoints the run before the process exits
+                trainer.train(tick)
+            finally:
+                if latest_only:
+                    rd.prune_checkpoints()
+    finally:
+        rd.unlock()
 
 
 def evaluate(run_dir: Path, tasks: int, steps: int, seed: int, best: bool = False) -> dict[str, Any]:

@@ -189,6 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("check-family", "run the task-family checks on a registered family")
     p.add_argument("name", help="family name (see metarl tasks)")
+    p.add_argument("--check-timeout", type=_positive_float, default=120.0, metavar="S",
+                   help="seconds each check may take before it counts as failed (default 120: a step that hangs)")
     return parser
 
 
@@ -224,17 +226,20 @@ def _check_family(cfg: Any) -> Any:
     loop or rule may refuse the policy's size, e.g. es.method: cma on too many numbers) before anything is
     written; returns that (throwaway) learner."""
     from metarl.run import build_family, build_learner
+    from metarl.usermodules import describe
 
     try:
         family = build_family(cfg)
     except (ValueError, TypeError, KeyError) as e:
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UsageError(f"env.kwargs: {cfg.env.family} refuses {cfg.env.kwargs}: {msg[:200]}") from None
+        msg = describe(e) or type(e).__name__
+        raise UsageError(f"env.kwargs: {cfg.env.family} refuses {cfg.env.kwargs}: {msg}") from None
+    except Exception as e:  # noqa: BLE001 - a family's constructor (a user's, perhaps) that fails otherwise
+        raise UsageError(f"env.family: {cfg.env.family} could not be built: {type(e).__name__}: "
+                         f"{describe(e)}") from None
     try:
         return build_learner(cfg, family)
     except ValueError as e:
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UsageError(msg[:300]) from None
+        raise UsageError(describe(e, 300) or type(e).__name__) from None
 
 
 def _check_config(cfg: Any) -> Any:
@@ -610,14 +615,43 @@ def cmd_check_family(args: argparse.Namespace) -> int:
 
     if args.name not in envs.family_names():
         raise UsageError(envs.unknown_family_message(args.name))
+    import signal
+
+    from metarl.usermodules import describe
+
     verbose = getattr(args, "verbose", False)  # -v: list each check as it passes
+    limit = args.check_timeout
+
+    def on_alarm(signum: int, frame: Any) -> None:
+        raise _CheckTimeout(f"a check did not finish within {limit:g} s (a step or reset that hangs?)")
+
+    def passed(what: str) -> None:
+        signal.setitimer(signal.ITIMER_REAL, limit)  # each check gets its own time
+        if verbose:
+            print(f"  ok: {what}")
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, limit)
     try:
-        envs.check_family(args.name, passed=(lambda what: print(f"  ok: {what}")) if verbose else None)
-    except (AssertionError, ValueError) as e:
-        print(f"check-family {args.name}: FAILED: {e}", file=sys.stderr)
+        envs.check_family(args.name, passed=passed)
+    except Exception as e:  # noqa: BLE001 - a family's constructor, reset or step (a user's, perhaps) may raise anything
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        try:  # the checks' own messages as they are; anything else, its type and first line
+            what = str(e) if isinstance(e, AssertionError | ValueError | _CheckTimeout) else (
+                f"{type(e).__name__}: {describe(e)}")
+        except Exception:  # noqa: BLE001 - an exception whose __str__ raises
+            what = describe(e)
+        print(f"check-family {args.name}: FAILED: {what}", file=sys.stderr)
         return 1
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
     print(f"check-family {args.name}: ok")
     return 0
+
+
+class _CheckTimeout(Exception):
+    """A family check that ran past ``check-family --check-timeout``."""
 
 
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "analyze": cmd_analyze, "plot": cmd_plot,

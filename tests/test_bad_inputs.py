@@ -573,8 +573,40 @@ SIZE_CASES = [
                                             "20", "--out", str(root / "v.gif")]),
 ]
 
+def _family_module(name: str, body: str) -> str:
+    """A module registering Navigation2D under ``name`` with ``body`` (methods) in its env class."""
+    return ("from envs import register_family\nfrom envs.navigation import Navigation2DEnv\n\n\n"
+            f"class Env(Navigation2DEnv):\n    family = {name!r}\n\n{body}\n\n"
+            f"register_family({name!r}, Env, horizon=5)\n")
+
+
+UNPRINTABLE = "class Unprintable(Exception):\n    def __str__(self):\n        raise RuntimeError('no')\n\n\n"
+MODULE_CASES = [
+    Case("module-sys-exit", lambda root: ["tasks", "--module", str(root / "ex.py")],
+         _write("ex.py", "import sys\nsys.exit(3)\n")),
+    Case("module-sys-exit-0", lambda root: ["tasks", "--module", str(root / "ex.py")],
+         _write("ex.py", "import sys\nsys.exit(0)\n")),
+    Case("module-sys-exit-text", lambda root: ["train", NAV, "--module", str(root / "ex.py")],
+         _write("ex.py", "raise SystemExit('bye\\nnow')\n")),
+    Case("module-unprintable-exception", lambda root: ["tasks", "--module", str(root / "un.py")],
+         _write("un.py", UNPRINTABLE + "raise Unprintable()\n")),
+    Case("train-family-constructor-raises", lambda root: ["train", NAV, "--module", str(root / "fam.py"),
+                                                          "--no-progress", *_sets("env.family=BoomInit")],
+         _write("fam.py", _family_module("BoomInit", "    def __init__(self, *a, **k):\n"
+                                                     "        raise RuntimeError('no\\nway')\n"))),
+    Case("train-family-constructor-unprintable", lambda root: ["train", NAV, "--module", str(root / "fam.py"),
+                                                               "--no-progress", *_sets("env.family=BoomStr")],
+         _write("fam.py", UNPRINTABLE + _family_module("BoomStr", "    def __init__(self, *a, **k):\n"
+                                                                  "        raise Unprintable()\n"))),
+    Case("seeds-family-constructor-raises", lambda root: ["train", NAV, "--module", str(root / "fam.py"),
+                                                          "--seeds", "1", "--no-progress",
+                                                          *_sets("env.family=BoomSeeds")],
+         _write("fam.py", _family_module("BoomSeeds", "    def __init__(self, *a, **k):\n"
+                                                      "        raise OSError('disk')\n"))),
+]
+
 ISSUE_35_CASES = (LOCK_CASES + DAMAGED_RUN_CASES + CONFIG_IN_RUN_CASES + OUT_CASES + VALIDATION_CASES
-                  + SMALLER_CASES + SIZE_CASES)
+                  + SMALLER_CASES + SIZE_CASES + MODULE_CASES)
 CORPUS = (_kwargs_cases() + VALUE_CASES + FILE_CASES + FLAG_CASES + PLOT_CASES + CHECKPOINT_CASES
           + ISSUE_35_CASES)
 FAST = {"kwargs-unknown-Navigation2D", "kwargs-abc-HalfCheetahVel-velocity_low", "kwargs-nan-Navigation2D-low",
@@ -666,6 +698,26 @@ def test_an_invalid_mujoco_gl_is_one_line(argv, good_run, tmp_path, monkeypatch)
     monkeypatch.setenv("MUJOCO_GL", "garbage")
     case = Case("mujoco-gl", lambda root: [a.format(good=root / "good", root=root) for a in argv])
     run_case(case, good_run, tmp_path, monkeypatch)
+
+
+@pytest.mark.parametrize("kind", ["raises", "unprintable", "hangs"])
+def test_check_family_prints_its_failed_line_when_a_step_fails_or_hangs(kind, tmp_path, capsys):
+    """A family whose ``step`` raises anything (or an exception whose ``__str__`` raises) or hangs: check-family
+    prints its FAILED line and exits 1; a hanging check ends after ``--check-timeout`` seconds."""
+    import time
+
+    name = f"CheckStep{kind.title()}"
+    body = {"raises": "    def step(self, action):\n        raise RuntimeError('boom')\n",
+            "unprintable": "    def step(self, action):\n        raise Unprintable()\n",
+            "hangs": "    def step(self, action):\n        while True:\n            time.sleep(0.01)\n"}[kind]
+    path = tmp_path / f"{kind}.py"
+    path.write_text("import time\n" + UNPRINTABLE + _family_module(name, body))
+    t0 = time.monotonic()
+    assert main(["check-family", name, "--module", str(path), "--check-timeout", "2"]) == 1
+    assert time.monotonic() - t0 < 60
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"check-family {name}: FAILED: "), err
+    assert {"raises": "RuntimeError: boom", "unprintable": "cannot be printed", "hangs": "within 2 s"}[kind] in err[0]
 
 
 def test_1e_minus_3_is_a_number():
