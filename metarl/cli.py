@@ -242,16 +242,17 @@ def _check_family(cfg: Any) -> Any:
         raise UsageError(describe(e, 300) or type(e).__name__) from None
 
 
-def _check_config(cfg: Any) -> Any:
+def _check_config(cfg: Any, training: bool = True) -> Any:
     """The validation every command runs on a config before it writes anything, whether the config came from
     a file (``train CONFIG``, each ``--seeds`` seed) or from a run directory (``--resume``, ``evaluate``,
-    ``analyze``, ``video``): the W&B mirror's settings, then the family and the learner built
-    (:func:`_check_family`); returns the learner."""
+    ``analyze``, ``video``): for ``training``, the W&B mirror's settings; then the family and the learner
+    built (:func:`_check_family`); returns the learner."""
     from metarl import wandb_mirror
     from metarl.config import ConfigError
 
     try:
-        wandb_mirror.check(cfg)
+        if training:
+            wandb_mirror.check(cfg)
     except ConfigError as e:
         raise UsageError(str(e)) from None
     return _check_family(cfg)
@@ -541,7 +542,7 @@ def _check_run(run_dir: str, iteration: int | str | None = None) -> tuple[RunDir
         raise UsageError(f"{str(rd)!r} is not a run directory (no config.yaml)")
     try:
         rd.check_files()
-        _check_config(rd.config())  # the checks train CONFIG makes, on the run's own config
+        _check_config(rd.config(), training=False)  # the checks train CONFIG makes, on the run's own config
         return rd, rd.load(iteration)
     except RunDirError as e:
         raise UsageError(str(e)) from None

@@ -353,7 +353,7 @@ class RunDir:
         _HELD[key] = fd
 
     def unlock(self) -> None:
-        """Release the lock :meth:`lock` took (the file stays; releasing at exit is the kernel's)."""
+        """Release the lock :meth:`lock` took (without this, the kernel releases it when the process ends)."""
         fd = _HELD.pop(str(self.path.resolve()), None)
         if fd is not None:
             os.close(fd)
@@ -377,7 +377,7 @@ class RunDir:
                 raise RunDirError(f"{d}: not a directory (a run keeps its {d.name} there)")
         for name in (CONFIG, *OUTPUT_FILES):
             p = self.path / name
-            if p.is_symlink() or (p.exists() and not p.is_file()):
+            if p.exists() and not p.is_file():  # a directory, a FIFO (a link to a regular file is one)
                 raise RunDirError(f"{p}: not a regular file")
         try:
             scalars.check(self.path)
