@@ -236,10 +236,25 @@ def _check_family(cfg: Any) -> Any:
     except Exception as e:  # noqa: BLE001 - a family's constructor (a user's, perhaps) that fails otherwise
         raise UsageError(f"env.family: {cfg.env.family} could not be built: {type(e).__name__}: "
                          f"{describe(e)}") from None
+    _check_policy_weights(cfg, family)
     try:
         return build_learner(cfg, family)
     except ValueError as e:
         raise UsageError(describe(e, 300) or type(e).__name__) from None
+
+
+def _check_policy_weights(cfg: Any, family: Any) -> None:
+    """The policy's weights, input and output layers included, at most ``MAX_WEIGHTS`` (the config's own bound
+    counts those between hidden layers only: the observation size is the family's)."""
+    from metarl.config import MAX_WEIGHTS
+
+    p = cfg.policy
+    inputs = family.obs_dim + (p.context_size if p.adapt == "context" else 0)
+    sizes = [inputs, *p.hidden_sizes, family.act_dim]
+    weights = sum(a * b for a, b in zip(sizes, sizes[1:]))
+    if weights > MAX_WEIGHTS:
+        raise UsageError(f"policy.hidden_sizes: {p.hidden_sizes} between {family.name}'s {inputs} inputs and "
+                         f"{family.act_dim} actions make {weights} weights; they must be <= {MAX_WEIGHTS}")
 
 
 def _check_config(cfg: Any, training: bool = True) -> Any:

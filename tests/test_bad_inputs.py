@@ -605,6 +605,20 @@ MODULE_CASES = [
                                                       "        raise OSError('disk')\n"))),
 ]
 
+BIG_OBSERVATION = ("    def __init__(self, *a, **k):\n        super().__init__(*a, **k)\n"
+                   "        import gymnasium\n        import numpy as np\n"
+                   "        self.observation_space = gymnasium.spaces.Box(-1.0, 1.0, (2_000_000,), np.float32)\n")
+MODULE_CASES += [
+    Case("train-family-huge-observation", lambda root: ["train", NAV, "--module", str(root / "big.py"),
+                                                        "--no-progress", *_sets("env.family=BigObs",
+                                                                                "policy.hidden_sizes=[64]")],
+         _write("big.py", _family_module("BigObs", BIG_OBSERVATION))),
+    Case("seeds-family-huge-observation", lambda root: ["train", NAV, "--module", str(root / "big.py"), "--seeds",
+                                                        "1", "--no-progress", *_sets("env.family=BigObsSeeds",
+                                                                                     "policy.hidden_sizes=[64]")],
+         _write("big.py", _family_module("BigObsSeeds", BIG_OBSERVATION))),
+]
+
 ISSUE_35_CASES = (LOCK_CASES + DAMAGED_RUN_CASES + CONFIG_IN_RUN_CASES + OUT_CASES + VALIDATION_CASES
                   + SMALLER_CASES + SIZE_CASES + MODULE_CASES)
 CORPUS = (_kwargs_cases() + VALUE_CASES + FILE_CASES + FLAG_CASES + PLOT_CASES + CHECKPOINT_CASES
