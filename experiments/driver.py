@@ -47,20 +47,24 @@ def train(cfg: Any, run_dir: Path, latest_only: bool = False, progress: bool = T
     if plan.archived is not None:
         print(f"  {run_dir.name}: extending from {plan.done} to {cfg.iterations} iterations; its evaluation at "
               f"{plan.done} is kept in eval/{plan.archived.name}/ with that checkpoint")
-    trainer = Trainer(plan.cfg, run_dir, resume=plan.resume)
-    with tqdm(total=cfg.iterations, initial=trainer.start_iteration, desc=run_dir.name, unit="it",
-              disable=not progress) as bar:
-        def tick(r: Any) -> None:
-            bar.set_postfix(pre=f"{r.scalars['returns/pre_adapt']:.1f}", post=f"{r.scalars['returns/post_adapt']:.1f}")
-            bar.update(1)
-            if latest_only:
-                rd.prune_checkpoints()
+    try:  # prepare_training locked the run directory: released when this run is done (a campaign trains many)
+        trainer = Trainer(plan.cfg, run_dir, resume=plan.resume)
+        with tqdm(total=cfg.iterations, initial=trainer.start_iteration, desc=run_dir.name, unit="it",
+                  disable=not progress) as bar:
+            def tick(r: Any) -> None:
+                bar.set_postfix(pre=f"{r.scalars['returns/pre_adapt']:.1f}",
+                                post=f"{r.scalars['returns/post_adapt']:.1f}")
+                bar.update(1)
+                if latest_only:
+                    rd.prune_checkpoints()
 
-        try:  # Ctrl-C or SIGTERM inside checkpoints the run before the process exits
-            trainer.train(tick)
-        finally:
-            if latest_only:
-                rd.prune_checkpoints()
+            try:  # Ctrl-C or SIGTERM inside checkpoints the run before the process exits
+                trainer.train(tick)
+            finally:
+                if latest_only:
+                    rd.prune_checkpoints()
+    finally:
+        rd.unlock()
 
 
 def evaluate(run_dir: Path, tasks: int, steps: int, seed: int, best: bool = False) -> dict[str, Any]:
@@ -141,7 +145,7 @@ def train_and_evaluate(args: Any, jobs: list[tuple[Any, Path]], steps: int, anal
     if as_tasks:  # every run trained first, as Ray tasks; then evaluated here
         from experiments.ray_campaign import train_jobs
 
-        unfinished = train_jobs(jobs, True, args.parallel, args.ray_address)
+        unfinished = train_jobs(train, jobs, True, args.parallel, args.ray_address)
         jobs = [(cfg, d) for cfg, d in jobs if d.name not in unfinished]
     for cfg, run_dir in jobs:
         if not as_tasks:

@@ -4,7 +4,7 @@
 only) and trains N runs at a time; ``--ray-address HOST:PORT`` joins a
 running cluster and lets Ray place the runs on its nodes. Each run is one Ray
 task (Ray's task and resource API) that trains through the same lifecycle as
-a sequential campaign (:func:`experiments.driver.train`: skip finished, resume
+a sequential campaign (``experiments.driver.train``: skip finished, resume
 interrupted, extend a grown budget), so:
 
 * a task reserves the CPUs its sampler uses (``sampler.workers``, 1 when
@@ -41,11 +41,11 @@ def resources(cfg: Any) -> dict[str, float]:
     return {"num_cpus": cpus, "num_gpus": gpus}
 
 
-def train_task(cfg: Any, run_dir: str, latest_only: bool) -> dict[str, Any]:
-    """The body of one run's task: check the run's directory is reachable here, then train it."""
+def train_task(train: Callable[..., None], cfg: Any, run_dir: str, latest_only: bool) -> dict[str, Any]:
+    """The body of one run's task: check the run's directory is reachable here, then ``train`` it
+    (:func:`experiments.driver.train`)."""
     import torch
 
-    from experiments.driver import train
     from metarl.rundir import RunDir
 
     torch.set_num_threads(1)
@@ -57,10 +57,11 @@ def train_task(cfg: Any, run_dir: str, latest_only: bool) -> dict[str, Any]:
     return {"run": where.name, "done": RunDir(where).done_iterations(), "node": socket.gethostname()}
 
 
-def train_jobs(jobs: list[tuple[Any, Path]], latest_only: bool, parallel: int = 1, ray_address: str | None = None,
-               report: Callable[[str], None] = print) -> list[str]:
-    """Train every job as a Ray task (``parallel`` at a time locally, or on the cluster at ``ray_address``);
-    returns the names of the runs that did not finish (each line of progress goes to ``report``)."""
+def train_jobs(train: Callable[..., None], jobs: list[tuple[Any, Path]], latest_only: bool, parallel: int = 1,
+               ray_address: str | None = None, report: Callable[[str], None] = print) -> list[str]:
+    """Train every job with ``train`` (:func:`experiments.driver.train`) as a Ray task (``parallel`` at a time
+    locally, or on the cluster at ``ray_address``); returns the names of the runs that did not finish (each
+    line of progress goes to ``report``)."""
     import ray
 
     from metarl.sampling.ray_backend import check_reachable, start_local_ray
@@ -73,7 +74,7 @@ def train_jobs(jobs: list[tuple[Any, Path]], latest_only: bool, parallel: int = 
         most = max(resources(cfg)["num_cpus"] for cfg, _ in jobs) if jobs else 1.0
         start_local_ray(num_cpus=int(max(1, parallel) * most), log_to_driver=False)
     remote = ray.remote(max_retries=RETRIES, retry_exceptions=False)(train_task)
-    pending = {remote.options(**resources(cfg)).remote(cfg, str(run_dir.resolve()), latest_only): run_dir.name
+    pending = {remote.options(**resources(cfg)).remote(train, cfg, str(run_dir.resolve()), latest_only): run_dir.name
                for cfg, run_dir in jobs}
     report(f"{len(pending)} runs as Ray tasks ({'cluster ' + ray_address if ray_address else f'{parallel} at a time'})")
     unfinished = []

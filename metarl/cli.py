@@ -205,7 +205,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("check-family", "run the task-family checks on a registered family")
     p.add_argument("name", help="family name (see metarl tasks)")
+    p.add_argument("--check-timeout", type=_positive_float, default=120.0, metavar="S",
+                   help="seconds each check may take before it counts as failed (default 120: a step that hangs)")
     return parser
+
+
+# what mujoco accepts in MUJOCO_GL (mujoco/gl_context.py; anything else raises when mujoco is imported)
+MUJOCO_GL_VALUES = {"linux": ("egl", "osmesa", "glx", "glfw"), "darwin": ("cgl", "glfw"), "win32": ("wgl", "glfw")}
+MUJOCO_GL_SWITCHES = ("", "enable", "enabled", "on", "true", "1", "disable", "disabled", "off", "false", "0")
+
+
+def _check_mujoco_gl() -> None:
+    """A ``MUJOCO_GL`` that mujoco would refuse at import is a usage error naming it, before any import."""
+    value = os.environ.get("MUJOCO_GL", "").lower().strip()
+    valid = MUJOCO_GL_VALUES.get(sys.platform, ("glfw",))
+    if value not in (*valid, *MUJOCO_GL_SWITCHES):
+        raise UsageError(f"MUJOCO_GL={os.environ['MUJOCO_GL'][:40]!r} is not one of {', '.join(valid)} "
+                         "(egl for headless rendering)")
 
 
 def _import_modules(paths: list[str]) -> None:
@@ -221,28 +237,91 @@ def _import_modules(paths: list[str]) -> None:
 
 # -- commands -----------------------------------------------------------------------
 
-def _check_family(cfg: Any) -> None:
+def _check_family(cfg: Any) -> Any:
     """Build the configured family once (its constructor sees ``env.kwargs``) and the learner on it (an outer
     loop or rule may refuse the policy's size, e.g. es.method: cma on too many numbers) before anything is
-    written."""
+    written; returns that (throwaway) learner."""
     from metarl.run import build_family, build_learner, learner_device
+    from metarl.usermodules import describe
 
     try:
-        learner_device(cfg)  # device: cuda on a machine without CUDA (a ConfigError, a ValueError)
+        learner_device(cfg)  # device: cuda on a machine without CUDA
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    try:
         family = build_family(cfg)
     except (ValueError, TypeError, KeyError) as e:
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UsageError(f"env.kwargs: {cfg.env.family} refuses {cfg.env.kwargs}: {msg[:200]}") from None
+        msg = describe(e) or type(e).__name__
+        raise UsageError(f"env.kwargs: {cfg.env.family} refuses {cfg.env.kwargs}: {msg}") from None
+    except Exception as e:  # noqa: BLE001 - a family's constructor (a user's, perhaps) that fails otherwise
+        raise UsageError(f"env.family: {cfg.env.family} could not be built: {type(e).__name__}: "
+                         f"{describe(e)}") from None
+    _check_policy_weights(cfg, family)
     try:
-        build_learner(cfg, family)
+        return build_learner(cfg, family)
     except ValueError as e:
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UsageError(msg[:300]) from None
+        raise UsageError(describe(e, 300) or type(e).__name__) from None
+
+
+def _check_policy_weights(cfg: Any, family: Any) -> None:
+    """The policy's weights, input and output layers included, at most ``MAX_WEIGHTS`` (the config's own bound
+    counts those between hidden layers only: the observation size is the family's)."""
+    from metarl.config import MAX_WEIGHTS
+
+    p = cfg.policy
+    inputs = family.obs_dim + (p.context_size if p.adapt == "context" else 0)
+    sizes = [inputs, *p.hidden_sizes, family.act_dim]
+    weights = sum(a * b for a, b in zip(sizes, sizes[1:]))
+    if weights > MAX_WEIGHTS:
+        raise UsageError(f"policy.hidden_sizes: {p.hidden_sizes} between {family.name}'s {inputs} inputs and "
+                         f"{family.act_dim} actions make {weights} weights; they must be <= {MAX_WEIGHTS}")
+
+
+def _check_config(cfg: Any, training: bool = True) -> Any:
+    """The validation every command runs on a config before it writes anything, whether the config came from
+    a file (``train CONFIG``, each ``--seeds`` seed) or from a run directory (``--resume``, ``evaluate``,
+    ``analyze``, ``video``): for ``training``, the W&B mirror's settings; then the family and the learner
+    built (:func:`_check_family`); returns the learner."""
+    from metarl import wandb_mirror
+    from metarl.config import ConfigError
+
+    try:
+        if training:
+            wandb_mirror.check(cfg)
+    except ConfigError as e:
+        raise UsageError(str(e)) from None
+    return _check_family(cfg)
+
+
+def _check_resumable(rd: RunDir, iterations: int | None) -> Any:
+    """Everything a resume of ``rd`` reads, checked before anything changes (:meth:`RunDir.check_files`, the
+    config, :func:`_check_config`, an edit of a key the run cannot change, the checkpoint against the learner);
+    returns the config it continues with."""
+    from metarl.config import ConfigError
+    from metarl.rundir import RunDirError
+
+    try:
+        rd.check_files()
+        cfg = rd.resume_config(iterations)
+    except (ConfigError, RunDirError) as e:
+        raise UsageError(str(e)) from None
+    rd.check_checkpoint(_check_config(cfg))
+    return cfg
+
+
+def _lock(rd: RunDir) -> None:
+    """Take ``rd``'s lock (:meth:`RunDir.lock`): another process training in it is a usage error."""
+    from metarl.rundir import RunDirError
+
+    try:
+        rd.lock()
+    except RunDirError as e:
+        raise UsageError(str(e)) from None
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from metarl import wandb_mirror
-    from metarl.config import ConfigError, load_config, resolve_device
+    from metarl.config import ConfigError, load_config
     from metarl.rundir import RunDir, RunDirError
 
     modules = getattr(args, "module", [])
@@ -252,16 +331,19 @@ def cmd_train(args: argparse.Namespace) -> int:
         rd = RunDir(args.resume)
         if not rd.is_run():
             raise UsageError(f"--resume: {str(rd)!r} is not a run directory (no config.yaml)")
+        cfg = _check_resumable(rd, args.iterations)  # the device too (a run that asked for cuda, here without)
         try:
-            cfg = rd.resume_config(args.iterations)
             wandb_mirror.check(cfg)
-            resolve_device(cfg.device)  # a run that asked for cuda, resumed on a machine without it
         except ConfigError as e:
             raise UsageError(str(e)) from None
         if args.print_config:
             return _print_config(cfg)
-        rd.record_modules(modules)
-        return _run_training(cfg, rd.path, resume=True, progress=_progress(args))
+        _lock(rd)
+        try:
+            rd.record_modules(modules)
+            return _run_training(cfg, rd.path, resume=True, progress=_progress(args))
+        finally:
+            rd.unlock()
 
     if not args.config:
         raise UsageError("train needs a CONFIG file (or --resume RUN_DIR)")
@@ -286,13 +368,16 @@ def cmd_train(args: argparse.Namespace) -> int:
         return _print_config(cfg)
     _check_family(cfg)
     try:
-        rd = RunDir.create(cfg, args.run_dir, args.force)
+        rd = RunDir.create(cfg, args.run_dir, args.force)  # locked (RunDir.lock)
     except RunDirError as e:
         raise UsageError(str(e)) from None
-    rd.write_config(cfg)  # first: a run interrupted from here on can be resumed
-    rd.record_modules(modules)
-    _RESUMABLE["run_dir"] = rd.path
-    return _run_training(cfg, rd.path, resume=False, progress=_progress(args))
+    try:
+        rd.write_config(cfg)  # first: a run interrupted from here on can be resumed
+        rd.record_modules(modules)
+        _RESUMABLE["run_dir"] = rd.path
+        return _run_training(cfg, rd.path, resume=False, progress=_progress(args))
+    finally:
+        rd.unlock()
 
 
 def _train_seeds(args: argparse.Namespace) -> int:
@@ -300,6 +385,7 @@ def _train_seeds(args: argparse.Namespace) -> int:
     from metarl import wandb_mirror
     from metarl.commands import seed_list, seed_runs
     from metarl.config import ConfigError
+    from metarl.rundir import RunDirError
 
     if args.seed is not None:
         raise UsageError("--seeds and --seed exclude each other")
@@ -307,19 +393,31 @@ def _train_seeds(args: argparse.Namespace) -> int:
         raise UsageError("--seeds resumes its own run directories; --force does not apply")
     try:
         jobs = seed_runs(args.config, args.overrides, seed_list(args.seeds), args.run_dir)
-        for _, cfg, _ in jobs:
+        for _, cfg, rd in jobs:
             wandb_mirror.check(cfg)
-    except ConfigError as e:
+            rd.check_files(creatable=True)
+    except (ConfigError, RunDirError) as e:
         raise UsageError(str(e)) from None
+    for _, cfg, rd in jobs:  # every seed checked as train CONFIG and --resume check, before any seed starts
+        _check_config(cfg)
+        done = rd.done_iterations()
+        if done is not None and done < cfg.iterations:  # it resumes with its own config
+            _check_resumable(rd, cfg.iterations)
     for seed, cfg, rd in jobs:
-        plan = rd.prepare_training(cfg)
+        try:
+            plan = rd.prepare_training(cfg)  # locks the seed's directory unless it is finished
+        except RunDirError as e:
+            raise UsageError(str(e)) from None
         if plan.action == "finished":
             print(f"seed {seed}: finished ({plan.done} iterations) in {rd}", file=sys.stderr)
             continue
-        rd.record_modules(getattr(args, "module", []))
-        print(f"seed {seed}: {'resuming at iteration ' + str(plan.done) if plan.resume else 'starting'} in {rd}",
-              file=sys.stderr)
-        rc = _run_training(plan.cfg, rd.path, resume=plan.resume, progress=_progress(args))
+        try:
+            rd.record_modules(getattr(args, "module", []))
+            print(f"seed {seed}: {'resuming at iteration ' + str(plan.done) if plan.resume else 'starting'} in "
+                  f"{rd}", file=sys.stderr)
+            rc = _run_training(plan.cfg, rd.path, resume=plan.resume, progress=_progress(args))
+        finally:
+            rd.unlock()
         if rc != 0:
             return rc
     return 0
@@ -453,6 +551,9 @@ def _evaluate(rd: RunDir, loaded: LoadedRun, name: str, args: argparse.Namespace
         raise UsageError(str(e)) from None
     best = getattr(args, "iteration", None) == "best"
     evaluation = EVALUATIONS[name]
+    _check_protocol_tasks(evaluation, loaded, name, settings)
+    _check_eval_size(loaded, getattr(settings, "tasks", None), getattr(settings, "episodes", None),
+                     getattr(settings, "steps", 1), getattr(settings, "shots", None))
     out = Path(out) if out else rd.eval_path(evaluation.file_name(settings, best))
     _check_writable(out)
     if warn:
@@ -464,10 +565,54 @@ def _evaluate(rd: RunDir, loaded: LoadedRun, name: str, args: argparse.Namespace
     return 0
 
 
+MAX_VIDEO_BYTES = 2 << 30  # raw frames a video holds in memory before it is encoded
+
+
+def _check_eval_size(loaded: LoadedRun, tasks: int | None, episodes: int | None, steps: int,
+                     shots: list[int] | None = None) -> None:
+    """Bounds on what an evaluation of ``loaded`` would allocate, before it starts: ``--steps`` at most
+    ``MAX_INNER_STEPS``, and one batch (tasks x episodes, the largest shot, x the horizon) at most
+    ``MAX_BATCH_STEPS`` env steps, as for training (:mod:`metarl.config`)."""
+    from metarl.config import MAX_BATCH_STEPS, MAX_INNER_STEPS
+
+    if steps > MAX_INNER_STEPS:
+        raise UsageError(f"--steps {steps}: must be <= {MAX_INNER_STEPS}")
+    n = tasks or 1
+    per_task = max(shots) if shots else episodes or loaded.cfg.algo.episodes_per_task
+    batch = n * per_task * loaded.family.horizon
+    if batch > MAX_BATCH_STEPS:
+        flag = "--shots" if shots else "--episodes"
+        raise UsageError(f"--tasks {n} times {flag} {per_task} times the horizon {loaded.family.horizon} is "
+                         f"{batch} steps per batch; it must be <= {MAX_BATCH_STEPS}")
+
+
+def _check_protocol_tasks(evaluation: Any, loaded: LoadedRun, name: str, settings: Any) -> None:
+    """A fixed protocol needs the family's own test tasks (and ``--tasks`` at most as many): refused before
+    anything in the run directory is touched."""
+    from metarl.commands import CommandError, test_task_subset
+    from metarl.evaluations import FixedProtocol
+
+    if not isinstance(evaluation, FixedProtocol):
+        return
+    tasks = loaded.family.test_tasks()
+    if tasks is None:
+        raise UsageError(f"--protocol {name}: family {loaded.family.name} has no test tasks of its own")
+    try:
+        test_task_subset(tasks, getattr(settings, "tasks", None), loaded.family.name)
+    except CommandError as e:
+        raise UsageError(str(e)) from None
+
+
 def cmd_video(args: argparse.Namespace) -> int:
     from metarl.video import VideoError, default_suffix, render_run
 
     rd, loaded = _check_run(args.run_dir)
+    _check_eval_size(loaded, args.tasks, args.episodes, args.steps)
+    frames = args.tasks * loaded.family.horizon * (args.steps + 1) * args.width * args.height * 3
+    if frames > MAX_VIDEO_BYTES:
+        raise UsageError(f"--tasks {args.tasks}, --steps {args.steps}, --width {args.width} and --height "
+                         f"{args.height} over a horizon of {loaded.family.horizon} make {frames} bytes of frames; "
+                         f"they must be <= {MAX_VIDEO_BYTES}")
     out = Path(args.out) if args.out else rd.eval_path(f"video{default_suffix()}")
     if out.suffix not in (".mp4", ".gif"):
         raise UsageError(f"{str(out)!r}: the video must be a .mp4 or .gif file")
@@ -491,15 +636,19 @@ def _check_run(run_dir: str, iteration: int | str | None = None) -> tuple[RunDir
     into its learner (its recorded modules imported first): the run and the loaded run, for the command to
     use (it is not loaded twice)."""
     from metarl.config import ConfigError
-    from metarl.rundir import RunDir
+    from metarl.rundir import RunDir, RunDirError
 
     rd = RunDir(run_dir)
     if not rd.is_run():
         raise UsageError(f"{str(rd)!r} is not a run directory (no config.yaml)")
     try:
+        rd.check_files()
+        _check_config(rd.config(), training=False)  # the checks train CONFIG makes, on the run's own config
         return rd, rd.load(iteration)
+    except RunDirError as e:
+        raise UsageError(str(e)) from None
     except ConfigError as e:
-        raise UsageError(f"{rd.config_path}: {e}") from None
+        raise UsageError(str(e) if str(e).startswith(str(rd.config_path)) else f"{rd.config_path}: {e}") from None
     except FileNotFoundError as e:
         raise UsageError(str(e) if iteration is not None else f"no checkpoint in {rd.checkpoints}") from None
 
@@ -511,14 +660,18 @@ def _warn_versions(rd: RunDir) -> None:
 
 
 def _check_writable(out: Path) -> None:
-    """One-line error before any work when ``out`` cannot be created."""
+    """One-line error before any work when ``out`` cannot be created, or exists and is not a regular file."""
     parent = out.parent
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
     if not parent.is_dir():
         raise UsageError(f"cannot write {str(out)!r}: {str(parent)!r} is not a directory")
-    if out.is_dir():
-        raise UsageError(f"cannot write {str(out)!r}: it is a directory")
+    from metarl.fileio import NotRegularFileError, check_replaceable
+
+    try:  # a FIFO, a device (/dev/null), a directory: never replaced
+        check_replaceable(out)
+    except NotRegularFileError as e:
+        raise UsageError(f"cannot write {str(out)!r}: {e.strerror}") from None
     if not os.access(parent, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
         raise UsageError(f"cannot write {str(out)!r}: permission denied")
     from metarl.rundir import probe_writable
@@ -570,14 +723,43 @@ def cmd_check_family(args: argparse.Namespace) -> int:
 
     if args.name not in envs.family_names():
         raise UsageError(envs.unknown_family_message(args.name))
+    import signal
+
+    from metarl.usermodules import describe
+
     verbose = getattr(args, "verbose", False)  # -v: list each check as it passes
+    limit = args.check_timeout
+
+    def on_alarm(signum: int, frame: Any) -> None:
+        raise _CheckTimeout(f"a check did not finish within {limit:g} s (a step or reset that hangs?)")
+
+    def passed(what: str) -> None:
+        signal.setitimer(signal.ITIMER_REAL, limit)  # each check gets its own time
+        if verbose:
+            print(f"  ok: {what}")
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, limit)
     try:
-        envs.check_family(args.name, passed=(lambda what: print(f"  ok: {what}")) if verbose else None)
-    except (AssertionError, ValueError) as e:
-        print(f"check-family {args.name}: FAILED: {e}", file=sys.stderr)
+        envs.check_family(args.name, passed=passed)
+    except Exception as e:  # noqa: BLE001 - a family's constructor, reset or step (a user's, perhaps) may raise anything
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        try:  # the checks' own messages as they are; anything else, its type and first line
+            what = str(e) if isinstance(e, AssertionError | ValueError | _CheckTimeout) else (
+                f"{type(e).__name__}: {describe(e)}")
+        except Exception:  # noqa: BLE001 - an exception whose __str__ raises
+            what = describe(e)
+        print(f"check-family {args.name}: FAILED: {what}", file=sys.stderr)
         return 1
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
     print(f"check-family {args.name}: ok")
     return 0
+
+
+class _CheckTimeout(Exception):
+    """A family check that ran past ``check-family --check-timeout``."""
 
 
 COMMANDS = {"train": cmd_train, "config": cmd_config, "evaluate": cmd_evaluate, "analyze": cmd_analyze,
@@ -614,6 +796,7 @@ def _main(argv: list[str] | None) -> int:
                             format="%(levelname)s %(name)s: %(message)s")
         if args.command == "video":  # before anything imports mujoco: headless rendering needs EGL
             os.environ.setdefault("MUJOCO_GL", "egl")
+        _check_mujoco_gl()
         _import_modules(getattr(args, "module", []))
         return COMMANDS[args.command](args)
     except UsageError as e:
@@ -634,6 +817,12 @@ def _main(argv: list[str] | None) -> int:
             raise
         print(f"metarl: error: {e}", file=sys.stderr)
         return 1
+    except OSError as e:  # a write that would replace a FIFO, a device or a directory (metarl.fileio)
+        fileio = sys.modules.get("metarl.fileio")
+        if fileio is None or not isinstance(e, fileio.NotRegularFileError):
+            raise
+        print(f"metarl: error: cannot write {e.filename!r}: {e.strerror}", file=sys.stderr)
+        return EXIT_USAGE
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ import difflib
 import math
 import os
 import re
+import stat
 import types
 import typing
 from collections.abc import Mapping
@@ -466,6 +467,15 @@ MAX_LAYERS = 32
 MAX_BATCH_STEPS = 50_000_000
 MAX_WEIGHTS = 50_000_000
 MAX_REMOTE_WORKERS = 4096
+MAX_INNER_STEPS = 100
+
+
+def _default_horizon(family: str) -> int:
+    """The registered horizon of ``family`` (what ``env.horizon: null`` means), or 1 for an unknown one (refused
+    later, naming it)."""
+    import envs
+
+    return next((h for name, h, _ in envs.describe_families() if name == family), 1)
 WANDB_MODES = {"offline": None, "online": None}
 
 
@@ -491,9 +501,13 @@ def _check_sizes(cfg: Config, need: Any) -> None:
     weights = sum(x * y for x, y in zip(p.hidden_sizes, p.hidden_sizes[1:]))
     need(weights <= MAX_WEIGHTS, "policy.hidden_sizes", p.hidden_sizes,
          f"must have at most {MAX_WEIGHTS} weights between hidden layers")
-    steps = a.meta_batch_size * a.episodes_per_task * (h or 1)
+    steps = a.meta_batch_size * a.episodes_per_task * (h or _default_horizon(cfg.env.family))
     need(steps <= MAX_BATCH_STEPS, "algo.meta_batch_size", a.meta_batch_size,
          f"times algo.episodes_per_task times env.horizon ({steps} steps per batch) must be <= {MAX_BATCH_STEPS}")
+    need(a.inner_steps <= MAX_INNER_STEPS, "algo.inner_steps", a.inner_steps, f"must be <= {MAX_INNER_STEPS}")
+    need(steps * (a.inner_steps + 1) <= MAX_BATCH_STEPS, "algo.inner_steps", a.inner_steps,
+         f"plus 1, times the {steps} steps of each batch, is the steps an iteration samples and must be <= "
+         f"{MAX_BATCH_STEPS}")
     if s.workers is not None and s.backend == "local":
         top = max_local_workers()
         need(s.workers <= top, "sampler.workers", s.workers,
@@ -555,6 +569,45 @@ def from_dict(data: dict[str, Any], notes: list[str] | None = None) -> Config:
     return validate(_build_config(data))
 
 
+def read_yaml_file(path: str | os.PathLike[str]) -> Any:
+    """The YAML value in ``path``, read with the bounds of :mod:`metarl.inputs` (a regular file of at most
+    ``MAX_CONFIG_BYTES``, UTF-8, no duplicate keys; the tree bounded by :func:`metarl.inputs.check_tree`
+    once loaded by :func:`load_config`); every failure is a one-line :class:`ConfigError` naming ``path``."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO must not block the open
+        try:
+            mode = os.fstat(fd).st_mode
+            if stat.S_ISDIR(mode):
+                raise IsADirectoryError(path)
+            if not stat.S_ISREG(mode):
+                raise ConfigError(f"config path is not a regular file: {path}")
+            with os.fdopen(fd, encoding="utf-8") as f:
+                fd = -1
+                text = f.read(inputs.MAX_CONFIG_BYTES + 1)
+        finally:
+            if fd >= 0:
+                os.close(fd)
+        if len(text) > inputs.MAX_CONFIG_BYTES:
+            raise ConfigError(f"config file is larger than {inputs.MAX_CONFIG_BYTES} bytes: {path}")
+        return inputs.load_yaml(text)
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file is not UTF-8 text: {path}") from None
+    except ValueError as e:
+        if isinstance(e, ConfigError):
+            raise
+        raise ConfigError(f"{path}: {e}") from None
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config path is a directory: {path}") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path}: {e.strerror or e}") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"malformed YAML in {path}{where}") from None
+
+
 def load_config(path: str | os.PathLike[str] | None, overrides: list[str] | None = None,
                 notes: list[str] | None = None) -> Config:
     """Read ``path`` (or the defaults if None), apply ``overrides``, validate.
@@ -563,28 +616,7 @@ def load_config(path: str | os.PathLike[str] | None, overrides: list[str] | None
     one the file or the overrides used is appended to it (the command line prints them)."""
     data: Any = {}
     if path is not None:
-        try:
-            with open(path, encoding="utf-8") as f:
-                text = f.read(inputs.MAX_CONFIG_BYTES + 1)
-            if len(text) > inputs.MAX_CONFIG_BYTES:
-                raise ConfigError(f"config file is larger than {inputs.MAX_CONFIG_BYTES} bytes: {path}")
-            data = inputs.load_yaml(text)
-        except UnicodeDecodeError:
-            raise ConfigError(f"config file is not UTF-8 text: {path}") from None
-        except ValueError as e:
-            if isinstance(e, ConfigError):
-                raise
-            raise ConfigError(f"{path}: {e}") from None
-        except FileNotFoundError:
-            raise ConfigError(f"config file not found: {path}") from None
-        except IsADirectoryError:
-            raise ConfigError(f"config path is a directory: {path}") from None
-        except OSError as e:
-            raise ConfigError(f"cannot read config file {path}: {e.strerror or e}") from None
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            where = f" at line {mark.line + 1}" if mark is not None else ""
-            raise ConfigError(f"malformed YAML in {path}{where}") from None
+        data = read_yaml_file(path)
         if data is None:
             data = {}
         if not isinstance(data, dict):

@@ -1,9 +1,16 @@
-"""Atomic file writes: a crash at any moment leaves either the old file or the new one."""
+"""Atomic file writes: a crash at any moment leaves either the old file or the new one.
+
+A write never replaces what is not a regular file (a FIFO, a device such as
+``/dev/null``, a directory, a socket): :func:`check_replaceable` raises
+:class:`NotRegularFileError` first.
+"""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -18,10 +25,35 @@ def _umask() -> int:
 _MODE = 0o666 & ~_umask()  # what open() would give a new file
 
 
+class NotRegularFileError(OSError):
+    """A write would replace something that is not a regular file (its ``strerror`` says what it is)."""
+
+
+def _kind(mode: int) -> str:
+    for test, what in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return what
+    return "not a regular file"
+
+
+def check_replaceable(path: str | os.PathLike[str]) -> None:
+    """Raise :class:`NotRegularFileError` when ``path`` exists (a symbolic link followed) and is not a regular
+    file; a missing path, or a regular file, may be written."""
+    try:
+        mode = os.stat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    if not stat.S_ISREG(mode):
+        raise NotRegularFileError(errno.EEXIST, f"it is {_kind(mode)}, not a regular file", str(path))
+
+
 def atomic_write(path: str | os.PathLike[str], data: bytes | str) -> Path:
     """Write ``data`` to ``path`` via a temporary file in the same directory,
-    fsync, rename over the target, and fsync the directory."""
+    fsync, rename over the target, and fsync the directory.  A ``path`` that is not a regular file
+    (:func:`check_replaceable`) is left as it is: :class:`NotRegularFileError`."""
     path = Path(path)
+    check_replaceable(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = data.encode("utf-8") if isinstance(data, str) else data
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -48,10 +80,10 @@ def atomic_write(path: str | os.PathLike[str], data: bytes | str) -> Path:
 
 def read_json(path: str | os.PathLike[str]) -> Any:
     """The JSON value in ``path``; None when the file is missing, unreadable or not JSON (a partial write by
-    something other than :func:`atomic_write`, a file of someone else's)."""
+    something other than :func:`atomic_write`, a file of someone else's, one nested too deeply)."""
     try:
         return json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # RecursionError: nested too deeply to parse
         return None
 
 

@@ -9,7 +9,8 @@ the offending key or value; :mod:`metarl.config` turns it into a
 * a loaded tree (file plus ``--set`` overrides) holds at most
   :data:`MAX_NODES` values once aliases are expanded, nests at most
   :data:`MAX_DEPTH` levels and has no string containing a null byte
-  (:func:`check_tree`); files are at most :data:`MAX_CONFIG_BYTES`;
+  (:func:`check_tree`); files are at most :data:`MAX_CONFIG_BYTES`; a key given twice in
+  one mapping is refused, naming it and both lines (:class:`DuplicateKeyError`);
 * ``env.kwargs`` must name parameters of the family's constructor (or of a
   base class it forwards ``**kwargs`` to) and match the type of their
   defaults; NaN is never accepted (:func:`check_env_kwargs`).
@@ -30,8 +31,27 @@ MAX_DEPTH = 32
 MAX_NODES = 100_000
 
 
+class DuplicateKeyError(ValueError):
+    """A YAML mapping that gives one key twice (the message names the key and both lines)."""
+
+
 class Loader(yaml.SafeLoader):
     """``yaml.SafeLoader`` that also resolves ``1e-3`` and ``2E5`` as floats."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> Any:
+        """``SafeLoader.construct_mapping`` refusing a key given twice (PyYAML would keep the last one silently)."""
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key, line = self.construct_object(key_node), key_node.start_mark.line + 1
+            try:
+                if key in seen:
+                    raise DuplicateKeyError(f"duplicate key {short_repr(key, 60)} at lines {seen[key]} and {line}")
+                seen[key] = line
+            except TypeError:  # unhashable: the base class says so
+                continue
+        return super().construct_mapping(node, deep=deep)
 
 
 _FLOAT_NO_DOT = re.compile(r"^[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+$")

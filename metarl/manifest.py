@@ -113,6 +113,23 @@ def read(run_dir: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) and isinstance(data.get("sessions"), list) else None
 
 
+def check(run_dir: Path) -> None:
+    """Refuse (``ValueError``, one line) a ``manifest.json`` that is not one: not a regular file, not JSON, or
+    not ``{"sessions": [{...}, ...], ...}`` with mappings where a session's fields are."""
+    path = Path(run_dir) / FILENAME
+    if not path.exists() and not path.is_symlink():
+        return
+    if not path.is_file():
+        raise ValueError(f"{path}: not a regular file")
+    data = read_json(path)
+    sessions = data.get("sessions") if isinstance(data, dict) else None
+    if not isinstance(sessions, list) or not all(isinstance(s, dict) for s in sessions):
+        raise ValueError(f"{path}: not a manifest (expected {{\"sessions\": [{{...}}, ...]}})")
+    for where in (data, *sessions):
+        if not isinstance(where.get("versions", {}), dict | type(None)):
+            raise ValueError(f"{path}: not a manifest (its versions are not a mapping)")
+
+
 def start(run_dir: Path, argv: list[str] | None = None, env: Any = None, device: Any = None) -> dict[str, Any]:
     """Record a new training session in ``RUN_DIR/manifest.json`` (``env``: the run's ``env`` config
     section, for the family's provenance; ``device``: the learner's device, the one ``device: auto`` chose);
@@ -140,6 +157,8 @@ def version_mismatch(run_dir: Path) -> str | None:
     if data is None:
         return None
     recorded = data.get("versions") or {}
+    if not isinstance(recorded, dict):
+        return None
     now = versions()
     diff = [f"{k} {recorded.get(k)} -> {now.get(k)}" for k in ("python", *PACKAGES)
             if k in recorded and recorded.get(k) != now.get(k)]

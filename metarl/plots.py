@@ -298,7 +298,10 @@ def _load_adaptation(run_dir: Path) -> dict[str, Any] | None:
     path = Path(run_dir) / "eval" / "adaptation.json"
     if not path.is_file():
         return None
-    data = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except RecursionError:
+        raise ValueError(f"{path}: not an adaptation curve (nested too deeply)") from None
     try:
         _check_curve(data)
     except (TypeError, ValueError, AttributeError) as e:  # null or mistyped fields

@@ -20,6 +20,16 @@ which first re-imports the run's recorded modules), for checkpoints
 (:meth:`RunDir.eval_path`, :meth:`RunDir.cached`); nobody reads ``config.yaml``
 by hand.
 
+One process at a time trains in a run directory: ``metarl train`` (a new run,
+``--force``, ``--resume``, each ``--seeds`` directory) and
+:meth:`RunDir.prepare_training` take an exclusive ``fcntl.flock`` on the directory itself
+(nothing is written; ``/proc/locks`` names the holder) before they change
+anything, and hold it until the process ends (:meth:`RunDir.unlock` lets an in-process caller go
+on); a second process gets :class:`RunDirBusy` naming the first.  Before
+that, :meth:`RunDir.check_files` refuses damaged files (a ``checkpoints`` or
+``eval`` that is not a directory, a ``scalars.csv`` or ``manifest.json`` that
+is not one), so a command stops before it has changed anything.
+
 Modules: ``metarl train --module my_family.py`` records the file's absolute
 path in ``modules.json`` and copies it to ``modules/my_family.py``.  Later
 commands import the recorded path while it exists (the file as the user keeps
@@ -29,6 +39,8 @@ home).  A run without ``modules.json`` needs none.
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import math
 import os
@@ -40,8 +52,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import yaml
+
 from envs.base import TaskFamily
-from metarl import checkpoint, manifest, usermodules
+from metarl import checkpoint, manifest, scalars, usermodules
 from metarl.algos import MetaLearner
 from metarl.config import Config, ConfigError, load_config, to_yaml
 from metarl.fileio import atomic_write, read_json
@@ -57,6 +71,27 @@ EVENTS_GLOB = "events.out.tfevents.*"
 MAX_SUFFIX = 1000
 
 
+NAME_MAX = 255  # bytes in one path component (Linux, macOS)
+
+
+def check_creatable(path: Path) -> None:
+    """Raise OSError (one line) unless ``path`` could be created: no component longer than :data:`NAME_MAX`
+    bytes, the nearest existing ancestor a writable directory. Nothing is created."""
+    path = Path(path)
+    for part in path.parts:
+        if len(os.fsencode(part)) > NAME_MAX:
+            raise OSError(errno.ENAMETOOLONG, f"a path component is longer than {NAME_MAX} bytes ({part[:40]}...)")
+    parent = path
+    while not (parent.exists() or parent.is_symlink()) and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise OSError(errno.ENOTDIR, f"{_show(parent)} is not a directory")
+    if parent != path:
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise OSError(errno.EACCES, f"{_show(parent)} is not writable")
+        probe_writable(parent)  # permissions are not the whole story (read-only or special file systems, root)
+
+
 def create_unique(base: Path) -> Path:
     """Create ``base`` (or ``base-2``, ``base-3``, ... if taken) exclusively and return it.
 
@@ -64,6 +99,7 @@ def create_unique(base: Path) -> Path:
     moment with the same name get distinct directories.
     """
     base = Path(base)
+    check_creatable(base.with_name(f"{base.name}-{MAX_SUFFIX}"))
     base.parent.mkdir(parents=True, exist_ok=True)
     for n in range(1, MAX_SUFFIX + 1):
         path = base if n == 1 else base.with_name(f"{base.name}-{n}")
@@ -117,7 +153,44 @@ def clean(run_dir: Path, keep_config: bool = False) -> None:
 
 
 class RunDirError(ValueError):
-    """A run directory that cannot be created or written (one line naming it)."""
+    """A run directory that cannot be created or written, or holds a damaged file (one line naming it)."""
+
+
+class RunDirBusy(RunDirError):
+    """Another process holds the run directory's lock (the message names it)."""
+
+
+_HELD: dict[str, int] = {}  # resolved run directory -> the descriptor that holds its lock
+
+
+def _lock_holder(fd: int) -> str:
+    """The process holding the ``flock`` on the file ``fd`` names, as words for a message: its pid from
+    ``/proc/locks`` (Linux), else "another process"."""
+    st = os.fstat(fd)
+    want = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    try:
+        with open("/proc/locks", encoding="ascii", errors="replace") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return "another process"
+    for line in lines:  # "1: FLOCK  ADVISORY  WRITE 4242 08:01:1234 0 EOF"; waiters carry "->"
+        fields = line.split()
+        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == want and fields[4].isdigit():
+            pid = int(fields[4])
+            if pid != os.getpid():
+                return f"process {pid}{_command_of(pid)}"
+    return "another process"
+
+
+def _command_of(pid: int) -> str:
+    """`` (metarl train ...)``: the command line of ``pid``, cut short, or nothing where it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = f.read(400).split(b"\0")
+    except OSError:
+        return ""
+    text = " ".join(a.decode("utf-8", "replace") for a in argv if a)
+    return f" ({text[:100]}{'...' if len(text) > 100 else ''})" if text else ""
 
 
 def default_path(cfg: Config) -> Path:
@@ -146,6 +219,35 @@ def probe_writable(directory: Path) -> None:
     fd, probe = tempfile.mkstemp(prefix=".metarl-probe-", suffix=".tmp", dir=directory)
     os.close(fd)
     os.unlink(probe)
+
+
+FIXED_ON_RESUME = ("env.family", "env.kwargs", "env.horizon", "env.oracle", "policy.hidden_sizes",
+                   "policy.activation", "policy.adapt", "policy.context_size", "algo.name", "algo.inner_update")
+"""Config keys (dotted prefixes) that a resumed run may not change: the parameters' shapes, the tasks."""
+
+
+_MISSING = object()
+
+
+def _at(tree: Any, dotted: str) -> Any:
+    """The value at ``a.b`` in nested mappings, or ``_MISSING``."""
+    for part in dotted.split("."):
+        if not isinstance(tree, Mapping) or part not in tree:
+            return _MISSING
+        tree = tree[part]
+    return tree
+
+
+def _show(path: Any, limit: int = 120) -> str:
+    """``repr(str(path))``, its middle cut out past ``limit`` characters (messages stay one short line)."""
+    text = str(path)
+    return repr(text if len(text) <= limit else text[:limit // 2] + "..." + text[-limit // 2:])
+
+
+def _short(value: Any) -> str:
+    from metarl.inputs import short_repr
+
+    return short_repr(value, 60)
 
 
 class LoadedRun(NamedTuple):
@@ -224,30 +326,98 @@ class RunDir:
         """Whether the directory holds a run's config."""
         return self.config_path.is_file()
 
+    # -- the lock and the check of its files --------------------------------------
+
+    def lock(self) -> None:
+        """Take the run directory's exclusive lock for the rest of the process (again in the same process: a
+        no-op): ``fcntl.flock`` on the directory itself, so nothing is written in it. Raises
+        :class:`RunDirBusy` naming the process that holds it (from ``/proc/locks`` where there is one),
+        :class:`RunDirError` when the directory cannot be opened."""
+        key = str(self.path.resolve())
+        if key in _HELD:
+            return
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as e:
+            raise RunDirError(f"cannot lock run directory {_show(self.path)}: {e.strerror or e}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _lock_holder(fd)
+            os.close(fd)
+            raise RunDirBusy(f"run directory {_show(self.path)} is in use by {holder}; wait for it to finish "
+                             "or stop it") from None
+        except OSError as e:
+            os.close(fd)
+            raise RunDirError(f"cannot lock run directory {_show(self.path)}: {e.strerror or e}") from None
+        _HELD[key] = fd
+
+    def unlock(self) -> None:
+        """Release the lock :meth:`lock` took (without this, the kernel releases it when the process ends)."""
+        fd = _HELD.pop(str(self.path.resolve()), None)
+        if fd is not None:
+            os.close(fd)
+
+    def check_files(self, creatable: bool = False) -> None:
+        """Refuse, before anything is changed, the damaged files a command would trip over halfway:
+        a run directory, ``checkpoints`` or ``eval`` that is not a directory, a ``scalars.csv``
+        (:func:`metarl.scalars.check`) or ``manifest.json`` (:func:`metarl.manifest.check`) that is not one;
+        with ``creatable``, a missing run directory that could not be created (:func:`check_creatable`).
+        Raises :class:`RunDirError` (one line)."""
+        if creatable and not self.path.exists():
+            try:
+                check_creatable(self.path)
+            except OSError as e:
+                raise RunDirError(f"cannot write run directory {_show(self.path)}: {e.strerror or e}") from None
+            return
+        if self.path.exists() and not self.path.is_dir():
+            raise RunDirError(f"{str(self.path)!r} is not a directory")
+        for d in (self.checkpoints, self.eval_dir):
+            if (d.exists() or d.is_symlink()) and not d.is_dir():
+                raise RunDirError(f"{d}: not a directory (a run keeps its {d.name} there)")
+        for name in (CONFIG, *OUTPUT_FILES):
+            p = self.path / name
+            if p.exists() and not p.is_file():  # a directory, a FIFO (a link to a regular file is one)
+                raise RunDirError(f"{p}: not a regular file")
+        try:
+            scalars.check(self.path)
+            manifest.check(self.path)
+        except ValueError as e:
+            raise RunDirError(str(e)) from None
+
     # -- creation and lifecycle ---------------------------------------------------
 
     @classmethod
     def create(cls, cfg: Config, path: str | Path | None = None, force: bool = False) -> RunDir:
         """A new run's directory: a fresh unique one by default (:func:`default_path`), else ``path``,
-        which must be empty of anything but stale temporaries unless ``force`` (then metarl's own files
-        are removed, :func:`clean`). Raises :class:`RunDirError` before anything is written."""
+        which must be empty of anything but stale temporaries unless ``force`` (then metarl's own
+        files are removed, :func:`clean`). Raises :class:`RunDirError` before anything is written; the
+        directory comes back locked (:meth:`lock`)."""
         try:
             if path is None:
-                return cls(create_unique(default_path(cfg)))
+                made = cls(create_unique(default_path(cfg)))
+                made.lock()
+                return made
             where = Path(path)
+            check_creatable(where)
             if where.exists() and not where.is_dir():
                 raise RunDirError(f"cannot write run directory {str(where)!r}: it is not a directory")
             if where.exists() and set(where.iterdir()) - set(stale_temporaries(where)):
                 if not force:
                     raise RunDirError(f"run directory {str(where)!r} exists and is not empty "
                                       "(use --force or --resume)")
+                made = cls(where)
+                made.check_files()
+                made.lock()  # not while another process trains in it
                 probe_writable(where)
                 clean(where)
             where.mkdir(parents=True, exist_ok=True)
             probe_writable(where)
-            return cls(where)
+            made = cls(where)
+            made.lock()
+            return made
         except OSError as e:
-            raise RunDirError(f"cannot write run directory {str(path or cfg.log.root)!r}: "
+            raise RunDirError(f"cannot write run directory {_show(path or cfg.log.root)}: "
                               f"{e.strerror or e}") from None
 
     def write_config(self, cfg: Config) -> None:
@@ -264,18 +434,23 @@ class RunDir:
         finished move to ``eval/iter_NNNNNN/`` first (:meth:`archive_evaluations`).
         A run without one starts over: ``config.yaml`` is written (so an
         interrupted start can be resumed) and the event files of a start that
-        never reached a checkpoint are removed."""
+        never reached a checkpoint are removed.  Every file is checked
+        (:meth:`check_files`) and the lock taken (:meth:`lock`) before anything
+        changes; the lock is held until the process ends or :meth:`unlock`."""
+        self.check_files(creatable=True)
         done = self.done_iterations()
         if done is not None and done >= cfg.iterations:
             return TrainingPlan("finished", cfg, done)
-        if done is None:
+        resumed = self.resume_config(cfg.iterations) if done is not None else None  # checked before changes
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.lock()
+        if resumed is None:
             for stale in self.path.glob(EVENTS_GLOB):
                 stale.unlink()
-            self.path.mkdir(parents=True, exist_ok=True)
             self.write_config(cfg)
             return TrainingPlan("start", cfg)
         archived = self.archive_evaluations(done) if keep_budgets else None
-        return TrainingPlan("resume", self.resume_config(cfg.iterations), done, archived)
+        return TrainingPlan("resume", resumed, done, archived)
 
     def resume_config(self, iterations: int | None = None) -> Config:
         """The config a resumed run continues with; ``iterations`` extends (or keeps) its budget.
@@ -287,10 +462,39 @@ class RunDir:
         :class:`metarl.checkpoint.CheckpointError` for a bad checkpoint.
         """
         cfg = self.config([f"iterations={iterations}"] if iterations is not None else [])
-        done = self.done_iterations() or 0
+        state = self.latest_state()
+        done = 0 if state is None else int(state["iteration"])
         if iterations is not None and iterations < done:
             raise ConfigError(f"--iterations {iterations} is below the {done} iterations {self.path} has done")
+        if state is not None:
+            self.check_unchanged(cfg, state)
         return cfg
+
+    def check_unchanged(self, cfg: Config, state: Mapping[str, Any]) -> None:
+        """Refuse (:class:`metarl.config.ConfigError` naming the key) a resume whose ``config.yaml`` was edited
+        since the checkpoint ``state`` was written in a key that fixes the parameters' shapes or the task
+        distribution (:data:`FIXED_ON_RESUME`); the checkpoint keeps the config it was trained with."""
+        from metarl.config import to_dict
+        from metarl.inputs import load_yaml
+
+        text = state.get("config")
+        if not isinstance(text, str):
+            return  # a checkpoint written before checkpoints kept their config
+        try:
+            old = load_yaml(text)
+        except (ValueError, yaml.YAMLError):
+            raise checkpoint.CheckpointError(f"{self.checkpoints}: the config the checkpoint keeps does not "
+                                             "parse") from None
+        new = to_dict(cfg)
+        for key in FIXED_ON_RESUME:
+            was, now = _at(old, key), _at(new, key)
+            if was is _MISSING or was == now:  # a key the checkpoint's config predates
+                continue
+            if isinstance(was, Mapping) and isinstance(now, Mapping):  # env.kwargs: name the entry
+                sub = next(k for k in sorted({*was, *now}, key=str) if was.get(k, _MISSING) != now.get(k, _MISSING))
+                key, was, now = f"{key}.{sub}", was.get(sub, "(unset)"), now.get(sub, "(unset)")
+            raise ConfigError(f"{self.config_path}: {key} is {_short(now)} but the run was trained with "
+                              f"{_short(was)}; a resumed run keeps its shapes and tasks (start a new run instead)")
 
     # -- modules ------------------------------------------------------------------
 
@@ -337,10 +541,26 @@ class RunDir:
         return load_config(self.config_path, list(overrides or []))
 
     def raw_config(self) -> Any:
-        """``config.yaml`` as plain YAML, for comparing runs whose config no longer loads (None if absent)."""
-        import yaml
+        """``config.yaml`` as plain YAML, for comparing runs whose config no longer loads (None if absent);
+        a file that is not bounded YAML raises :class:`metarl.config.ConfigError`."""
+        from metarl.config import read_yaml_file
+        from metarl.inputs import check_tree
 
-        return yaml.safe_load(self.config_path.read_text(encoding="utf-8")) if self.is_run() else None
+        if not self.is_run():
+            return None
+        data = read_yaml_file(self.config_path)  # bounded: size, aliases, depth (ConfigError)
+        try:
+            check_tree(data, str(self.config_path))
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        return data
+
+    def check_checkpoint(self, learner: MetaLearner) -> None:
+        """The latest checkpoint (if any) restores into ``learner``, a throwaway one built from the run's config
+        (:class:`metarl.checkpoint.CheckpointError` if not): what a resume checks before it changes anything."""
+        state = self.latest_state()
+        if state is not None:
+            restore(learner, state, self.checkpoints)
 
     def latest_state(self) -> dict[str, Any] | None:
         """The state of the run's latest checkpoint (``iteration``, ``meta``, ...), or None."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -26,11 +27,39 @@ FILENAME = "scalars.csv"
 def _rows(path: Path) -> tuple[list[str], list[list[str]]]:
     if not path.exists():
         return [], []
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = list(csv.reader(f))
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = list(csv.reader(f))
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise ValueError(f"{path}: not a scalars CSV ({type(e).__name__})") from None
     if not rows or rows[0][:1] != ["iteration"]:
         raise ValueError(f"{path}: not a scalars CSV (its first column must be 'iteration')")
     return rows[0], rows[1:]
+
+
+def check(run_dir: Path) -> None:
+    """Refuse (``ValueError``, one line) a ``scalars.csv`` that a resumed run could not continue: not a regular
+    file, not UTF-8 CSV, a header without ``iteration`` first, or a complete row whose iteration is not an
+    integer or whose values are not numbers (a torn last row, shorter than the header, is what a kill
+    leaves and is dropped on resume)."""
+    path = Path(run_dir) / FILENAME
+    if not path.exists() and not path.is_symlink():
+        return
+    if not path.is_file():
+        raise ValueError(f"{path}: not a regular file")
+    if path.stat().st_size == 0:  # a start killed before its first row
+        return
+    header, rows = _rows(path)
+    for n, r in enumerate(rows, start=2):
+        if len(r) != len(header):
+            continue
+        if not re.fullmatch(r"[0-9]{1,12}", r[0]):
+            raise ValueError(f"{path}: line {n}: the iteration is not a non-negative integer: {r[0][:40]!r}")
+        for cell in r[1:]:
+            try:
+                float(cell)
+            except ValueError:
+                raise ValueError(f"{path}: line {n}: not a number: {cell[:40]!r}") from None
 
 
 class ScalarsCSV:

@@ -26,6 +26,16 @@ def module_name(path: str | Path) -> str:
     return PREFIX + Path(path).stem
 
 
+def describe(value: object, limit: int = 200) -> str:
+    """The first line of ``str(value)``, cut to ``limit`` characters; an object whose ``__str__`` raises (a user's
+    exception can) is named by its type instead."""
+    try:
+        text = str(value).strip()
+    except Exception:  # noqa: BLE001 - whatever a user's __str__ raises
+        return f"<{type(value).__name__} that cannot be printed>"
+    return text.splitlines()[0][:limit] if text else ""
+
+
 def import_file(path: str | Path, what: str = "--module") -> ModuleType:
     """Import the Python file ``path`` (once per name); errors name ``what`` and the file in one line."""
     path = str(path)
@@ -44,10 +54,12 @@ def import_file(path: str | Path, what: str = "--module") -> ModuleType:
     sys.modules[name] = module
     try:
         spec.loader.exec_module(module)
+    except SystemExit as e:  # sys.exit() in a user's file would end the command silently
+        sys.modules.pop(name, None)
+        raise ModuleImportError(f"{what} {path!r} called sys.exit({describe(e.code, 40)}) while importing") from None
     except Exception as e:  # noqa: BLE001 - a user's file: one line naming it and the error
         sys.modules.pop(name, None)
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        raise ModuleImportError(f"{what} {path!r} failed to import: {type(e).__name__}: {first[:200]}") from None
+        raise ModuleImportError(f"{what} {path!r} failed to import: {type(e).__name__}: {describe(e)}") from None
     import cloudpickle
 
     cloudpickle.register_pickle_by_value(module)

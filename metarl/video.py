@@ -232,6 +232,9 @@ def write_video(out: Path, frames: Sequence[np.ndarray], fps: int) -> None:
 
     import imageio.v3 as iio
 
+    from metarl.fileio import check_replaceable
+
+    check_replaceable(out)  # never replace a FIFO, a device, a directory
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp{out.suffix}")
     try:

@@ -310,12 +310,330 @@ COMMANDS = {
 CHECKPOINT_CASES = [Case(f"{cmd}-{kind}", argv, _corrupt(kind)) for cmd, argv in COMMANDS.items()
                     for kind in CORRUPTIONS]
 
-CORPUS = _kwargs_cases() + VALUE_CASES + FILE_CASES + FLAG_CASES + PLOT_CASES + CHECKPOINT_CASES
+# -- issue 35: paths beyond train CONFIG (one validation path, the lock, damaged run directories, --out) -------------
+
+_LOCKS: list[int] = []  # run-directory locks the cases hold while metarl runs (released after each case)
+
+
+def _hold_lock(run: Path) -> None:
+    """Hold ``run``'s lock as another process would (a separate open file description, so this process's own
+    :meth:`RunDir.lock` conflicts with it)."""
+    import fcntl
+
+    fd = os.open(run, os.O_RDONLY | os.O_DIRECTORY)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    _LOCKS.append(fd)
+
+
+def _release_locks() -> None:
+    while _LOCKS:
+        os.close(_LOCKS.pop())
+
+
+def _copy_good(root: Path, rel: str = "bad") -> Path:
+    run = root / rel
+    run.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(root / "good", run)
+    return run
+
+
+def _locked(rel: str = "busy") -> Callable[[Path], None]:
+    def setup(root: Path) -> None:
+        _hold_lock(_copy_good(root, rel))
+
+    return setup
+
+
+RESUME = lambda root: ["train", "--resume", str(root / "bad"), "--iterations", "3", "--no-progress"]  # noqa: E731
+
+LOCK_CASES = [
+    Case("lock-resume", lambda root: ["train", "--resume", str(root / "busy"), "--iterations", "3", "--no-progress"],
+         _locked()),
+    Case("lock-resume-same-budget", lambda root: ["train", "--resume", str(root / "busy"), "--no-progress"],
+         _locked()),
+    Case("lock-force", lambda root: ["train", NAV, "--run-dir", str(root / "busy"), "--force", "--no-progress",
+                                     *_sets()], _locked()),
+    Case("lock-seeds", lambda root: ["train", NAV, "--seeds", "1", "--run-dir", str(root / "base"), "--no-progress",
+                                     *_sets("iterations=3")], _locked("base/seed1")),
+]
+
+
+def _damage(kind: str) -> Callable[[Path], None]:
+    """A copy of the good run, ``bad``, with one file damaged."""
+
+    def setup(root: Path) -> None:
+        run = _copy_good(root)
+        if kind == "checkpoints-file":
+            shutil.rmtree(run / "checkpoints")
+            (run / "checkpoints").write_text("not a directory\n")
+        elif kind == "eval-file":
+            (run / "eval").write_text("not a directory\n")
+        elif kind == "scalars-header":
+            (run / "scalars.csv").write_text("step,returns/pre_adapt\n0,1.0\n")
+        elif kind == "scalars-binary":
+            (run / "scalars.csv").write_bytes(bytes(range(256)) * 8)
+        elif kind == "scalars-nul":
+            (run / "scalars.csv").write_bytes(b"iteration,a\n0,\x001.0\n")
+        elif kind == "scalars-iteration":
+            text = (run / "scalars.csv").read_text().splitlines()
+            text[1] = "zero" + text[1][text[1].index(","):]
+            (run / "scalars.csv").write_text("\n".join(text) + "\n")
+        elif kind == "scalars-negative":
+            text = (run / "scalars.csv").read_text().splitlines()
+            text[1] = "-1" + text[1][text[1].index(","):]
+            (run / "scalars.csv").write_text("\n".join(text) + "\n")
+        elif kind == "scalars-directory":
+            (run / "scalars.csv").unlink()
+            (run / "scalars.csv").mkdir()
+        elif kind == "manifest-shape":
+            (run / "manifest.json").write_text(json.dumps({"sessions": 5}))
+        elif kind == "manifest-sessions":
+            (run / "manifest.json").write_text(json.dumps({"sessions": [1, 2]}))
+        elif kind == "manifest-versions":
+            data = json.loads((run / "manifest.json").read_text())
+            data["versions"] = ["torch"]
+            (run / "manifest.json").write_text(json.dumps(data))
+        elif kind == "manifest-not-json":
+            (run / "manifest.json").write_text("{sessions: ")
+        elif kind == "manifest-deep":
+            (run / "manifest.json").write_text("[" * 100000 + "]" * 100000)
+        else:
+            raise AssertionError(kind)
+
+    return setup
+
+
+DAMAGES = ["checkpoints-file", "eval-file", "scalars-header", "scalars-binary", "scalars-nul", "scalars-iteration",
+           "scalars-negative", "scalars-directory", "manifest-shape", "manifest-sessions", "manifest-versions",
+           "manifest-not-json", "manifest-deep"]
+DAMAGED_RUN_CASES = [Case(f"resume-{kind}", RESUME, _damage(kind)) for kind in DAMAGES] + [
+    Case("resume-plain-checkpoints-file", lambda root: ["train", "--resume", str(root / "bad"), "--no-progress"],
+         _damage("checkpoints-file")),
+    Case("seeds-checkpoints-file", lambda root: ["train", NAV, "--seeds", "1", "--run-dir", str(root / "base"),
+                                                 "--no-progress", *_sets("iterations=3")],
+         lambda root: _damage("checkpoints-file")(root) or (root / "base").mkdir() or (root / "bad").rename(
+             root / "base" / "seed1")),
+] + [Case(f"{cmd}-{kind}", argv, _damage(kind))
+     for kind in ("manifest-shape", "manifest-versions", "manifest-deep", "checkpoints-file", "eval-file")
+     for cmd, argv in (("evaluate", lambda root: ["evaluate", str(root / "bad"), "--tasks", "1", "--steps", "0"]),
+                       ("analyze", lambda root: ["analyze", str(root / "bad"), "--tasks", "1"]))]
+
+
+def _config_text(text: str | bytes) -> Callable[[Path], None]:
+    def setup(root: Path) -> None:
+        run = _copy_good(root)
+        (run / "config.yaml").write_bytes(text.encode() if isinstance(text, str) else text)
+
+    return setup
+
+
+def _edit_config(**changes: object) -> Callable[[Path], None]:
+    """The good run's ``config.yaml`` with dotted keys set (a hand edit)."""
+    import yaml
+
+    def setup(root: Path) -> None:
+        run = _copy_good(root)
+        data = yaml.safe_load((run / "config.yaml").read_text())
+        for key, value in changes.items():
+            *parents, last = key.split("__")
+            node = data
+            for k in parents:
+                node = node.setdefault(k, {})
+            node[last] = value
+        (run / "config.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+
+    return setup
+
+
+PLOT_BAD = lambda root: ["plot", str(root / "bad"), "--out", str(root / "p.png")]  # noqa: E731
+CONFIG_IN_RUN_CASES = [
+    Case("plot-config-malformed", PLOT_BAD, _config_text("algo: [1, 2\n")),
+    Case("plot-config-deep", PLOT_BAD, _config_text("x: " + "[" * 50000 + "]" * 50000 + "\n")),
+    Case("plot-config-alias-bomb", PLOT_BAD, _config_text(_bomb(9))),
+    Case("plot-config-binary", PLOT_BAD, _config_text(bytes(range(256)) * 4)),
+    Case("plot-config-duplicate-key", PLOT_BAD, _config_text("name: a\nname: b\n")),
+    Case("plot-config-null-byte", PLOT_BAD, _config_text('name: "a\\0b"\n')),
+    Case("evaluate-config-alias-bomb", lambda root: ["evaluate", str(root / "bad")], _config_text(_bomb(9))),
+    Case("resume-config-deep", RESUME, _config_text("x: " + "{a: " * 50000 + "1" + "}" * 50000 + "\n")),
+    _plot_case("deep-list", "[" * 100000 + "]" * 100000),
+    _plot_case("deep-map", '{"steps": ' * 100000 + "1" + "}" * 100000),
+]
+
+
+def _fifo(rel: str) -> Callable[[Path], None]:
+    def setup(root: Path) -> None:
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        os.mkfifo(root / rel)
+
+    return setup
+
+
+def _link(rel: str, target: str) -> Callable[[Path], None]:
+    def setup(root: Path) -> None:
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).symlink_to(target)
+
+    return setup
+
+
+GOOD = lambda root: str(root / "good")  # noqa: E731
+OUT_CASES = [
+    Case("evaluate-out-fifo", lambda root: ["evaluate", GOOD(root), "--out", str(root / "a.json")], _fifo("a.json")),
+    Case("evaluate-out-dev-null", lambda root: ["evaluate", GOOD(root), "--out", "/dev/null"]),
+    Case("evaluate-out-link-to-dev-null", lambda root: ["evaluate", GOOD(root), "--out", str(root / "a.json")],
+         _link("a.json", "/dev/null")),
+    Case("evaluate-shots-out-fifo", lambda root: ["evaluate", GOOD(root), "--shots", "1", "--out",
+                                                  str(root / "s.json")], _fifo("s.json")),
+    Case("plot-out-fifo", lambda root: ["plot", GOOD(root), "--out", str(root / "p.png")], _fifo("p.png")),
+    Case("plot-out-link-to-dev-null", lambda root: ["plot", GOOD(root), "--out", str(root / "p.png")],
+         _link("p.png", "/dev/null")),
+    Case("plot-out-directory", lambda root: ["plot", GOOD(root), "--out", str(root / "d.png")],
+         lambda root: (root / "d.png").mkdir()),
+    Case("analyze-out-fifo", lambda root: ["analyze", GOOD(root), "--out-dir", str(root / "an")],
+         _fifo("an/analysis.json")),
+    Case("video-out-fifo", lambda root: ["video", GOOD(root), "--out", str(root / "v.gif")], _fifo("v.gif")),
+    Case("video-out-link-to-dev-null", lambda root: ["video", GOOD(root), "--out", str(root / "v.gif")],
+         _link("v.gif", "/dev/null")),
+]
+
+SEEDS = lambda root, *items, run_dir=None: ["train", NAV, "--seeds", "1", "--no-progress",  # noqa: E731
+                                            *(["--run-dir", run_dir] if run_dir else []), *_sets(*items)]
+VALIDATION_CASES = [
+    Case("seeds-low-above-high", lambda root: SEEDS(root, "env.kwargs.low=1", "env.kwargs.high=0")),
+    Case("seeds-2-low-above-high", lambda root: ["train", NAV, "--seeds", "2", "--no-progress",
+                                                 *_sets("env.kwargs.low=1", "env.kwargs.high=0")]),
+    Case("seeds-run-dir-dev-null", lambda root: SEEDS(root, run_dir="/dev/null")),
+    Case("seeds-run-dir-under-file", lambda root: SEEDS(root, run_dir=str(root / "notes.txt")),
+         _write("notes.txt", "x")),
+    Case("seeds-run-dir-readonly", lambda root: SEEDS(root, run_dir="/proc/metarl-runs")),
+    Case("seeds-es-too-many-numbers", lambda root: SEEDS(root, "algo.name=es", "es.method=cma", "es.params=all",
+                                                         "policy.hidden_sizes=[512, 512]")),
+    Case("seeds-resume-edited-shape", lambda root: SEEDS(root, "iterations=3", run_dir=str(root / "base")),
+         lambda root: _edit_config(policy__hidden_sizes=[16])(root) or (root / "base").mkdir()
+         or (root / "bad").rename(root / "base" / "seed1")),
+    Case("resume-edited-low-above-high", RESUME, _edit_config(env__kwargs__low=1.0, env__kwargs__high=0.0)),
+    Case("evaluate-edited-low-above-high", lambda root: ["evaluate", str(root / "bad")],
+         _edit_config(env__kwargs__low=1.0, env__kwargs__high=0.0)),
+    Case("analyze-edited-low-above-high", lambda root: ["analyze", str(root / "bad")],
+         _edit_config(env__kwargs__low=1.0, env__kwargs__high=0.0)),
+    Case("video-edited-low-above-high", lambda root: ["video", str(root / "bad"), "--out", str(root / "v.gif")],
+         _edit_config(env__kwargs__low=1.0, env__kwargs__high=0.0)),
+    Case("evaluate-edited-unknown-kwarg", lambda root: ["evaluate", str(root / "bad")],
+         _edit_config(env__kwargs__bogus=1)),
+    Case("evaluate-edited-es-cma-too-large", lambda root: ["evaluate", str(root / "bad")],
+         _edit_config(algo__name="es", es={"method": "cma", "params": "all"}, policy__hidden_sizes=[512, 512])),
+]
+
+SMALLER_CASES = [
+    Case("config-fifo", lambda root: ["train", str(root / "c.yaml"), "--no-progress"], _fifo("c.yaml")),
+    Case("config-dev-zero", lambda root: ["train", "/dev/zero", "--no-progress"]),
+    Case("seeds-config-fifo", lambda root: ["train", str(root / "c.yaml"), "--seeds", "1"], _fifo("c.yaml")),
+    Case("name-300", lambda root: ["train", NAV, "--no-progress", *_sets("name=" + "n" * 300)]),
+    Case("name-250", lambda root: ["train", NAV, "--no-progress", *_sets("name=" + "n" * 250)]),
+    Case("seeds-name-300", lambda root: SEEDS(root, "name=" + "n" * 300)),
+    Case("run-dir-component-300", lambda root: ["train", NAV, "--no-progress", "--run-dir",
+                                                str(root / "runs" / ("r" * 300)), *_sets()]),
+    Case("evaluate-protocol-metaworld-on-navigation", lambda root: ["evaluate", GOOD(root), "--protocol",
+                                                                    "metaworld"]),
+    Case("evaluate-protocol-metaworld-on-navigation-tasks", lambda root: ["evaluate", GOOD(root), "--protocol",
+                                                                          "metaworld", "--tasks", "3"]),
+    train_file("duplicate-key", "name: a\nalgo:\n  gamma: 0.9\n  gamma: 0.8\n"),
+    train_file("duplicate-top-level-key", "name: a\nname: b\n"),
+    train_file("duplicate-kwargs-key", "env:\n  kwargs:\n    low: -1.0\n    low: -2.0\n"),
+    train_file("duplicate-flow-key", "env: {horizon: 5, horizon: 6}\n"),
+    train_set("set-duplicate-key", "env.kwargs={low: -1.0, low: -2.0}"),
+    Case("resume-edited-hidden-sizes", RESUME, _edit_config(policy__hidden_sizes=[16])),
+    Case("resume-edited-family", RESUME, _edit_config(env__family="HalfCheetahVel", env__kwargs={})),
+    Case("resume-edited-task-range", RESUME, _edit_config(env__kwargs__low=-2.0, env__kwargs__high=2.0)),
+    Case("resume-edited-horizon", RESUME, _edit_config(env__horizon=7)),
+    Case("resume-edited-adapt", RESUME, _edit_config(policy__adapt="head")),
+    Case("resume-edited-activation", RESUME, _edit_config(policy__activation="relu")),
+    Case("resume-edited-oracle", RESUME, _edit_config(env__oracle=True)),
+]
+
+BIG = str(10**9)
+SIZE_CASES = [
+    train_set("horizon-null-batch", "env.horizon=null", "algo.meta_batch_size=300000"),
+    train_set("horizon-null-batch-halfcheetah", "env.family=HalfCheetahVel", "env.horizon=null",
+              "algo.meta_batch_size=300000"),
+    train_set("inner-steps-1e6", "algo.inner_steps=1000000"),
+    train_set("inner-steps-101", "algo.inner_steps=101"),
+    train_set("inner-steps-times-batch", "algo.inner_steps=100", "algo.meta_batch_size=100000"),
+    Case("seeds-inner-steps-1e6", lambda root: SEEDS(root, "algo.inner_steps=1000000")),
+    Case("evaluate-tasks-1e9", lambda root: ["evaluate", GOOD(root), "--tasks", BIG]),
+    Case("evaluate-episodes-1e9", lambda root: ["evaluate", GOOD(root), "--episodes", BIG]),
+    Case("evaluate-shots-1e9", lambda root: ["evaluate", GOOD(root), "--shots", "1", BIG]),
+    Case("evaluate-steps-1e6", lambda root: ["evaluate", GOOD(root), "--steps", "1000000"]),
+    Case("evaluate-tasks-times-episodes", lambda root: ["evaluate", GOOD(root), "--tasks", "100000", "--episodes",
+                                                        "1000"]),
+    Case("analyze-tasks-1e9", lambda root: ["analyze", GOOD(root), "--tasks", BIG]),
+    Case("video-steps-1e9", lambda root: ["video", GOOD(root), "--steps", BIG, "--out", str(root / "v.gif")]),
+    Case("video-tasks-1e9", lambda root: ["video", GOOD(root), "--tasks", BIG, "--out", str(root / "v.gif")]),
+    Case("video-frame-bytes", lambda root: ["video", GOOD(root), "--width", "4096", "--height", "4096", "--steps",
+                                            "20", "--out", str(root / "v.gif")]),
+]
+
+def _family_module(name: str, body: str) -> str:
+    """A module registering Navigation2D under ``name`` with ``body`` (methods) in its env class."""
+    return ("from envs import register_family\nfrom envs.navigation import Navigation2DEnv\n\n\n"
+            f"class Env(Navigation2DEnv):\n    family = {name!r}\n\n{body}\n\n"
+            f"register_family({name!r}, Env, horizon=5)\n")
+
+
+UNPRINTABLE = "class Unprintable(Exception):\n    def __str__(self):\n        raise RuntimeError('no')\n\n\n"
+MODULE_CASES = [
+    Case("module-sys-exit", lambda root: ["tasks", "--module", str(root / "ex.py")],
+         _write("ex.py", "import sys\nsys.exit(3)\n")),
+    Case("module-sys-exit-0", lambda root: ["tasks", "--module", str(root / "ex.py")],
+         _write("ex.py", "import sys\nsys.exit(0)\n")),
+    Case("module-sys-exit-text", lambda root: ["train", NAV, "--module", str(root / "ex.py")],
+         _write("ex.py", "raise SystemExit('bye\\nnow')\n")),
+    Case("module-unprintable-exception", lambda root: ["tasks", "--module", str(root / "un.py")],
+         _write("un.py", UNPRINTABLE + "raise Unprintable()\n")),
+    Case("train-family-constructor-raises", lambda root: ["train", NAV, "--module", str(root / "fam.py"),
+                                                          "--no-progress", *_sets("env.family=BoomInit")],
+         _write("fam.py", _family_module("BoomInit", "    def __init__(self, *a, **k):\n"
+                                                     "        raise RuntimeError('no\\nway')\n"))),
+    Case("train-family-constructor-unprintable", lambda root: ["train", NAV, "--module", str(root / "fam.py"),
+                                                               "--no-progress", *_sets("env.family=BoomStr")],
+         _write("fam.py", UNPRINTABLE + _family_module("BoomStr", "    def __init__(self, *a, **k):\n"
+                                                                  "        raise Unprintable()\n"))),
+    Case("seeds-family-constructor-raises", lambda root: ["train", NAV, "--module", str(root / "fam.py"),
+                                                          "--seeds", "1", "--no-progress",
+                                                          *_sets("env.family=BoomSeeds")],
+         _write("fam.py", _family_module("BoomSeeds", "    def __init__(self, *a, **k):\n"
+                                                      "        raise OSError('disk')\n"))),
+]
+
+BIG_OBSERVATION = ("    def __init__(self, *a, **k):\n        super().__init__(*a, **k)\n"
+                   "        import gymnasium\n        import numpy as np\n"
+                   "        self.observation_space = gymnasium.spaces.Box(-1.0, 1.0, (2_000_000,), np.float32)\n")
+MODULE_CASES += [
+    Case("train-family-huge-observation", lambda root: ["train", NAV, "--module", str(root / "big.py"),
+                                                        "--no-progress", *_sets("env.family=BigObs",
+                                                                                "policy.hidden_sizes=[64]")],
+         _write("big.py", _family_module("BigObs", BIG_OBSERVATION))),
+    Case("seeds-family-huge-observation", lambda root: ["train", NAV, "--module", str(root / "big.py"), "--seeds",
+                                                        "1", "--no-progress", *_sets("env.family=BigObsSeeds",
+                                                                                     "policy.hidden_sizes=[64]")],
+         _write("big.py", _family_module("BigObsSeeds", BIG_OBSERVATION))),
+]
+
+ISSUE_35_CASES = (LOCK_CASES + DAMAGED_RUN_CASES + CONFIG_IN_RUN_CASES + OUT_CASES + VALIDATION_CASES
+                  + SMALLER_CASES + SIZE_CASES + MODULE_CASES)
+CORPUS = (_kwargs_cases() + VALUE_CASES + FILE_CASES + FLAG_CASES + PLOT_CASES + CHECKPOINT_CASES
+          + ISSUE_35_CASES)
 FAST = {"kwargs-unknown-Navigation2D", "kwargs-abc-HalfCheetahVel-velocity_low", "kwargs-nan-Navigation2D-low",
         "horizon-1e12", "hidden-1e10", "workers-10000-local", "seed-2**70", "null-byte-escaped", "alias-bomb-9",
         "deep-list-50000", "set-dot", "set-env-scalar", "module-txt", "evaluate-out-readonly", "plot-out-readonly",
         "plot-adaptation-null-steps", "resume-truncated", "resume-latest-outside", "evaluate-nan",
-        "analyze-wrong-shape", "resume-iterations-below", "resume-broadcastable-shape"}
+        "analyze-wrong-shape", "resume-iterations-below", "resume-broadcastable-shape",
+        # issue 35: the lock, damaged run directories, --out, every command's validation, the smaller ones
+        "lock-resume", "lock-force", "resume-checkpoints-file", "resume-scalars-iteration", "plot-config-alias-bomb",
+        "evaluate-manifest-shape", "evaluate-out-fifo", "plot-out-link-to-dev-null", "seeds-low-above-high",
+        "seeds-run-dir-dev-null", "evaluate-edited-low-above-high", "config-fifo", "name-300", "duplicate-key",
+        "resume-edited-task-range", "evaluate-protocol-metaworld-on-navigation", "horizon-null-batch",
+        "inner-steps-1e6", "evaluate-tasks-1e9", "video-frame-bytes"}
 
 
 def test_corpus_is_large_and_names_are_unique():
@@ -349,13 +667,17 @@ def run_case(case: Case, good: Path, tmp_path: Path, monkeypatch: pytest.MonkeyP
     root = tmp_path / "root"
     root.mkdir()
     shutil.copytree(good, root / "good")
+    _release_locks()
     if case.setup is not None:
         case.setup(root)
     monkeypatch.chdir(root)
     before = snapshot(root)
     buf = io.StringIO()
-    with contextlib.redirect_stderr(buf), contextlib.redirect_stdout(io.StringIO()):
-        code = main(case.argv(root))
+    try:
+        with contextlib.redirect_stderr(buf), contextlib.redirect_stdout(io.StringIO()):
+            code = main(case.argv(root))
+    finally:
+        _release_locks()
     err = buf.getvalue()
     assert code == 2, (case.name, code, err[-2000:])
     lines = err.strip().splitlines()
@@ -382,6 +704,34 @@ def test_messages_name_the_key(good_run, tmp_path, monkeypatch):
         with contextlib.redirect_stderr(buf):
             assert main(["train", NAV, "--set", item]) == 2
         assert key in buf.getvalue(), (item, buf.getvalue())
+
+
+@pytest.mark.parametrize("argv", [["video", "{good}", "--out", "{root}/v.gif"], ["tasks"], ["check-family", "Nope"]])
+def test_an_invalid_mujoco_gl_is_one_line(argv, good_run, tmp_path, monkeypatch):
+    """``MUJOCO_GL=garbage``: one line naming it, exit 2, nothing written (mujoco would raise at import)."""
+    monkeypatch.setenv("MUJOCO_GL", "garbage")
+    case = Case("mujoco-gl", lambda root: [a.format(good=root / "good", root=root) for a in argv])
+    run_case(case, good_run, tmp_path, monkeypatch)
+
+
+@pytest.mark.parametrize("kind", ["raises", "unprintable", "hangs"])
+def test_check_family_prints_its_failed_line_when_a_step_fails_or_hangs(kind, tmp_path, capsys):
+    """A family whose ``step`` raises anything (or an exception whose ``__str__`` raises) or hangs: check-family
+    prints its FAILED line and exits 1; a hanging check ends after ``--check-timeout`` seconds."""
+    import time
+
+    name = f"CheckStep{kind.title()}"
+    body = {"raises": "    def step(self, action):\n        raise RuntimeError('boom')\n",
+            "unprintable": "    def step(self, action):\n        raise Unprintable()\n",
+            "hangs": "    def step(self, action):\n        while True:\n            time.sleep(0.01)\n"}[kind]
+    path = tmp_path / f"{kind}.py"
+    path.write_text("import time\n" + UNPRINTABLE + _family_module(name, body))
+    t0 = time.monotonic()
+    assert main(["check-family", name, "--module", str(path), "--check-timeout", "2"]) == 1
+    assert time.monotonic() - t0 < 60
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"check-family {name}: FAILED: "), err
+    assert {"raises": "RuntimeError: boom", "unprintable": "cannot be printed", "hangs": "within 2 s"}[kind] in err[0]
 
 
 def test_1e_minus_3_is_a_number():

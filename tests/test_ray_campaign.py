@@ -31,7 +31,7 @@ def test_a_task_reserves_its_samplers_cpus_and_a_gpu_when_asked():
 def test_an_unreachable_run_directory_fails_with_one_line(tmp_path):
     cfg = config_for("Navigation2D", "maml", 1, 2, TINY)
     with pytest.raises(ray_campaign.RunUnreachableError, match="cannot reach .*nowhere: --root must be on storage"):
-        ray_campaign.train_task(cfg, str(tmp_path / "nowhere" / "run"), True)
+        ray_campaign.train_task(train, cfg, str(tmp_path / "nowhere" / "run"), True)
 
 
 @pytest.mark.integration
@@ -42,7 +42,7 @@ def test_four_runs_as_ray_tasks_equal_the_same_runs_one_after_another(tmp_path):
     for cfg, run_dir in jobs(seq):
         train(cfg, run_dir, latest_only=True, progress=False)
     lines: list[str] = []
-    assert ray_campaign.train_jobs(jobs(par), True, parallel=2, report=lines.append) == []
+    assert ray_campaign.train_jobs(train, jobs(par), True, parallel=2, report=lines.append) == []
     assert len([line for line in lines if "trained to iteration 2" in line]) == 4
     for (_, a), (_, b) in zip(jobs(seq), jobs(par), strict=True):
         sa, sb = RunDir(a).latest_state(), RunDir(b).latest_state()
@@ -51,7 +51,7 @@ def test_four_runs_as_ray_tasks_equal_the_same_runs_one_after_another(tmp_path):
             assert torch.equal(sa["meta"][k], sb["meta"][k]), (a.name, k)
     # the same command again: every run is finished, nothing is trained twice
     lines.clear()
-    assert ray_campaign.train_jobs(jobs(par), True, parallel=2, report=lines.append) == []
+    assert ray_campaign.train_jobs(train, jobs(par), True, parallel=2, report=lines.append) == []
     assert all("trained to iteration 2" in line for line in lines[1:])
 
 
@@ -85,7 +85,7 @@ def test_a_two_node_loopback_cluster_survives_losing_its_worker_node(tmp_path):
         lines: list[str] = []
         result: list[list[str]] = []
         thread = threading.Thread(target=lambda: result.append(
-            ray_campaign.train_jobs(jobs_, True, ray_address=cluster.address, report=lines.append)))
+            ray_campaign.train_jobs(train, jobs_, True, ray_address=cluster.address, report=lines.append)))
         thread.start()
         deadline = time.time() + 120
         while time.time() < deadline and not any((d / "checkpoints" / "latest").exists() for _, d in jobs_):
@@ -102,7 +102,7 @@ def test_a_two_node_loopback_cluster_survives_losing_its_worker_node(tmp_path):
             assert a["iteration"] == b["iteration"] == 30
             assert all(torch.equal(a["meta"][k], b["meta"][k]) for k in a["meta"]), d.name
         lines.clear()
-        assert ray_campaign.train_jobs(jobs_, True, ray_address=cluster.address, report=lines.append) == []
+        assert ray_campaign.train_jobs(train, jobs_, True, ray_address=cluster.address, report=lines.append) == []
     finally:
         ray.shutdown()
         cluster.shutdown()

@@ -200,3 +200,93 @@ def test_a_released_navigation_run_resumes(tmp_path):
     assert main(["train", "--resume", str(copy), "--iterations", str(done + 1), "--no-progress"]) == 0
     assert RunDir(copy).done_iterations() == done + 1
     assert not (copy / MODULES_RECORD).exists()  # an old run needs no module record
+
+
+# -- the run-directory lock ---------------------------------------------------------------
+
+def test_a_second_process_cannot_train_in_a_run_directory_another_is_training_in(tmp_path):
+    """Two ``train --resume`` at once: the second exits 2 with one line naming the first (its pid) and changes
+    nothing; once the first is gone (SIGTERM: its interrupt checkpoint) the run resumes, and
+    ``scalars.csv`` holds every iteration once."""
+    import csv
+    import os
+    import signal
+    import time
+
+    from metarl.trainer import Trainer
+
+    run = tmp_path / "run"
+    run.mkdir()
+    Trainer(load_config(NAV_CONFIG, TINY + ["iterations=1", "log.checkpoint_every=1"]), run).train()
+    argv = [sys.executable, "-m", "metarl", "train", "--resume", str(run), "--iterations", "100000", "--no-progress"]
+    first = subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                             start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (run / "manifest.json").is_file() or json.loads((run / "manifest.json").read_text()).get(
+                "status") != "running" or not _locked(run):
+            assert first.poll() is None and time.monotonic() < deadline, first.stderr.read() if first.stderr else ""
+            time.sleep(0.05)
+        before = sorted(p.name for p in run.iterdir())
+        second = subprocess.run(argv, capture_output=True, text=True, cwd=tmp_path, timeout=300)
+        assert second.returncode == 2, second.stderr
+        lines = second.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("metarl: error: "), second.stderr
+        assert f"process {first.pid}" in lines[0] and str(run) in lines[0], lines[0]
+        assert first.poll() is None  # the first one goes on
+        assert sorted(p.name for p in run.iterdir()) == before  # the second wrote no event file
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGTERM)
+        first.wait(timeout=120)
+    assert first.returncode == 143, first.stderr.read() if first.stderr else ""
+    done = RunDir(run).done_iterations()
+    assert done is not None and done >= 1
+    assert main(["train", "--resume", str(run), "--iterations", str(done + 2), "--no-progress"]) == 0
+    with open(run / "scalars.csv", newline="") as f:
+        its = [int(r[0]) for r in list(csv.reader(f))[1:]]
+    assert its == list(range(done + 2)), its
+    assert len(list(run.glob("events.out.tfevents.*"))) >= 1
+
+
+def _locked(path: Path) -> bool:
+    """Whether some process holds ``path``'s ``flock`` (tried from another open file description)."""
+    import fcntl
+    import os
+
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
+def test_the_lock_is_held_once_per_process_and_released(tmp_path):
+    """:meth:`RunDir.lock` again in the same process is a no-op and writes nothing; another open of the
+    directory (as another process holds it) conflicts until :meth:`RunDir.unlock`; ``--force`` on a locked
+    directory is refused before it removes anything."""
+    import fcntl
+    import os
+
+    from metarl.rundir import RunDirBusy
+
+    rd = RunDir(tmp_path / "run")
+    rd.path.mkdir()
+    rd.lock()
+    rd.lock()
+    assert _locked(rd.path) and not list(rd.path.iterdir())
+    fd = os.open(rd.path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        with pytest.raises(BlockingIOError):
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        rd.unlock()
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # free now
+        (rd.path / "config.yaml").write_text("name: x\n")
+        with pytest.raises(RunDirBusy, match="in use by"):
+            RunDir.create(load_config(NAV_CONFIG, TINY), rd.path, force=True)
+        assert (rd.path / "config.yaml").is_file()
+    finally:
+        os.close(fd)
