@@ -71,6 +71,12 @@ class PolicyConfig:
     """Initial log standard deviation of the Gaussian policy."""
     context_size: int = 2
     """CAVIA's context parameters appended to the policy's input (adapt: context only; 2 as in CAVIA's RL code)."""
+    kind: str = "mlp"
+    """mlp (a feed-forward Gaussian policy) | gru (RL²'s recurrent policy: the observation, previous action,
+    previous reward and done flag through the `hidden_sizes` layers, a GRU of `gru_size`, then the head;
+    algo.name: rl2 only)."""
+    gru_size: int = 64
+    """Width of the GRU's hidden state (kind: gru)."""
 
 
 @dataclass(kw_only=True)
@@ -78,7 +84,8 @@ class AlgoConfig(LearnerSettings):
     """The meta-batch, the outer loop's name and the inner loop's settings (:class:`LearnerSettings`)."""
 
     name: str = "maml_trpo"
-    """Outer-loop algorithm, a key of ``metarl.algos.ALGOS``: maml_trpo | promp | maml_ppo | es."""
+    """Outer-loop algorithm, a key of ``metarl.algos.ALGOS``: maml_trpo | promp | maml_ppo | es | rl2
+    (RL², with policy.kind: gru; algo.episodes_per_task then counts trials of rl2.episodes_per_trial episodes)."""
     meta_batch_size: int = 20
     """Tasks per meta-iteration."""
     episodes_per_task: int = 20
@@ -381,6 +388,8 @@ def validate(cfg: Config) -> Config:
     need(p.adapt in ADAPT_MODES, "policy.adapt", p.adapt,
          "must be one of " + ", ".join(f"{k} ({v})" for k, v in ADAPT_MODES.items()))
     need(1 <= p.context_size <= MAX_WIDTH, "policy.context_size", p.context_size, f"must be in [1, {MAX_WIDTH}]")
+    need(p.kind in POLICY_KINDS, "policy.kind", p.kind, "must be mlp or gru")
+    need(1 <= p.gru_size <= MAX_WIDTH, "policy.gru_size", p.gru_size, f"must be in [1, {MAX_WIDTH}]")
     need(a.meta_batch_size >= 1, "algo.meta_batch_size", a.meta_batch_size, "must be >= 1")
     need(a.episodes_per_task >= 1, "algo.episodes_per_task", a.episodes_per_task, "must be >= 1")
     need(a.inner_lr > 0, "algo.inner_lr", a.inner_lr, "must be > 0")
@@ -406,6 +415,8 @@ def validate(cfg: Config) -> Config:
 
     need(s.backend in BACKENDS, "sampler.backend", s.backend, f"must be one of {_choices(BACKENDS)}")
     need(a.name in ALGOS, "algo.name", a.name, f"must be one of {_choices(ALGOS)}")
+    kinds = ALGOS[a.name].policy_kinds
+    need(p.kind in kinds, "policy.kind", p.kind, f"must be {' or '.join(kinds)} with algo.name: {a.name}")
     for section, settings in cfg.sections.items():  # each component checks its own section
         check = getattr(settings, "validate", None)
         if check is not None:
@@ -427,6 +438,7 @@ def validate(cfg: Config) -> Config:
     return cfg
 
 
+POLICY_KINDS = ("mlp", "gru")
 MAX_HORIZON = 100_000
 MAX_WIDTH = 16_384
 MAX_LAYERS = 32

@@ -32,7 +32,7 @@ from metarl.algos.base import section_name
 from metarl.config import Config
 from metarl.episodes import EpisodeBatch
 from metarl.fileio import atomic_write
-from metarl.policies import GaussianMLPPolicy
+from metarl.policies import GaussianGRUPolicy, GaussianMLPPolicy
 from metarl.sampling import BACKENDS, PolicySpec, Sampler, make_sampler
 
 TASKS, TRAIN, VALID, EVAL_TASKS, EVAL_ROLLOUTS = range(5)
@@ -71,12 +71,19 @@ def build_family(cfg: Config) -> TaskFamily:
 def build_learner(cfg: Config, family: TaskFamily) -> MetaLearner:
     """Policy (initialised from ``cfg.seed``) and the meta-learner ``algo.name`` for ``cfg``."""
     torch.manual_seed(cfg.seed)
-    policy = GaussianMLPPolicy(family.obs_dim, family.act_dim, cfg.policy.hidden_sizes, cfg.policy.activation,
-                               cfg.policy.init_log_std, cfg.policy.context_size if cfg.policy.adapt == "context" else 0)
-    return ALGOS[cfg.algo.name].from_config(cfg, policy, adapt_names(policy, cfg.policy.adapt))
+    learner = ALGOS[cfg.algo.name]
+    p = cfg.policy
+    policy: GaussianMLPPolicy | GaussianGRUPolicy
+    if getattr(p, "kind", "mlp") == "gru":  # RL²: the hidden state spans the outer loop's trials
+        policy = GaussianGRUPolicy(family.obs_dim, family.act_dim, p.hidden_sizes, p.activation, p.gru_size,
+                                   p.init_log_std, learner.episodes_per_trial(cfg))
+    else:
+        policy = GaussianMLPPolicy(family.obs_dim, family.act_dim, p.hidden_sizes, p.activation, p.init_log_std,
+                                   p.context_size if p.adapt == "context" else 0)
+    return learner.from_config(cfg, policy, adapt_names(policy, p.adapt))
 
 
-def build_sampler(cfg: Config, family: TaskFamily, policy: GaussianMLPPolicy) -> Sampler:
+def build_sampler(cfg: Config, family: TaskFamily, policy: GaussianMLPPolicy | GaussianGRUPolicy) -> Sampler:
     """The configured sampler backend for ``policy``'s architecture."""
     s = cfg.sampler
     section = section_name(s.backend, BACKENDS.get(s.backend))

@@ -125,7 +125,7 @@ class Trainer:
         b = cfg.algo.episodes_per_task
         t0 = time.perf_counter()
         tasks = self.tasks_for(iteration)
-        if cfg.algo.inner_steps == 0:  # no adaptation (pretrained / oracle baselines): one batch, train = valid
+        if cfg.algo.inner_steps == 0 or not learner.adapts:  # no inner steps (baselines, RL²): one batch
             train = self.sampler.sample(tasks, learner.policy.params(), b, derive_seed(cfg.seed, VALID, iteration))
             t_sample = time.perf_counter() - t0
             t3 = time.perf_counter()

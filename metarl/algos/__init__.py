@@ -17,12 +17,14 @@ from metarl.algos.base import MetaLearner, Rollouts, StepResult
 from metarl.algos.es import ESLearner
 from metarl.algos.maml_trpo import MAMLTRPO
 from metarl.algos.proximal import MAMLPPO, ProMP
+from metarl.algos.rl2 import RL2Learner
 
 ALGOS: dict[str, type[MetaLearner]] = {
     "maml_trpo": MAMLTRPO,
     "promp": ProMP,
     "maml_ppo": MAMLPPO,
     "es": ESLearner,
+    "rl2": RL2Learner,
 }
 
 
@@ -34,5 +36,5 @@ def register_algo(name: str, learner: type[MetaLearner]) -> None:
     ALGOS[name] = learner
 
 
-__all__ = ["ALGOS", "ESLearner", "MAMLPPO", "MAMLTRPO", "MetaLearner", "ProMP", "Rollouts", "StepResult",
+__all__ = ["ALGOS", "ESLearner", "MAMLPPO", "MAMLTRPO", "MetaLearner", "ProMP", "RL2Learner", "Rollouts", "StepResult",
            "register_algo"]
