@@ -307,3 +307,15 @@ def test_two_iterations_train_through_the_cli(tmp_path):
     assert all(np.isfinite(float(row["rl2/loss_after"])) for row in rows)
     assert RunDir(run_dir).done_iterations() == 2
     assert ALGOS["rl2"] is RL2Learner
+
+
+@pytest.mark.slow
+def test_ray_actors_give_the_same_trials():
+    from metarl.sampling.ray_backend import RaySampler
+
+    _, family, learner, tasks, batch = learner_and_batch(EARLY_END)
+    with RaySampler(family, PolicySpec.of(learner.policy), workers=2) as ray_sampler:
+        other = ray_sampler.sample(tasks, learner.policy.params(), 4, 11)
+    torch.testing.assert_close(other.mask, batch.mask, rtol=0, atol=0)
+    live = batch.mask > 0
+    torch.testing.assert_close(other.actions[live], batch.actions[live], rtol=1e-5, atol=1e-5)
