@@ -30,7 +30,7 @@ import torch
 
 from metarl import allocator, checkpoint, manifest, run, rundir, signals, wandb_mirror
 from metarl.adaptation import ADAPT_MODES
-from metarl.algos import Rollouts
+from metarl.algos import ALGOS, Rollouts
 from metarl.config import Config, flat_dict, to_dict, to_yaml
 from metarl.episodes import EpisodeBatch
 from metarl.inner_updates import INNER_UPDATES
@@ -65,6 +65,8 @@ def adaptation_scalars(params: dict[str, torch.Tensor], adapted: dict[str, torch
 
 
 def mode_description(cfg: Config) -> str:
+    if not ALGOS[cfg.algo.name].adapts:  # RL²: adaptation is a recurrent policy's hidden state
+        return f"{cfg.algo.name}: no inner step, a {cfg.policy.kind} policy adapts by its hidden state"
     method = ADAPT_MODES[cfg.policy.adapt]
     order = "first order" if cfg.algo.first_order else "second order"
     rule = INNER_UPDATES[cfg.algo.inner_update]
