@@ -16,6 +16,12 @@ bit-identical batches for every split of the grid on every step that
 happened.  After termination (mask 0) rewards are 0 in every split, but the
 observations and actions there depend on the split: a shard stops stepping
 once all of its episodes have terminated and leaves zeros.
+
+A recurrent policy (``PolicySpec.kind == "gru"``, RL²) takes the trial path
+(:meth:`RolloutWorker._rollout_trials`): each (task, trial) pair draws its
+episodes' reset seeds and its noise from its own generator likewise, but the
+GRU runs on ordinary matmuls, so different splits of the grid agree to float
+rounding rather than bit for bit (one split, one seed: identical batches).
 """
 
 from __future__ import annotations
