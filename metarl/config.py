@@ -470,9 +470,11 @@ def _check_sizes(cfg: Config, need: Any) -> None:
     weights = sum(x * y for x, y in zip(p.hidden_sizes, p.hidden_sizes[1:]))
     need(weights <= MAX_WEIGHTS, "policy.hidden_sizes", p.hidden_sizes,
          f"must have at most {MAX_WEIGHTS} weights between hidden layers")
-    steps = a.meta_batch_size * a.episodes_per_task * (h or 1)
+    trial = ALGOS[a.name].episodes_per_trial(cfg) if a.name in ALGOS else 1  # RL²: episodes per trial
+    steps = a.meta_batch_size * a.episodes_per_task * trial * (h or 1)
+    per = " times rl2.episodes_per_trial" if trial != 1 else ""
     need(steps <= MAX_BATCH_STEPS, "algo.meta_batch_size", a.meta_batch_size,
-         f"times algo.episodes_per_task times env.horizon ({steps} steps per batch) must be <= {MAX_BATCH_STEPS}")
+         f"times algo.episodes_per_task{per} times env.horizon ({steps} steps per batch) must be <= {MAX_BATCH_STEPS}")
     if s.workers is not None and s.backend == "local":
         top = max_local_workers()
         need(s.workers <= top, "sampler.workers", s.workers,

@@ -121,13 +121,6 @@ class RL2Learner(MetaLearner):
         need(cfg.policy.adapt == "all", "policy.adapt", cfg.policy.adapt,
              "must be all with algo.name: rl2 (it adapts by its hidden state, not by gradient steps on a part "
              "of the policy)")
-        from metarl.config import MAX_BATCH_STEPS
-
-        trial_steps = cfg.rl2.episodes_per_trial * (cfg.env.horizon or 1)
-        steps = cfg.algo.meta_batch_size * cfg.algo.episodes_per_task * trial_steps
-        need(steps <= MAX_BATCH_STEPS, "algo.meta_batch_size", cfg.algo.meta_batch_size,
-             f"times algo.episodes_per_task times rl2.episodes_per_trial times env.horizon ({steps} steps per batch) "
-             f"must be <= {MAX_BATCH_STEPS}")
         rule = INNER_UPDATES[cfg.algo.inner_update]
         need(not rule.learned, "algo.inner_update", cfg.algo.inner_update,
              "must be a rule without meta-parameters with algo.name: rl2 (it takes no inner step)")
