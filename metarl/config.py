@@ -74,6 +74,12 @@ class PolicyConfig:
     """Initial log standard deviation of the Gaussian policy."""
     context_size: int = 2
     """CAVIA's context parameters appended to the policy's input (adapt: context only; 2 as in CAVIA's RL code)."""
+    kind: str = "mlp"
+    """mlp (a feed-forward Gaussian policy) | gru (RL²'s recurrent policy: the observation, previous action,
+    previous reward and done flag through the `hidden_sizes` layers, a GRU of `gru_size`, then the head;
+    algo.name: rl2 only)."""
+    gru_size: int = 64
+    """Width of the GRU's hidden state (kind: gru)."""
 
 
 @dataclass(kw_only=True)
@@ -81,7 +87,8 @@ class AlgoConfig(LearnerSettings):
     """The meta-batch, the outer loop's name and the inner loop's settings (:class:`LearnerSettings`)."""
 
     name: str = "maml_trpo"
-    """Outer-loop algorithm, a key of ``metarl.algos.ALGOS``: maml_trpo | promp | maml_ppo | es."""
+    """Outer-loop algorithm, a key of ``metarl.algos.ALGOS``: maml_trpo | promp | maml_ppo | es | rl2
+    (RL², with policy.kind: gru; algo.episodes_per_task then counts trials of rl2.episodes_per_trial episodes)."""
     meta_batch_size: int = 20
     """Tasks per meta-iteration."""
     episodes_per_task: int = 20
@@ -389,6 +396,8 @@ def validate(cfg: Config) -> Config:
     need(p.adapt in ADAPT_MODES, "policy.adapt", p.adapt,
          "must be one of " + ", ".join(f"{k} ({v})" for k, v in ADAPT_MODES.items()))
     need(1 <= p.context_size <= MAX_WIDTH, "policy.context_size", p.context_size, f"must be in [1, {MAX_WIDTH}]")
+    need(p.kind in POLICY_KINDS, "policy.kind", p.kind, "must be mlp or gru")
+    need(1 <= p.gru_size <= MAX_WIDTH, "policy.gru_size", p.gru_size, f"must be in [1, {MAX_WIDTH}]")
     need(a.meta_batch_size >= 1, "algo.meta_batch_size", a.meta_batch_size, "must be >= 1")
     need(a.episodes_per_task >= 1, "algo.episodes_per_task", a.episodes_per_task, "must be >= 1")
     need(a.inner_lr > 0, "algo.inner_lr", a.inner_lr, "must be > 0")
@@ -414,6 +423,8 @@ def validate(cfg: Config) -> Config:
 
     need(s.backend in BACKENDS, "sampler.backend", s.backend, f"must be one of {_choices(BACKENDS)}")
     need(a.name in ALGOS, "algo.name", a.name, f"must be one of {_choices(ALGOS)}")
+    kinds = ALGOS[a.name].policy_kinds
+    need(p.kind in kinds, "policy.kind", p.kind, f"must be {' or '.join(kinds)} with algo.name: {a.name}")
     for section, settings in cfg.sections.items():  # each component checks its own section
         check = getattr(settings, "validate", None)
         if check is not None:
@@ -433,6 +444,9 @@ def validate(cfg: Config) -> Config:
     except ValueError as e:
         raise ConfigError(str(e)) from None
     return cfg
+
+
+POLICY_KINDS = ("mlp", "gru")
 
 
 DEVICE_FORM = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
@@ -501,9 +515,11 @@ def _check_sizes(cfg: Config, need: Any) -> None:
     weights = sum(x * y for x, y in zip(p.hidden_sizes, p.hidden_sizes[1:]))
     need(weights <= MAX_WEIGHTS, "policy.hidden_sizes", p.hidden_sizes,
          f"must have at most {MAX_WEIGHTS} weights between hidden layers")
-    steps = a.meta_batch_size * a.episodes_per_task * (h or _default_horizon(cfg.env.family))
+    trial = ALGOS[a.name].episodes_per_trial(cfg) if a.name in ALGOS else 1  # RL²: episodes per trial
+    steps = a.meta_batch_size * a.episodes_per_task * trial * (h or _default_horizon(cfg.env.family))
+    per = " times rl2.episodes_per_trial" if trial != 1 else ""
     need(steps <= MAX_BATCH_STEPS, "algo.meta_batch_size", a.meta_batch_size,
-         f"times algo.episodes_per_task times env.horizon ({steps} steps per batch) must be <= {MAX_BATCH_STEPS}")
+         f"times algo.episodes_per_task{per} times env.horizon ({steps} steps per batch) must be <= {MAX_BATCH_STEPS}")
     need(a.inner_steps <= MAX_INNER_STEPS, "algo.inner_steps", a.inner_steps, f"must be <= {MAX_INNER_STEPS}")
     need(steps * (a.inner_steps + 1) <= MAX_BATCH_STEPS, "algo.inner_steps", a.inner_steps,
          f"plus 1, times the {steps} steps of each batch, is the steps an iteration samples and must be <= "

@@ -4,6 +4,11 @@ Layout: every per-step tensor is ``(N, T, B, ...)`` = (tasks, time, episodes
 per task, ...).  ``mask`` is 1.0 for steps that happened (up to and including
 the terminating step) and 0.0 after an episode terminated; rewards and values
 of masked steps are ignored.
+
+Trials (RL², a recurrent policy): a batch whose "episodes" are trials of
+``K`` episodes on one task, ``T = K * H``; episode ``k`` of a trial fills
+steps ``[k H, (k + 1) H)``, so an episode that terminates early leaves masked
+steps before the next one starts (:func:`live_first` moves them to the end).
 """
 
 from __future__ import annotations
@@ -94,6 +99,13 @@ def gae(rewards: Tensor, values: Tensor, mask: Tensor, gamma: float, lam: float)
     deltas = (rewards + gamma * next_v - v) * mask
     d = discount_matrix(rewards.shape[1], gamma * lam, rewards.dtype, rewards.device)
     return torch.einsum("ts,nsb->ntb", d, deltas) * mask
+
+
+def live_first(mask: Tensor) -> Tensor:
+    """Per ``(task, column)``, the time indices with the live steps first, in order, then the masked ones:
+    ``(N, T, B)`` long. Gathering a trial's tensors along time with it makes the trial one contiguous
+    episode (what :func:`gae` needs to carry values across its episodes' boundaries)."""
+    return torch.sort((mask <= 0).to(torch.int8), dim=1, stable=True).indices
 
 
 def normalize(x: Tensor, mask: Tensor, eps: float = 1e-8) -> Tensor:

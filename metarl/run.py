@@ -32,7 +32,7 @@ from metarl.algos.base import section_name
 from metarl.config import Config, resolve_device
 from metarl.episodes import EpisodeBatch
 from metarl.fileio import atomic_write
-from metarl.policies import GaussianMLPPolicy
+from metarl.policies import GaussianGRUPolicy, GaussianMLPPolicy
 from metarl.sampling import BACKENDS, PolicySpec, Sampler, make_sampler
 
 TASKS, TRAIN, VALID, EVAL_TASKS, EVAL_ROLLOUTS = range(5)
@@ -74,10 +74,16 @@ def build_learner(cfg: Config, family: TaskFamily, device: torch.device | str = 
     Built on CPU (the same initial parameters on every device) and then moved. Training passes the run's
     :func:`learner_device`; evaluation and analysis keep the default CPU, wherever the run was trained."""
     torch.manual_seed(cfg.seed)
-    policy = GaussianMLPPolicy(family.obs_dim, family.act_dim, cfg.policy.hidden_sizes, cfg.policy.activation,
-                               cfg.policy.init_log_std, cfg.policy.context_size if cfg.policy.adapt == "context" else 0)
-    learner = ALGOS[cfg.algo.name].from_config(cfg, policy, adapt_names(policy, cfg.policy.adapt))
-    return learner.to(device)
+    learner = ALGOS[cfg.algo.name]
+    p = cfg.policy
+    policy: GaussianMLPPolicy | GaussianGRUPolicy
+    if getattr(p, "kind", "mlp") == "gru":  # RL²: the hidden state spans the outer loop's trials
+        policy = GaussianGRUPolicy(family.obs_dim, family.act_dim, p.hidden_sizes, p.activation, p.gru_size,
+                                   p.init_log_std, learner.episodes_per_trial(cfg))
+    else:
+        policy = GaussianMLPPolicy(family.obs_dim, family.act_dim, p.hidden_sizes, p.activation, p.init_log_std,
+                                   p.context_size if p.adapt == "context" else 0)
+    return learner.from_config(cfg, policy, adapt_names(policy, p.adapt)).to(device)
 
 
 def learner_device(cfg: Config) -> torch.device:
@@ -86,7 +92,7 @@ def learner_device(cfg: Config) -> torch.device:
     return resolve_device(cfg.device)
 
 
-def build_sampler(cfg: Config, family: TaskFamily, policy: GaussianMLPPolicy) -> Sampler:
+def build_sampler(cfg: Config, family: TaskFamily, policy: GaussianMLPPolicy | GaussianGRUPolicy) -> Sampler:
     """The configured sampler backend for ``policy``'s architecture."""
     s = cfg.sampler
     section = section_name(s.backend, BACKENDS.get(s.backend))

@@ -31,7 +31,7 @@ import torch
 
 from metarl import allocator, checkpoint, manifest, run, rundir, signals, tblog, wandb_mirror
 from metarl.adaptation import ADAPT_MODES
-from metarl.algos import Rollouts
+from metarl.algos import ALGOS, Rollouts
 from metarl.config import Config, flat_dict, to_dict, to_yaml
 from metarl.episodes import EpisodeBatch
 from metarl.inner_updates import INNER_UPDATES
@@ -66,6 +66,8 @@ def adaptation_scalars(params: dict[str, torch.Tensor], adapted: dict[str, torch
 
 
 def mode_description(cfg: Config) -> str:
+    if not ALGOS[cfg.algo.name].adapts:  # RL²: adaptation is a recurrent policy's hidden state
+        return f"{cfg.algo.name}: no inner step, a {cfg.policy.kind} policy adapts by its hidden state"
     method = ADAPT_MODES[cfg.policy.adapt]
     order = "first order" if cfg.algo.first_order else "second order"
     rule = INNER_UPDATES[cfg.algo.inner_update]
@@ -127,7 +129,7 @@ class Trainer:
         b = cfg.algo.episodes_per_task
         t0 = time.perf_counter()
         tasks = self.tasks_for(iteration)
-        if cfg.algo.inner_steps == 0:  # no adaptation (pretrained / oracle baselines): one batch, train = valid
+        if cfg.algo.inner_steps == 0 or not learner.adapts:  # no inner steps (baselines, RL²): one batch
             train = self.sampler.sample(tasks, learner.policy.params(), b,
                                         derive_seed(cfg.seed, VALID, iteration)).to(self.device)
             t_sample = time.perf_counter() - t0

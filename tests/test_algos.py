@@ -50,7 +50,7 @@ def algo_names() -> list[str]:
 
 
 # what an outer loop needs besides TINY (ES searches a learned rule's meta-parameters)
-EXTRA = {"es": ["algo.inner_update=meta_sgd", "es.population=4"]}
+EXTRA = {"es": ["algo.inner_update=meta_sgd", "es.population=4"], "rl2": ["policy.kind=gru"]}
 
 
 def one_meta_batch(name: str, seed: int = 1):

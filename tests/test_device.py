@@ -47,6 +47,7 @@ ALLOWED = {
     ("metarl/policies.py", "GaussianMLPPolicy.__init__"): "the module is built on CPU from the seed (the same "
                                                           "initialisation on every device) and moved whole",
     ("metarl/policies.py", "<module>"): "a Python float constant (log 2π)",
+    ("metarl/policies.py", "GaussianGRUPolicy.__init__"): "built on CPU from the seed and moved whole, as the MLP",
 }
 
 

@@ -17,6 +17,7 @@ from metarl.algos.base import MetaLearner, Rollouts, StepResult
 from metarl.algos.es import ESLearner
 from metarl.algos.maml_trpo import MAMLTRPO
 from metarl.algos.proximal import MAMLPPO, ProMP
+from metarl.algos.rl2 import RL2Learner
 from metarl.registry import register
 
 ALGOS: dict[str, type[MetaLearner]] = {
@@ -24,6 +25,7 @@ ALGOS: dict[str, type[MetaLearner]] = {
     "promp": ProMP,
     "maml_ppo": MAMLPPO,
     "es": ESLearner,
+    "rl2": RL2Learner,
 }
 
 
@@ -32,5 +34,5 @@ def register_algo(name: str, learner: type[MetaLearner]) -> None:
     register(ALGOS, name, learner, MetaLearner, "outer loop")
 
 
-__all__ = ["ALGOS", "ESLearner", "MAMLPPO", "MAMLTRPO", "MetaLearner", "ProMP", "Rollouts", "StepResult",
+__all__ = ["ALGOS", "ESLearner", "MAMLPPO", "MAMLTRPO", "MetaLearner", "ProMP", "RL2Learner", "Rollouts", "StepResult",
            "register_algo"]

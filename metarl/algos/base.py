@@ -154,6 +154,17 @@ class MetaLearner(LearnerSettings, abc.ABC):
     needs_rollouts: ClassVar[bool] = False
     """Whether :meth:`step` rolls out candidates of its own: the trainer then passes ``rollouts=``
     (:class:`Rollouts`)."""
+    adapts: ClassVar[bool] = True
+    """Whether the outer loop adapts by inner gradient steps. False (RL², whose adaptation is a recurrent
+    policy's hidden state): the trainer samples one batch per iteration, as with ``inner_steps: 0``, and hands
+    it to :meth:`step` as both ``train`` and ``valid``."""
+    policy_kinds: ClassVar[tuple[str, ...]] = ("mlp",)
+    """The ``policy.kind`` values this outer loop takes (the config refuses others)."""
+
+    @classmethod
+    def episodes_per_trial(cls, cfg: Any) -> int:
+        """Episodes of one trial of a recurrent policy, its hidden state carried across them (1: none)."""
+        return 1
 
     @classmethod
     def check_config(cls, cfg: Any, need: Callable[[bool, str, Any, str], None]) -> None:

@@ -115,6 +115,12 @@ def next_kl_coef(coef: float, kl: float, target: float) -> float:
     return coef
 
 
+def move_moments(learner: Any, device: torch.device) -> None:
+    """Move a learner's Adam moments (``adam_m``, ``adam_v``: tensors by name) to ``device``."""
+    learner.adam_m = OrderedDict((k, t.to(device)) for k, t in learner.adam_m.items())
+    learner.adam_v = OrderedDict((k, t.to(device)) for k, t in learner.adam_v.items())
+
+
 def adam_update(params: Sequence[Tensor], grads: Sequence[Tensor], m: Sequence[Tensor], v: Sequence[Tensor],
                 step: int, lr: float, beta1: float, beta2: float, eps: float) -> None:
     """One Adam step in place (Kingma & Ba, bias-corrected); ``step`` is the 1-based step count."""
@@ -159,8 +165,7 @@ class ProximalLearner(MetaLearner):
         self.kl_coef = float(self.proximal.kl_coef)
 
     def _move_state(self, device: torch.device) -> None:
-        self.adam_m = OrderedDict((k, t.to(device)) for k, t in self.adam_m.items())
-        self.adam_v = OrderedDict((k, t.to(device)) for k, t in self.adam_v.items())
+        move_moments(self, device)
 
     # -- checkpointed state ----------------------------------------------------------
     def state_dict(self) -> dict[str, Tensor]:

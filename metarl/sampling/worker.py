@@ -16,6 +16,12 @@ bit-identical batches for every split of the grid on every step that
 happened.  After termination (mask 0) rewards are 0 in every split, but the
 observations and actions there depend on the split: a shard stops stepping
 once all of its episodes have terminated and leaves zeros.
+
+A recurrent policy (``PolicySpec.kind == "gru"``, RL²) takes the trial path
+(:meth:`RolloutWorker._rollout_trials`): each (task, trial) pair draws its
+episodes' reset seeds and its noise from its own generator likewise, but the
+GRU runs on ordinary matmuls, so different splits of the grid agree to float
+rounding rather than bit for bit (one split, one seed: identical batches).
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ import numpy as np
 import torch
 
 from envs.base import Task, TaskFamily
-from metarl.policies import CONTEXT, GaussianMLPPolicy
+from metarl.policies import CONTEXT, GaussianGRUPolicy, GaussianMLPPolicy, rl2_inputs
 
 INPLACE_ACTIVATIONS = {"tanh": torch.tanh_, "relu": torch.relu_}
 
@@ -42,12 +48,24 @@ class PolicySpec:
     activation: str
     context_size: int = 0
     """CAVIA's context parameters on the input (0: none)."""
+    kind: str = "mlp"
+    """mlp (:class:`GaussianMLPPolicy`, episodes) | gru (:class:`GaussianGRUPolicy`, RL²'s trials)."""
+    gru_size: int = 0
+    """The GRU's width (gru only)."""
+    episodes_per_trial: int = 1
+    """Episodes of one trial, with the hidden state carried across them (gru only)."""
 
     @classmethod
-    def of(cls, policy: GaussianMLPPolicy) -> PolicySpec:
+    def of(cls, policy: GaussianMLPPolicy | GaussianGRUPolicy) -> PolicySpec:
+        if isinstance(policy, GaussianGRUPolicy):
+            return cls(policy.obs_dim, policy.act_dim, policy.hidden_sizes, policy.activation, 0, "gru",
+                       policy.gru_size, policy.episodes_per_trial)
         return cls(policy.obs_dim, policy.act_dim, policy.hidden_sizes, policy.activation, policy.context_size)
 
-    def build(self) -> GaussianMLPPolicy:
+    def build(self) -> GaussianMLPPolicy | GaussianGRUPolicy:
+        if self.kind == "gru":
+            return GaussianGRUPolicy(self.obs_dim, self.act_dim, self.hidden_sizes, self.activation, self.gru_size,
+                                     episodes_per_trial=self.episodes_per_trial)
         return GaussianMLPPolicy(self.obs_dim, self.act_dim, self.hidden_sizes, self.activation,
                                  context_size=self.context_size)
 
@@ -59,6 +77,15 @@ class Shard:
     task_ids: tuple[int, ...]
     ep_start: int
     ep_stop: int
+
+
+def trial_draws(seed: int, task_id: int, trial: int, episodes: int, horizon: int,
+                act_dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """The reset seeds ``(episodes,)`` of the episodes of trial ``trial`` of task ``task_id`` and its
+    standard-normal action noise ``(episodes * horizon, act_dim)`` float32, from the trial's own generator."""
+    rng = episode_rng(seed, task_id, trial)
+    reset_seeds = rng.integers(2**31 - 1, size=episodes)
+    return reset_seeds, rng.standard_normal((episodes * horizon, act_dim), dtype=np.float32)
 
 
 def episode_rng(seed: int, task_id: int, episode: int) -> np.random.Generator:
@@ -155,6 +182,8 @@ class RolloutWorker:
 
     def _rollout_block(self, tasks: Sequence[Task], params: Mapping[str, np.ndarray], shard: Shard,
                        seed: int) -> dict[str, np.ndarray]:
+        if self.spec.kind == "gru":
+            return self._rollout_trials(tasks, params, shard, seed)
         ids = list(shard.task_ids)
         n, b = len(ids), shard.ep_stop - shard.ep_start
         horizon, act_dim = self.family.horizon, self.spec.act_dim
@@ -213,6 +242,81 @@ class RolloutWorker:
         }
         if success_buf is not None:
             out["success"] = success_buf.reshape(horizon, n, b).transpose(1, 0, 2)
+        return out
+
+    def _rollout_trials(self, tasks: Sequence[Task], params: Mapping[str, np.ndarray], shard: Shard,
+                        seed: int) -> dict[str, np.ndarray]:
+        """RL²'s trials: the shard's "episodes" are trials of ``K = spec.episodes_per_trial`` episodes on one
+        task, episode ``k`` in steps ``[k H, (k + 1) H)`` of arrays ``(n, K H, b, ...)`` (layout: module
+        :mod:`metarl.episodes`). Each env keeps its own hidden state, zero at the trial's start and carried
+        across its episodes; on steps after an episode terminated (mask 0) the state and the previous
+        action and reward stay as they were. Trial ``j``'s reset seeds and noise: :func:`trial_draws`.
+        """
+        ids = list(shard.task_ids)
+        n, b = len(ids), shard.ep_stop - shard.ep_start
+        horizon, act_dim, k_eps = self.family.horizon, self.spec.act_dim, self.spec.episodes_per_trial
+        steps = k_eps * horizon
+        env = self.family.make_vector([tasks[i] for i in ids for _ in range(b)])
+        noise = np.empty((steps, n, b, act_dim), dtype=np.float32)
+        reset_seeds = np.empty((k_eps, n * b), dtype=np.int64)
+        for j, tid in enumerate(ids):
+            for e in range(b):
+                reset_seeds[:, j * b + e], noise[:, j, e] = trial_draws(seed, tid, shard.ep_start + e, k_eps,
+                                                                       horizon, act_dim)
+        index = torch.as_tensor(ids, dtype=torch.long)
+        full = {k: torch.as_tensor(np.asarray(v, dtype=np.float32)) for k, v in params.items()}
+        p = {k: v[index] for k, v in full.items()}
+        scaled_noise = torch.exp(full["log_std"])[index].unsqueeze(1) * torch.from_numpy(noise)
+        policy = self.policy
+        assert isinstance(policy, GaussianGRUPolicy)
+
+        obs_buf = np.zeros((steps, n * b, self.spec.obs_dim), dtype=np.float32)
+        act_buf = np.zeros((steps, n, b, act_dim), dtype=np.float32)
+        rew_buf = np.zeros((steps, n * b), dtype=np.float32)
+        mask_buf = np.zeros((steps, n * b), dtype=np.float32)
+        success_buf: np.ndarray | None = None
+        hidden = policy.initial_hidden(n, b)
+        prev_a = torch.zeros(n, b, act_dim)
+        prev_r = torch.zeros(n, b)
+        with torch.inference_mode():
+            for k in range(k_eps):
+                obs = env.reset(reset_seeds[k].tolist())
+                alive = np.ones(n * b, dtype=bool)
+                done = torch.full((n, b), 1.0 if k else 0.0)
+                for s in range(horizon):
+                    t = k * horizon + s
+                    obs_buf[t] = obs
+                    x = rl2_inputs(torch.from_numpy(obs).view(n, b, -1), prev_a, prev_r, done)
+                    mean, h_new = policy.step(x, hidden, p)
+                    actions = act_buf[t]
+                    torch.add(mean, scaled_noise[t], out=torch.from_numpy(actions))
+                    obs, rewards, terminated = env.step(actions.reshape(n * b, act_dim))
+                    mask_buf[t] = alive
+                    rew_buf[t] = np.where(alive, rewards, 0.0)
+                    success = getattr(env, "success", None)
+                    if success is not None:
+                        if success_buf is None:
+                            success_buf = np.zeros((steps, n * b), dtype=np.float32)
+                        success_buf[t] = success & alive
+                    live = torch.from_numpy(alive).view(n, b)
+                    hidden = torch.where(live.unsqueeze(-1), h_new, hidden)
+                    prev_a = torch.where(live.unsqueeze(-1), torch.from_numpy(actions), prev_a)
+                    prev_r = torch.where(live, torch.from_numpy(rew_buf[t]).view(n, b), prev_r)
+                    done = torch.where(live, torch.zeros(()), done)
+                    alive &= ~terminated
+                    if not alive.any():
+                        break  # the episode's remaining steps stay zero (mask 0); the next one starts at (k+1) H
+        close = getattr(env, "close", None)
+        if callable(close):
+            close()
+        out = {
+            "obs": obs_buf.reshape(steps, n, b, -1).transpose(1, 0, 2, 3),
+            "actions": act_buf.transpose(1, 0, 2, 3),
+            "rewards": rew_buf.reshape(steps, n, b).transpose(1, 0, 2),
+            "mask": mask_buf.reshape(steps, n, b).transpose(1, 0, 2),
+        }
+        if success_buf is not None:
+            out["success"] = success_buf.reshape(steps, n, b).transpose(1, 0, 2)
         return out
 
 
