@@ -551,6 +551,9 @@ def _evaluate(rd: RunDir, loaded: LoadedRun, name: str, args: argparse.Namespace
         raise UsageError(str(e)) from None
     best = getattr(args, "iteration", None) == "best"
     evaluation = EVALUATIONS[name]
+    refused = evaluation.refuses(loaded)
+    if refused:
+        raise UsageError(refused)
     _check_protocol_tasks(evaluation, loaded, name, settings)
     _check_eval_size(loaded, getattr(settings, "tasks", None), getattr(settings, "episodes", None),
                      getattr(settings, "steps", 1), getattr(settings, "shots", None))

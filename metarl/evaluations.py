@@ -59,6 +59,14 @@ class Evaluation(abc.ABC):
     def file_name(self, settings: Any, best: bool = False) -> str:
         return f"{self.name}_best.json" if best else f"{self.name}.json"
 
+    def refuses(self, loaded: LoadedRun) -> str | None:
+        """Why this evaluation does not apply to ``loaded`` (one line), or None. By default it needs a learner
+        that adapts by inner steps (RL² adapts through its hidden state instead)."""
+        if not getattr(loaded.learner, "adapts", True):
+            return (f"{self.name}: {loaded.cfg.algo.name} takes no inner step (it adapts through its policy's "
+                    "hidden state), so there is no before and after an inner step to evaluate")
+        return None
+
     @abc.abstractmethod
     def run(self, rd: RunDir, loaded: LoadedRun, settings: Any, out: Path, report: Report,
             best: bool = False) -> Evaluated:

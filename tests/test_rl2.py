@@ -319,3 +319,21 @@ def test_ray_actors_give_the_same_trials():
     torch.testing.assert_close(other.mask, batch.mask, rtol=0, atol=0)
     live = batch.mask > 0
     torch.testing.assert_close(other.actions[live], batch.actions[live], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("command", [["analyze"], ["evaluate"], ["evaluate", "--protocol", "transfer"]])
+def test_evaluations_before_and_after_an_inner_step_refuse_rl2_with_one_line(tmp_path, command):
+    run_dir = tmp_path / "run"
+    sets = ["algo.name=rl2", "policy.kind=gru", "iterations=1", "algo.meta_batch_size=2",
+            "algo.episodes_per_task=2", "env.horizon=5", "sampler.backend=serial", "policy.hidden_sizes=[4]"]
+    args = [a for kv in sets for a in ("--set", kv)]
+    train = subprocess.run([sys.executable, "-m", "metarl", "train", str(NAV), "--run-dir", str(run_dir),
+                            "--no-progress", *args], capture_output=True, text=True)
+    assert train.returncode == 0, train.stderr
+    r = subprocess.run([sys.executable, "-m", "metarl", command[0], str(run_dir), *command[1:]],
+                       capture_output=True, text=True)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "rl2 takes no inner step" in lines[0]
+    assert not (run_dir / "eval").exists()
