@@ -527,6 +527,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     _warn_versions(rd)
     # --shots, else --protocol NAME, else the family's own protocol (Meta-World's) or the adaptation curve
     name = "shots" if args.shots else commands.evaluation_protocol(loaded.cfg.env.family, args.protocol)
+    if args.protocol is None and not args.shots and not getattr(loaded.learner, "adapts", True):
+        name = "trials"  # RL²: its curve is over the episodes of a trial
     return _evaluate(rd, loaded, name, args, {"tasks": args.tasks, "steps": args.steps, "episodes": args.episodes,
                                               "seed": args.seed, "inner_lr": args.inner_lr, "shots": args.shots},
                      args.out)

@@ -237,6 +237,57 @@ class Transfer(Evaluation):
         return Evaluated(result, {"json": out}, lines)
 
 
+@dataclass
+class TrialSettings:
+    tasks: int = commands.DEFAULT_EVAL_TASKS
+    """Held-out tasks (the same stream, and so the same tasks, as the adaptation curve's)."""
+    episodes: int | None = None
+    """Trials per task (null: the run's algo.episodes_per_task)."""
+    seed: int = 0
+    """Seed of the held-out tasks and rollouts."""
+
+
+class TrialCurve(Evaluation):
+    """RL²'s adaptation curve: the mean return of each episode of a trial (x-axis: the episode index 1..K,
+    ``rl2.episodes_per_trial``) on the same held-out tasks as the gradient methods' curve, so one table holds
+    both (``eval/trials.json``, the adaptation curve's fields)."""
+
+    Settings = TrialSettings
+
+    def refuses(self, loaded: LoadedRun) -> str | None:
+        if getattr(loaded.learner, "adapts", True):
+            return (f"{self.name}: {loaded.cfg.algo.name} adapts by inner steps; its curve is "
+                    "`metarl evaluate --protocol adaptation`")
+        return None
+
+    def run(self, rd: RunDir, loaded: LoadedRun, settings: TrialSettings, out: Path, report: Report,
+            best: bool = False) -> Evaluated:
+        import numpy as np
+
+        from metarl.run import EVAL_ROLLOUTS, build_sampler, derive_seed, held_out_tasks, mean_stderr, write_json
+
+        cfg, family, learner, iteration = loaded
+        k = int(learner.rl2.episodes_per_trial)
+        trials = settings.episodes or cfg.algo.episodes_per_task
+        report(f"trial curve of {rd} (iteration {iteration}) on {settings.tasks} held-out tasks, episodes 1..{k}")
+        tasks = held_out_tasks(family, settings.tasks, settings.seed)
+        with build_sampler(cfg, family, learner.policy) as sampler:
+            batch = sampler.sample(tasks, {n: v.detach() for n, v in learner.policy.params().items()}, trials,
+                                   derive_seed(settings.seed, EVAL_ROLLOUTS, 0))
+        horizon = batch.mask.shape[1] // k
+        per_episode = (batch.rewards * batch.mask).unflatten(1, (k, horizon)).sum(2).mean(2)  # (N, K)
+        per_task = per_episode.T.double().numpy()  # (K, N)
+        mean, stderr = mean_stderr(np.asarray(per_task), axis=1)
+        result = {"steps": list(range(1, k + 1)), "x": "episode index within a trial", "mean": mean,
+                  "stderr": stderr, "per_task": per_task.tolist(), "tasks": tasks, "num_tasks": settings.tasks,
+                  "episodes_per_task": trials, "seed": settings.seed, "run_dir": str(rd.path),
+                  "iteration": iteration}
+        write_json(out, result, indent=1)
+        lines = [f"{'episode':>7}  {'mean return':>12}  {'stderr':>8}"] + [
+            f"{e:>7}  {m:>12.2f}  {s:>8.2f}" for e, m, s in zip(result["steps"], mean, stderr, strict=True)]
+        return Evaluated(result, {"json": out}, lines)
+
+
 def _builtins() -> dict[str, Evaluation]:
     from metarl.protocols import PROTOCOLS
 
@@ -244,6 +295,7 @@ def _builtins() -> dict[str, Evaluation]:
     out.update((name, FixedProtocol(name)) for name in PROTOCOLS)
     out["analysis"] = RepresentationAnalysis()
     out["transfer"] = Transfer()
+    out["trials"] = TrialCurve()
     for name, ev in out.items():
         ev.name = name
     return out

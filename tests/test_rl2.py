@@ -322,7 +322,8 @@ def test_ray_actors_give_the_same_trials():
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("command", [["analyze"], ["evaluate"], ["evaluate", "--protocol", "transfer"]])
+@pytest.mark.parametrize("command", [["analyze"], ["evaluate", "--protocol", "adaptation"],
+                                     ["evaluate", "--protocol", "transfer"]])
 def test_evaluations_before_and_after_an_inner_step_refuse_rl2_with_one_line(tmp_path, command):
     run_dir = tmp_path / "run"
     sets = ["algo.name=rl2", "policy.kind=gru", "iterations=1", "algo.meta_batch_size=2",
@@ -337,3 +338,29 @@ def test_evaluations_before_and_after_an_inner_step_refuse_rl2_with_one_line(tmp
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "rl2 takes no inner step" in lines[0]
     assert not (run_dir / "eval").exists()
+
+
+@pytest.mark.integration
+def test_evaluate_gives_rl2_its_curve_over_a_trials_episodes(tmp_path):
+    import json
+
+    run_dir = tmp_path / "run"
+    sets = ["algo.name=rl2", "policy.kind=gru", "iterations=1", "algo.meta_batch_size=2",
+            "algo.episodes_per_task=2", "env.horizon=5", "sampler.backend=serial", "policy.hidden_sizes=[4]",
+            "rl2.episodes_per_trial=3"]
+    args = [a for kv in sets for a in ("--set", kv)]
+    assert subprocess.run([sys.executable, "-m", "metarl", "train", str(NAV), "--run-dir", str(run_dir),
+                           "--no-progress", *args], capture_output=True, text=True).returncode == 0
+    r = subprocess.run([sys.executable, "-m", "metarl", "evaluate", str(run_dir), "--tasks", "4"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    result = json.loads((run_dir / "eval" / "trials.json").read_text())
+    assert result["steps"] == [1, 2, 3] and len(result["per_task"]) == 3 and len(result["per_task"][0]) == 4
+    assert result["mean"] == pytest.approx([sum(v) / 4 for v in result["per_task"]])
+    assert r.stdout.splitlines()[0].split() == ["episode", "mean", "return", "stderr"]
+    # the same held-out tasks as the gradient methods' curve (the evaluation stream, seed 0)
+    from metarl.run import held_out_tasks
+    from metarl.rundir import RunDir
+
+    family = RunDir(run_dir).load().family
+    assert result["tasks"] == [dict(t, goal=list(t["goal"])) for t in held_out_tasks(family, 4, 0)]
