@@ -121,6 +121,24 @@ def move_moments(learner: Any, device: torch.device) -> None:
     learner.adam_v = OrderedDict((k, t.to(device)) for k, t in learner.adam_v.items())
 
 
+def adam_state(learner: Any) -> dict[str, Tensor]:
+    """A learner's Adam moments and step count as checkpoint entries under :data:`STATE_PREFIX`."""
+    out = {f"{STATE_PREFIX}adam_m/{k}": t.clone() for k, t in learner.adam_m.items()}
+    out.update({f"{STATE_PREFIX}adam_v/{k}": t.clone() for k, t in learner.adam_v.items()})
+    out[f"{STATE_PREFIX}adam_step"] = torch.tensor(learner.adam_step, dtype=torch.int64, device="cpu")  # a counter
+    return out
+
+
+def load_adam_state(learner: Any, state: Mapping[str, Tensor]) -> None:
+    """Restore what :func:`adam_state` wrote (in place, on the moments' device)."""
+    with torch.no_grad():
+        for k, t in learner.adam_m.items():
+            t.copy_(state[f"{STATE_PREFIX}adam_m/{k}"])
+        for k, t in learner.adam_v.items():
+            t.copy_(state[f"{STATE_PREFIX}adam_v/{k}"])
+    learner.adam_step = int(state[f"{STATE_PREFIX}adam_step"])
+
+
 def adam_update(params: Sequence[Tensor], grads: Sequence[Tensor], m: Sequence[Tensor], v: Sequence[Tensor],
                 step: int, lr: float, beta1: float, beta2: float, eps: float) -> None:
     """One Adam step in place (Kingma & Ba, bias-corrected); ``step`` is the 1-based step count."""
@@ -169,12 +187,7 @@ class ProximalLearner(MetaLearner):
 
     # -- checkpointed state ----------------------------------------------------------
     def state_dict(self) -> dict[str, Tensor]:
-        out = super().state_dict()
-        for k, t in self.adam_m.items():
-            out[f"{STATE_PREFIX}adam_m/{k}"] = t.clone()
-        for k, t in self.adam_v.items():
-            out[f"{STATE_PREFIX}adam_v/{k}"] = t.clone()
-        out[f"{STATE_PREFIX}adam_step"] = torch.tensor(self.adam_step, dtype=torch.int64, device="cpu")  # counters
+        out = {**super().state_dict(), **adam_state(self)}
         out[f"{STATE_PREFIX}kl_coef"] = torch.tensor(self.kl_coef, dtype=torch.float64, device="cpu")
         return out
 
@@ -184,12 +197,7 @@ class ProximalLearner(MetaLearner):
         if set(state) != want:
             raise KeyError(f"checkpoint holds {sorted(state)}, the learner needs {sorted(want)}")
         super().load_state_dict({k: v for k, v in state.items() if not k.startswith(STATE_PREFIX)})
-        with torch.no_grad():
-            for k, t in self.adam_m.items():
-                t.copy_(own[f"{STATE_PREFIX}adam_m/{k}"])
-            for k, t in self.adam_v.items():
-                t.copy_(own[f"{STATE_PREFIX}adam_v/{k}"])
-        self.adam_step = int(own[f"{STATE_PREFIX}adam_step"])
+        load_adam_state(self, own)
         self.kl_coef = float(own[f"{STATE_PREFIX}kl_coef"])
 
     # -- the inner loop ----------------------------------------------------------------

@@ -39,7 +39,15 @@ import torch
 from torch import Tensor
 
 from metarl.algos.base import MetaLearner, StepResult
-from metarl.algos.proximal import STATE_PREFIX, adam_update, clip_fraction, clipped_surrogate, move_moments
+from metarl.algos.proximal import (
+    STATE_PREFIX,
+    adam_state,
+    adam_update,
+    clip_fraction,
+    clipped_surrogate,
+    load_adam_state,
+    move_moments,
+)
 from metarl.episodes import EpisodeBatch, live_first
 from metarl.inner_updates import INNER_UPDATES
 from metarl.policies import Params, gaussian_log_prob, trial_inputs
@@ -130,25 +138,14 @@ class RL2Learner(MetaLearner):
 
     # -- checkpointed state ------------------------------------------------------------
     def state_dict(self) -> dict[str, Tensor]:
-        out = super().state_dict()
-        for k, t in self.adam_m.items():
-            out[f"{STATE_PREFIX}adam_m/{k}"] = t.clone()
-        for k, t in self.adam_v.items():
-            out[f"{STATE_PREFIX}adam_v/{k}"] = t.clone()
-        out[f"{STATE_PREFIX}adam_step"] = torch.tensor(self.adam_step, dtype=torch.int64, device="cpu")
-        return out
+        return {**super().state_dict(), **adam_state(self)}
 
     def load_state_dict(self, state: Mapping[str, Tensor]) -> None:
         want = set(self.state_dict())
         if set(state) != want:
             raise KeyError(f"checkpoint holds {sorted(state)}, the learner needs {sorted(want)}")
         super().load_state_dict({k: v for k, v in state.items() if not k.startswith(STATE_PREFIX)})
-        with torch.no_grad():
-            for k, t in self.adam_m.items():
-                t.copy_(state[f"{STATE_PREFIX}adam_m/{k}"])
-            for k, t in self.adam_v.items():
-                t.copy_(state[f"{STATE_PREFIX}adam_v/{k}"])
-        self.adam_step = int(state[f"{STATE_PREFIX}adam_step"])
+        load_adam_state(self, state)
 
     # -- no inner step ----------------------------------------------------------------------
     def adapt(self, train: EpisodeBatch, train_adv: Tensor, meta: Mapping[str, Tensor] | None = None,

@@ -234,15 +234,7 @@ class RolloutWorker:
         close = getattr(env, "close", None)
         if callable(close):
             close()
-        out = {
-            "obs": obs_buf.reshape(horizon, n, b, -1).transpose(1, 0, 2, 3),
-            "actions": act_buf.transpose(1, 0, 2, 3),
-            "rewards": rew_buf.reshape(horizon, n, b).transpose(1, 0, 2),
-            "mask": mask_buf.reshape(horizon, n, b).transpose(1, 0, 2),
-        }
-        if success_buf is not None:
-            out["success"] = success_buf.reshape(horizon, n, b).transpose(1, 0, 2)
-        return out
+        return _task_major(obs_buf, act_buf, rew_buf, mask_buf, success_buf, n, b)
 
     def _rollout_trials(self, tasks: Sequence[Task], params: Mapping[str, np.ndarray], shard: Shard,
                         seed: int) -> dict[str, np.ndarray]:
@@ -309,15 +301,7 @@ class RolloutWorker:
         close = getattr(env, "close", None)
         if callable(close):
             close()
-        out = {
-            "obs": obs_buf.reshape(steps, n, b, -1).transpose(1, 0, 2, 3),
-            "actions": act_buf.transpose(1, 0, 2, 3),
-            "rewards": rew_buf.reshape(steps, n, b).transpose(1, 0, 2),
-            "mask": mask_buf.reshape(steps, n, b).transpose(1, 0, 2),
-        }
-        if success_buf is not None:
-            out["success"] = success_buf.reshape(steps, n, b).transpose(1, 0, 2)
-        return out
+        return _task_major(obs_buf, act_buf, rew_buf, mask_buf, success_buf, n, b)
 
 
 def sub_shards(shard: Shard, max_envs: int | None) -> list[Shard]:
@@ -335,3 +319,19 @@ def sub_shards(shard: Shard, max_envs: int | None) -> list[Shard]:
         return [Shard(ids[i:i + per], shard.ep_start, shard.ep_stop) for i in range(0, len(ids), per)]
     return [Shard((t,), e, min(e + max_envs, shard.ep_stop))
             for t in shard.task_ids for e in range(shard.ep_start, shard.ep_stop, max_envs)]
+
+
+def _task_major(obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray, mask: np.ndarray,
+                success: np.ndarray | None, n: int, b: int) -> dict[str, np.ndarray]:
+    """A shard's step-major buffers (``(T, n*b, ...)``; actions ``(T, n, b, act)``) as task-major arrays
+    ``(n, T, b, ...)``, the layout :class:`metarl.episodes.EpisodeBatch` holds."""
+    steps = rewards.shape[0]
+    out = {
+        "obs": obs.reshape(steps, n, b, -1).transpose(1, 0, 2, 3),
+        "actions": actions.transpose(1, 0, 2, 3),
+        "rewards": rewards.reshape(steps, n, b).transpose(1, 0, 2),
+        "mask": mask.reshape(steps, n, b).transpose(1, 0, 2),
+    }
+    if success is not None:
+        out["success"] = success.reshape(steps, n, b).transpose(1, 0, 2)
+    return out
