@@ -6,7 +6,9 @@
 One row per family and method: the seeds evaluated at their budget (a seed
 still training shows as in flight), the return after one inner step (mean ±
 std over seeds), and the mean return after each of 0..K inner steps on the
-held-out tasks (step 0: the meta-policy, NIL). The CAVIA table takes the
+held-out tasks (step 0: the meta-policy, NIL). The rules report adds what
+each learned rule became, read from its checkpoint alone (:func:`learned_table`).
+The CAVIA table takes the
 locomotion campaign's MAML and ANIL runs for HalfCheetahVel (the same
 config, horizon 100). No training, no rollouts.
 """
@@ -18,6 +20,7 @@ import re
 import statistics
 import sys
 from pathlib import Path
+from typing import Any
 
 if __package__ in (None, ""):  # run as a script: the repository root on the path
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -78,6 +81,102 @@ def transfer_table(root: Path, tasks: int) -> list[str]:
     return head + body
 
 
+PROBE_MAGNITUDES = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)  # |g| fed to the LSTM optimizer's probe
+
+
+def lstm_probe(learned: dict[str, Any], settings: Any, inner_lr: float,
+               magnitudes: tuple[float, ...] = PROBE_MAGNITUDES) -> dict[str, list[float]]:
+    """The LSTM optimizer's first two steps on one coordinate whose gradient is ``g`` both times, as multiples
+    of the plain step ``inner_lr * g``, for ``g = ±m`` and each magnitude ``m`` (the rule is coordinate-wise and
+    shared, so this is its whole response; state zero at the start, as at every task's start)."""
+    import torch
+
+    from metarl.inner_updates.lstm import LSTMStep
+
+    g = torch.tensor([*magnitudes, *(-m for m in magnitudes)], dtype=torch.float64)
+    w = {k: v.detach().to(torch.float64) for k, v in learned.items()}
+    rule = LSTMStep(w, settings, inner_lr)
+    first, second = rule("probe", g), rule("probe", g)
+    n = len(magnitudes)
+    ratio = [(d / (inner_lr * g)).tolist() for d in (first, second)]
+    return {"magnitude": list(magnitudes), "first_pos": ratio[0][:n], "first_neg": ratio[0][n:],
+            "second_pos": ratio[1][:n], "second_neg": ratio[1][n:]}
+
+
+def genome_summary(learned: dict[str, Any], states: int) -> dict[str, Any]:
+    """A BLUR genome against the gradient genome: the distance (all numbers, and per part) and the numbers."""
+    import torch
+
+    from metarl.inner_updates.blur import GENOME, gradient_genome
+
+    ref = gradient_genome(states, torch.float64)
+    parts = {k: learned[k].detach().to(torch.float64) for k in GENOME}
+    dist = {k: float(torch.linalg.norm(parts[k] - ref[k])) for k in GENOME}
+    total = float(sum(d * d for d in dist.values()) ** 0.5)
+    return {"distance": total, "parts": dist, "genome": {k: v.tolist() for k, v in parts.items()}}
+
+
+def learned_rules(root: Path) -> dict[str, list[dict[str, Any]]]:
+    """What each finished run's learned rule became, from its latest checkpoint: the LSTM optimizer's probe,
+    BLUR's genome against the gradient genome, Meta-SGD's step sizes against ``inner_lr`` (their median per
+    parameter)."""
+    import torch
+
+    out: dict[str, list[dict[str, Any]]] = {}
+    for rd, m in campaign_runs(root, RUN):
+        done = rd.done_iterations() or 0
+        if done < rd.config().iterations or m["method"] not in ("meta_sgd", "lstm", "blur", "blur_cma"):
+            continue
+        learner = rd.load().learner
+        rule, learned = learner.rule, learner.rule_params
+        entry: dict[str, Any] = {"seed": int(m["seed"]), "family": m["family"]}
+        if m["method"] == "lstm":
+            entry.update(lstm_probe(learned, rule.settings, rule.inner_lr))
+        elif m["method"].startswith("blur"):
+            entry.update(genome_summary(learned, rule.settings.states))
+        else:
+            entry["median_step"] = {k: float(torch.median(v.detach().abs()) / rule.inner_lr)
+                                    for k, v in learned.items()}
+        out.setdefault(m["method"], []).append(entry)
+    return out
+
+
+def learned_table(root: Path) -> list[str]:
+    """:func:`learned_rules` as text: the LSTM's step per gradient magnitude, BLUR's genome distance, Meta-SGD's
+    step sizes, each averaged over the finished seeds (none: nothing)."""
+    rules = learned_rules(root)
+    lines: list[str] = []
+    if "lstm" in rules:
+        runs = rules["lstm"]
+        mags = runs[0]["magnitude"]
+        lines += ["", "What the LSTM optimizer learned: its step as a multiple of the plain step (algo.inner_lr × "
+                  "g) for a coordinate whose gradient is g, at its first and second inner step (the same g "
+                  f"twice, state carried), mean over {len(runs)} seed{'s' if len(runs) > 1 else ''}; 1.0 is SGD.",
+                  "", "| step | sign | " + " | ".join(f"|g| = {m:g}" for m in mags) + " |",
+                  "|---|---|" + "---|" * len(mags)]
+        for step in ("first", "second"):
+            for sign in ("pos", "neg"):
+                vals = [statistics.mean(r[f"{step}_{sign}"][i] for r in runs) for i in range(len(mags))]
+                lines.append(f"| {step} | g {'>' if sign == 'pos' else '<'} 0 | " +
+                             " | ".join(f"{v:.3g}" for v in vals) + " |")
+    for method in ("blur", "blur_cma"):
+        if method in rules:
+            runs = rules[method]
+            parts = list(runs[0]["parts"])
+            lines += ["", f"{METHOD_LABELS.get(method, method)}: the genome's distance from the gradient genome "
+                      "(Euclidean, over its numbers and per part; 0 is the plain gradient step).", "",
+                      "| seed | distance | " + " | ".join(parts) + " |", "|---|---|" + "---|" * len(parts)]
+            lines += [f"| {r['seed']} | {r['distance']:.3f} | " + " | ".join(f"{r['parts'][k]:.3f}" for k in parts)
+                      + " |" for r in sorted(runs, key=lambda r: r["seed"])]
+    if "meta_sgd" in rules:
+        runs = rules["meta_sgd"]
+        names = list(runs[0]["median_step"])
+        lines += ["", "Meta-SGD's learned step sizes: the median per parameter as a multiple of algo.inner_lr, "
+                  "mean over seeds.", "", "| parameter | median step / inner lr |", "|---|---|"]
+        lines += [f"| {n} | {statistics.mean(r['median_step'][n] for r in runs):.3g} |" for n in names]
+    return lines
+
+
 def report(which: str, root: Path, tasks: int = EVAL_TASKS, eval_seed: int = EVAL_SEED) -> str:
     steps = 3 if which == "cavia" else RULES_STEPS
     rows: dict[tuple[str, str], dict[int, object]] = {}
@@ -96,7 +195,7 @@ def report(which: str, root: Path, tasks: int = EVAL_TASKS, eval_seed: int = EVA
             "steps at each run's budget; step 0 is the meta-policy before adaptation (NIL).\n\n")
     lines = table(rows, steps, order) if rows else ["No runs yet."]
     if which == "rules":
-        lines += transfer_table(root, tasks)
+        lines += transfer_table(root, tasks) + learned_table(root)
     return text + "\n".join(lines) + "\n"
 
 

@@ -49,6 +49,9 @@ def test_a_tiny_rules_comparison_writes_its_table(tmp_path):
     text = (tmp_path / "rules_table.md").read_text()
     assert "| Navigation2D | MAML-TRPO | 1 |" in text and "| Navigation2D | BLUR genome by CMA-ES | 1 |" in text
     assert rules_report.main(["rules", "--root", str(tmp_path), "--eval-tasks", "2", "--check"]) == 0
+    assert "BLUR genome by CMA-ES: the genome's distance from the gradient genome" in text
+    (row,) = [r for r in rules_report.learned_rules(tmp_path)["blur_cma"]]
+    assert row["distance"] > 0  # one CMA-ES generation moved the mean away from the gradient genome
 
 
 @pytest.mark.integration
@@ -62,6 +65,40 @@ def test_the_rules_comparison_evaluates_transfer_to_the_outer_ring(tmp_path):
     assert ev["env_kwargs"]["exclude"] == 0.5
     assert all(max(abs(g) for g in t["goal"]) >= 0.5 for t in ev["learned"]["tasks"])
     assert ev["learned"]["mean"] == ev["sgd"]["mean"]  # a plain-step run: the learned rule is the plain step
+    assert "Meta-SGD's learned step sizes" in text
+
+
+def test_the_lstm_probe_reads_the_plain_step_at_the_start_and_a_learned_scale_after():
+    import torch
+
+    from metarl.inner_updates.lstm import LSTMOptimizer, LSTMSettings
+
+    settings = LSTMSettings(hidden_size=3)
+    rule = LSTMOptimizer(0.1, settings)
+    torch.manual_seed(0)
+    learned = rule.init_params({"w": torch.zeros(2)}, ["w"])
+    probe = rules_report.lstm_probe(learned, settings, 0.1)
+    for key in ("first_pos", "first_neg", "second_pos", "second_neg"):
+        assert probe[key] == pytest.approx([1.0] * len(probe["magnitude"]), abs=1e-12)  # residual, zero output
+    with torch.no_grad():  # output bias b: the step adds scale * b whatever g, so the ratio is 1 + scale b / (lr g)
+        learned["out/bias"].fill_(0.01)
+    probe = rules_report.lstm_probe(learned, settings, 0.1, magnitudes=(1e-2, 1.0))
+    assert probe["first_pos"][0] == pytest.approx(1 + 0.1 * 0.01 / (0.1 * 1e-2))
+    assert probe["first_neg"][1] == pytest.approx(1 - 0.1 * 0.01 / 0.1)
+
+
+def test_the_genome_summary_measures_the_distance_from_the_gradient_genome():
+    import torch
+
+    from metarl.inner_updates.blur import gradient_genome
+
+    genome = gradient_genome(2, torch.float64)
+    assert rules_report.genome_summary(genome, 2)["distance"] == 0.0
+    genome["hebbian"][1, 0] += 0.3
+    genome["inject"][1] -= 0.4
+    summary = rules_report.genome_summary(genome, 2)
+    assert summary["distance"] == pytest.approx(0.5)
+    assert summary["parts"]["hebbian"] == pytest.approx(0.3) and summary["parts"]["forward"] == 0.0
 
 
 def test_the_best_rules_run_on_halfcheetahvel_too(tmp_path):
