@@ -296,3 +296,10 @@ def test_outer_tables_are_generated_from_the_artifacts(table):
 def test_results_md_anil2019_section_is_generated_from_the_artifacts():
     report = load("anil2019_report")
     assert report.main(["--check", "--no-plots"]) == 0, "run: python experiments/anil2019_report.py"
+
+
+@pytest.mark.parametrize("which", ["cavia", "rules"])
+def test_results_md_cavia_and_rules_sections_are_generated_from_the_artifacts(which):
+    """The committed table and RESULTS.md's section are what ``rules_report.py`` writes from the released runs
+    (their learned-rule tables read the checkpoints)."""
+    assert load("rules_report").main([which, "--check"]) == 0, f"run: python experiments/rules_report.py {which}"
