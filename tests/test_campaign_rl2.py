@@ -75,6 +75,7 @@ def test_a_tiny_campaign_trains_evaluates_reports_and_a_second_call_trains_nothi
     assert f"| **RL²** | {tmp_path.as_posix()} | 1 | 64 | 2 | 128 |" in report  # 2 tasks x 2 trials x 2 x 8
     assert f"| RL² seed 2 | {tmp_path.as_posix()} | not yet run |" in report
     before = {p.name: p.stat().st_mtime_ns for p in (run_dir / "checkpoints").iterdir()}
+    evaluated = (run_dir / "eval" / f"trials_40_{campaigns.RL2_EVAL_EPISODES}_0.json").stat().st_mtime_ns
     scalars = (run_dir / "scalars.csv").read_text()
     capsys.readouterr()
     assert reproduce.main(argv) == 0
@@ -82,6 +83,7 @@ def test_a_tiny_campaign_trains_evaluates_reports_and_a_second_call_trains_nothi
     assert "Navigation2D__rl2__1: finished (2 iterations)" in out
     assert {p.name: p.stat().st_mtime_ns for p in (run_dir / "checkpoints").iterdir()} == before
     assert (run_dir / "scalars.csv").read_text() == scalars
+    assert (run_dir / "eval" / f"trials_40_{campaigns.RL2_EVAL_EPISODES}_0.json").stat().st_mtime_ns == evaluated
 
 
 def test_the_section_says_not_yet_run_without_rl2_runs(tmp_path):
