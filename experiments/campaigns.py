@@ -162,6 +162,8 @@ RL2_BENCHMARKS = {"ML1-reach": (1,)}
 # Measured 2026-12-07 on the 2-core machine beside two niced training campaigns (load ~6):
 #   nice -n 5 metarl train experiments/configs/rl2/navigation2d.yaml --run-dir /tmp/t --set iterations=4 --no-progress
 # time/iteration_s 5.88, 5.45, 5.02, 5.38 (median 5.41 s: 0.46 s sampling, 4.96 s the PPO step).
+# Measured the same way (3 and 2 iterations): HalfCheetahVel 24.4 s (12.6 s sampling, 11.1 s PPO), so 500
+# iterations ~3.4 h; ML1 reach 121-175 s (81-114 s sampling Meta-World), so 100 iterations ~3.4-4.9 h.
 NAV_RL2_SECONDS = 5.41
 RL2_BUDGETS = {"Navigation2D": 150, "HalfCheetahVel": 500, "ML1-reach": 100}
 # the MAML-TRPO runs whose budget per meta-iteration RL² matches: their config file and overrides, as the
