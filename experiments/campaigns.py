@@ -62,10 +62,10 @@ METHOD_LABELS = {"promp": "ProMP", "maml_ppo": "MAML-PPO", "maml": "MAML-TRPO", 
 
 # budgets (meta-iterations per run) and roots of reproduce.py's subcommands
 BUDGETS = {"maml": 100, "anil": 200, "locomotion": 500, "outer": 100, "depth": 100, "metaworld": 100,
-           "anil2019": 500, "cavia": 100, "rules": 100}
+           "anil2019": 500, "cavia": 100, "rules": 100, "rl2": 150}
 ROOTS = {"maml": "runs/reproduce_maml", "anil": "runs/reproduce_anil", "locomotion": "results/locomotion",
          "outer": "results/outer", "depth": "results/depth", "metaworld": "results/metaworld",
-         "anil2019": "results/anil2019", "cavia": "results/cavia", "rules": "results/rules"}
+         "anil2019": "results/anil2019", "cavia": "results/cavia", "rules": "results/rules", "rl2": "results/rl2"}
 
 LOCOMOTION = ("HalfCheetahDir", "HalfCheetahVel")
 # further families the locomotion campaign takes (``--families AntDir``), reported once they have runs
@@ -144,3 +144,59 @@ def metaworld_config(bench: str, seed: int, iterations: int, extra: list[str]) -
 
     return load_config(CONFIGS / METAWORLD[bench], [f"iterations={iterations}", f"seed={seed}", "name=maml"]
                        + METAWORLD_SET + extra)
+
+
+# RL² (Duan et al. 2016; experiments/configs/rl2/) beside the gradient methods: Navigation2D on three seeds and
+# HalfCheetahVel on one, then Meta-World ML1 reach on one (``--benchmark ML1-reach``). Each RL² config takes the
+# same environment steps per meta-iteration as the committed MAML-TRPO runs of its family (RL2_MATCH, asserted
+# in tests/test_campaign_rl2.py): tasks x episodes x horizon x (inner steps + 1) for MAML, tasks x trials x
+# episodes per trial x horizon for RL²; the report compares them by environment steps as well as iterations.
+RL2_CONFIGS = CONFIGS / "rl2"
+RL2_FILES = {"Navigation2D": "navigation2d.yaml", "HalfCheetahVel": "halfcheetah_vel.yaml",
+             "ML1-reach": "metaworld_ml1_reach.yaml"}
+RL2 = {"Navigation2D": (1, 2, 3), "HalfCheetahVel": (1,)}
+RL2_BENCHMARKS = {"ML1-reach": (1,)}
+# Meta-iterations per run. Navigation2D: 150 iterations at the measured NAV_RL2_SECONDS per iteration is ~14 min
+# a run on this machine; HalfCheetahVel as the locomotion campaign's MAML and ANIL runs (500), ML1 reach as the
+# committed MAML run (100). Unequal budgets compare by environment steps (RESULTS.md's curves).
+# Measured 2026-12-07 on the 2-core machine beside two niced training campaigns (load ~6):
+#   nice -n 5 metarl train experiments/configs/rl2/navigation2d.yaml --run-dir /tmp/t --set iterations=4 --no-progress
+# time/iteration_s 5.88, 5.45, 5.02, 5.38 (median 5.41 s: 0.46 s sampling, 4.96 s the PPO step).
+# Measured the same way (3 and 2 iterations): HalfCheetahVel 24.4 s (12.6 s sampling, 11.1 s PPO), so 500
+# iterations ~3.4 h; ML1 reach 121-175 s (81-114 s sampling Meta-World), so 100 iterations ~3.4-4.9 h.
+NAV_RL2_SECONDS = 5.41
+RL2_BUDGETS = {"Navigation2D": 150, "HalfCheetahVel": 500, "ML1-reach": 100}
+# the MAML-TRPO runs whose budget per meta-iteration RL² matches: their config file and overrides, as the
+# campaigns that trained them (depth/cavia: navigation2d.yaml; locomotion: LOCOMOTION_SET; metaworld)
+RL2_MATCH = {"Navigation2D": ("navigation2d.yaml", []), "HalfCheetahVel": ("halfcheetah_vel.yaml", LOCOMOTION_SET),
+             "ML1-reach": (METAWORLD["ML1-reach"], METAWORLD_SET)}
+# RL² is evaluated on trials of this many episodes (episode 1..4, the hidden state carried across all four) so
+# that its curve has a point beside each of the gradient methods' 0..3 inner steps; it trains on trials of
+# rl2.episodes_per_trial (2 on Navigation2D and HalfCheetahVel)
+RL2_EVAL_EPISODES = 4
+
+
+def env_steps_per_iteration(cfg: Any) -> int:
+    """Environment steps one meta-iteration of ``cfg`` samples (at most: episodes that end early take fewer):
+    tasks x episodes x horizon x (inner steps + 1) for the gradient methods (one batch without inner steps),
+    tasks x trials x episodes per trial x horizon for RL²."""
+    a = cfg.algo
+    if a.name == "rl2":
+        return a.meta_batch_size * a.episodes_per_task * cfg.rl2.episodes_per_trial * cfg.env.horizon
+    return a.meta_batch_size * a.episodes_per_task * cfg.env.horizon * (a.inner_steps + 1)
+
+
+def rl2_match_config(family: str) -> Any:
+    """The config of the committed MAML-TRPO runs whose environment steps per meta-iteration RL² matches."""
+    from metarl.config import load_config
+
+    name, sets = RL2_MATCH[family]
+    return load_config(CONFIGS / name, list(sets))
+
+
+def rl2_config(family: str, seed: int, iterations: int, extra: list[str]) -> Any:
+    """One RL² run of the campaign: ``experiments/configs/rl2/<family>``, then ``extra``."""
+    from metarl.config import load_config
+
+    return load_config(RL2_CONFIGS / RL2_FILES[family], [f"iterations={iterations}", f"seed={seed}", "name=rl2"]
+                       + extra)

@@ -9,6 +9,8 @@
     python experiments/reproduce.py anil2019 [--iterations 500] [--families HalfCheetahDir HalfCheetahVel]
     python experiments/reproduce.py cavia [--iterations 100] [--families Navigation2D HalfCheetahVel]
     python experiments/reproduce.py rules [--iterations 100] [--methods maml meta_sgd kronecker lstm blur blur_cma]
+    python experiments/reproduce.py rl2 [--iterations 150] [--families Navigation2D HalfCheetahVel]
+                                        [--benchmark ML1-reach]
 
 ``cavia``: CAVIA (``experiments/configs/cavia/``) beside MAML and ANIL on
 Navigation2D (3 seeds), then CAVIA on HalfCheetahVel (1 seed, 500
@@ -17,6 +19,17 @@ run's return before adaptation. ``rules``: MAML-TRPO with each inner-update
 rule on Navigation2D (3 seeds), and BLUR's genome found by CMA-ES from the
 same seed's MAML policy; returns after 0..5 inner steps. Both write their
 table with ``experiments/rules_report.py``.
+
+``rl2``: RL² (Duan et al. 2016; ``experiments/configs/rl2/``) with the same
+environment steps per meta-iteration as the committed MAML-TRPO runs of each
+family: Navigation2D on seeds 1-3 (``--iterations``), HalfCheetahVel on seed 1
+(500 iterations, as the locomotion campaign), then with ``--benchmark
+ML1-reach`` Meta-World ML1 reach on seed 1 (100 iterations, as the committed
+MAML run), scored with Meta-World's protocol as one trial of 10 + 3 episodes.
+Each run is evaluated on the same 40 held-out tasks (seed 0) and episodes per
+task as the MAML curves, on trials of 4 episodes (episode 1..4 beside inner
+steps 0..3); ``experiments/rl2_report.py`` writes RESULTS.md's RL² section and
+``results/rl2/<family>_env_steps.png`` (learning curves by environment steps).
 
 ``anil2019``: MAML and ANIL under the setup the ANIL paper inherited from the
 MAML authors (``experiments/configs/anil2019/``: (100, 100) ReLU, horizon
@@ -105,6 +118,10 @@ from experiments.campaigns import (  # noqa: E402
     METAWORLD,
     METHOD_LABELS,
     METHODS,
+    RL2,
+    RL2_BENCHMARKS,
+    RL2_BUDGETS,
+    RL2_EVAL_EPISODES,
     ROOTS,
     RULES,
     RULES_STEPS,
@@ -113,6 +130,8 @@ from experiments.campaigns import (  # noqa: E402
     depth_config,
     depth_run_name,
     metaworld_config,
+    rl2_config,
+    rl2_match_config,
     rules_config,
     run_name,
 )
@@ -284,6 +303,82 @@ def cmd_rules(args: argparse.Namespace) -> None:
                        "--eval-seed", str(args.eval_seed)])
 
 
+def rl2_jobs(args: argparse.Namespace) -> list[tuple[Any, Path]]:
+    """The RL² campaign's runs: family by family in :data:`RL2`'s order, seed-major within a family
+    (Navigation2D at ``--iterations``, HalfCheetahVel at its own budget), then each ``--benchmark``."""
+    root = Path(args.root)
+    jobs = [(rl2_config(f, s, args.iterations if f == "Navigation2D" else RL2_BUDGETS[f], args.set),
+             root / run_name(f, "rl2", s)) for f in args.families for s in (args.seeds or RL2[f])]
+    jobs += [(rl2_config(b, s, RL2_BUDGETS[b], args.set), root / run_name(b, "rl2", s))
+             for b in args.benchmark for s in (args.seeds or RL2_BENCHMARKS[b])]
+    return jobs
+
+
+def trials(run_dir: Path, tasks: int, episodes_per_trial: int, episodes: int, seed: int) -> dict[str, Any]:
+    """RL²'s trial curve of ``run_dir`` (``metarl evaluate RUN_DIR --steps N --episodes B``: episode 1..N of
+    trials on the held-out tasks), cached in ``eval/trials_<tasks>_<N>_<seed>.json`` for its latest
+    iteration."""
+    from metarl.evaluations import EVALUATIONS, settings_for
+    from metarl.rundir import RunDir
+
+    rd = RunDir(run_dir)
+    name = f"trials_{tasks}_{episodes_per_trial}_{seed}.json"
+    cached = rd.cached(name, iteration=rd.done_iterations(), num_tasks=tasks, episodes_per_task=episodes)
+    if cached is not None:
+        return cached
+    settings = settings_for("trials", {"tasks": tasks, "steps": episodes_per_trial, "episodes": episodes,
+                                       "seed": seed})
+    return EVALUATIONS["trials"].run(rd, rd.load(), settings, rd.eval_path(name), lambda _: None).result
+
+
+def rl2_protocol(run_dir: Path, seed: int) -> dict[str, Any]:
+    """Meta-World's protocol for an RL² run (one trial of 10 + 3 episodes per test task), cached in
+    ``eval/metaworld.json`` for its latest iteration."""
+    from metarl.evaluations import EVALUATIONS, settings_for
+    from metarl.rundir import RunDir
+
+    rd = RunDir(run_dir)
+    cached = rd.cached("metaworld.json", iteration=rd.done_iterations())
+    if cached is not None:
+        return cached
+    return EVALUATIONS["metaworld"].run(rd, rd.load(), settings_for("metaworld", {"seed": seed}),
+                                        rd.eval_path("metaworld.json"), lambda _: None).result
+
+
+def cmd_rl2(args: argparse.Namespace) -> None:
+    """RL² beside MAML, ANIL and CAVIA: train (resuming), evaluate episodes 1..4 of trials on the held-out tasks
+    (Meta-World: its protocol), write the report."""
+    from experiments import rl2_report
+
+    jobs = rl2_jobs(args)
+    if not args.no_estimate:
+        print_plan(jobs)
+    as_tasks = args.parallel > 1 or args.ray_address
+    if as_tasks:  # every run trained first, as Ray tasks; then evaluated here
+        from experiments.ray_campaign import train_jobs
+
+        unfinished = train_jobs(train, jobs, True, args.parallel, args.ray_address)
+        jobs = [(cfg, d) for cfg, d in jobs if d.name not in unfinished]
+    for cfg, run_dir in jobs:
+        if not as_tasks:
+            train(cfg, run_dir, latest_only=True)
+        family = run_dir.name.split("__")[0]
+        if family in RL2_BENCHMARKS:
+            r = rl2_protocol(run_dir, args.eval_seed)
+            print(f"  {run_dir.name}: test success {r['success_rate']:.3f} ± {r['success_stderr']:.3f} in the last "
+                  f"{r['evaluation_episodes']} episodes of a trial ({r['success_rate_pre']:.3f} in the first "
+                  f"{r['adaptation_episodes']}), {r['num_tasks']} test tasks", flush=True)
+            continue
+        # the same held-out tasks, seed and episodes per point as the MAML curves of the family
+        episodes = rl2_match_config(family).algo.episodes_per_task
+        r = trials(run_dir, args.eval_tasks, RL2_EVAL_EPISODES, episodes, args.eval_seed)
+        print(f"  {run_dir.name}: episodes 1..{RL2_EVAL_EPISODES} of a trial " +
+              " / ".join(f"{m:.1f}" for m in r["mean"]), flush=True)
+    rl2_report.main(["--root", str(args.root), *(["--results", str(Path(args.root) / "report.md")]
+                                                 if Path(args.root).resolve() != rl2_report.DEFAULT_ROOT.resolve()
+                                                 else [])])
+
+
 def write_report(report: Any, root: Path) -> None:
     """Run a report module (``locomotion_report``, ``metaworld_report``) on ``root``: the released runs
     rewrite their own section of RESULTS.md, any other root gets ``ROOT/report.md`` beside its runs."""
@@ -317,15 +412,15 @@ def cmd_metaworld(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="which", required=True)
-    for name in ("anil", "maml", "locomotion", "outer", "depth", "metaworld", "anil2019", "cavia", "rules"):
+    for name in ("anil", "maml", "locomotion", "outer", "depth", "metaworld", "anil2019", "cavia", "rules", "rl2"):
         s = sub.add_parser(name)
         s.add_argument("--iterations", type=int, default=BUDGETS[name],
                        help="meta-iterations per run (the budget)")
         s.add_argument("--seeds", type=int, nargs="+",
-                       default=None if name in ("anil2019", "cavia") else [1] if name in ("maml", "metaworld")
+                       default=None if name in ("anil2019", "cavia", "rl2") else [1] if name in ("maml", "metaworld")
                        else [1, 2, 3],
-                       help="seeds (anil2019: default 1 2 3 on HalfCheetahDir, 1 on HalfCheetahVel; cavia: 1 2 3 "
-                            "on Navigation2D, 1 on HalfCheetahVel)")
+                       help="seeds (anil2019: default 1 2 3 on HalfCheetahDir, 1 on HalfCheetahVel; cavia and rl2: "
+                            "1 2 3 on Navigation2D, 1 on HalfCheetahVel; rl2: 1 on ML1-reach)")
         s.add_argument("--root", default=ROOTS[name], help="where runs and tables go")
         if name != "metaworld":  # Meta-World's protocol scores every test task
             s.add_argument("--eval-tasks", type=int, default=40)
@@ -333,7 +428,7 @@ def main(argv: list[str] | None = None) -> int:
         s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="extra config override for every run, e.g. sampler.backend=local")
         s.add_argument("--no-estimate", action="store_true", help="skip the runtime estimate")
-        if name in ("locomotion", "outer", "depth", "anil2019", "cavia", "rules"):
+        if name in ("locomotion", "outer", "depth", "anil2019", "cavia", "rules", "rl2"):
             s.add_argument("--parallel", type=int, default=1, metavar="N",
                            help="train N runs at a time as Ray tasks on this machine (each reserves sampler.workers "
                                 "CPUs, 1 when unset), then evaluate them")
@@ -371,6 +466,14 @@ def main(argv: list[str] | None = None) -> int:
     sub.choices["rules"].add_argument("--methods", nargs="+", default=list(RULES), choices=list(RULES),
                                       help="inner-update rules under MAML-TRPO, and blur_cma (BLUR's genome by "
                                            "CMA-ES from the same seed's maml run)")
+    rl2 = sub.choices["rl2"]
+    rl2.add_argument("--families", nargs="*", default=list(RL2), choices=list(RL2),
+                     help="Navigation2D (seeds 1 2 3 at --iterations), then HalfCheetahVel (seed 1 at "
+                          f"{RL2_BUDGETS['HalfCheetahVel']} iterations); give none to run only --benchmark")
+    rl2.add_argument("--benchmark", nargs="*", default=[], choices=list(RL2_BENCHMARKS),
+                     help="then Meta-World: ML1-reach (seed 1 at "
+                          f"{RL2_BUDGETS['ML1-reach']} iterations, Meta-World's protocol, beside the committed MAML "
+                          "run)")
     depth = sub.choices["depth"]
     depth.add_argument("--depths", type=int, nargs="+", default=[1, 2, 3, 4], help="hidden layers, MAML")
     depth.add_argument("--learned-depths", type=int, nargs="+", default=[1, 2],
@@ -393,7 +496,7 @@ def main(argv: list[str] | None = None) -> int:
         with signals.handled(signals.exit_at_once("interrupted; run the same command to continue")):
             {"anil": cmd_anil, "maml": cmd_maml, "locomotion": cmd_locomotion, "outer": cmd_outer,
              "depth": cmd_depth, "metaworld": cmd_metaworld, "anil2019": cmd_anil2019, "cavia": cmd_cavia,
-             "rules": cmd_rules}[args.which](args)
+             "rules": cmd_rules, "rl2": cmd_rl2}[args.which](args)
     except KeyboardInterrupt as e:  # SIGTERM too: the run in flight has written its checkpoint
         print("interrupted; run the same command to continue from the last checkpoint", file=sys.stderr)
         return signals.exit_code(e)

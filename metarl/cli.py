@@ -155,8 +155,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tasks", type=_positive_int,
                    help="held-out tasks (default 40); with a protocol, N of the family's test tasks evenly spaced "
                         "through its list (default: every one)")
-    p.add_argument("--steps", type=_nonneg_int, default=3, help="inner steps 0..K (default 3; 0 = NIL)")
-    p.add_argument("--episodes", type=_positive_int, help="episodes per task per step (default: the run's)")
+    p.add_argument("--steps", type=_nonneg_int,
+                   help="inner steps 0..K (default 3; 0 = NIL); for an RL² run, episodes 1..N of one trial, the "
+                        "hidden state carried across all N (default: its rl2.episodes_per_trial)")
+    p.add_argument("--episodes", type=_positive_int,
+                   help="episodes per task per step (default: the run's); for an RL² run, trials per task")
     p.add_argument("--seed", type=_seed, default=0, help="seed of the held-out tasks and rollouts")
     p.add_argument("--out", help="output JSON (default RUN_DIR/eval/adaptation.json, adaptation_best.json with "
                                  "--iteration best, or shots.json with --shots)")
@@ -557,8 +560,12 @@ def _evaluate(rd: RunDir, loaded: LoadedRun, name: str, args: argparse.Namespace
     if refused:
         raise UsageError(refused)
     _check_protocol_tasks(evaluation, loaded, name, settings)
+    from metarl.evaluations import TrialCurve, trial_length
+
+    steps = getattr(settings, "steps", 1)
+    trial = trial_length(loaded, steps) if isinstance(evaluation, TrialCurve) else 1  # RL²: episodes per trial
     _check_eval_size(loaded, getattr(settings, "tasks", None), getattr(settings, "episodes", None),
-                     getattr(settings, "steps", 1), getattr(settings, "shots", None))
+                     trial if steps is None else steps, getattr(settings, "shots", None), trial)
     out = Path(out) if out else rd.eval_path(evaluation.file_name(settings, best))
     _check_writable(out)
     if warn:
@@ -574,7 +581,7 @@ MAX_VIDEO_BYTES = 2 << 30  # raw frames a video holds in memory before it is enc
 
 
 def _check_eval_size(loaded: LoadedRun, tasks: int | None, episodes: int | None, steps: int,
-                     shots: list[int] | None = None) -> None:
+                     shots: list[int] | None = None, trial: int = 1) -> None:
     """Bounds on what an evaluation of ``loaded`` would allocate, before it starts: ``--steps`` at most
     ``MAX_INNER_STEPS``, and one batch (tasks x episodes, the largest shot, x the horizon) at most
     ``MAX_BATCH_STEPS`` env steps, as for training (:mod:`metarl.config`)."""
@@ -584,11 +591,12 @@ def _check_eval_size(loaded: LoadedRun, tasks: int | None, episodes: int | None,
         raise UsageError(f"--steps {steps}: must be <= {MAX_INNER_STEPS}")
     n = tasks or 1
     per_task = max(shots) if shots else episodes or loaded.cfg.algo.episodes_per_task
-    batch = n * per_task * loaded.family.horizon
+    batch = n * per_task * loaded.family.horizon * trial  # trial: episodes per RL² trial
     if batch > MAX_BATCH_STEPS:
         flag = "--shots" if shots else "--episodes"
-        raise UsageError(f"--tasks {n} times {flag} {per_task} times the horizon {loaded.family.horizon} is "
-                         f"{batch} steps per batch; it must be <= {MAX_BATCH_STEPS}")
+        per_trial = f" times {trial} episodes per trial (--steps)" if trial > 1 else ""
+        raise UsageError(f"--tasks {n} times {flag} {per_task} times the horizon {loaded.family.horizon}{per_trial} "
+                         f"is {batch} steps per batch; it must be <= {MAX_BATCH_STEPS}")
 
 
 def _check_protocol_tasks(evaluation: Any, loaded: LoadedRun, name: str, settings: Any) -> None:

@@ -157,13 +157,34 @@ class FixedProtocol(Evaluation):
     def __init__(self, name: str):
         self.name = name
 
+    def refuses(self, loaded: LoadedRun) -> str | None:
+        if self.name in TRIAL_PROTOCOLS and not getattr(loaded.learner, "adapts", True):
+            return None  # RL²: the protocol's episodes as one trial (metaworld_trials)
+        return super().refuses(loaded)
+
     def run(self, rd: RunDir, loaded: LoadedRun, settings: ProtocolSettings, out: Path, report: Report,
             best: bool = False) -> Evaluated:
-        result, files = commands.evaluate_protocol(
-            rd, loaded, self.name, out, settings.seed, settings.tasks, settings.inner_lr,
-            on_start=lambda n: report(f"{self.name} protocol on {rd} (iteration {loaded.iteration}): "
-                                      f"{n} test tasks"),
-            on_chunk=lambda d, n: report(f"  {d}/{n} tasks"))
+        def on_start(n: int) -> None:
+            report(f"{self.name} protocol on {rd} (iteration {loaded.iteration}): {n} test tasks")
+
+        def on_chunk(d: int, n: int) -> None:
+            report(f"  {d}/{n} tasks")
+
+        if not getattr(loaded.learner, "adapts", True):
+            from metarl.protocols import write_protocol_outputs
+
+            tasks = loaded.family.test_tasks()
+            if tasks is None:
+                raise commands.CommandError(f"--protocol {self.name}: family {loaded.family.name} has no test "
+                                            "tasks of its own")
+            tasks = commands.test_task_subset(tasks, settings.tasks, loaded.family.name)
+            on_start(len(tasks))
+            result = TRIAL_PROTOCOLS[self.name](loaded, tasks, settings.seed, on_chunk=on_chunk)
+            result["run_dir"], result["iteration"] = str(rd.path), loaded.iteration
+            files = write_protocol_outputs(result, Path(out), rd.path, loaded.iteration)
+        else:
+            result, files = commands.evaluate_protocol(rd, loaded, self.name, out, settings.seed, settings.tasks,
+                                                       settings.inner_lr, on_start=on_start, on_chunk=on_chunk)
         lines = [f"success rate {result['success_rate']:.3f} ± {result['success_stderr']:.3f} (standard error "
                  f"over {result['num_tasks']} test tasks; before adaptation {result['success_rate_pre']:.3f})",
                  f"return before adaptation {result['return_pre']:.2f}, after {result['return_post']:.2f}"]
@@ -241,16 +262,53 @@ class Transfer(Evaluation):
 class TrialSettings:
     tasks: int = commands.DEFAULT_EVAL_TASKS
     """Held-out tasks (the same stream, and so the same tasks, as the adaptation curve's)."""
+    steps: int | None = None
+    """Episodes N of each trial, the hidden state carried across all N (null: the run's
+    ``rl2.episodes_per_trial`` K); the curve is the return of episode 1..N. N > K asks how the
+    policy does past the trial length it was trained on."""
     episodes: int | None = None
-    """Trials per task (null: the run's algo.episodes_per_task)."""
+    """Trials per task, so each episode index averages that many episodes per task, as each inner step
+    of the adaptation curve does (null: the run's algo.episodes_per_task)."""
     seed: int = 0
     """Seed of the held-out tasks and rollouts."""
 
+    def validate(self, need: Callable[[bool, str, Any, str], None]) -> None:
+        need(self.steps is None or self.steps >= 1, "steps", self.steps,
+             "must be >= 1 for a trial curve (episodes per trial)")
+
+
+def trial_length(loaded: LoadedRun, steps: int | None) -> int:
+    """The episodes of each evaluation trial: ``steps``, or the run's ``rl2.episodes_per_trial``."""
+    return int(steps) if steps is not None else int(loaded.learner.rl2.episodes_per_trial)
+
+
+def sample_trials(loaded: LoadedRun, tasks: Any, trials: int, episodes: int, seed: int) -> Any:
+    """``trials`` trials per task of ``episodes`` episodes each (the hidden state carried across all of them,
+    zero at each trial's start) with the run's policy, on its configured sampler: an
+    :class:`~metarl.episodes.EpisodeBatch` of ``episodes * horizon`` steps per column. The trial length is
+    the evaluation's, not the policy's training one (the same parameters; only the sampler's spec differs)."""
+    import copy
+
+    from metarl.run import build_sampler
+
+    cfg, family, learner, _ = loaded
+    view = copy.copy(learner.policy)  # shares the parameters; only the trial length differs
+    view.episodes_per_trial = int(episodes)
+    with build_sampler(cfg, family, view) as sampler:
+        return sampler.sample(tasks, {n: v.detach() for n, v in learner.policy.params().items()}, trials, seed)
+
+
+def split_episodes(values: Any, episodes: int) -> Any:
+    """A trial batch's ``(N, E H, B)`` per-step tensor as ``(N, E, H, B)``: episode ``k`` of each trial is
+    steps ``[k H, (k + 1) H)`` (:mod:`metarl.episodes`)."""
+    return values.unflatten(1, (episodes, values.shape[1] // episodes))
+
 
 class TrialCurve(Evaluation):
-    """RL²'s adaptation curve: the mean return of each episode of a trial (x-axis: the episode index 1..K,
-    ``rl2.episodes_per_trial``) on the same held-out tasks as the gradient methods' curve, so one table holds
-    both (``eval/trials.json``, the adaptation curve's fields)."""
+    """RL²'s adaptation curve: the mean return of episode 1..N of a trial of N episodes (``--steps N``,
+    default the run's ``rl2.episodes_per_trial`` K), the hidden state carried across all N, on the same
+    held-out tasks, seed and episodes per point as the gradient methods' curve, so one table holds both
+    (``eval/trials.json``: the adaptation curve's fields, ``steps`` being the episode index 1..N)."""
 
     Settings = TrialSettings
 
@@ -264,28 +322,87 @@ class TrialCurve(Evaluation):
             best: bool = False) -> Evaluated:
         import numpy as np
 
-        from metarl.run import EVAL_ROLLOUTS, build_sampler, derive_seed, held_out_tasks, mean_stderr, write_json
+        from metarl.run import EVAL_ROLLOUTS, derive_seed, held_out_tasks, mean_stderr, write_json
 
         cfg, family, learner, iteration = loaded
         k = int(learner.rl2.episodes_per_trial)
+        n = trial_length(loaded, settings.steps)
         trials = settings.episodes or cfg.algo.episodes_per_task
-        report(f"trial curve of {rd} (iteration {iteration}) on {settings.tasks} held-out tasks, episodes 1..{k}")
+        report(f"trial curve of {rd} (iteration {iteration}) on {settings.tasks} held-out tasks, episodes 1..{n} "
+               f"of one trial (trained on trials of {k})")
         tasks = held_out_tasks(family, settings.tasks, settings.seed)
-        with build_sampler(cfg, family, learner.policy) as sampler:
-            batch = sampler.sample(tasks, {n: v.detach() for n, v in learner.policy.params().items()}, trials,
-                                   derive_seed(settings.seed, EVAL_ROLLOUTS, 0))
-        horizon = batch.mask.shape[1] // k
-        per_episode = (batch.rewards * batch.mask).unflatten(1, (k, horizon)).sum(2).mean(2)  # (N, K)
-        per_task = per_episode.T.double().numpy()  # (K, N)
+        batch = sample_trials(loaded, tasks, trials, n, derive_seed(settings.seed, EVAL_ROLLOUTS, 0))
+        per_episode = split_episodes(batch.rewards * batch.mask, n).sum(2).mean(2)  # (N tasks, n)
+        per_task = per_episode.T.double().numpy()  # (n, N tasks)
         mean, stderr = mean_stderr(np.asarray(per_task), axis=1)
-        result = {"steps": list(range(1, k + 1)), "x": "episode index within a trial", "mean": mean,
+        result = {"steps": list(range(1, n + 1)), "x": "episode index within a trial", "mean": mean,
                   "stderr": stderr, "per_task": per_task.tolist(), "tasks": tasks, "num_tasks": settings.tasks,
-                  "episodes_per_task": trials, "seed": settings.seed, "run_dir": str(rd.path),
-                  "iteration": iteration}
+                  "episodes_per_task": trials, "episodes_per_trial": n, "trained_episodes_per_trial": k,
+                  "seed": settings.seed, "run_dir": str(rd.path), "iteration": iteration}
         write_json(out, result, indent=1)
         lines = [f"{'episode':>7}  {'mean return':>12}  {'stderr':>8}"] + [
             f"{e:>7}  {m:>12.2f}  {s:>8.2f}" for e, m, s in zip(result["steps"], mean, stderr, strict=True)]
         return Evaluated(result, {"json": out}, lines)
+
+
+def metaworld_trials(loaded: LoadedRun, tasks: list[Any], seed: int = 0, adaptation_episodes: int = 10,
+                     evaluation_episodes: int = 3, on_chunk: Callable[[int, int], None] | None = None
+                     ) -> dict[str, Any]:
+    """Meta-World's protocol (:func:`metarl.protocols.metaworld_protocol`) for a learner that adapts by its
+    hidden state (RL²): on every test task one trial of ``adaptation_episodes + evaluation_episodes``
+    episodes, the hidden state carried across all of them; the adaptation episodes play the part of the
+    episodes an inner step would learn from, the last ``evaluation_episodes`` are scored. The result has
+    :func:`~metarl.protocols.metaworld_protocol`'s fields (``adaptation_steps`` 0, ``trial_episodes`` the
+    trial's length), so the report reads both alike."""
+    import numpy as np
+
+    from metarl.protocols import EVAL_PROTOCOL, TASKS_PER_CALL
+    from metarl.run import derive_seed
+    from metarl.success import mean_and_stderr
+
+    if adaptation_episodes < 1 or evaluation_episodes < 1:
+        raise ValueError(f"need >= 1 adaptation and evaluation episodes, got {adaptation_episodes}, "
+                         f"{evaluation_episodes}")
+    n_eps = adaptation_episodes + evaluation_episodes
+    pre_s, post_s, pre_r, post_r = [], [], [], []
+    for c, start in enumerate(range(0, len(tasks), TASKS_PER_CALL)):
+        chunk = tasks[start:start + TASKS_PER_CALL]
+        batch = sample_trials(loaded, chunk, 1, n_eps, derive_seed(seed, EVAL_PROTOCOL, 2 * c))
+        if batch.success is None:
+            raise ValueError(f"{loaded.family.name} reports no success; the metaworld protocol needs it")
+        live = split_episodes(batch.mask, n_eps)  # (N, E, H, 1)
+        success = (split_episodes(batch.success, n_eps) * live).amax(2)[..., 0].double()  # (N, E)
+        returns = (split_episodes(batch.rewards, n_eps) * live).sum(2)[..., 0].double()
+        pre_s.append(success[:, :adaptation_episodes].mean(1).numpy())
+        post_s.append(success[:, adaptation_episodes:].mean(1).numpy())
+        pre_r.append(returns[:, :adaptation_episodes].mean(1).numpy())
+        post_r.append(returns[:, adaptation_episodes:].mean(1).numpy())
+        if on_chunk is not None:
+            on_chunk(start + len(chunk), len(tasks))
+    success_pre, success_post = np.concatenate(pre_s), np.concatenate(post_s)
+    return_pre, return_post = np.concatenate(pre_r), np.concatenate(post_r)
+    rate, stderr = mean_and_stderr(success_post)
+    rate_pre, stderr_pre = mean_and_stderr(success_pre)
+    names = [str(t.get("env_name", loaded.family.name)) for t in tasks]
+    by_env = {n: float(np.mean([s for s, m in zip(success_post, names, strict=True) if m == n]))
+              for n in dict.fromkeys(names)}
+    return {
+        "protocol": "metaworld", "success_rate": rate, "success_stderr": stderr, "success_rate_pre": rate_pre,
+        "success_stderr_pre": stderr_pre, "return_pre": float(return_pre.mean()),
+        "return_post": float(return_post.mean()), "return_post_stderr": mean_and_stderr(return_post)[1],
+        "by_env": by_env, "num_tasks": len(tasks), "adaptation_episodes": adaptation_episodes,
+        "adaptation_steps": 0, "evaluation_episodes": evaluation_episodes, "trial_episodes": n_eps,
+        "seed": seed, "inner_lr": None,
+        "per_task": [{"task": i, "env_name": n, "success_pre": float(a), "success_post": float(b),
+                      "return_pre": float(c), "return_post": float(d)}
+                     for i, (n, a, b, c, d) in enumerate(zip(names, success_pre, success_post, return_pre,
+                                                              return_post, strict=True))],
+        "tasks": [{k: (list(v) if isinstance(v, tuple) else v) for k, v in t.items()} for t in tasks],
+    }
+
+
+TRIAL_PROTOCOLS: dict[str, Callable[..., dict[str, Any]]] = {"metaworld": metaworld_trials}
+"""The fixed protocols' forms for a learner without inner steps (RL²): the protocol's episodes as one trial."""
 
 
 def _builtins() -> dict[str, Evaluation]:

@@ -6,7 +6,8 @@
   logs (a text table ``eval/adaptation`` at the checkpoint's iteration).
 * :func:`plot_runs`: learning curves of several runs from their TensorBoard
   event files, seeds of one configuration drawn as mean +- std, plus their
-  adaptation curves when ``RUN_DIR/eval/adaptation.json`` exists.
+  adaptation curves when ``RUN_DIR/eval/adaptation.json`` exists (an RL² run's
+  ``RUN_DIR/eval/trials.json``, over the episodes of a trial).
 * :func:`plot_similarity`: per-layer CKA / CCA bars
   (``metarl.analysis.representation.representation_similarity``).
 * :func:`plot_freeze_ablation`: the paired gain of one inner step over
@@ -294,8 +295,28 @@ def aggregate_curves(curves: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.nd
     return steps, mean, std
 
 
-def _load_adaptation(run_dir: Path) -> dict[str, Any] | None:
-    path = Path(run_dir) / "eval" / "adaptation.json"
+def is_trial_run(config: Mapping[str, Any] | None) -> bool:
+    """Whether a run's flattened config (:func:`_read_config`) is RL²'s (``algo.name: rl2``): its adaptation
+    curve is over the episodes of a trial (``eval/trials.json``), not over inner steps."""
+    return bool(config) and config.get("algo.name") == "rl2"
+
+
+def learning_tags(config: Mapping[str, Any] | None) -> tuple[tuple[str, str], tuple[str, str]]:
+    """The two learning-curve scalars of a run and what they are: ``returns/pre_adapt`` and
+    ``returns/post_adapt`` (before and after the inner loop), or for RL² the mean return of a training trial's
+    first and last episode (``rl2/return_episode_1`` and ``_K``; RL²'s ``returns/*`` sum a trial's K
+    episodes, which would not sit on one axis with the per-episode returns of the gradient methods)."""
+    if is_trial_run(config):
+        assert config is not None
+        k = int(config.get("rl2.episodes_per_trial") or 2)
+        return (("rl2/return_episode_1", "episode 1"), (f"rl2/return_episode_{k}", f"episode {k}"))
+    return ((LEARNING_TAGS[0], "pre-adaptation"), (LEARNING_TAGS[1], "post-adaptation"))
+
+
+def _load_adaptation(run_dir: Path, trials: bool = False) -> dict[str, Any] | None:
+    """RUN_DIR's ``eval/adaptation.json``, or with ``trials`` (an RL² run) its ``eval/trials.json``; None when
+    absent, ValueError when it is not a curve."""
+    path = Path(run_dir) / "eval" / ("trials.json" if trials else "adaptation.json")
     if not path.is_file():
         return None
     try:
@@ -313,30 +334,34 @@ def plot_runs(run_dirs: Sequence[Path], out: Path, labels: Sequence[str] | None 
     """Learning curves of ``run_dirs`` (and their adaptation curves) into the PNG ``out``.
 
     Left: ``returns/pre_adapt`` (dashed) and ``returns/post_adapt`` (solid)
-    vs meta-iteration; runs of one configuration (see :func:`group_runs`)
+    vs meta-iteration (for an RL² run its trials' first and last episode, :func:`learning_tags`);
+    runs of one configuration (see :func:`group_runs`)
     are drawn as the mean over seeds with a 95% percentile-bootstrap band
     (:func:`metarl.seedstats.bootstrap_ci_curves`) where every seed has a value.  Right, when any
-    run has ``eval/adaptation.json``: those adaptation curves (mean +-
-    standard error over tasks vs inner steps), one line per run.
+    run has ``eval/adaptation.json`` (an RL² run: ``eval/trials.json``): those adaptation curves (mean +-
+    standard error over tasks vs inner steps, or vs the episode index within a trial for RL²; the axis
+    says which, both when RL² sits beside gradient methods), one line per run.
     Raises ``ValueError`` for a directory without event files.
     """
     run_dirs = [Path(d) for d in run_dirs]
     groups = group_runs(run_dirs, labels)
-    scalars = {d: read_scalars(d) for d in run_dirs}  # fails early on a bad run dir
-    adaptation = {d: _load_adaptation(d) for d in run_dirs}
+    configs = {d: g.config for g in groups for d in g.run_dirs}
+    tags = {d: learning_tags(configs[d]) for d in run_dirs}
+    scalars = {d: read_scalars(d, [t for t, _ in tags[d]]) for d in run_dirs}  # fails early on a bad run dir
+    adaptation = {d: _load_adaptation(d, is_trial_run(configs[d])) for d in run_dirs}
     has_eval = any(a is not None for a in adaptation.values())
+    kinds = {is_trial_run(configs[d]) for d in run_dirs if adaptation[d] is not None}
 
     fig, axes = new_figure(ncols=2 if has_eval else 1)
     ax = axes[0]
     colors = [f"C{i % 10}" for i in range(len(groups))]
     for g, color in zip(groups, colors, strict=True):
         n = len(g.run_dirs)
-        for tag, style in zip(LEARNING_TAGS, ("--", "-"), strict=True):
+        for (tag, which), style in zip(tags[g.run_dirs[0]], ("--", "-"), strict=True):
             curves = [scalars[d][tag] for d in g.run_dirs]
             steps, mean, _ = aggregate_curves(curves)
-            which = "pre" if tag.endswith("pre_adapt") else "post"
             suffix = f" ({n} seeds, mean, 95% bootstrap CI)" if n > 1 else ""
-            ax.plot(steps, mean, style, color=color, label=f"{g.label}: {which}-adaptation{suffix}")
+            ax.plot(steps, mean, style, color=color, label=f"{g.label}: {which}{suffix}")
             common = np.array(sorted(set.intersection(*(set(s.tolist()) for s, _ in curves))), dtype=np.int64)
             if n > 1 and len(common):  # the interval where every seed has a value
                 table = np.stack([v[np.searchsorted(s, common)] for s, v in curves])
@@ -359,7 +384,9 @@ def plot_runs(run_dirs: Sequence[Path], out: Path, labels: Sequence[str] | None 
                 steps, mean, stderr, _ = _check_curve(a)
                 name = g.label if len(g.run_dirs) == 1 else f"{g.label}, seed {seed}"
                 ax.errorbar(steps, mean, yerr=stderr, color=color, marker="o", capsize=3, label=name)
-        ax.set_xlabel("inner steps (test time)")
+        ax.set_xlabel({frozenset({False}): "inner steps (test time)",
+                       frozenset({True}): "episode index within a trial (RL², test time)"}.get(
+            frozenset(kinds), "inner steps (gradient methods) / episode index within a trial (RL²)"))
         ax.set_ylabel("mean return on held-out tasks")
         ax.set_title("adaptation (± standard error)", fontsize=10)
         ax.xaxis.get_major_locator().set_params(integer=True)
