@@ -401,6 +401,9 @@ def validate(cfg: Config) -> Config:
     need(a.meta_batch_size >= 1, "algo.meta_batch_size", a.meta_batch_size, "must be >= 1")
     need(a.episodes_per_task >= 1, "algo.episodes_per_task", a.episodes_per_task, "must be >= 1")
     need(a.inner_lr > 0, "algo.inner_lr", a.inner_lr, "must be > 0")
+    need(a.inner_lr <= MAX_INNER_LR, "algo.inner_lr", a.inner_lr, f"must be in (0, {MAX_INNER_LR:g}]")
+    need(MIN_LOG_STD <= p.init_log_std <= MAX_LOG_STD, "policy.init_log_std", p.init_log_std,
+         f"must be in [{MIN_LOG_STD:g}, {MAX_LOG_STD:g}] (a standard deviation exp(x) that stays finite)")
     need(a.inner_steps >= 0, "algo.inner_steps", a.inner_steps, "must be >= 0")
     need(0 < a.gamma <= 1, "algo.gamma", a.gamma, "must be in (0, 1]")
     try:
@@ -482,6 +485,10 @@ MAX_BATCH_STEPS = 50_000_000
 MAX_WEIGHTS = 50_000_000
 MAX_REMOTE_WORKERS = 4096
 MAX_INNER_STEPS = 100
+MAX_INNER_LR = 1000.0
+"""The largest inner step size (``algo.inner_lr``, ``evaluate --inner-lr``): beyond it a step overflows."""
+MIN_LOG_STD, MAX_LOG_STD = -20.0, 5.0
+"""The range of ``policy.init_log_std``: exp(1e6) is infinite, and actions with it NaN."""
 
 
 def _default_horizon(family: str) -> int:
