@@ -336,10 +336,22 @@ def _check_family(cfg: Any) -> Any:
         raise UsageError(f"env.family: {cfg.env.family} could not be built: {type(e).__name__}: "
                          f"{describe(e)}") from None
     _check_policy_weights(cfg, family)
+    _check_ray(cfg)
     try:
         return build_learner(cfg, family)
     except ValueError as e:
         raise UsageError(describe(e, 300) or type(e).__name__) from None
+
+
+def _check_ray(cfg: Any) -> None:
+    """A configured Ray cluster (``sampler.ray_address`` HOST:PORT) must accept a connection before anything is
+    written: an unreachable one is :class:`metarl.sampling.ray_backend.RayUnreachableError`, one line and exit 1,
+    within ``CONNECT_TIMEOUT_S`` seconds, and no run directory."""
+    if cfg.sampler.backend != "ray" or not cfg.sampler.ray_address:
+        return
+    from metarl.sampling.ray_backend import check_reachable
+
+    check_reachable(cfg.sampler.ray_address.removeprefix("ray://"))
 
 
 def _check_policy_weights(cfg: Any, family: Any) -> None:

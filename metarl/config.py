@@ -414,6 +414,8 @@ def validate(cfg: Config) -> Config:
     need(a.max_consecutive_rejections >= 1, "algo.max_consecutive_rejections", a.max_consecutive_rejections,
          "must be >= 1")
     need(s.workers is None or s.workers >= 1, "sampler.workers", s.workers, "must be >= 1 (or null: one per core)")
+    need(s.ray_address is None or valid_ray_address(s.ray_address), "sampler.ray_address", s.ray_address,
+         "must be HOST:PORT (a port in 1..65535), ray://HOST:PORT, auto or local (or null: a private local instance)")
     need(s.hang_timeout is None or s.hang_timeout > 0, "sampler.hang_timeout", s.hang_timeout,
          "must be > 0 (or null: no limit)")
     _check_sizes(cfg, need)
@@ -450,6 +452,17 @@ def validate(cfg: Config) -> Config:
 
 
 POLICY_KINDS = ("mlp", "gru")
+
+RAY_ADDRESS = re.compile(r"(ray://)?(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-9._-]*):([0-9]{1,5})")
+
+
+def valid_ray_address(address: str) -> bool:
+    """``sampler.ray_address``: ``HOST:PORT`` (a hostname, an IPv4 or a bracketed IPv6 address; a port in
+    1..65535), the same after ``ray://`` (Ray Client), ``auto`` or ``local``."""
+    if address in ("auto", "local"):
+        return True
+    m = RAY_ADDRESS.fullmatch(address)
+    return m is not None and 1 <= int(m.group(3)) <= 65535
 
 
 DEVICE_FORM = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
