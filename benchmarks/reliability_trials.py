@@ -61,7 +61,6 @@ def ray_signals(n: int, tmp: Path) -> tuple[int, int]:
 
 def disk(rounds: int, tmp: Path) -> tuple[int, int]:
     import pytest
-
     import test_reliability_disk as t
 
     if not t._can_mount():

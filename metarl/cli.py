@@ -459,8 +459,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.print_config:
         return _print_config(cfg)
     _check_family(cfg)
-    existed = args.run_dir is not None and Path(args.run_dir).exists()
-    root = None if args.run_dir is not None or Path(cfg.log.root).exists() else Path(cfg.log.root)
+    from metarl.rundir import first_missing
+
+    # the highest directory this start creates: --run-dir or a parent of it; by default log.root or a parent of
+    # it, else the new run directory itself (None: --run-dir exists)
+    created = first_missing(Path(args.run_dir) if args.run_dir is not None else Path(cfg.log.root))
     try:
         rd = RunDir.create(cfg, args.run_dir, args.force)  # locked (RunDir.lock)
     except RunDirError as e:
@@ -471,10 +474,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             rd.write_config(cfg)  # first: a run interrupted from here on can be resumed
             rd.record_modules(modules)
         except OSError:  # a full disk: no run directory (or no files in a given one) is left without a config
-            rd.remove_new(remove_dir=not existed)
-            if root is not None:  # log.root, created for this run
-                with contextlib.suppress(OSError):
-                    root.rmdir()
+            rd.remove_new(up_to=created if created is not None or args.run_dir is not None else rd.path)
             raise
         _RESUMABLE["run_dir"] = rd.path
         return _run_training(cfg, rd.path, resume=False, progress=_progress(args))

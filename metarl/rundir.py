@@ -214,6 +214,16 @@ def curve_file(tasks: int, steps: int, seed: int, best: bool = False) -> str:
     return f"curve_{'best_' if best else ''}{tasks}_{steps}_{seed}.json"
 
 
+def first_missing(path: Path) -> Path | None:
+    """The highest directory of ``path`` and its parents that does not exist yet (None: ``path`` exists)."""
+    missing = None
+    for d in (path, *path.parents):
+        if d.exists():
+            return missing
+        missing = d
+    return missing
+
+
 def probe_writable(directory: Path) -> None:
     """Create and remove a file in ``directory`` (OSError if that fails; a leftover after a kill is a
     stale temporary).  The directory's times are put back: a probe changes nothing."""
@@ -426,10 +436,11 @@ class RunDir:
             raise RunDirError(f"cannot write run directory {_show(path or cfg.log.root)}: "
                               f"{e.strerror or e}") from None
 
-    def remove_new(self, remove_dir: bool) -> None:
+    def remove_new(self, up_to: Path | None) -> None:
         """After a start that a full disk stopped before the run's config was complete: remove the files the
         start writes first (``config.yaml``, ``modules.json``, ``modules/``, temporaries), unlock, and remove
-        the directory itself when ``remove_dir`` (it was created for this run) and nothing else is in it."""
+        the directory and its parents up to ``up_to`` (the highest one created for this run; None: none was)
+        where nothing else is in them."""
         for name in (CONFIG, MODULES_RECORD):
             with contextlib.suppress(OSError):
                 (self.path / name).unlink()
@@ -437,9 +448,15 @@ class RunDir:
             shutil.rmtree(self.path / MODULES_DIR)
         remove_stale_temporaries(self.path)
         self.unlock()
-        if remove_dir:
-            with contextlib.suppress(OSError):
-                self.path.rmdir()
+        if up_to is None:
+            return
+        for d in (self.path, *self.path.parents):
+            try:
+                d.rmdir()  # only when empty
+            except OSError:
+                return
+            if d == up_to:
+                return
 
     def write_config(self, cfg: Config) -> None:
         """Write ``config.yaml`` atomically (unchanged text is not rewritten)."""
@@ -463,7 +480,7 @@ class RunDir:
         if done is not None and done >= cfg.iterations:
             return TrainingPlan("finished", cfg, done)
         resumed = self.resume_config(cfg.iterations) if done is not None else None  # checked before changes
-        existed = self.path.exists()
+        created = first_missing(self.path)  # the highest directory this start creates (None: it exists)
         self.path.mkdir(parents=True, exist_ok=True)
         self.lock()
         if resumed is None:
@@ -471,8 +488,8 @@ class RunDir:
                 stale.unlink()
             try:
                 self.write_config(cfg)
-            except OSError:  # a full disk: no empty seed directory stays behind
-                self.remove_new(remove_dir=not existed)
+            except OSError:  # a full disk: no empty seed directory (nor log.root) stays behind
+                self.remove_new(up_to=created)
                 raise
             return TrainingPlan("start", cfg)
         archived = self.archive_evaluations(done) if keep_budgets else None

@@ -336,8 +336,8 @@ class Trainer:
                     csv_log.flush()
                     path = self.save_checkpoint(iteration + 1)
                     raise TrainingError(
-                        f"{limit} consecutive updates rejected for non-finite values (family {cfg.env.family}, iteration "
-                        f"{iteration}: NaN or infinite observations, rewards, actions or losses); "
+                        f"{limit} consecutive updates rejected for non-finite values (family {cfg.env.family}, "
+                        f"iteration {iteration}: NaN or infinite observations, rewards, actions or losses); "
                         f"stopped with the last good parameters in {path}")
                 if (iteration + 1) % cfg.log.checkpoint_every == 0 or iteration + 1 == cfg.iterations:
                     with self._log_writes():

@@ -228,11 +228,10 @@ def _default_fps(family: Any) -> int:
 
 def write_video(out: Path, frames: Sequence[np.ndarray], fps: int) -> None:
     """Encode ``frames`` (each ``(H, W, 3) uint8``) to ``out``, via a temporary file renamed into place."""
+    import errno
     import os
 
     import imageio.v3 as iio
-
-    import errno
 
     from metarl.fileio import DISK_FULL, check_replaceable
 

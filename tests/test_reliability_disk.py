@@ -152,10 +152,14 @@ TRAIN_SITES_EXPECTED = {"replace:config.yaml", "replace:manifest.json", "replace
                         "tensorboard-record", "scalars.csv-row"}
 
 
-def test_full_disk_at_each_write_site_of_train_is_one_line_and_resumes(reference, tmp_path):
-    """``train CONFIG`` (a fresh run under ``log.root``) with each of its write sites failing in turn."""
+@pytest.mark.parametrize("how", ["train", "seeds"])
+def test_full_disk_at_each_write_site_of_train_is_one_line_and_resumes(how, reference, tmp_path):
+    """``train CONFIG`` (a fresh run under ``log.root``), and ``--seeds 1`` (its seed directory there), with
+    each write site failing in turn."""
     root = tmp_path / "runs"
     argv = ["train", NAV, "--no-progress", *sets("iterations=2", f"log.root={root}")]
+    if how == "seeds":
+        argv = [*argv[:2], "--seeds", "1", *argv[2:]]
     sites = discover(argv, lambda: shutil.rmtree(root, ignore_errors=True))
     assert TRAIN_SITES_EXPECTED <= set(sites), sites
     for site in sites:

@@ -78,7 +78,6 @@ def start_local_ray(**kwargs: Any) -> None:
     """
     import ray
     import ray._private.ray_constants as constants
-
     import ray._private.services as services
 
     saved_env, saved_flag = os.environ.get(_CLUSTER_ENV), constants.ENABLE_RAY_CLUSTER
