@@ -29,9 +29,12 @@ written in that case.  Ctrl-C exits 130 and SIGTERM 143
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
+import shutil
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +42,68 @@ if TYPE_CHECKING:
     from metarl.rundir import LoadedRun, RunDir
 
 EXIT_USAGE = 2
+EXIT_DISK_FULL = 1  # as training stopped by a full disk (docs/reliability.md)
+
+_WRITING: dict[str, Path] = {}  # "path": what the command is writing (named when a full disk stops it)
+
+
+def _disk_full_path(e: OSError) -> str:
+    """The file a full-disk error names, else what the command was writing."""
+    return str(e.filename or _WRITING.get("path") or "the output")
+
+
+@contextlib.contextmanager
+def _undo_on_disk_full(out: Path, run_dir: Path | None = None, stems: tuple[str, ...] = ()) -> Iterator[None]:
+    """Writes of an evaluation, a plot or a video to ``out`` (its companions beside it): when a full disk stops
+    them, the files they had created go again (the new files beside ``out`` that share its stem or one of
+    ``stems``, or every new
+    one in a directory the command created or in the run's ``eval/``; TensorBoard event files this process
+    added to ``run_dir``; directories left empty that the command created), so no empty ``eval/`` or
+    half-written set of outputs stays behind.  Files that existed before are not touched (an atomic write
+    either replaced one whole or left it)."""
+    parent = out.parent
+    top = None  # the highest directory this command creates
+    for d in (parent, *parent.parents):
+        if d.exists():
+            break
+        top = d
+    before = set(os.listdir(parent)) if top is None else set()
+    owned = top is not None or (run_dir is not None and parent == Path(run_dir) / "eval")
+    runs_before = set(os.listdir(run_dir)) if run_dir is not None else set()
+    touched = {d: os.stat(d) for d in (parent if top is None else top.parent, run_dir) if d is not None}
+    _WRITING["path"] = out
+    try:
+        yield
+    except Exception as e:
+        from metarl.fileio import disk_full
+
+        if disk_full(e) is None:
+            raise
+        mine = f".{os.getpid()}."
+        removable = []
+        if parent.is_dir():
+            removable += [parent / n for n in set(os.listdir(parent)) - before
+                          if owned or n.lstrip(".").startswith((out.stem, *stems))]
+        if run_dir is not None:
+            removable += [Path(run_dir) / n for n in set(os.listdir(run_dir)) - runs_before
+                          if n.startswith("events.out.tfevents.") and mine in n]
+        for p in removable:
+            with contextlib.suppress(OSError):
+                if p.is_dir() and not p.is_symlink():
+                    if owned:
+                        shutil.rmtree(p)
+                else:
+                    p.unlink()
+        if top is not None:
+            for d in (parent, *parent.parents):
+                with contextlib.suppress(OSError):
+                    d.rmdir()  # only when empty
+                if d == top:
+                    break
+        for d, st in touched.items():  # the directories' times as they were: nothing in them has changed
+            with contextlib.suppress(OSError):
+                os.utime(d, ns=(st.st_atime_ns, st.st_mtime_ns))
+        raise
 
 
 class UsageError(Exception):
@@ -93,11 +158,25 @@ def _checked(text: str, convert: Any, ok: Any, expected: str) -> Any:
     return value
 
 
-def _positive_float(text: str) -> float:
-    """An argparse type: a finite float > 0."""
+def _bounded_float(top: float, unit: str = ""):
+    """An argparse type: a finite float > 0 and at most ``top`` (inf, nan and 1e308 are refused by name)."""
     import math
 
-    return _checked(text, float, lambda v: math.isfinite(v) and v > 0, "a finite number > 0")
+    def parse(text: str) -> float:
+        return _checked(text, float, lambda v: math.isfinite(v) and 0 < v <= top,
+                        f"a finite number > 0 and <= {top:g}{unit}")
+
+    return parse
+
+
+MAX_CHECK_SECONDS = 86_400.0  # check-family --check-timeout: one day
+
+
+def _inner_lr(text: str) -> float:
+    """``--inner-lr``: as ``algo.inner_lr``, in (0, MAX_INNER_LR]."""
+    from metarl.config import MAX_INNER_LR
+
+    return _bounded_float(MAX_INNER_LR)(text)
 
 
 def _even_size(text: str) -> int:
@@ -163,7 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=_seed, default=0, help="seed of the held-out tasks and rollouts")
     p.add_argument("--out", help="output JSON (default RUN_DIR/eval/adaptation.json, adaptation_best.json with "
                                  "--iteration best, or shots.json with --shots)")
-    p.add_argument("--inner-lr", type=_positive_float, help="test-time inner step size (default: the trained one)")
+    p.add_argument("--inner-lr", type=_inner_lr, help="test-time inner step size (default: the trained one)")
     p.add_argument("--iteration", type=_checkpoint_choice, metavar="N|best",
                    help="the checkpoint at iteration N instead of the latest (one the run keeps), or best: the "
                         "training iteration with the highest post-adaptation return (the MAML paper's protocol)")
@@ -208,7 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("check-family", "run the task-family checks on a registered family")
     p.add_argument("name", help="family name (see metarl tasks)")
-    p.add_argument("--check-timeout", type=_positive_float, default=120.0, metavar="S",
+    p.add_argument("--check-timeout", type=_bounded_float(MAX_CHECK_SECONDS, " s"), default=120.0, metavar="S",
                    help="seconds each check may take before it counts as failed (default 120: a step that hangs)")
     return parser
 
@@ -260,10 +339,22 @@ def _check_family(cfg: Any) -> Any:
         raise UsageError(f"env.family: {cfg.env.family} could not be built: {type(e).__name__}: "
                          f"{describe(e)}") from None
     _check_policy_weights(cfg, family)
+    _check_ray(cfg)
     try:
         return build_learner(cfg, family)
     except ValueError as e:
         raise UsageError(describe(e, 300) or type(e).__name__) from None
+
+
+def _check_ray(cfg: Any) -> None:
+    """A configured Ray cluster (``sampler.ray_address`` HOST:PORT) must accept a connection before anything is
+    written: an unreachable one is :class:`metarl.sampling.ray_backend.RayUnreachableError`, one line and exit 1,
+    within ``CONNECT_TIMEOUT_S`` seconds, and no run directory."""
+    if cfg.sampler.backend != "ray" or not cfg.sampler.ray_address:
+        return
+    from metarl.sampling.ray_backend import check_reachable
+
+    check_reachable(cfg.sampler.ray_address.removeprefix("ray://"))
 
 
 def _check_policy_weights(cfg: Any, family: Any) -> None:
@@ -342,6 +433,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         if args.print_config:
             return _print_config(cfg)
         _lock(rd)
+        _WRITING["path"] = rd.path
         try:
             rd.record_modules(modules)
             return _run_training(cfg, rd.path, resume=True, progress=_progress(args))
@@ -370,13 +462,23 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.print_config:
         return _print_config(cfg)
     _check_family(cfg)
+    from metarl.rundir import first_missing
+
+    # the highest directory this start creates: --run-dir or a parent of it; by default log.root or a parent of
+    # it, else the new run directory itself (None: --run-dir exists)
+    created = first_missing(Path(args.run_dir) if args.run_dir is not None else Path(cfg.log.root))
     try:
         rd = RunDir.create(cfg, args.run_dir, args.force)  # locked (RunDir.lock)
     except RunDirError as e:
         raise UsageError(str(e)) from None
+    _WRITING["path"] = rd.path
     try:
-        rd.write_config(cfg)  # first: a run interrupted from here on can be resumed
-        rd.record_modules(modules)
+        try:
+            rd.write_config(cfg)  # first: a run interrupted from here on can be resumed
+            rd.record_modules(modules)
+        except OSError:  # a full disk: no run directory (or no files in a given one) is left without a config
+            rd.remove_new(up_to=created if created is not None or args.run_dir is not None else rd.path)
+            raise
         _RESUMABLE["run_dir"] = rd.path
         return _run_training(cfg, rd.path, resume=False, progress=_progress(args))
     finally:
@@ -414,6 +516,7 @@ def _train_seeds(args: argparse.Namespace) -> int:
         if plan.action == "finished":
             print(f"seed {seed}: finished ({plan.done} iterations) in {rd}", file=sys.stderr)
             continue
+        _WRITING["path"] = rd.path
         try:
             rd.record_modules(getattr(args, "module", []))
             print(f"seed {seed}: {'resuming at iteration ' + str(plan.done) if plan.resume else 'starting'} in "
@@ -570,7 +673,8 @@ def _evaluate(rd: RunDir, loaded: LoadedRun, name: str, args: argparse.Namespace
     _check_writable(out)
     if warn:
         _warn_versions(rd)
-    done = evaluation.run(rd, loaded, settings, out, lambda line: print(line, file=sys.stderr), best=best)
+    with _undo_on_disk_full(out, rd.path, ("similarity", "freeze_ablation") if name == "analysis" else ()):
+        done = evaluation.run(rd, loaded, settings, out, lambda line: print(line, file=sys.stderr), best=best)
     for line in done.lines:
         print(line)
     print("wrote " + ", ".join(str(f) for f in done.files.values()), file=sys.stderr)
@@ -633,10 +737,11 @@ def cmd_video(args: argparse.Namespace) -> int:
     _warn_versions(rd)
     print(f"rendering {rd}: {args.tasks} held-out tasks, steps 0..{args.steps}", file=sys.stderr)
     try:
-        info = render_run(rd.path, out, args.tasks, args.steps, args.width, args.height, args.fps, args.seed,
-                          args.episodes, on_task=lambda i, r: print(
-                              f"  task {i}: returns " + " / ".join(f"{x:.1f}" for x in r), file=sys.stderr),
-                          loaded=loaded)
+        with _undo_on_disk_full(out, rd.path):
+            info = render_run(rd.path, out, args.tasks, args.steps, args.width, args.height, args.fps, args.seed,
+                              args.episodes, on_task=lambda i, r: print(
+                                  f"  task {i}: returns " + " / ".join(f"{x:.1f}" for x in r), file=sys.stderr),
+                              loaded=loaded)
     except (VideoError, FileNotFoundError) as e:
         raise UsageError(str(e)) from None
     print(f"wrote {info['out']} ({info['frames']} frames, {info['size'][0]}x{info['size'][1]}, {info['fps']} fps)",
@@ -687,11 +792,15 @@ def _check_writable(out: Path) -> None:
         raise UsageError(f"cannot write {str(out)!r}: {e.strerror}") from None
     if not os.access(parent, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
         raise UsageError(f"cannot write {str(out)!r}: permission denied")
+    from metarl.fileio import DISK_FULL
     from metarl.rundir import probe_writable
 
     try:  # permissions are not the whole story (read-only or special file systems, root)
         probe_writable(parent)
     except OSError as e:
+        if e.errno in DISK_FULL:  # a full disk is not bad input: exit 1, naming what was to be written
+            _WRITING["path"] = out
+            raise
         raise UsageError(f"cannot write {str(out)!r}: {e.strerror or e}") from None
 
 
@@ -713,7 +822,8 @@ def cmd_plot(args: argparse.Namespace) -> int:
         raise UsageError(f"--out must name a .png file, got {args.out!r}")
     _check_writable(out)
     try:
-        out = plot_runs([Path(d) for d in args.run_dirs], out, args.labels)
+        with _undo_on_disk_full(out):
+            out = plot_runs([Path(d) for d in args.run_dirs], out, args.labels)
     except ValueError as e:
         raise UsageError(str(e)) from None
     print(f"wrote {out}")
@@ -788,9 +898,11 @@ def _interrupted_message() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from metarl import allocator, signals
+    from metarl import allocator, fileio, signals
 
     allocator.tune_allocator()
+    fileio.quiet_writer_threads()  # a full disk in TensorBoard's writer thread: one line, no thread traceback
+    _WRITING.clear()
 
     _RESUMABLE.clear()
     try:
@@ -830,12 +942,17 @@ def _main(argv: list[str] | None) -> int:
             raise
         print(f"metarl: error: {e}", file=sys.stderr)
         return 1
-    except OSError as e:  # a write that would replace a FIFO, a device or a directory (metarl.fileio)
-        fileio = sys.modules.get("metarl.fileio")
-        if fileio is None or not isinstance(e, fileio.NotRegularFileError):
+    except Exception as e:
+        from metarl.fileio import NotRegularFileError, disk_full
+
+        if isinstance(e, NotRegularFileError):  # a write that would replace a FIFO, a device or a directory
+            print(f"metarl: error: cannot write {e.filename!r}: {e.strerror}", file=sys.stderr)
+            return EXIT_USAGE
+        full = disk_full(e)  # a full disk anywhere (a library may wrap the OSError): one line, exit 1
+        if full is None:
             raise
-        print(f"metarl: error: cannot write {e.filename!r}: {e.strerror}", file=sys.stderr)
-        return EXIT_USAGE
+        print(f"metarl: error: no space left on device writing {_disk_full_path(full)}", file=sys.stderr)
+        return EXIT_DISK_FULL
 
 
 if __name__ == "__main__":

@@ -401,6 +401,9 @@ def validate(cfg: Config) -> Config:
     need(a.meta_batch_size >= 1, "algo.meta_batch_size", a.meta_batch_size, "must be >= 1")
     need(a.episodes_per_task >= 1, "algo.episodes_per_task", a.episodes_per_task, "must be >= 1")
     need(a.inner_lr > 0, "algo.inner_lr", a.inner_lr, "must be > 0")
+    need(a.inner_lr <= MAX_INNER_LR, "algo.inner_lr", a.inner_lr, f"must be in (0, {MAX_INNER_LR:g}]")
+    need(MIN_LOG_STD <= p.init_log_std <= MAX_LOG_STD, "policy.init_log_std", p.init_log_std,
+         f"must be in [{MIN_LOG_STD:g}, {MAX_LOG_STD:g}] (a standard deviation exp(x) that stays finite)")
     need(a.inner_steps >= 0, "algo.inner_steps", a.inner_steps, "must be >= 0")
     need(0 < a.gamma <= 1, "algo.gamma", a.gamma, "must be in (0, 1]")
     try:
@@ -411,6 +414,8 @@ def validate(cfg: Config) -> Config:
     need(a.max_consecutive_rejections >= 1, "algo.max_consecutive_rejections", a.max_consecutive_rejections,
          "must be >= 1")
     need(s.workers is None or s.workers >= 1, "sampler.workers", s.workers, "must be >= 1 (or null: one per core)")
+    need(s.ray_address is None or valid_ray_address(s.ray_address), "sampler.ray_address", s.ray_address,
+         "must be HOST:PORT (a port in 1..65535), ray://HOST:PORT, auto or local (or null: a private local instance)")
     need(s.hang_timeout is None or s.hang_timeout > 0, "sampler.hang_timeout", s.hang_timeout,
          "must be > 0 (or null: no limit)")
     _check_sizes(cfg, need)
@@ -448,6 +453,17 @@ def validate(cfg: Config) -> Config:
 
 POLICY_KINDS = ("mlp", "gru")
 
+RAY_ADDRESS = re.compile(r"(ray://)?(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-9._-]*):([0-9]{1,5})")
+
+
+def valid_ray_address(address: str) -> bool:
+    """``sampler.ray_address``: ``HOST:PORT`` (a hostname, an IPv4 or a bracketed IPv6 address; a port in
+    1..65535), the same after ``ray://`` (Ray Client), ``auto`` or ``local``."""
+    if address in ("auto", "local"):
+        return True
+    m = RAY_ADDRESS.fullmatch(address)
+    return m is not None and 1 <= int(m.group(3)) <= 65535
+
 
 DEVICE_FORM = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
 """The forms of ``device``."""
@@ -482,6 +498,10 @@ MAX_BATCH_STEPS = 50_000_000
 MAX_WEIGHTS = 50_000_000
 MAX_REMOTE_WORKERS = 4096
 MAX_INNER_STEPS = 100
+MAX_INNER_LR = 1000.0
+"""The largest inner step size (``algo.inner_lr``, ``evaluate --inner-lr``): beyond it a step overflows."""
+MIN_LOG_STD, MAX_LOG_STD = -20.0, 5.0
+"""The range of ``policy.init_log_std``: exp(1e6) is infinite, and actions with it NaN."""
 
 
 def _default_horizon(family: str) -> int:

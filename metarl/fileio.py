@@ -29,6 +29,52 @@ class NotRegularFileError(OSError):
     """A write would replace something that is not a regular file (its ``strerror`` says what it is)."""
 
 
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+"""The errors of a full disk (or an exhausted quota)."""
+
+
+def disk_full(e: BaseException | None) -> OSError | None:
+    """The :data:`DISK_FULL` ``OSError`` that ``e`` is or that it was raised from (``__cause__`` /
+    ``__context__``, a few levels deep: a library that wraps the write's error), else None."""
+    for _ in range(8):
+        if e is None:
+            return None
+        if isinstance(e, OSError) and e.errno in DISK_FULL:
+            return e
+        e = e.__cause__ or e.__context__
+    return None
+
+
+def quiet_writer_threads() -> None:
+    """A TensorBoard writer thread whose write fails (a full disk) keeps its exception for the thread that
+    writes next (``add_*``, ``flush``, ``close`` re-raise it there, where it becomes one line); Python's
+    default hook would also print the thread's traceback.  This hook leaves such an ``OSError`` to that
+    re-raise and passes everything else on.  Likewise a full disk met again by a writer's ``__del__`` (an
+    image writer closing the file whose write failed) is not printed as "Exception ignored": the command has
+    already stopped on it with one line.  Installed once per process."""
+    import sys
+    import threading
+
+    previous = threading.excepthook
+    if not getattr(previous, "metarl_quiet", False):
+        def hook(args: Any) -> None:
+            if isinstance(args.exc_value, OSError) and type(args.thread).__name__ == "_AsyncWriterThread":
+                return
+            previous(args)
+
+        hook.metarl_quiet = True  # type: ignore[attr-defined]
+        threading.excepthook = hook
+    unraisable = sys.unraisablehook
+    if not getattr(unraisable, "metarl_quiet", False):
+        def quiet(u: Any) -> None:
+            if disk_full(u.exc_value) is not None:
+                return
+            unraisable(u)
+
+        quiet.metarl_quiet = True  # type: ignore[attr-defined]
+        sys.unraisablehook = quiet
+
+
 def _kind(mode: int) -> str:
     for test, what in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
                        (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
@@ -64,11 +110,13 @@ def atomic_write(path: str | os.PathLike[str], data: bytes | str) -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(e, OSError) and e.filename is None:  # a full disk names the file it could not write
+            e.filename = str(path)
         raise
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:

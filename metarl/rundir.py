@@ -39,6 +39,7 @@ home).  A run without ``modules.json`` needs none.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import json
@@ -58,7 +59,7 @@ from envs.base import TaskFamily
 from metarl import checkpoint, manifest, scalars, usermodules
 from metarl.algos import MetaLearner
 from metarl.config import Config, ConfigError, load_config, to_yaml
-from metarl.fileio import atomic_write, read_json
+from metarl.fileio import DISK_FULL, atomic_write, read_json
 from metarl.run import build_family, build_learner, write_json
 
 CONFIG = "config.yaml"
@@ -213,12 +214,25 @@ def curve_file(tasks: int, steps: int, seed: int, best: bool = False) -> str:
     return f"curve_{'best_' if best else ''}{tasks}_{steps}_{seed}.json"
 
 
+def first_missing(path: Path) -> Path | None:
+    """The highest directory of ``path`` and its parents that does not exist yet (None: ``path`` exists)."""
+    missing = None
+    for d in (path, *path.parents):
+        if d.exists():
+            return missing
+        missing = d
+    return missing
+
+
 def probe_writable(directory: Path) -> None:
     """Create and remove a file in ``directory`` (OSError if that fails; a leftover after a kill is a
-    stale temporary)."""
+    stale temporary).  The directory's times are put back: a probe changes nothing."""
+    st = os.stat(directory)
     fd, probe = tempfile.mkstemp(prefix=".metarl-probe-", suffix=".tmp", dir=directory)
     os.close(fd)
     os.unlink(probe)
+    with contextlib.suppress(OSError):
+        os.utime(directory, ns=(st.st_atime_ns, st.st_mtime_ns))
 
 
 FIXED_ON_RESUME = ("env.family", "env.kwargs", "env.horizon", "env.oracle", "policy.hidden_sizes",
@@ -417,8 +431,32 @@ class RunDir:
             made.lock()
             return made
         except OSError as e:
+            if e.errno in DISK_FULL:  # not bad input: the command stops with its one full-disk line
+                raise
             raise RunDirError(f"cannot write run directory {_show(path or cfg.log.root)}: "
                               f"{e.strerror or e}") from None
+
+    def remove_new(self, up_to: Path | None) -> None:
+        """After a start that a full disk stopped before the run's config was complete: remove the files the
+        start writes first (``config.yaml``, ``modules.json``, ``modules/``, temporaries), unlock, and remove
+        the directory and its parents up to ``up_to`` (the highest one created for this run; None: none was)
+        where nothing else is in them."""
+        for name in (CONFIG, MODULES_RECORD):
+            with contextlib.suppress(OSError):
+                (self.path / name).unlink()
+        with contextlib.suppress(OSError):
+            shutil.rmtree(self.path / MODULES_DIR)
+        remove_stale_temporaries(self.path)
+        self.unlock()
+        if up_to is None:
+            return
+        for d in (self.path, *self.path.parents):
+            try:
+                d.rmdir()  # only when empty
+            except OSError:
+                return
+            if d == up_to:
+                return
 
     def write_config(self, cfg: Config) -> None:
         """Write ``config.yaml`` atomically (unchanged text is not rewritten)."""
@@ -442,12 +480,17 @@ class RunDir:
         if done is not None and done >= cfg.iterations:
             return TrainingPlan("finished", cfg, done)
         resumed = self.resume_config(cfg.iterations) if done is not None else None  # checked before changes
+        created = first_missing(self.path)  # the highest directory this start creates (None: it exists)
         self.path.mkdir(parents=True, exist_ok=True)
         self.lock()
         if resumed is None:
             for stale in self.path.glob(EVENTS_GLOB):
                 stale.unlink()
-            self.write_config(cfg)
+            try:
+                self.write_config(cfg)
+            except OSError:  # a full disk: no empty seed directory (nor log.root) stays behind
+                self.remove_new(up_to=created)
+                raise
             return TrainingPlan("start", cfg)
         archived = self.archive_evaluations(done) if keep_budgets else None
         return TrainingPlan("resume", resumed, done, archived)

@@ -79,6 +79,25 @@ class TrainingError(RuntimeError):
     """Training cannot continue (the message says why; checkpoints are intact)."""
 
 
+class RolloutError(RuntimeError):
+    """The rollouts of an iteration raised (a family's ``step`` that fails, say): one line naming the family."""
+
+
+def rollout_error_summary(e: BaseException) -> str:
+    """One line for an exception from the rollouts: ``Type: message`` of an in-process one (a ``__str__`` that
+    raises included); for a worker's (its traceback text in the message), the traceback's last line."""
+    from metarl.usermodules import describe
+
+    try:
+        text = str(e)
+    except Exception:  # noqa: BLE001 - a user's exception whose __str__ raises
+        text = ""
+    if "Traceback (most recent call last)" in text:
+        lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+        return lines[-1][:300] if lines else type(e).__name__
+    return f"{type(e).__name__}: {describe(e, 300)}"
+
+
 @dataclass
 class IterationResult:
     iteration: int
@@ -130,7 +149,7 @@ class Trainer:
         t0 = time.perf_counter()
         tasks = self.tasks_for(iteration)
         if cfg.algo.inner_steps == 0 or not learner.adapts:  # no inner steps (baselines, RL²): one batch
-            train = self.sampler.sample(tasks, learner.policy.params(), b,
+            train = self._sample(tasks, learner.policy.params(), b,
                                         derive_seed(cfg.seed, VALID, iteration)).to(self.device)
             t_sample = time.perf_counter() - t0
             t3 = time.perf_counter()
@@ -142,7 +161,7 @@ class Trainer:
                                t0, t_sample, 0.0, time.perf_counter() - t3)
             res.scalars.update(success_scalars(train, train))
             return res
-        train = self.sampler.sample(tasks, learner.policy.params(), b,
+        train = self._sample(tasks, learner.policy.params(), b,
                                     derive_seed(cfg.seed, TRAIN, iteration)).to(self.device)
         t_train = time.perf_counter() - t0
 
@@ -154,7 +173,7 @@ class Trainer:
 
         t2 = time.perf_counter()
         finite = all(bool(torch.isfinite(v).all()) for v in adapted.values())
-        valid = (self.sampler.sample(tasks, adapted, b, derive_seed(cfg.seed, VALID, iteration)).to(self.device)
+        valid = (self._sample(tasks, adapted, b, derive_seed(cfg.seed, VALID, iteration)).to(self.device)
                  if finite else None)
         t_valid = time.perf_counter() - t2
 
@@ -186,8 +205,19 @@ class Trainer:
 
     def _sample_to_device(self, tasks: list[Any], params: Any, episodes: int, seed: int) -> EpisodeBatch:
         """The sampler's episodes (CPU) moved once to the learner's device."""
+        return self._sample(tasks, params, episodes, seed).to(self.device)
+
+    def _sample(self, tasks: list[Any], params: Any, episodes: int, seed: int) -> EpisodeBatch:
+        """The sampler's episodes; an exception from the rollouts (a family's ``step``, ``reset`` or constructor
+        that raises, in this process or in a worker) is a :class:`RolloutError` naming the family and what it
+        raised in one line (the traceback goes to the debug log: ``metarl -v``)."""
         assert self.sampler is not None
-        return self.sampler.sample(tasks, params, episodes, seed).to(self.device)
+        try:
+            return self.sampler.sample(tasks, params, episodes, seed)
+        except Exception as e:  # noqa: BLE001 - a family (a user's, perhaps) may raise anything
+            log.debug("the rollouts raised", exc_info=True)
+            raise RolloutError(f"family {self.cfg.env.family} failed during the rollouts: "
+                               f"{rollout_error_summary(e)}") from None
 
     def _result(self, iteration: int, tasks: list[dict[str, Any]], train: EpisodeBatch, post: float, env_steps: int,
                 step_scalars: dict[str, float], t0: float, sampling_s: float, t_adapt: float,
@@ -306,7 +336,8 @@ class Trainer:
                     csv_log.flush()
                     path = self.save_checkpoint(iteration + 1)
                     raise TrainingError(
-                        f"{limit} consecutive updates rejected for non-finite values (iteration {iteration}); "
+                        f"{limit} consecutive updates rejected for non-finite values (family {cfg.env.family}, "
+                        f"iteration {iteration}: NaN or infinite observations, rewards, actions or losses); "
                         f"stopped with the last good parameters in {path}")
                 if (iteration + 1) % cfg.log.checkpoint_every == 0 or iteration + 1 == cfg.iterations:
                     with self._log_writes():
@@ -318,18 +349,13 @@ class Trainer:
             status = "finished"
         except KeyboardInterrupt:
             status = "interrupted"
-            # The iteration in flight is lost; the parameters are those after the last completed one.
-            if at_start is not None:  # interrupted inside an iteration: undo what it had done
-                self.learner.load_state_dict(at_start[0])
-                self.learner.load_extra_state(at_start[3])
-                self.rejected_steps, self.consecutive_rejections = at_start[1], at_start[2]
-            done = results[-1].iteration + 1 if results else self.start_iteration
-            with self._log_writes():
-                self.writer.flush()
-                csv_log.flush()
-            self.save_checkpoint(done)
+            done = self._roll_back(at_start, results, csv_log)
             log.warning("interrupted: checkpoint written at iteration %d", done)
             raise
+        except RolloutError as e:  # the iteration in flight is lost, as on an interrupt; the run resumes
+            done = self._roll_back(at_start, results, csv_log)
+            raise TrainingError(f"{e} (iteration {iteration}); checkpoint written at iteration {done}, resume with: "
+                                f"metarl train --resume {self.run_dir}") from None
         finally:
             if self.sampler is not None:
                 self.sampler.close()
@@ -339,6 +365,20 @@ class Trainer:
                 except OSError as e:  # a full disk: the error that stopped the run is already on its way
                     log.debug("closing the run's logs: %s", e)
         return results
+
+    def _roll_back(self, at_start: Any, results: list[IterationResult], csv_log: ScalarsCSV) -> int:
+        """After an interrupt or a failed rollout: undo what the iteration in flight had done (``at_start``, None
+        between iterations), flush the logs and checkpoint the last completed iteration; returns it."""
+        if at_start is not None:
+            self.learner.load_state_dict(at_start[0])
+            self.learner.load_extra_state(at_start[3])
+            self.rejected_steps, self.consecutive_rejections = at_start[1], at_start[2]
+        done = results[-1].iteration + 1 if results else self.start_iteration
+        with self._log_writes():
+            self.writer.flush()
+            csv_log.flush()
+        self.save_checkpoint(done)
+        return done
 
     @contextlib.contextmanager
     def _log_writes(self) -> Iterator[None]:

@@ -228,23 +228,41 @@ def _default_fps(family: Any) -> int:
 
 def write_video(out: Path, frames: Sequence[np.ndarray], fps: int) -> None:
     """Encode ``frames`` (each ``(H, W, 3) uint8``) to ``out``, via a temporary file renamed into place."""
+    import errno
     import os
 
     import imageio.v3 as iio
 
-    from metarl.fileio import check_replaceable
+    from metarl.fileio import DISK_FULL, check_replaceable
 
     check_replaceable(out)  # never replace a FIFO, a device, a directory
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp{out.suffix}")
     try:
-        if out.suffix == ".mp4":
-            iio.imwrite(tmp, np.stack(frames), fps=fps, codec="libx264", macro_block_size=1)
+        if out.suffix == ".mp4":  # ffmpeg's own messages off: a failure is one line (below, or the caller's)
+            iio.imwrite(tmp, np.stack(frames), fps=fps, codec="libx264", macro_block_size=1,
+                        ffmpeg_log_level="quiet")
         else:
             iio.imwrite(tmp, np.stack(frames), duration=1000.0 / fps, loop=0)
         os.replace(tmp, out)
+    except OSError as e:
+        # ffmpeg that stops on a full disk shows up as a broken pipe: name the full disk instead
+        if e.errno not in DISK_FULL and _no_space(out.parent):
+            raise OSError(errno.ENOSPC, "No space left on device", str(out)) from e
+        raise
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _no_space(directory: Path) -> bool:
+    """Less than a MiB free for unprivileged writes in ``directory`` (a full disk)."""
+    import os
+
+    try:
+        st = os.statvfs(directory)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < (1 << 20)
 
 
 def read_video(path: Path) -> np.ndarray:

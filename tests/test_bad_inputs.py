@@ -619,7 +619,61 @@ MODULE_CASES += [
          _write("big.py", _family_module("BigObsSeeds", BIG_OBSERVATION))),
 ]
 
-ISSUE_35_CASES = (LOCK_CASES + DAMAGED_RUN_CASES + CONFIG_IN_RUN_CASES + OUT_CASES + VALIDATION_CASES
+# issue 35 part III: non-finite and huge floats (class 3), pass counts (class 2), the Ray address (class 8)
+EVAL_GOOD = lambda root, *flags: ["evaluate", GOOD(root), *flags]  # noqa: E731
+NONFINITE_CASES = [
+    train_set("init-log-std-1e6", "policy.init_log_std=1e6"),
+    train_set("init-log-std-minus-1e6", "policy.init_log_std=-1e6"),
+    train_set("init-log-std-1e308", "policy.init_log_std=1e308"),
+    train_set("init-log-std-inf", "policy.init_log_std=inf"),
+    train_set("init-log-std-nan", "policy.init_log_std=.nan"),
+    train_set("inner-lr-1e308", "algo.inner_lr=1e308"),
+    train_set("inner-lr-1e4", "algo.inner_lr=1e4"),
+    train_set("inner-lr-inf", "algo.inner_lr=.inf"),
+    Case("seeds-init-log-std-1e6", lambda root: SEEDS(root, "policy.init_log_std=1e6")),
+    Case("evaluate-edited-init-log-std-1e6", lambda root: ["evaluate", str(root / "bad")],
+         _edit_config(policy__init_log_std=1e6)),
+    Case("resume-edited-inner-lr-1e308", RESUME, _edit_config(algo__inner_lr=1e308)),
+    Case("evaluate-inner-lr-1e308", lambda root: EVAL_GOOD(root, "--inner-lr", "1e308")),
+    Case("evaluate-inner-lr-inf", lambda root: EVAL_GOOD(root, "--inner-lr", "inf")),
+    Case("evaluate-inner-lr-minus-inf", lambda root: EVAL_GOOD(root, "--inner-lr", "-inf")),
+    Case("evaluate-inner-lr-1e4", lambda root: EVAL_GOOD(root, "--inner-lr", "1e4")),
+    Case("evaluate-inner-lr-1e400", lambda root: EVAL_GOOD(root, "--inner-lr", "1e400")),
+    Case("evaluate-shots-inner-lr-1e308", lambda root: EVAL_GOOD(root, "--shots", "1", "2", "--inner-lr", "1e308")),
+    Case("evaluate-protocol-inner-lr-nan", lambda root: EVAL_GOOD(root, "--protocol", "adaptation", "--inner-lr",
+                                                                  "NaN")),
+    Case("check-family-timeout-1e308", lambda root: ["check-family", "Navigation2D", "--check-timeout", "1e308"]),
+    Case("check-family-timeout-inf", lambda root: ["check-family", "Navigation2D", "--check-timeout", "inf"]),
+    Case("check-family-timeout-nan", lambda root: ["check-family", "Navigation2D", "--check-timeout", "nan"]),
+]
+PASS_CASES = [
+    train_set("proximal-epochs-1e9", "algo.name=maml_ppo", "proximal.epochs=1000000000"),
+    train_set("promp-epochs-10001", "algo.name=promp", "proximal.epochs=10001"),
+    train_set("rl2-epochs-1e9", "algo.name=rl2", "policy.kind=gru", "rl2.epochs=1000000000"),
+    train_set("rl2-minibatches-1e9", "algo.name=rl2", "policy.kind=gru", "rl2.minibatches=1000000000"),
+    train_set("rl2-episodes-per-trial-1e9", "algo.name=rl2", "policy.kind=gru",
+              "rl2.episodes_per_trial=1000000000"),
+    train_set("trpo-cg-iters-1e9", "trpo.cg_iters=1000000000"),
+    train_set("trpo-ls-max-steps-1e9", "trpo.ls_max_steps=1000000000"),
+    train_set("es-population-1e9", "algo.name=es", "es.population=1000000000"),
+    Case("seeds-proximal-epochs-1e9", lambda root: SEEDS(root, "algo.name=maml_ppo", "proximal.epochs=1000000000")),
+    Case("resume-edited-cg-iters-1e9", RESUME, _edit_config(trpo__cg_iters=1000000000)),
+]
+RAY_CASES = [
+    train_set("ray-address-not-an-address", "sampler.backend=ray", "sampler.ray_address=not an address"),
+    train_set("ray-address-no-port", "sampler.backend=ray", "sampler.ray_address=127.0.0.1"),
+    train_set("ray-address-port-0", "sampler.backend=ray", "sampler.ray_address=127.0.0.1:0"),
+    train_set("ray-address-port-99999", "sampler.backend=ray", "sampler.ray_address=127.0.0.1:99999"),
+    train_set("ray-address-scheme-only", "sampler.backend=ray", "sampler.ray_address=ray://"),
+    train_set("ray-address-url", "sampler.backend=ray", "sampler.ray_address=http://10.0.0.1:6379/x"),
+    Case("seeds-ray-address-not-an-address", lambda root: SEEDS(root, "sampler.backend=ray",
+                                                                "sampler.ray_address=not an address")),
+    Case("evaluate-edited-ray-address", lambda root: ["evaluate", str(root / "bad")],
+         _edit_config(sampler__backend="ray", sampler__ray_address="not an address")),
+]
+
+ISSUE_35_CASES = (NONFINITE_CASES + PASS_CASES + RAY_CASES + LOCK_CASES + DAMAGED_RUN_CASES + CONFIG_IN_RUN_CASES
+                  + OUT_CASES + VALIDATION_CASES
                   + SMALLER_CASES + SIZE_CASES + MODULE_CASES)
 CORPUS = (_kwargs_cases() + VALUE_CASES + FILE_CASES + FLAG_CASES + PLOT_CASES + CHECKPOINT_CASES
           + ISSUE_35_CASES)
@@ -633,7 +687,10 @@ FAST = {"kwargs-unknown-Navigation2D", "kwargs-abc-HalfCheetahVel-velocity_low",
         "evaluate-manifest-shape", "evaluate-out-fifo", "plot-out-link-to-dev-null", "seeds-low-above-high",
         "seeds-run-dir-dev-null", "evaluate-edited-low-above-high", "config-fifo", "name-300", "duplicate-key",
         "resume-edited-task-range", "evaluate-protocol-metaworld-on-navigation", "horizon-null-batch",
-        "inner-steps-1e6", "evaluate-tasks-1e9", "video-frame-bytes"}
+        "inner-steps-1e6", "evaluate-tasks-1e9", "video-frame-bytes",
+        # issue 35 part III: non-finite and huge floats, pass counts, the Ray address
+        "init-log-std-1e6", "evaluate-inner-lr-1e308", "evaluate-inner-lr-inf", "check-family-timeout-1e308",
+        "proximal-epochs-1e9", "rl2-epochs-1e9", "ray-address-not-an-address", "ray-address-port-99999"}
 
 
 def test_corpus_is_large_and_names_are_unique():

@@ -52,6 +52,10 @@ from metarl.inner_updates.meta_sgd import MetaSGD
 from metarl.policies import GaussianMLPPolicy, Params
 
 LR_PREFIX = MetaSGD.prefix
+MAX_PASSES = 10_000
+"""The most optimiser passes, CG iterations or line-search steps an outer loop's setting may ask for per
+iteration (``proximal.epochs``, ``rl2.epochs``, ``rl2.minibatches``, ``trpo.cg_iters``, ``trpo.ls_max_steps``):
+a bound, so that a typo cannot make an iteration run without end."""
 PRECOND_PREFIX = Kronecker.prefix
 
 

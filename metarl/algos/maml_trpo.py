@@ -37,7 +37,7 @@ from typing import Any, ClassVar, NamedTuple
 import torch
 from torch import Tensor
 
-from metarl.algos.base import MetaLearner, StepResult
+from metarl.algos.base import MAX_PASSES, MetaLearner, StepResult
 from metarl.algos.curvature import gauss_newton_product, map_chunks, weighted_sum
 from metarl.algos.trpo import conjugate_gradient_with_product, line_search
 from metarl.episodes import EpisodeBatch, masked_task_mean
@@ -70,14 +70,14 @@ class TRPOSettings:
     def validate(self, need: Callable[[bool, str, Any, str], None]) -> None:
         """Range checks: ``need(ok, key, value, what)`` (the key without the section)."""
         need(self.max_kl > 0, "max_kl", self.max_kl, "must be > 0")
-        need(self.cg_iters >= 1, "cg_iters", self.cg_iters, "must be >= 1")
+        need(1 <= self.cg_iters <= MAX_PASSES, "cg_iters", self.cg_iters, f"must be in [1, {MAX_PASSES}]")
         need(self.cg_damping >= 0, "cg_damping", self.cg_damping, "must be >= 0")
         need(0 < self.cg_subsample <= 1, "cg_subsample", self.cg_subsample, "must be in (0, 1]")
         need(self.curvature in ("gauss_newton", "double_backward"), "curvature", self.curvature,
              "must be gauss_newton or double_backward")
         need(self.hvp_chunk_tasks >= 1, "hvp_chunk_tasks", self.hvp_chunk_tasks, "must be >= 1")
         need(0 < self.ls_backtrack < 1, "ls_backtrack", self.ls_backtrack, "must be in (0, 1)")
-        need(self.ls_max_steps >= 1, "ls_max_steps", self.ls_max_steps, "must be >= 1")
+        need(1 <= self.ls_max_steps <= MAX_PASSES, "ls_max_steps", self.ls_max_steps, f"must be in [1, {MAX_PASSES}]")
 
 
 # The diagnostics of :meth:`MAMLTRPO.update` and the scalar names they are logged under.

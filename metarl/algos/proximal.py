@@ -45,7 +45,7 @@ import torch
 from torch import Tensor
 
 from metarl.adaptation import adapt
-from metarl.algos.base import MetaLearner, StepResult
+from metarl.algos.base import MAX_PASSES, MetaLearner, StepResult
 from metarl.episodes import EpisodeBatch, masked_task_mean
 from metarl.policies import Params, gaussian_kl, gaussian_log_prob
 
@@ -83,7 +83,7 @@ class ProximalSettings:
     def validate(self, need: Callable[[bool, str, Any, str], None]) -> None:
         """Range checks: ``need(ok, key, value, what)`` (the key without the section)."""
         need(self.lr > 0, "lr", self.lr, "must be > 0")
-        need(self.epochs >= 1, "epochs", self.epochs, "must be >= 1")
+        need(1 <= self.epochs <= MAX_PASSES, "epochs", self.epochs, f"must be in [1, {MAX_PASSES}]")
         need(self.clip_eps > 0, "clip_eps", self.clip_eps, "must be > 0")
         need(self.kl_coef >= 0, "kl_coef", self.kl_coef, "must be >= 0")
         need(self.target_kl > 0, "target_kl", self.target_kl, "must be > 0")

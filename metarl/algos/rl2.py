@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from metarl.algos.base import MetaLearner, StepResult
+from metarl.algos.base import MAX_PASSES, MetaLearner, StepResult
 from metarl.algos.proximal import (
     STATE_PREFIX,
     adam_state,
@@ -76,8 +76,8 @@ class RL2Settings:
 
     def validate(self, need: Callable[[bool, str, Any, str], None]) -> None:
         need(self.episodes_per_trial >= 1, "episodes_per_trial", self.episodes_per_trial, "must be >= 1")
-        need(self.epochs >= 1, "epochs", self.epochs, "must be >= 1")
-        need(self.minibatches >= 1, "minibatches", self.minibatches, "must be >= 1")
+        need(1 <= self.epochs <= MAX_PASSES, "epochs", self.epochs, f"must be in [1, {MAX_PASSES}]")
+        need(1 <= self.minibatches <= MAX_PASSES, "minibatches", self.minibatches, f"must be in [1, {MAX_PASSES}]")
         need(self.lr > 0, "lr", self.lr, "must be > 0")
         need(self.clip > 0, "clip", self.clip, "must be > 0")
         need(0 <= self.adam_beta1 < 1, "adam_beta1", self.adam_beta1, "must be in [0, 1)")

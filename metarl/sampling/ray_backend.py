@@ -22,11 +22,14 @@ shard re-run with the same seed (logged, counted in
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
+import sys
 import time
 import traceback
+from collections.abc import Iterator
 from typing import Any
 
 import cloudpickle
@@ -75,13 +78,17 @@ def start_local_ray(**kwargs: Any) -> None:
     """
     import ray
     import ray._private.ray_constants as constants
+    import ray._private.services as services
 
     saved_env, saved_flag = os.environ.get(_CLUSTER_ENV), constants.ENABLE_RAY_CLUSTER
     os.environ[_CLUSTER_ENV] = "0"
     constants.ENABLE_RAY_CLUSTER = False
+    popen = services.ConsolePopen
+    services.ConsolePopen = _own_session(popen)
     try:
         ray.init(address="local", include_dashboard=False, **kwargs)
     finally:
+        services.ConsolePopen = popen
         constants.ENABLE_RAY_CLUSTER = saved_flag
         if saved_env is None:
             os.environ.pop(_CLUSTER_ENV, None)
@@ -91,6 +98,40 @@ def start_local_ray(**kwargs: Any) -> None:
     if ip not in LOOPBACK:
         ray.shutdown()
         raise RuntimeError(f"the local Ray instance came up on {ip}, not on the loopback interface")
+
+
+def _own_session(popen: type) -> type:
+    """``popen`` starting each Ray process in a session of its own: a SIGTERM or Ctrl-C sent to the driver's
+    process group (a scheduler's, a terminal's) reaches the driver only, which checkpoints and then shuts its
+    Ray instance down; otherwise the raylet would die first and the driver's core worker abort (-6).  Ray's
+    processes still die with the driver (Ray's own fate sharing, ``PR_SET_PDEATHSIG``)."""
+
+    class OwnSession(popen):  # type: ignore[misc, valid-type]
+        def __init__(self, *args: Any, **kwargs: Any):
+            if sys.platform != "win32":
+                kwargs.setdefault("start_new_session", True)
+            super().__init__(*args, **kwargs)
+
+    return OwnSession
+
+
+@contextlib.contextmanager
+def _keep_signal_handlers() -> Iterator[None]:
+    """``ray.init`` installs a SIGTERM handler of its own (``sys.exit(15)``: no interrupt checkpoint, the run
+    marked failed); put metarl's back (:mod:`metarl.signals`) once Ray is up."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in saved.items():
+            if handler is not None:
+                signal.signal(s, handler)
 
 
 class RayRolloutActor:
@@ -136,12 +177,13 @@ class RaySampler(Sampler):
         self._ray = ray
         self._owns_ray = False
         if not ray.is_initialized():
-            if ray_address:
-                check_reachable(ray_address)
-                ray.init(address=ray_address, log_to_driver=False)
-            else:
-                start_local_ray(log_to_driver=False)
-                self._owns_ray = True
+            with _keep_signal_handlers():
+                if ray_address:
+                    check_reachable(ray_address)
+                    ray.init(address=ray_address, log_to_driver=False)
+                else:
+                    start_local_ray(log_to_driver=False)
+                    self._owns_ray = True
         if not workers:
             workers = max(1, int(ray.cluster_resources().get("CPU", 1)))
         super().__init__(family, spec, int(workers), max_retries)

@@ -220,9 +220,13 @@ class RolloutWorker:
                 mean = mean_fn(x if context is None else torch.cat([x, context], dim=-1))
                 actions = act_buf[t]
                 torch.add(mean, scaled_noise[t], out=torch.from_numpy(actions))
-                obs, rewards, terminated = env.step(actions.reshape(n * b, act_dim))
+                bad = nonfinite_rows(actions.reshape(n * b, act_dim))
+                obs, rewards, terminated = env.step(finite_actions(actions.reshape(n * b, act_dim), bad))
                 mask_buf[t] = alive
                 rew_buf[t] = np.where(alive, rewards, 0.0)
+                if bad is not None:  # a NaN observation or parameter: the episode ends with a NaN reward
+                    rew_buf[t] = np.where(alive & bad, np.nan, rew_buf[t])
+                    terminated = terminated | bad
                 success = getattr(env, "success", None)
                 if success is not None:
                     if success_buf is None:
@@ -282,9 +286,13 @@ class RolloutWorker:
                     mean, h_new = policy.step(x, hidden, p)
                     actions = act_buf[t]
                     torch.add(mean, scaled_noise[t], out=torch.from_numpy(actions))
-                    obs, rewards, terminated = env.step(actions.reshape(n * b, act_dim))
+                    bad = nonfinite_rows(actions.reshape(n * b, act_dim))
+                    obs, rewards, terminated = env.step(finite_actions(actions.reshape(n * b, act_dim), bad))
                     mask_buf[t] = alive
                     rew_buf[t] = np.where(alive, rewards, 0.0)
+                    if bad is not None:  # as in _rollout_block: the episode ends with a NaN reward
+                        rew_buf[t] = np.where(alive & bad, np.nan, rew_buf[t])
+                        terminated = terminated | bad
                     success = getattr(env, "success", None)
                     if success is not None:
                         if success_buf is None:
@@ -302,6 +310,24 @@ class RolloutWorker:
         if callable(close):
             close()
         return _task_major(obs_buf, act_buf, rew_buf, mask_buf, success_buf, n, b)
+
+
+def nonfinite_rows(actions: np.ndarray) -> np.ndarray | None:
+    """The envs (rows of ``actions (E, act_dim)``) whose action is NaN or infinite, or None when every one is
+    finite (the common case: one check, no copy)."""
+    if np.isfinite(actions).all():
+        return None
+    return ~np.isfinite(actions).all(axis=1)
+
+
+def finite_actions(actions: np.ndarray, bad: np.ndarray | None) -> np.ndarray:
+    """``actions`` with the rows ``bad`` replaced by zeros: a non-finite action (from a NaN observation a family
+    returned, or from non-finite parameters) never reaches the simulator.  The rollout records a NaN reward
+    for that step and ends the episode, so the batch is non-finite and the outer loop rejects its update
+    (as for non-finite losses); the run stops after ``algo.max_consecutive_rejections`` in a row."""
+    if bad is None:
+        return actions
+    return np.where(bad[:, None], 0.0, actions).astype(actions.dtype)
 
 
 def sub_shards(shard: Shard, max_envs: int | None) -> list[Shard]:
