@@ -4,8 +4,11 @@ so that a regression cannot turn an error test into a long training run."""
 from __future__ import annotations
 
 import contextlib
+import io
+import os
 import signal
 from collections.abc import Iterator
+from pathlib import Path
 
 TINY_SETS = ["iterations=1", "algo.meta_batch_size=2", "algo.episodes_per_task=2", "env.horizon=5",
              "policy.hidden_sizes=[4]", "sampler.backend=serial"]
@@ -36,3 +39,30 @@ def time_limit(seconds: int) -> Iterator[None]:
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)
+
+
+def set_args(base: list[str], *items: str) -> list[str]:
+    """``--set`` options for the overrides ``base`` then ``items``."""
+    return sum((["--set", s] for s in [*base, *items]), [])
+
+
+def run_main(argv: list[str]) -> tuple[int, str]:
+    """``metarl`` in-process: its exit code and what it wrote on stderr (stdout dropped)."""
+    from metarl.cli import main
+
+    buf = io.StringIO()
+    with contextlib.redirect_stderr(buf), contextlib.redirect_stdout(io.StringIO()):
+        code = main(argv)
+    return code, buf.getvalue()
+
+
+def snapshot(root: Path) -> dict[str, tuple[int, int]]:
+    """Every path under ``root`` (relative) with its size and mtime: equal before and after means nothing was
+    written, created, removed or touched."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            p = Path(dirpath) / name
+            st = p.lstat()
+            out[str(p.relative_to(root))] = (st.st_size, st.st_mtime_ns)
+    return out

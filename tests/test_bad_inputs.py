@@ -28,6 +28,7 @@ from metarl import checkpoint
 from metarl.cli import main
 from metarl.inputs import constructor_parameters
 from metarl.trainer import Trainer
+from tests.helpers_limits import snapshot
 
 ROOT = Path(__file__).resolve().parents[1]
 NAV = str(ROOT / "experiments" / "configs" / "navigation2d.yaml")
@@ -698,16 +699,6 @@ def test_corpus_is_large_and_names_are_unique():
     assert len(names) == len(set(names))
     assert len(CORPUS) >= 120, len(CORPUS)
     assert FAST <= set(names)
-
-
-def snapshot(root: Path) -> dict[str, tuple[int, int]]:
-    out = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            p = Path(dirpath) / name
-            st = p.lstat()
-            out[str(p.relative_to(root))] = (st.st_size, st.st_mtime_ns)
-    return out
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import io
 import os
 import re
 import shutil
@@ -31,7 +30,7 @@ import pytest
 import torch
 
 from metarl import checkpoint
-from metarl.cli import main
+from tests.helpers_limits import run_main, set_args, snapshot
 
 ROOT = Path(__file__).resolve().parents[1]
 NAV = str(ROOT / "experiments" / "configs" / "navigation2d.yaml")
@@ -40,24 +39,7 @@ TINY = ["algo.meta_batch_size=2", "algo.episodes_per_task=2", "env.horizon=5", "
 
 
 def sets(*items: str) -> list[str]:
-    return sum((["--set", s] for s in [*TINY, *items]), [])
-
-
-def run_main(argv: list[str]) -> tuple[int, str]:
-    buf = io.StringIO()
-    with contextlib.redirect_stderr(buf), contextlib.redirect_stdout(io.StringIO()):
-        code = main(argv)
-    return code, buf.getvalue()
-
-
-def snapshot(root: Path) -> dict[str, tuple[int, int]]:
-    out = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            p = Path(dirpath) / name
-            st = p.lstat()
-            out[str(p.relative_to(root))] = (st.st_size, st.st_mtime_ns)
-    return out
+    return set_args(TINY, *items)
 
 
 def params(run: Path) -> dict[str, torch.Tensor]:

@@ -6,8 +6,6 @@ uninterrupted result."""
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 from pathlib import Path
@@ -19,10 +17,10 @@ import torch
 import envs
 from envs.navigation import Navigation2DEnv
 from metarl import checkpoint
-from metarl.cli import main
 from metarl.config import load_config
 from metarl.sampling.worker import finite_actions, nonfinite_rows
 from metarl.trainer import Trainer
+from tests.helpers_limits import run_main, set_args
 
 ROOT = Path(__file__).resolve().parents[1]
 NAV = str(ROOT / "experiments" / "configs" / "navigation2d.yaml")
@@ -72,14 +70,7 @@ envs.register_family("FaultFailingStep", FailingStepNavigation, horizon=5)
 
 
 def sets(*items: str) -> list[str]:
-    return sum((["--set", s] for s in [*TINY, *items]), [])
-
-
-def run_main(argv: list[str]) -> tuple[int, str]:
-    buf = io.StringIO()
-    with contextlib.redirect_stderr(buf), contextlib.redirect_stdout(io.StringIO()):
-        code = main(argv)
-    return code, buf.getvalue()
+    return set_args(TINY, *items)
 
 
 def params(run: Path) -> dict[str, torch.Tensor]:

@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import os
 import signal
@@ -23,7 +22,7 @@ import pytest
 import torch
 
 from metarl import checkpoint
-from metarl.cli import main
+from tests.helpers_limits import run_main, set_args
 
 ROOT = Path(__file__).resolve().parents[1]
 NAV = str(ROOT / "experiments" / "configs" / "navigation2d.yaml")
@@ -32,14 +31,7 @@ TINY = ["algo.meta_batch_size=2", "algo.episodes_per_task=2", "env.horizon=5", "
 
 
 def sets(*items: str) -> list[str]:
-    return sum((["--set", s] for s in [*TINY, *items]), [])
-
-
-def run_main(argv: list[str]) -> tuple[int, str]:
-    buf = io.StringIO()
-    with contextlib.redirect_stderr(buf), contextlib.redirect_stdout(io.StringIO()):
-        code = main(argv)
-    return code, buf.getvalue()
+    return set_args(TINY, *items)
 
 
 @pytest.mark.parametrize("address,code,says", [

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import io
 import multiprocessing
 import os
 import random
@@ -24,10 +23,10 @@ import pytest
 import torch
 
 from metarl import checkpoint, rundir
-from metarl.cli import main
 from metarl.config import load_config
 from metarl.rundir import RunDir
 from metarl.trainer import Trainer, TrainingError
+from tests.helpers_limits import run_main
 from tests.helpers_processes import alive, children, sampler_workers
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -267,13 +266,6 @@ def test_a_run_without_checkpoint_resumes_from_0_and_stale_files_go(tmp_path):
     assert not rundir.stale_temporaries(run)
     assert len(list(run.glob("events.out.tfevents.*"))) == 1
     assert logged_steps(run) == [0, 1]
-
-
-def run_main(argv: list[str]) -> tuple[int, str]:
-    buf = io.StringIO()
-    with contextlib.redirect_stderr(buf), contextlib.redirect_stdout(io.StringIO()):
-        code = main(argv)
-    return code, buf.getvalue()
 
 
 def test_iterations_below_the_current_iteration_is_an_error_and_config_is_kept(tmp_path):
