@@ -10,6 +10,7 @@ The run directory's lifecycle is :meth:`metarl.rundir.RunDir.prepare_training`
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -129,16 +130,10 @@ def print_plan(jobs: list[tuple[Any, Path]]) -> None:
     print(f"expected training time: {total / 3600:.2f} h for {len(jobs)} runs (plus evaluation)", flush=True)
 
 
-def train_and_evaluate(args: Any, jobs: list[tuple[Any, Path]], steps: int, analysis: bool = False,
-                       best: bool = False) -> None:
-    """Every job trained (resuming, latest checkpoint kept) and evaluated over 0..``steps`` inner steps on
-    ``args.eval_tasks`` held-out tasks (seed ``args.eval_seed``; the runtime estimate first unless
-    ``args.no_estimate``).
-
-    With ``analysis`` each finished run also gets the representation analysis
-    and the layer-freezing ablation (``metarl analyze``) on the same held-out tasks; with ``best`` its
-    best-iteration checkpoint is evaluated too."""
-    eval_tasks, eval_seed = args.eval_tasks, args.eval_seed
+def trained(args: Any, jobs: list[tuple[Any, Path]]) -> Iterator[tuple[Any, Path]]:
+    """Train every job (resuming, latest checkpoint kept; the runtime estimate first unless
+    ``args.no_estimate``) and yield each once it has finished: one after the other here, or all first as Ray
+    tasks with ``args.parallel`` > 1 or ``args.ray_address`` (a run a task could not finish is not yielded)."""
     if not args.no_estimate:
         print_plan(jobs)
     as_tasks = getattr(args, "parallel", 1) > 1 or getattr(args, "ray_address", None)
@@ -150,6 +145,20 @@ def train_and_evaluate(args: Any, jobs: list[tuple[Any, Path]], steps: int, anal
     for cfg, run_dir in jobs:
         if not as_tasks:
             train(cfg, run_dir, latest_only=True)
+        yield cfg, run_dir
+
+
+def train_and_evaluate(args: Any, jobs: list[tuple[Any, Path]], steps: int, analysis: bool = False,
+                       best: bool = False) -> None:
+    """Every job trained (resuming, latest checkpoint kept) and evaluated over 0..``steps`` inner steps on
+    ``args.eval_tasks`` held-out tasks (seed ``args.eval_seed``; the runtime estimate first unless
+    ``args.no_estimate``).
+
+    With ``analysis`` each finished run also gets the representation analysis
+    and the layer-freezing ablation (``metarl analyze``) on the same held-out tasks; with ``best`` its
+    best-iteration checkpoint is evaluated too."""
+    eval_tasks, eval_seed = args.eval_tasks, args.eval_seed
+    for _, run_dir in trained(args, jobs):
         for which in (False, True) if best else (False,):
             result = evaluate(run_dir, eval_tasks, steps, eval_seed, best=which)
             print(f"  {run_dir.name}: {'best iteration ' + str(result['iteration']) if which else 'final'}, "

@@ -135,7 +135,7 @@ from experiments.campaigns import (  # noqa: E402
     rules_config,
     run_name,
 )
-from experiments.driver import evaluate, metaworld_protocol, print_plan, train, train_and_evaluate  # noqa: E402
+from experiments.driver import evaluate, metaworld_protocol, print_plan, train, train_and_evaluate, trained  # noqa: E402
 from experiments.outer_report import outer_report  # noqa: E402
 from experiments.reporting import maml_figure, maml_table, over_seeds  # noqa: E402
 
@@ -350,18 +350,7 @@ def cmd_rl2(args: argparse.Namespace) -> None:
     (Meta-World: its protocol), write the report."""
     from experiments import rl2_report
 
-    jobs = rl2_jobs(args)
-    if not args.no_estimate:
-        print_plan(jobs)
-    as_tasks = args.parallel > 1 or args.ray_address
-    if as_tasks:  # every run trained first, as Ray tasks; then evaluated here
-        from experiments.ray_campaign import train_jobs
-
-        unfinished = train_jobs(train, jobs, True, args.parallel, args.ray_address)
-        jobs = [(cfg, d) for cfg, d in jobs if d.name not in unfinished]
-    for cfg, run_dir in jobs:
-        if not as_tasks:
-            train(cfg, run_dir, latest_only=True)
+    for _, run_dir in trained(args, rl2_jobs(args)):
         family = run_dir.name.split("__")[0]
         if family in RL2_BENCHMARKS:
             r = rl2_protocol(run_dir, args.eval_seed)
