@@ -48,6 +48,18 @@ TAGS: dict[str, list[tuple[str, str]]] = {
                     "kl_post, kl_coef, clip_fraction, grad_norm, rejected_steps"),
         ("ppo/*", "MAML-PPO's outer step: the same without kl_coef"),
     ],
+    "rl2 (algo.name: rl2)": [
+        ("rl2/return_episode_*", "mean return of the trials' k-th episode (k = 1..rl2.episodes_per_trial): "
+                                 "RL²'s adaptation within a trial"),
+        ("rl2/*", "RL²'s PPO step on whole trials: loss_before, loss_after, grad_norm, clip_fraction, kl, "
+                  "rejected_steps"),
+    ],
+    "es (algo.name: es)": [
+        ("es/fitness_*", "candidates' fitness (mean post-adaptation return): fitness_mean, fitness_max, fitness_min"),
+        ("es/failed_candidates", "candidates whose rollouts failed or were non-finite (given the worst fitness)"),
+        ("es/sigma", "CMA-ES's step size"),
+        ("es/grad_stderr_norm", "OpenES: norm of the standard error of its gradient estimate"),
+    ],
     "inner loop": [
         ("adapt/step_norm", "L2 norm of the inner update θ′ − θ over the adapted parameters, mean over tasks"),
         ("policy/log_std_mean", "the meta-policy's mean log-std at the iteration's start"),
@@ -56,6 +68,8 @@ TAGS: dict[str, list[tuple[str, str]]] = {
         ("kronecker/max_dev_from_identity", "Kronecker preconditioner: largest deviation of a factor from the "
                                             "identity"),
         ("lr/*", "learned inner step sizes per parameter"),
+        ("lstm/out_weight_norm", "LSTM optimizer: norm of its output weights (0: still the plain step)"),
+        ("blur/genome_distance", "BLUR: the genome's distance from the gradient genome (0: the plain step)"),
     ],
     "time": [
         ("time/iteration_s", "seconds of the whole iteration"),
