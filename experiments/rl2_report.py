@@ -175,6 +175,15 @@ def gradient_row(label: str, source: str, runs: list[dict[str, Any]]) -> str:
             + " | ".join(cells) + " |")
 
 
+# what a reader needs to read a family's rows: facts of the setup, not of the results
+FAMILY_NOTES = {
+    "Navigation2D": (" Navigation2D's reward is minus the distance to the goal and RL²'s input holds the previous "
+                     "reward, so RL² can locate the goal from its first steps, inside episode 1 (an episode ends "
+                     "within 0.01 of the goal); the gradient methods' policy sees only its position, and learns the "
+                     "goal only through the inner step's gradient."),
+}
+
+
 def family_table(family: str, rl2: dict[int, dict[str, Any]], rel: str) -> str:
     planned = campaigns.rl2_config(family, 1, campaigns.RL2_BUDGETS[family], [])
     per_iteration = campaigns.env_steps_per_iteration(planned)
@@ -185,7 +194,7 @@ def family_table(family: str, rl2: dict[int, dict[str, Any]], rel: str) -> str:
             f"{planned.env.horizon} steps), MAML-TRPO's config {big(maml)}. Columns 1–{POINTS}: RL²'s return in "
             f"episode 1..{POINTS} of a trial (trained on trials of {planned.rl2.episodes_per_trial}); the gradient "
             f"methods' return after 0..{POINTS - 1} inner steps (each step learns from 20 episodes per task); mean ± "
-            "std over seeds of the mean over the 40 held-out tasks.", "",
+            "std over seeds of the mean over the 40 held-out tasks." + FAMILY_NOTES.get(family, ""), "",
             "| method | source | seeds | env steps / iteration | iterations | total env steps | "
             + " | ".join(f"RL² ep. {j + 1} / {j} steps" for j in range(POINTS)) + " |",
             "|---|---|---|---|---|---|" + "---|" * POINTS]
