@@ -154,13 +154,14 @@ def source_runs(family: str, root: str, method: str) -> list[dict[str, Any]]:
 
 
 def best_sources(family: str) -> dict[str, tuple[str, list[dict[str, Any]]]]:
-    """Per method label, the source (root) whose finished runs have the highest mean final return."""
+    """Per method label, the source (root) whose finished runs have the highest mean return after one inner step
+    (the headline of every table; a source evaluated at more steps is not favoured or penalised by them)."""
     best: dict[str, tuple[str, list[dict[str, Any]], float]] = {}
     for root, method, label in SOURCES.get(family, []):
         runs = source_runs(family, root, method)
         if not runs:
             continue
-        score = statistics.mean(r["eval"]["mean"][-1] for r in runs)
+        score = statistics.mean(r["eval"]["mean"][min(1, len(r["eval"]["mean"]) - 1)] for r in runs)
         if label not in best or score > best[label][2]:
             best[label] = (f"{root}/{family}__{method}", runs, score)
     return {label: (src, runs) for label, (src, runs, _) in best.items()}
