@@ -358,7 +358,6 @@ def metaworld_trials(loaded: LoadedRun, tasks: list[Any], seed: int = 0, adaptat
 
     from metarl.protocols import EVAL_PROTOCOL, TASKS_PER_CALL
     from metarl.run import derive_seed
-    from metarl.success import mean_and_stderr
 
     if adaptation_episodes < 1 or evaluation_episodes < 1:
         raise ValueError(f"need >= 1 adaptation and evaluation episodes, got {adaptation_episodes}, "
@@ -381,24 +380,11 @@ def metaworld_trials(loaded: LoadedRun, tasks: list[Any], seed: int = 0, adaptat
             on_chunk(start + len(chunk), len(tasks))
     success_pre, success_post = np.concatenate(pre_s), np.concatenate(post_s)
     return_pre, return_post = np.concatenate(pre_r), np.concatenate(post_r)
-    rate, stderr = mean_and_stderr(success_post)
-    rate_pre, stderr_pre = mean_and_stderr(success_pre)
-    names = [str(t.get("env_name", loaded.family.name)) for t in tasks]
-    by_env = {n: float(np.mean([s for s, m in zip(success_post, names, strict=True) if m == n]))
-              for n in dict.fromkeys(names)}
-    return {
-        "protocol": "metaworld", "success_rate": rate, "success_stderr": stderr, "success_rate_pre": rate_pre,
-        "success_stderr_pre": stderr_pre, "return_pre": float(return_pre.mean()),
-        "return_post": float(return_post.mean()), "return_post_stderr": mean_and_stderr(return_post)[1],
-        "by_env": by_env, "num_tasks": len(tasks), "adaptation_episodes": adaptation_episodes,
-        "adaptation_steps": 0, "evaluation_episodes": evaluation_episodes, "trial_episodes": n_eps,
-        "seed": seed, "inner_lr": None,
-        "per_task": [{"task": i, "env_name": n, "success_pre": float(a), "success_post": float(b),
-                      "return_pre": float(c), "return_post": float(d)}
-                     for i, (n, a, b, c, d) in enumerate(zip(names, success_pre, success_post, return_pre,
-                                                              return_post, strict=True))],
-        "tasks": [{k: (list(v) if isinstance(v, tuple) else v) for k, v in t.items()} for t in tasks],
-    }
+    from metarl.protocols import protocol_result
+
+    return protocol_result(tasks, loaded.family.name, success_pre, success_post, return_pre, return_post,
+                           adaptation_episodes=adaptation_episodes, adaptation_steps=0,
+                           evaluation_episodes=evaluation_episodes, trial_episodes=n_eps, seed=seed, inner_lr=None)
 
 
 TRIAL_PROTOCOLS: dict[str, Callable[..., dict[str, Any]]] = {"metaworld": metaworld_trials}

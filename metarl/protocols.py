@@ -78,9 +78,21 @@ def metaworld_protocol(
             on_chunk(start + len(chunk), len(tasks))
     success_pre, success_post = np.concatenate(pre_s), np.concatenate(post_s)
     return_pre, return_post = np.concatenate(pre_r), np.concatenate(post_r)
+    return protocol_result(tasks, family.name, success_pre, success_post, return_pre, return_post,
+                           adaptation_episodes=adaptation_episodes, adaptation_steps=1,
+                           evaluation_episodes=evaluation_episodes, seed=seed, inner_lr=inner_lr)
+
+
+def protocol_result(tasks: list[dict[str, Any]], family_name: str, success_pre: np.ndarray,
+                    success_post: np.ndarray, return_pre: np.ndarray, return_post: np.ndarray,
+                    **fields: Any) -> dict[str, Any]:
+    """The Meta-World protocol's result from per-task success rates and returns before and after adaptation
+    (the gradient methods' inner step, or RL²'s adaptation episodes): the rates with their standard errors, by
+    environment, per task, the tasks, then ``fields`` (how the episodes were spent, seed, inner lr)."""
+
     rate, stderr = mean_and_stderr(success_post)
     rate_pre, stderr_pre = mean_and_stderr(success_pre)
-    names = [str(t.get("env_name", family.name)) for t in tasks]
+    names = [str(t.get("env_name", family_name)) for t in tasks]
     by_env = {n: float(np.mean([s for s, m in zip(success_post, names, strict=True) if m == n]))
               for n in dict.fromkeys(names)}
     return {
@@ -94,11 +106,7 @@ def metaworld_protocol(
         "return_post_stderr": mean_and_stderr(return_post)[1],
         "by_env": by_env,
         "num_tasks": len(tasks),
-        "adaptation_episodes": adaptation_episodes,
-        "adaptation_steps": 1,
-        "evaluation_episodes": evaluation_episodes,
-        "seed": seed,
-        "inner_lr": inner_lr,
+        **fields,
         "per_task": [{"task": i, "env_name": n, "success_pre": float(a), "success_post": float(b),
                       "return_pre": float(c), "return_post": float(d)}
                      for i, (n, a, b, c, d) in enumerate(zip(names, success_pre, success_post, return_pre,
