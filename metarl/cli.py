@@ -319,10 +319,11 @@ def _import_modules(paths: list[str]) -> None:
 
 # -- commands -----------------------------------------------------------------------
 
-def _check_family(cfg: Any) -> Any:
+def _check_family(cfg: Any, fresh: bool = False) -> Any:
     """Build the configured family once (its constructor sees ``env.kwargs``) and the learner on it (an outer
     loop or rule may refuse the policy's size, e.g. es.method: cma on too many numbers) before anything is
-    written; returns that (throwaway) learner."""
+    written; returns that (throwaway) learner. ``fresh``: built as a new run starts (``es.init_from`` read);
+    a run that restores its checkpoint does not read it."""
     from metarl.run import build_family, build_learner, learner_device
     from metarl.usermodules import describe
 
@@ -341,7 +342,7 @@ def _check_family(cfg: Any) -> Any:
     _check_policy_weights(cfg, family)
     _check_ray(cfg)
     try:
-        return build_learner(cfg, family)
+        return build_learner(cfg, family, fresh=fresh)
     except ValueError as e:
         raise UsageError(describe(e, 300) or type(e).__name__) from None
 
@@ -371,7 +372,7 @@ def _check_policy_weights(cfg: Any, family: Any) -> None:
                          f"{family.act_dim} actions make {weights} weights; they must be <= {MAX_WEIGHTS}")
 
 
-def _check_config(cfg: Any, training: bool = True) -> Any:
+def _check_config(cfg: Any, training: bool = True, fresh: bool = False) -> Any:
     """The validation every command runs on a config before it writes anything, whether the config came from
     a file (``train CONFIG``, each ``--seeds`` seed) or from a run directory (``--resume``, ``evaluate``,
     ``analyze``, ``video``): for ``training``, the W&B mirror's settings; then the family and the learner
@@ -384,7 +385,7 @@ def _check_config(cfg: Any, training: bool = True) -> Any:
             wandb_mirror.check(cfg)
     except ConfigError as e:
         raise UsageError(str(e)) from None
-    return _check_family(cfg)
+    return _check_family(cfg, fresh)
 
 
 def _check_resumable(rd: RunDir, iterations: int | None) -> Any:
@@ -461,7 +462,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"metarl: note: {note}", file=sys.stderr)
     if args.print_config:
         return _print_config(cfg)
-    _check_family(cfg)
+    _check_family(cfg, fresh=True)
     from metarl.rundir import first_missing
 
     # the highest directory this start creates: --run-dir or a parent of it; by default log.root or a parent of
@@ -504,8 +505,8 @@ def _train_seeds(args: argparse.Namespace) -> int:
     except (ConfigError, RunDirError) as e:
         raise UsageError(str(e)) from None
     for _, cfg, rd in jobs:  # every seed checked as train CONFIG and --resume check, before any seed starts
-        _check_config(cfg)
         done = rd.done_iterations()
+        _check_config(cfg, fresh=done is None)
         if done is not None and done < cfg.iterations:  # it resumes with its own config
             _check_resumable(rd, cfg.iterations)
     for seed, cfg, rd in jobs:

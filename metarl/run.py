@@ -68,8 +68,11 @@ def build_family(cfg: Config) -> TaskFamily:
     return OracleFamily.wrap(family) if cfg.env.oracle else family
 
 
-def build_learner(cfg: Config, family: TaskFamily, device: torch.device | str = "cpu") -> MetaLearner:
-    """Policy (initialised from ``cfg.seed``) and the meta-learner ``algo.name`` for ``cfg``, on ``device``.
+def build_learner(cfg: Config, family: TaskFamily, device: torch.device | str = "cpu",
+                  fresh: bool = False) -> MetaLearner:
+    """Policy (initialised from ``cfg.seed``) and the meta-learner ``algo.name`` for ``cfg``, on ``device``;
+    with ``fresh``, as a new run starts (:meth:`MetaLearner.start_fresh`, e.g. ``es.init_from`` read), else
+    ready for a checkpoint to be restored into.
 
     Built on CPU (the same initial parameters on every device) and then moved. Training passes the run's
     :func:`learner_device`; evaluation and analysis keep the default CPU, wherever the run was trained."""
@@ -83,7 +86,10 @@ def build_learner(cfg: Config, family: TaskFamily, device: torch.device | str = 
     else:
         policy = GaussianMLPPolicy(family.obs_dim, family.act_dim, p.hidden_sizes, p.activation, p.init_log_std,
                                    p.context_size if p.adapt == "context" else 0)
-    return learner.from_config(cfg, policy, adapt_names(policy, p.adapt)).to(device)
+    built = learner.from_config(cfg, policy, adapt_names(policy, p.adapt))
+    if fresh:
+        built.start_fresh()
+    return built.to(device)
 
 
 def learner_device(cfg: Config) -> torch.device:

@@ -116,14 +116,14 @@ class Trainer:
         self.ckpt_dir = rd.checkpoints
         self.device = run.learner_device(cfg)  # first: a CUDA device this machine lacks stops here
         self.family = run.build_family(cfg)
-        self.learner = run.build_learner(cfg, self.family, self.device)
+        state = rd.latest_state() if resume else None  # checked (structure, shapes) before anything is written
+        self.learner = run.build_learner(cfg, self.family, self.device, fresh=state is None)
         self.start_iteration = 0
         self.rejected_steps = 0
         self.consecutive_rejections = 0
         self.best_return = -math.inf  # the highest post-adaptation training return so far (checkpoints/best.pt)
         self.pending_best: dict[str, Any] | None = None  # a new best, written with the next checkpoint
         if resume:
-            state = rd.latest_state()  # checked (structure, shapes) before anything is written
             if state is not None:
                 restore(self.learner, state, self.ckpt_dir)
                 self.learner.load_extra_state(state.get("extra", {}))

@@ -8,6 +8,8 @@ return through the sampler and moves only what it searches.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -18,6 +20,7 @@ from metarl.config import ConfigError, load_config
 from metarl.run import build_family, build_learner, build_sampler, mean_return
 
 NAV = "experiments/configs/navigation2d.yaml"
+NAV_ABS = str(Path(__file__).resolve().parents[1] / NAV)
 TINY = ["algo.meta_batch_size=2", "algo.episodes_per_task=2", "env.horizon=8", "policy.hidden_sizes=[4]",
         "sampler.backend=serial", "algo.name=es", "es.population=4"]
 CENTER = np.array([0.5, -1.0, 2.0])
@@ -186,3 +189,51 @@ def test_cma_on_too_many_numbers_exits_2_before_anything_is_written(tmp_path):
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "es.method: cma searches at most 1000 numbers" in lines[0]
     assert not run_dir.exists()
+
+
+def test_init_from_starts_a_new_run_and_is_not_read_again(tmp_path, monkeypatch):
+    """``es.init_from`` (a relative path) sets a new run's policy from another run's checkpoint; evaluating or
+    resuming the ES run later, from another directory or after that run is gone, does not read it again."""
+    import shutil
+
+    from helpers_limits import run_main, set_args, time_limit
+
+    from metarl.rundir import RunDir
+
+    monkeypatch.chdir(tmp_path)
+    base = TINY + ["log.checkpoint_every=1", "algo.inner_update=meta_sgd"]
+    with time_limit(120):
+        code, err = run_main(["train", NAV_ABS, "--run-dir", "source",
+                              *set_args(base, "algo.name=maml_trpo", "iterations=1", "seed=3")])
+        assert code == 0, err
+        code, err = run_main(["train", NAV_ABS, "--run-dir", "es",
+                              *set_args(base, "iterations=1", "es.init_from=source")])
+        assert code == 0, err
+    source = RunDir(tmp_path / "source").latest_state()["meta"]
+    fresh = build_learner(load_config(NAV_ABS, base), build_family(load_config(NAV_ABS, base)))
+    policy = [k for k in fresh.policy.params()]
+    es_start = torch.load(tmp_path / "es" / "checkpoints" / "iter_000001.pt", weights_only=False)["meta"]
+    for k in policy:  # es.params: rule leaves the policy where init_from put it
+        assert torch.equal(es_start[k], source[k]), k
+    assert not all(torch.equal(fresh.policy.params()[k].detach(), source[k]) for k in policy)
+
+    shutil.rmtree(tmp_path / "source")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    with time_limit(120):
+        code, err = run_main(["evaluate", str(tmp_path / "es"), "--tasks", "2", "--steps", "1", "--episodes", "2"])
+        assert code == 0, err
+        code, err = run_main(["train", "--resume", str(tmp_path / "es"), "--iterations", "2"])
+        assert code == 0, err
+    assert RunDir(tmp_path / "es").done_iterations() == 2
+
+
+def test_a_missing_init_from_stops_a_new_run_before_anything_is_written(tmp_path, monkeypatch):
+    from helpers_limits import run_main, set_args
+
+    monkeypatch.chdir(tmp_path)
+    code, err = run_main(["train", NAV_ABS, "--run-dir", "es",
+                          *set_args(TINY, "algo.inner_update=meta_sgd", "es.init_from=nowhere")])
+    assert code == 2 and err.strip() == "metarl: error: es.init_from: no checkpoint at nowhere"
+    assert list(tmp_path.iterdir()) == []

@@ -175,6 +175,11 @@ class MetaLearner(LearnerSettings, abc.ABC):
         """Checks across sections when this outer loop is selected: ``need(ok, key, value, what)`` (full keys).
         None by default."""
 
+    def start_fresh(self) -> None:
+        """Called once on a learner that starts a new run (not on one a checkpoint restores: evaluation,
+        analysis and resumes never call it). Outer loops whose start reads outside files do it here
+        (``es.init_from``); the default does nothing."""
+
     def extra_state(self) -> dict[str, Tensor]:
         """Checkpointed state whose shapes may change during a run (an ES fitness history); not part of
         :meth:`state_dict` (whose shapes a checkpoint must match). None by default."""

@@ -67,7 +67,7 @@ class ESSettings:
     fitness_shaping: bool = True
     """OpenES: centered ranks in [-0.5, 0.5] instead of raw fitness."""
     init_from: str | None = None
-    """A run directory or checkpoint whose policy parameters start the search (null: the seed's initialisation)."""
+    """A run directory or checkpoint whose policy parameters start the search (null: the seed's initialisation); read once, when the run starts (a relative path from where it starts), never by a resume or an evaluation."""
 
     def validate(self, need: Callable[[bool, str, Any, str], None]) -> None:
         need(self.method in METHODS, "method", self.method, "must be cma or openes")
@@ -229,9 +229,13 @@ class ESLearner(MetaLearner):
         learner = super().from_config(cfg, policy, adapt_names)
         assert isinstance(learner, ESLearner)
         learner.seed = int(cfg.seed)
-        if learner.es.init_from:
-            learner.start_policy_from(Path(learner.es.init_from))
         return learner
+
+    def start_fresh(self) -> None:
+        """A new run's policy starts from ``es.init_from`` when set (read only here: a run restored from its
+        own checkpoint never needs that other run again)."""
+        if self.es.init_from:
+            self.start_policy_from(Path(self.es.init_from))
 
     def start_policy_from(self, where: Path) -> None:
         """Set the policy's parameters from a run directory's latest checkpoint (or a checkpoint file)."""
