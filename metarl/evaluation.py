@@ -67,12 +67,32 @@ def adaptation_curve(
         "mean": mean,
         "stderr": stderr,
         "per_task": per_task,
+        "diverged": diverged(per_task),
         "tasks": jsonable(tasks),
         "num_tasks": num_tasks,
         "episodes_per_task": episodes_per_task,
         "seed": seed,
         "inner_lr": inner_lr,
     }
+
+
+def diverged(per_task: list[list[float]]) -> list[int]:
+    """For each point of a curve, the tasks whose return is not finite: their adapted parameters (or the
+    family's observations) became NaN or infinite, so their episodes ended with a NaN reward."""
+    return [int((~np.isfinite(np.asarray(row, dtype=float))).sum()) for row in per_task]
+
+
+def divergence_warning(result: dict[str, Any], points: list[Any], what: str) -> str | None:
+    """One line naming the first point (``what`` ``points[i]``) where tasks diverged, or None."""
+    counts = result.get("diverged") or []
+    first = next((i for i, n in enumerate(counts) if n), None)
+    if first is None:
+        return None
+    lr = result.get("inner_lr")
+    hint = f"--inner-lr {lr:g} is too large for this policy" if lr is not None else "the trained step diverges"
+    return (f"metarl: warning: from {what} {points[first]}, adaptation diverged on {counts[first]} of "
+            f"{len(result['per_task'][first])} tasks (non-finite parameters): their returns are NaN, and so is "
+            f"the mean; {hint}")
 
 
 def adapt_step(learner: MetaLearner, params: dict[str, torch.Tensor], batch: Any,
@@ -123,6 +143,7 @@ def shots_curve(
             on_point(m, means[-1])
     _, stderr = mean_stderr(np.asarray(per_task), axis=1)
     return {"shots": list(shots), "mean": means, "stderr": stderr, "per_task": per_task,
+            "diverged": diverged(per_task),
             "before": float(episode_mean_returns(before).mean()), "num_tasks": num_tasks,
             "episodes_per_task": episodes_per_task, "seed": seed, "inner_lr": inner_lr,
             "tasks": jsonable(tasks)}

@@ -109,6 +109,11 @@ class AdaptationCurve(Evaluation):
             best=best, on_step=lambda k, m: report(f"  step {k}: {m:.2f}"))
         lines = [f"{'step':>4}  {'mean return':>12}  {'stderr':>8}"] + [
             f"{k:>4}  {m:>12.2f}  {s:>8.2f}" for k, m, s in zip(result["steps"], result["mean"], result["stderr"])]
+        from metarl.evaluation import divergence_warning
+
+        warning = divergence_warning(result, result["steps"], "step")
+        if warning:
+            report(warning)
         return Evaluated(result, files, lines)
 
 
@@ -136,6 +141,11 @@ class ShotsCurve(Evaluation):
         lines = [f"{'shots':>5}  {'mean return':>12}  {'stderr':>8}"] + [
             f"{m:>5}  {r:>12.2f}  {e:>8.2f}" for m, r, e in zip(result["shots"], result["mean"], result["stderr"],
                                                                  strict=True)]
+        from metarl.evaluation import divergence_warning
+
+        warning = divergence_warning(result, result["shots"], "shots")
+        if warning:
+            report(warning)
         return Evaluated(result, {"json": out, "png": png}, lines)
 
 

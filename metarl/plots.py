@@ -136,6 +136,7 @@ def plot_shots(result: Mapping[str, Any], out: Path) -> Path:
     ax.errorbar(result["shots"], result["mean"], yerr=result["stderr"], marker="o", capsize=3, label="after 1 step")
     ax.axhline(result["before"], color="k", ls="--", label="before adaptation")
     ax.set_xscale("log")
+    ax.set_xlim(min(result["shots"]) / 1.3, max(result["shots"]) * 1.3)  # set: NaN points (diverged) leave none
     ax.set_xticks(result["shots"], [str(m) for m in result["shots"]])
     ax.set_xlabel("adaptation episodes per task")
     ax.set_ylabel("mean return on held-out tasks")

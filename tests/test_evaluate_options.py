@@ -75,3 +75,42 @@ def test_a_command_loads_the_run_once(run, tmp_path, monkeypatch, command):
     out = ["--out", str(tmp_path / "x.json")] if name == "evaluate" else ["--out-dir", str(tmp_path)]
     assert cli.main([name, str(run), "--tasks", "2", *out, *extra]) == 0
     assert len(calls) == 1
+
+
+@pytest.mark.parametrize("shots", [False, True])
+def test_a_diverged_adaptation_is_named_in_one_warning_and_plots(run, tmp_path, capsys, monkeypatch, shots):
+    """A task whose adapted parameters become non-finite: its return is NaN (so is the mean), the result
+    counts it per point, one warning names where it began, and the PNG is still written."""
+    import math
+
+    from metarl import evaluation
+
+    real = evaluation.adapt_step
+
+    def poisoned(learner, params, batch, inner_lr):
+        adapted = real(learner, params, batch, inner_lr)
+        out = {k: v.clone() for k, v in adapted.items()}
+        for v in out.values():  # task 1 diverges (per-task parameters: the task axis first)
+            v[1] = math.inf
+        return out
+
+    monkeypatch.setattr(evaluation, "adapt_step", poisoned)
+    out = tmp_path / "e.json"
+    extra = ["--shots", "1", "2"] if shots else ["--steps", "2"]
+    assert cli.main(["evaluate", str(run), "--tasks", "3", "--inner-lr", "0.2", "--out", str(out), *extra]) == 0
+    result = json.loads(out.read_text())
+    assert result["diverged"] == ([1, 1] if shots else [0, 1, 1])
+    first = result["per_task"][-1]
+    assert math.isnan(first[1]) and math.isfinite(first[0]) and math.isfinite(first[2])
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "adaptation diverged" in line]
+    where = "shots 1" if shots else "step 1"
+    assert warnings == [f"metarl: warning: from {where}, adaptation diverged on 1 of 3 tasks (non-finite "
+                        "parameters): their returns are NaN, and so is the mean; --inner-lr 0.2 is too large for "
+                        "this policy"]
+    assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_finite_adaptation_warns_nothing(run, tmp_path, capsys):
+    result = _eval(run, tmp_path / "a.json")
+    assert result["diverged"] == [0, 0, 0]
+    assert "adaptation diverged" not in capsys.readouterr().err
