@@ -357,13 +357,16 @@ class Trainer:
             raise TrainingError(f"{e} (iteration {iteration}); checkpoint written at iteration {done}, resume with: "
                                 f"metarl train --resume {self.run_dir}") from None
         finally:
-            if self.sampler is not None:
-                self.sampler.close()
-            for close in (self.writer.close, csv_log.close, lambda: manifest.finish(self.run_dir, status)):
-                try:
-                    close()
-                except OSError as e:  # a full disk: the error that stopped the run is already on its way
-                    log.debug("closing the run's logs: %s", e)
+            try:
+                if self.sampler is not None:
+                    self.sampler.close()
+            finally:  # a signal while the workers stop, or while the logs close, still leaves the manifest
+                with signals.deferred():  # saying how the run ended; it is raised after the block
+                    for close in (self.writer.close, csv_log.close, lambda: manifest.finish(self.run_dir, status)):
+                        try:
+                            close()
+                        except OSError as e:  # a full disk: the error that stopped the run is already on its way
+                            log.debug("closing the run's logs: %s", e)
         return results
 
     def _roll_back(self, at_start: Any, results: list[IterationResult], csv_log: ScalarsCSV) -> int:

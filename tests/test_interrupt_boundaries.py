@@ -119,3 +119,42 @@ def test_sigterm_after_the_outer_step_changed_the_parameters_checkpoints_the_ite
     assert latest.name == "iter_000001.pt"
     got = checkpoint.load(latest)["meta"]
     assert sorted(got) == sorted(want) and all(torch.equal(got[k], want[k]) for k in want)
+
+
+@pytest.mark.parametrize("where", ["sampler", "writer"])
+def test_sigterm_while_a_finished_run_shuts_down_leaves_the_manifest_finished(tmp_path, monkeypatch, where):
+    # the last iteration is checkpointed; SIGTERM lands while the workers stop or the TensorBoard writer
+    # closes: the signal still ends the process (Terminated), and the manifest says "finished", not "running"
+    import json
+
+    from torch.utils.tensorboard import SummaryWriter
+
+    from metarl import checkpoint, run
+    from metarl.trainer import Trainer
+    from tests.test_core_training import small_config
+
+    def terminate_inside(original):
+        def wrapped(*args, **kwargs):
+            os.kill(os.getpid(), signal.SIGTERM)
+            for _ in range(1000):
+                pass
+            return original(*args, **kwargs)
+        return wrapped
+
+    trainer = Trainer(small_config(iterations=2), tmp_path)
+    if where == "sampler":
+        build = run.build_sampler
+
+        def build_then_patch(*args, **kwargs):
+            sampler = build(*args, **kwargs)
+            sampler.close = terminate_inside(sampler.close)
+            return sampler
+
+        monkeypatch.setattr(run, "build_sampler", build_then_patch)
+    else:
+        monkeypatch.setattr(SummaryWriter, "close", terminate_inside(SummaryWriter.close))
+    with signals.handled(_never), pytest.raises(signals.Terminated):
+        trainer.train()
+    assert checkpoint.latest(trainer.ckpt_dir).name == "iter_000002.pt"
+    status = json.loads((tmp_path / "manifest.json").read_text())
+    assert status["status"] == "finished", status
