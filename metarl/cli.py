@@ -272,10 +272,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output PNG file (default: FIRST_RUN_DIR/eval/plot.png)")
     p.add_argument("--labels", nargs="+", help="one legend label per run directory")
 
-    p = add("video", "render held-out tasks before adaptation and after 1..K inner steps (MP4 or GIF)")
+    p = add("video", "render held-out tasks before adaptation and after 1..K inner steps, or an RL² run's "
+                     "episodes 1..N of a trial (MP4 or GIF)")
     p.add_argument("run_dir", help="a run directory written by metarl train")
     p.add_argument("--tasks", type=_positive_int, default=2, help="held-out tasks, one after another (default 2)")
-    p.add_argument("--steps", type=_nonneg_int, default=1, help="panels for 0..K inner steps, side by side (default 1)")
+    p.add_argument("--steps", type=_nonneg_int, help="panels for 0..K inner steps, side by side (default 1); for "
+                   "RL², episodes 1..N of one trial (default: the run's rl2.episodes_per_trial)")
     p.add_argument("--episodes", type=_positive_int, help="adaptation episodes per task per step (default: the run's)")
     p.add_argument("--width", type=_even_size, default=320, help="panel width in pixels (even, default 320)")
     p.add_argument("--height", type=_even_size, default=240, help="panel height in pixels (even, default 240)")
@@ -725,10 +727,15 @@ def cmd_video(args: argparse.Namespace) -> int:
     from metarl.video import VideoError, default_suffix, render_run
 
     rd, loaded = _check_run(args.run_dir)
-    _check_eval_size(loaded, args.tasks, args.episodes, args.steps)
-    frames = args.tasks * loaded.family.horizon * (args.steps + 1) * args.width * args.height * 3
+    trial = not getattr(loaded.learner, "adapts", True)  # RL²: panels are the episodes of one trial
+    if trial and args.steps == 0:
+        raise UsageError("--steps 0: an RL² run's video shows episodes 1..N of a trial; N must be >= 1")
+    steps = args.steps if args.steps is not None else (int(loaded.learner.rl2.episodes_per_trial) if trial else 1)
+    _check_eval_size(loaded, args.tasks, args.episodes, steps)
+    panels = steps if trial else steps + 1
+    frames = args.tasks * loaded.family.horizon * panels * args.width * args.height * 3
     if frames > MAX_VIDEO_BYTES:
-        raise UsageError(f"--tasks {args.tasks}, --steps {args.steps}, --width {args.width} and --height "
+        raise UsageError(f"--tasks {args.tasks}, --steps {steps}, --width {args.width} and --height "
                          f"{args.height} over a horizon of {loaded.family.horizon} make {frames} bytes of frames; "
                          f"they must be <= {MAX_VIDEO_BYTES}")
     out = Path(args.out) if args.out else rd.eval_path(f"video{default_suffix()}")
@@ -736,10 +743,11 @@ def cmd_video(args: argparse.Namespace) -> int:
         raise UsageError(f"{str(out)!r}: the video must be a .mp4 or .gif file")
     _check_writable(out)
     _warn_versions(rd)
-    print(f"rendering {rd}: {args.tasks} held-out tasks, steps 0..{args.steps}", file=sys.stderr)
+    shown = f"episodes 1..{steps} of a trial" if trial else f"steps 0..{steps}"
+    print(f"rendering {rd}: {args.tasks} held-out tasks, {shown}", file=sys.stderr)
     try:
         with _undo_on_disk_full(out, rd.path):
-            info = render_run(rd.path, out, args.tasks, args.steps, args.width, args.height, args.fps, args.seed,
+            info = render_run(rd.path, out, args.tasks, steps, args.width, args.height, args.fps, args.seed,
                               args.episodes, on_task=lambda i, r: print(
                                   f"  task {i}: returns " + " / ".join(f"{x:.1f}" for x in r), file=sys.stderr),
                               loaded=loaded)

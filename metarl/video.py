@@ -14,6 +14,13 @@ MuJoCo families render with MuJoCo's own offscreen renderer
 (``mujoco.Renderer``); on a machine without a display that needs
 ``MUJOCO_GL=egl`` (the ``metarl video`` command sets it unless it is set)
 and the EGL libraries (Debian: ``libegl1 libegl-mesa0 libgl1-mesa-dri``).
+An RL² run (``algo.name: rl2``) adapts through its policy's hidden state, not
+by inner steps: its panels are episodes 1..N of one trial on the task
+(N: ``--steps``, default the run's ``rl2.episodes_per_trial``), played one
+after another with the hidden state carried across them, each from the same
+initial state, so the panels differ only by what the trial so far taught
+the policy.
+
 Navigation2D draws its trajectory with matplotlib.  Output: MP4 when
 ``imageio-ffmpeg`` is installed, else GIF (Pillow).
 """
@@ -167,7 +174,47 @@ def episode_frames(env: Any, params: dict[str, torch.Tensor], policy: Any, seed:
     return frames, total
 
 
-def render_run(run_dir: Path, out: Path, tasks: int = 2, steps: int = 1, width: int = 320, height: int = 240,
+def trial_frames(env: Any, params: dict[str, torch.Tensor], policy: Any, seed: int, horizon: int, episodes: int,
+                 width: int, height: int, label: str) -> tuple[list[list[np.ndarray]], list[float]]:
+    """Episodes 1..``episodes`` of one mean-action RL² trial (:class:`~metarl.policies.GaussianGRUPolicy`),
+    the hidden state carried across them and each reset with ``seed``: their captioned frames and returns.
+
+    The inputs are the worker's (:func:`~metarl.policies.rl2_inputs`): the previous action and reward of
+    the last live step, the done flag 1.0 on the first step of every episode but the first; the state stays
+    as it was once an episode has ended."""
+    from metarl.policies import rl2_inputs
+
+    hidden = policy.initial_hidden(1)
+    prev_a = torch.zeros(1, policy.act_dim)
+    prev_r = torch.zeros(1)
+    panels, returns = [], []
+    for e in range(episodes):
+        obs, _ = env.reset(seed=seed)
+        painter = painter_for(env, width, height)
+        flag = torch.full((1,), 1.0 if e else 0.0)
+        frames, total, done = [], 0.0, False
+        frame = painter.frame(obs)
+        try:
+            for _t in range(horizon):
+                if not done:
+                    x = rl2_inputs(torch.as_tensor(obs, dtype=torch.float32)[None], prev_a, prev_r, flag)
+                    with torch.no_grad():
+                        mean, hidden = policy.step(x, hidden, params)
+                    obs, r, terminated, truncated, _ = env.step(mean[0].numpy().astype(np.float64))
+                    total += float(r)
+                    prev_a, prev_r, flag = mean, torch.full((1,), float(r)), torch.zeros(1)
+                    done = bool(terminated or truncated)
+                    frame = painter.frame(obs)
+                frames.append(caption(frame, [f"{label}  episode {e + 1}",
+                                              f"return {total:.1f}" + (" (done)" if done else "")]))
+        finally:
+            painter.close()
+        panels.append(frames)
+        returns.append(total)
+    return panels, returns
+
+
+def render_run(run_dir: Path, out: Path, tasks: int = 2, steps: int | None = 1, width: int = 320, height: int = 240,
                fps: int | None = None, seed: int = 0, episodes: int | None = None,
                on_task: Callable[[int, list[float]], None] | None = None, loaded: Any = None) -> dict[str, Any]:
     """Write the video of ``run_dir`` to ``out`` (``.mp4`` or ``.gif``); returns what was drawn.
@@ -185,6 +232,27 @@ def render_run(run_dir: Path, out: Path, tasks: int = 2, steps: int = 1, width: 
     cfg, family, learner, iteration = loaded or load_run(run_dir)
     episodes = episodes or cfg.algo.episodes_per_task
     task_list = held_out_tasks(family, tasks, seed)
+    if not getattr(learner, "adapts", True):  # RL²: the episodes of one trial
+        n = int(steps) if steps else int(learner.rl2.episodes_per_trial)
+        video: list[np.ndarray] = []
+        returns: list[list[float]] = []
+        for i, task in enumerate(task_list):
+            env = family.make_env(task)
+            try:
+                panels, rets = trial_frames(env, {k: v.detach() for k, v in learner.policy.params().items()},
+                                            learner.policy, derive_seed(seed, VIDEO_SEEDS, i), family.horizon, n,
+                                            width, height, f"task {_task_text(task)}")
+            finally:
+                env.close()
+            video.extend(np.concatenate(row, axis=1) for row in zip(*panels, strict=True))
+            returns.append(rets)
+            if on_task is not None:
+                on_task(i, rets)
+        fps = fps or _default_fps(family)
+        write_video(out, video, fps)
+        return {"out": str(out), "frames": len(video), "size": [int(video[0].shape[1]), int(video[0].shape[0])],
+                "fps": fps, "tasks": task_list, "returns": returns, "iteration": iteration}
+    steps = 1 if steps is None else steps
     meta = {k: v.detach() for k, v in learner.policy.params().items()}
     per_step = [meta]
     if steps > 0:

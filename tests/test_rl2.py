@@ -364,3 +364,54 @@ def test_evaluate_gives_rl2_its_curve_over_a_trials_episodes(tmp_path):
 
     family = RunDir(run_dir).load().family
     assert result["tasks"] == [dict(t, goal=list(t["goal"])) for t in held_out_tasks(family, 4, 0)]
+
+
+def test_the_trial_video_replays_a_workers_trial_with_the_mean_actions():
+    """``metarl video`` of an RL² run: its episodes 1..N are one trial, hidden state carried, with the same
+    inputs as the worker's; with the noise scaled to nothing the worker's trial is the video's."""
+    from metarl.evaluations import split_episodes
+    from metarl.video import trial_frames
+
+    cfg, family, learner, tasks, _ = learner_and_batch(EARLY_END + ["rl2.episodes_per_trial=3"])
+    with torch.no_grad():
+        learner.policy.log_std.fill_(-30.0)  # the worker's actions are its means (Navigation2D starts at 0)
+    params = {k: v.detach() for k, v in learner.policy.params().items()}
+    horizon = family.horizon
+    differ = []
+    for task in tasks:
+        batch = SerialSampler(family, PolicySpec.of(learner.policy)).sample([task], params, 1, 5)
+        want = split_episodes(batch.rewards * batch.mask, 3).sum(2)[0, :, 0]
+        env = family.make_env(task)
+        panels, got = trial_frames(env, params, learner.policy, 0, horizon, 3, 32, 32, "t")
+        env.close()
+        assert len(panels) == 3 and all(len(p) == horizon for p in panels)
+        torch.testing.assert_close(torch.tensor(got, dtype=torch.float32), want, rtol=1e-4, atol=1e-4)
+        differ.append(got[0] != got[1])
+    assert any(differ), "the same start, another hidden state: another episode"
+
+
+@pytest.mark.integration
+def test_video_of_an_rl2_run_shows_the_episodes_of_a_trial(tmp_path):
+    import numpy as np
+
+    from helpers_limits import run_main
+    from metarl.video import read_video
+
+    run_dir = tmp_path / "run"
+    sets = ["algo.name=rl2", "policy.kind=gru", "iterations=1", "algo.meta_batch_size=2",
+            "algo.episodes_per_task=2", "env.horizon=5", "sampler.backend=serial", "policy.hidden_sizes=[4]",
+            "rl2.episodes_per_trial=3"]
+    code, err = run_main(["train", str(NAV), "--run-dir", str(run_dir), "--no-progress",
+                          *[a for kv in sets for a in ("--set", kv)]])
+    assert code == 0, err
+    out = tmp_path / "v.mp4"
+    code, err = run_main(["video", str(run_dir), "--tasks", "1", "--width", "64", "--height", "64", "--out", str(out)])
+    assert code == 0, err
+    assert "episodes 1..3 of a trial" in err
+    frames = read_video(out)
+    assert frames.shape[0] == 5 and frames.shape[2] == 3 * 64  # horizon frames, three episodes side by side
+    assert np.any(frames[0] != frames[-1])
+    code, err = run_main(["video", str(run_dir), "--steps", "0", "--out", str(tmp_path / "w.gif")])
+    assert code == 2 and err.strip().splitlines() == [
+        "metarl: error: --steps 0: an RL² run's video shows episodes 1..N of a trial; N must be >= 1"]
+    assert not (tmp_path / "w.gif").exists()
