@@ -91,6 +91,12 @@ CAVIA_LONG = {"HalfCheetahVel": 500}
 # rule, and BLUR's genome found by CMA-ES from the same seed's MAML policy
 RULES = ("maml", "meta_sgd", "kronecker", "lstm", "blur", "blur_cma")
 RULES_STEPS = 5
+RULES_SEEDS = (1, 2, 3)
+# then HalfCheetahVel, one seed at 300 iterations: MAML against the two learned rules with the best return after
+# one inner step on Navigation2D, chosen among the rules the meta-gradient trains (blur_cma is the blur rule under
+# another outer loop, whose population would multiply HalfCheetahVel's sampling by es.population)
+RULES_LONG = {"HalfCheetahVel": ((1,), 300)}
+RULES_CANDIDATES = ("meta_sgd", "kronecker", "lstm", "blur")
 # the depth sweep: MAML at every depth, the learned inner updates at the shallow ones
 DEPTH_METHODS = {"maml": "MAML", "kronecker": "MAML + Kronecker preconditioner", "meta_sgd": "Meta-SGD"}
 

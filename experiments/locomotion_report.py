@@ -290,8 +290,11 @@ def by_direction(runs: dict[tuple[str, str], dict[int, dict[str, Any]]], family:
     return "\n".join(head + rows) + "\n"
 
 
-def learning_curves(runs: dict[tuple[str, str], dict[int, dict[str, Any]]], family: str, out: Path) -> Path | None:
-    """Pre (dashed) and post (solid) adaptation return vs iteration, mean and 95% bootstrap band over seeds."""
+def learning_curves(runs: dict[tuple[str, str], dict[int, dict[str, Any]]], family: str, out: Path,
+                    methods: tuple[str, ...] = METHODS, labels: dict[str, str] | None = None,
+                    title: str | None = None) -> Path | None:
+    """Pre (dashed) and post (solid) adaptation return vs iteration, mean and 95% bootstrap band over seeds, for
+    each of ``methods`` (labelled by ``labels``, default the method's name in capitals)."""
     import numpy as np
 
     from metarl import scalars
@@ -300,7 +303,8 @@ def learning_curves(runs: dict[tuple[str, str], dict[int, dict[str, Any]]], fami
 
     fig, (ax,) = new_figure(width=7.0, height=4.2)
     drew = False
-    for meth, colour in zip(METHODS, ("tab:blue", "tab:orange"), strict=True):
+    colours = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown")
+    for meth, colour in zip(methods, colours, strict=False):
         per = runs.get((family, meth), {})
         for tag, style in (("returns/pre_adapt", "--"), ("returns/post_adapt", "-")):
             curves = []
@@ -317,7 +321,8 @@ def learning_curves(runs: dict[tuple[str, str], dict[int, dict[str, Any]]], fami
             n = min(len(c) for c in curves)
             arr = np.stack([c[:n] for c in curves])
             x = np.arange(n)
-            label = f"{meth.upper()} {'after 1 step' if tag.endswith('post_adapt') else 'before'} ({len(curves)} seeds)"
+            name = (labels or {}).get(meth, meth.upper())
+            label = f"{name} {'after 1 step' if tag.endswith('post_adapt') else 'before'} ({len(curves)} seeds)"
             ax.plot(x, arr.mean(0), style, color=colour, label=label)
             if len(curves) > 1:
                 lo, hi = bootstrap_ci_curves(arr)
@@ -327,7 +332,7 @@ def learning_curves(runs: dict[tuple[str, str], dict[int, dict[str, Any]]], fami
         return None
     ax.set_xlabel("meta-iteration")
     ax.set_ylabel(f"mean training return ({SMOOTH_ITERATIONS}-iteration moving average)")
-    ax.set_title(f"{family}: MAML vs ANIL (mean, band = 95% bootstrap CI over seeds)")
+    ax.set_title(title or f"{family}: MAML vs ANIL (mean, band = 95% bootstrap CI over seeds)")
     ax.legend(fontsize=8)
     return save_png(fig, out)
 

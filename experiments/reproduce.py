@@ -9,6 +9,7 @@
     python experiments/reproduce.py anil2019 [--iterations 500] [--families HalfCheetahDir HalfCheetahVel]
     python experiments/reproduce.py cavia [--iterations 100] [--families Navigation2D HalfCheetahVel]
     python experiments/reproduce.py rules [--iterations 100] [--methods maml meta_sgd kronecker lstm blur blur_cma]
+    python experiments/reproduce.py rules --family HalfCheetahVel    # MAML and the best two rules, 1 seed x 300
     python experiments/reproduce.py rl2 [--iterations 150] [--families Navigation2D HalfCheetahVel]
                                         [--benchmark ML1-reach]
 
@@ -124,6 +125,8 @@ from experiments.campaigns import (  # noqa: E402
     RL2_EVAL_EPISODES,
     ROOTS,
     RULES,
+    RULES_LONG,
+    RULES_SEEDS,
     RULES_STEPS,
     cavia_config,
     config_for,
@@ -290,6 +293,32 @@ def transfer(run_dir: Path, tasks: int, seed: int) -> dict[str, Any]:
     return EVALUATIONS["transfer"].run(rd, rd.load(), settings, rd.eval_path("transfer.json"), lambda _: None).result
 
 
+def rules_defaults(args: argparse.Namespace) -> str | None:
+    """Fill the rules comparison's unset ``--methods``, ``--seeds`` and ``--iterations``: every rule on
+    Navigation2D (:data:`RULES_SEEDS`, the budget); on a :data:`RULES_LONG` family its seeds and budget, and
+    MAML against the best two learned rules of the committed Navigation2D table. Returns why that choice cannot
+    be made (one line), or None."""
+    from experiments import rules_report
+
+    long = RULES_LONG.get(args.family)
+    if args.seeds is None:
+        args.seeds = list(long[0] if long else RULES_SEEDS)
+    if args.iterations is None:
+        args.iterations = long[1] if long else BUDGETS["rules"]
+    if args.methods is None:
+        if not long:
+            args.methods = list(RULES)
+        else:
+            try:
+                args.methods = ["maml", *rules_report.best_rules(Path(args.root), tasks=args.eval_tasks,
+                                                                 eval_seed=args.eval_seed)]
+            except ValueError as e:
+                return str(e)
+            print(f"{args.family}: MAML against the best two rules on Navigation2D, "
+                  f"{' and '.join(args.methods[1:])}")
+    return None
+
+
 def cmd_rules(args: argparse.Namespace) -> None:
     """The inner-update rules on Navigation2D: train (resuming), evaluate 0..5 inner steps, write the table."""
     from experiments import rules_report
@@ -403,13 +432,15 @@ def main(argv: list[str] | None = None) -> int:
     sub = p.add_subparsers(dest="which", required=True)
     for name in ("anil", "maml", "locomotion", "outer", "depth", "metaworld", "anil2019", "cavia", "rules", "rl2"):
         s = sub.add_parser(name)
-        s.add_argument("--iterations", type=int, default=BUDGETS[name],
-                       help="meta-iterations per run (the budget)")
+        s.add_argument("--iterations", type=int, default=None if name == "rules" else BUDGETS[name],
+                       help="meta-iterations per run (the budget; rules: 100 on Navigation2D, 300 on HalfCheetahVel)")
         s.add_argument("--seeds", type=int, nargs="+",
-                       default=None if name in ("anil2019", "cavia", "rl2") else [1] if name in ("maml", "metaworld")
+                       default=None if name in ("anil2019", "cavia", "rl2", "rules") else [1] if name in ("maml",
+                                                                                                "metaworld")
                        else [1, 2, 3],
                        help="seeds (anil2019: default 1 2 3 on HalfCheetahDir, 1 on HalfCheetahVel; cavia and rl2: "
-                            "1 2 3 on Navigation2D, 1 on HalfCheetahVel; rl2: 1 on ML1-reach)")
+                            "1 2 3 on Navigation2D, 1 on HalfCheetahVel; rl2: 1 on ML1-reach; rules: 1 2 3 on "
+                            "Navigation2D, 1 on HalfCheetahVel)")
         s.add_argument("--root", default=ROOTS[name], help="where runs and tables go")
         if name != "metaworld":  # Meta-World's protocol scores every test task
             s.add_argument("--eval-tasks", type=int, default=40)
@@ -450,11 +481,13 @@ def main(argv: list[str] | None = None) -> int:
                           f"{CAVIA_LONG['HalfCheetahVel']}, beside the locomotion campaign's MAML and ANIL)")
     sub.choices["rules"].add_argument("--family", default="Navigation2D", choices=["Navigation2D", "HalfCheetahVel"],
                                       help="Navigation2D (the table and the transfer to the outer ring), or "
-                                           "HalfCheetahVel for the best rules, e.g. --family HalfCheetahVel "
-                                           "--methods maml lstm blur --seeds 1 --iterations 300")
-    sub.choices["rules"].add_argument("--methods", nargs="+", default=list(RULES), choices=list(RULES),
+                                           "HalfCheetahVel: MAML against the two learned rules with the best "
+                                           "return after one step on the finished Navigation2D table, seed 1, "
+                                           "300 iterations")
+    sub.choices["rules"].add_argument("--methods", nargs="+", default=None, choices=list(RULES),
                                       help="inner-update rules under MAML-TRPO, and blur_cma (BLUR's genome by "
-                                           "CMA-ES from the same seed's maml run)")
+                                           "CMA-ES from the same seed's maml run); default: all on Navigation2D, "
+                                           "maml and the best two on HalfCheetahVel")
     rl2 = sub.choices["rl2"]
     rl2.add_argument("--families", nargs="*", default=list(RL2), choices=list(RL2),
                      help="Navigation2D (seeds 1 2 3 at --iterations), then HalfCheetahVel (seed 1 at "
@@ -474,6 +507,10 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if getattr(args, "ml10_iterations", 1) < 1:
         p.error(f"--ml10-iterations must be >= 1, got {args.ml10_iterations}")
+    if args.which == "rules":
+        why = rules_defaults(args)
+        if why is not None:
+            p.error(why)
     if args.iterations < 1:
         p.error(f"--iterations must be >= 1, got {args.iterations}")
     if getattr(args, "parallel", 1) < 1:

@@ -29,7 +29,17 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: the repository root on the path
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from experiments.campaigns import CAVIA, LOCOMOTION_ROOT, METHOD_LABELS, ROOTS, RULES, RULES_STEPS  # noqa: E402
+from experiments.campaigns import (  # noqa: E402
+    CAVIA,
+    LOCOMOTION_ROOT,
+    METHOD_LABELS,
+    ROOTS,
+    RULES,
+    RULES_CANDIDATES,
+    RULES_LONG,
+    RULES_SEEDS,
+    RULES_STEPS,
+)
 from experiments.reporting import campaign_runs, over_seeds  # noqa: E402
 from metarl.rundir import RunDir, curve_file  # noqa: E402
 
@@ -44,6 +54,63 @@ def curves(rows: dict[tuple[str, str], dict[int, object]], rd: RunDir, family: s
     budget = rd.config().iterations
     ev = rd.cached(curve_file(tasks, steps, eval_seed), iteration=done) if done >= budget else None
     rows.setdefault((family, method), {})[seed] = ev["mean"] if ev else f"in flight ({done}/{budget})"
+
+
+def best_rules(root: Path, n: int = 2, tasks: int = EVAL_TASKS, eval_seed: int = EVAL_SEED) -> list[str]:
+    """The ``n`` rules of :data:`RULES_CANDIDATES` with the highest return after one inner step on Navigation2D
+    (mean over :data:`RULES_SEEDS`), best first; a :class:`ValueError` names the runs that have not finished
+    and been evaluated at their budget (the choice is made on the whole table or not at all)."""
+    rows: dict[tuple[str, str], dict[int, object]] = {}
+    for rd, m in campaign_runs(root, RUN):
+        if m["family"] == "Navigation2D" and m["method"] in RULES_CANDIDATES and int(m["seed"]) in RULES_SEEDS:
+            curves(rows, rd, m["family"], m["method"], int(m["seed"]), RULES_STEPS, tasks, eval_seed)
+    missing = [f"{method} seed {seed}" for method in RULES_CANDIDATES for seed in RULES_SEEDS
+               if not isinstance(rows.get(("Navigation2D", method), {}).get(seed), list)]
+    if missing:
+        raise ValueError(f"the best rules are chosen on the finished Navigation2D table under {root}; not finished "
+                         f"and evaluated: {', '.join(missing)} (run reproduce.py rules first, or name --methods)")
+    score = {m: statistics.mean(c[1] for c in rows["Navigation2D", m].values()) for m in RULES_CANDIDATES}
+    return sorted(RULES_CANDIDATES, key=lambda m: (-score[m], RULES_CANDIDATES.index(m)))[:n]
+
+
+def long_runs(root: Path) -> dict[tuple[str, str], dict[int, dict[str, Any]]]:
+    """The rules' runs on :data:`RULES_LONG`'s families, as the locomotion report's learning curves read them."""
+    runs: dict[tuple[str, str], dict[int, dict[str, Any]]] = {}
+    for rd, m in campaign_runs(root, RUN):
+        if m["family"] in RULES_LONG:
+            runs.setdefault((m["family"], m["method"]), {})[int(m["seed"])] = {
+                "dir": rd.path, "done": rd.done_iterations() or 0}
+    return runs
+
+
+def long_text(root: Path, tasks: int, eval_seed: int) -> list[str]:
+    """Which rules the longer runs compare (and why), and their learning curves' image, once any has run."""
+    runs = long_runs(root)
+    out = []
+    for family, (seeds, budget) in RULES_LONG.items():
+        if not any(f == family for f, _ in runs):
+            continue
+        try:
+            chosen = best_rules(root, tasks=tasks, eval_seed=eval_seed)
+            why = (f"the two with the best return after one inner step on Navigation2D: "
+                   f"{', '.join(METHOD_LABELS.get(m, m) for m in chosen)}")
+        except ValueError:
+            why = "the rules named on the command line (the Navigation2D table is not finished)"
+        out += ["", f"{family}: MAML-TRPO against {why}; seed {', '.join(map(str, seeds))}, {budget} iterations, "
+                f"in the table's {family} rows; their learning curves are `{family}_learning_curves.png`."]
+    return out
+
+
+def long_plots(root: Path) -> None:
+    """``ROOT/<family>_learning_curves.png`` for each :data:`RULES_LONG` family with runs."""
+    from experiments.locomotion_report import learning_curves
+
+    runs = long_runs(root)
+    for family in RULES_LONG:
+        methods = tuple(m for m in RULES if (family, m) in runs)
+        if methods:
+            learning_curves(runs, family, root / f"{family}_learning_curves.png", methods, METHOD_LABELS,
+                            f"{family}: MAML-TRPO and learned inner-update rules")
 
 
 def table(rows: dict[tuple[str, str], dict[int, object]], steps: int, order: list[str]) -> list[str]:
@@ -199,7 +266,7 @@ def report(which: str, root: Path, tasks: int = EVAL_TASKS, eval_seed: int = EVA
             "steps at each run's budget; step 0 is the meta-policy before adaptation (NIL).\n\n")
     lines = table(rows, steps, order) if rows else ["No runs yet."]
     if which == "rules":
-        lines += transfer_table(root, tasks) + learned_table(root)
+        lines += long_text(root, tasks, eval_seed) + transfer_table(root, tasks) + learned_table(root)
     return text + "\n".join(lines) + "\n"
 
 
@@ -208,8 +275,8 @@ COMMANDS = {"cavia": ("python experiments/reproduce.py cavia        # Navigation
                       "CAVIA 1 seed x 500",),
             "rules": ("python experiments/reproduce.py rules        # Navigation2D 3 seeds x 100: every rule, BLUR by "
                       "CMA-ES, the transfer",
-                      "python experiments/reproduce.py rules --family HalfCheetahVel --methods maml lstm blur "
-                      "--seeds 1 --iterations 300")}
+                      "python experiments/reproduce.py rules --family HalfCheetahVel   # then MAML against the best "
+                      "two learned rules, 1 seed x 300")}
 
 
 def markers(which: str) -> tuple[str, str]:
@@ -221,9 +288,13 @@ def section(which: str, table: str, root: Path) -> str:
     from experiments.report_cli import relative_root
 
     begin, end = markers(which)
+    images = [f"![{family}: MAML-TRPO and the learned rules, training returns before and after one inner step]"
+              f"({relative_root(root)}/{family}_learning_curves.png)" for family in RULES_LONG
+              if which == "rules" and any(f == family for f, _ in long_runs(root))]
     return "\n".join([begin, "", "```sh", *COMMANDS[which], f"python experiments/rules_report.py {which}    # this "
                       "section and the table again, from the committed artifacts", "```", "",
-                      f"Runs: `{relative_root(root)}/`.", "", table.rstrip("\n"), "", end]) + "\n"
+                      f"Runs: `{relative_root(root)}/`.", "", table.rstrip("\n"), "",
+                      *[line for image in images for line in (image, "")], end]) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -246,6 +317,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if out.is_file() and out.read_text() == text and updated == results else 1
     root.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
+    if args.which == "rules":
+        long_plots(root)
     if released:
         RESULTS_MD.write_text(updated, encoding="utf-8")
     print(text + f"wrote {out}" + (f" and its section of {RESULTS_MD}" if released else ""))

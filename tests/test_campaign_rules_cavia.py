@@ -106,3 +106,66 @@ def test_the_best_rules_run_on_halfcheetahvel_too(tmp_path):
                                      methods=["maml", "lstm", "blur"]))
     assert [d.name for _, d in jobs] == [f"HalfCheetahVel__{m}__1" for m in ("maml", "lstm", "blur")]
     assert all(c.env.family == "HalfCheetahVel" and c.iterations == 300 for c, _ in jobs)
+
+
+def fake_table(monkeypatch, scores: dict[str, list[object]]) -> None:
+    """rules_report reads ``scores``: per method, seed 1..3's curve (a list: after 0, 1 steps) or a string
+    (in flight), as :func:`rules_report.curves` would from the runs' artifacts."""
+    import re
+
+    names = [f"Navigation2D__{m}__{s}" for m in scores for s in (1, 2, 3)]
+    monkeypatch.setattr(rules_report, "campaign_runs",
+                        lambda root, pattern: [(n, re.match(pattern, n)) for n in names])
+
+    def curves(rows, rd, family, method, seed, steps, tasks, eval_seed):
+        rows.setdefault((family, method), {})[seed] = scores[method][seed - 1]
+
+    monkeypatch.setattr(rules_report, "curves", curves)
+
+
+def test_the_best_two_rules_are_those_with_the_best_return_after_one_step(monkeypatch, tmp_path):
+    def seeds(*after):
+        return [[-40.0, a] for a in after]
+
+    fake_table(monkeypatch, {"maml": seeds(-5, -5, -5), "meta_sgd": seeds(-12, -13, -11),
+                             "kronecker": seeds(-10, -14, -12), "lstm": seeds(-9, -9.5, -10),
+                             "blur": seeds(-12, -12, -12), "blur_cma": seeds(-1, -1, -1)})
+    # MAML and BLUR by CMA-ES are not candidates; LSTM is best (-9.5); Meta-SGD, Kronecker and BLUR tie at -12.0,
+    # and the candidates' order puts Meta-SGD first
+    assert rules_report.best_rules(tmp_path) == ["lstm", "meta_sgd"]
+    args_ = args(tmp_path, family="HalfCheetahVel", methods=None, seeds=None, iterations=None)
+    assert reproduce.rules_defaults(args_) is None
+    assert (args_.methods, args_.seeds, args_.iterations) == (["maml", "lstm", "meta_sgd"], [1], 300)
+    nav = args(tmp_path, methods=None, seeds=None, iterations=None)
+    assert reproduce.rules_defaults(nav) is None
+    assert (nav.methods, nav.seeds, nav.iterations) == (list(RULES), [1, 2, 3], 100)
+
+
+def test_the_best_rules_wait_for_the_whole_navigation_table(monkeypatch, tmp_path, capsys):
+    done = [[-40.0, -10.0]] * 3
+    fake_table(monkeypatch, {"meta_sgd": done, "kronecker": done, "blur": done,
+                             "lstm": [[-40.0, -9.0], "in flight (50/100)", [-40.0, -9.0]]})
+    with pytest.raises(ValueError, match=r"not finished and evaluated: lstm seed 2 \(run reproduce.py rules"):
+        rules_report.best_rules(tmp_path)
+    with pytest.raises(SystemExit) as e:
+        reproduce.main(["rules", "--family", "HalfCheetahVel", "--root", str(tmp_path), "--no-estimate"])
+    assert e.value.code == 2
+    assert "not finished and evaluated: lstm seed 2" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+    # naming the rules skips the choice
+    named = args(tmp_path, family="HalfCheetahVel", methods=["maml", "blur"], seeds=None, iterations=None)
+    assert reproduce.rules_defaults(named) is None and named.methods == ["maml", "blur"]
+
+
+@pytest.mark.integration
+def test_the_halfcheetahvel_stage_adds_its_rows_and_learning_curves(tmp_path):
+    reproduce.cmd_rules(args(tmp_path, family="HalfCheetahVel", seeds=[1], iterations=1,
+                             methods=["maml", "meta_sgd"]))
+    text = (tmp_path / "rules_table.md").read_text()
+    assert "| HalfCheetahVel | MAML-TRPO | 1 |" in text and "| HalfCheetahVel | Meta-SGD | 1 |" in text
+    assert ("HalfCheetahVel: MAML-TRPO against the rules named on the command line (the Navigation2D table is "
+            "not finished)") in text
+    assert (tmp_path / "HalfCheetahVel_learning_curves.png").read_bytes()[:4] == b"\x89PNG"
+    section = rules_report.section("rules", text, tmp_path)
+    assert "HalfCheetahVel_learning_curves.png)" in section
+    assert rules_report.main(["rules", "--root", str(tmp_path), "--eval-tasks", "2", "--check"]) == 0
