@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))  # run as a script: the experiments package and me
 
 from experiments import campaigns  # noqa: E402
 from experiments.report_cli import relative_root, report_main  # noqa: E402
-from experiments.reporting import SMOOTH_ITERATIONS, campaign_runs, smooth  # noqa: E402
+from experiments.reporting import SMOOTH_ITERATIONS, campaign_runs, num, smooth  # noqa: E402
 from metarl.rundir import RunDir, curve_file  # noqa: E402
 
 DEFAULT_ROOT = campaigns.LOCOMOTION_ROOT
@@ -43,11 +43,6 @@ METHODS = campaigns.LOCOMOTION_METHODS
 EVAL_TASKS, EVAL_SEED = 40, 0
 SEEDS = (1, 2, 3)  # the campaign's seeds: always given a column, started or not
 RUN_NAME = re.compile(r"^(?P<family>\w+)__(?P<method>\w+)__(?P<seed>\d+)$")
-
-
-def num(x: float, digits: int = 1, sign: bool = False) -> str:
-    """A number with a typographic minus, as the rest of RESULTS.md writes them (``sign``: ``+`` too)."""
-    return f"{x:{'+' if sign else ''}.{digits}f}".replace("-", "−")
 
 
 def run_info(rd: RunDir) -> dict[str, Any]:

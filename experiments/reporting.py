@@ -27,11 +27,16 @@ def campaign_runs(root: Path, name: re.Pattern[str]) -> Iterator[tuple[RunDir, r
             yield rd, m
 
 
+def num(x: float, digits: int = 1, sign: bool = False) -> str:
+    """A number with a typographic minus, as RESULTS.md writes them (``sign``: ``+`` too)."""
+    return f"{x:{'+' if sign else ''}.{digits}f}".replace("-", "−")
+
+
 def mean_pm_std(values: list[float]) -> str:
     """``mean ± std`` over seeds (sample std); a single seed has no spread, so it is given alone."""
     if len(values) == 1:
-        return f"{values[0]:.1f}"
-    return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
+        return num(values[0])
+    return f"{num(statistics.mean(values))} ± {num(statistics.stdev(values))}"
 
 
 def over_seeds(values: list[float]) -> str:

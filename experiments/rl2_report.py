@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))  # run as a script: the experiments package and me
 
 from experiments import campaigns  # noqa: E402
 from experiments.report_cli import relative_root, report_main  # noqa: E402
-from experiments.reporting import campaign_runs  # noqa: E402
+from experiments.reporting import campaign_runs, num  # noqa: E402
 from metarl.rundir import RunDir, curve_file  # noqa: E402
 
 DEFAULT_ROOT = ROOT / campaigns.ROOTS["rl2"]
@@ -52,11 +52,6 @@ SOURCES: dict[str, list[tuple[str, str, str]]] = {
 METAWORLD_MAML = ("results/metaworld", "ML1-reach__maml__1")
 LABELS = ("MAML-TRPO", "ANIL", "CAVIA")
 COLORS = {"RL²": "C3", "MAML-TRPO": "C0", "ANIL": "C1", "CAVIA": "C2"}  # one colour per method in every figure
-
-
-def num(x: float, digits: int = 1) -> str:
-    """A number with a typographic minus, as the rest of RESULTS.md writes them."""
-    return f"{x:.{digits}f}".replace("-", "−")
 
 
 def big(n: int) -> str:

@@ -40,7 +40,7 @@ from experiments.campaigns import (  # noqa: E402
     RULES_SEEDS,
     RULES_STEPS,
 )
-from experiments.reporting import campaign_runs, over_seeds  # noqa: E402
+from experiments.reporting import campaign_runs, num, over_seeds  # noqa: E402
 from metarl.rundir import RunDir, curve_file  # noqa: E402
 
 RUN = re.compile(r"^(?P<family>[A-Za-z0-9]+)__(?P<method>\w+?)__(?P<seed>\d+)$")
@@ -123,7 +123,7 @@ def table(rows: dict[tuple[str, str], dict[int, object]], steps: int, order: lis
         done = {s: c for s, c in by_seed.items() if isinstance(c, list)}
         flight = [f"seed {s} {c}" for s, c in sorted(by_seed.items()) if not isinstance(c, list)]
         seeds = ", ".join([str(s) for s in sorted(done)] + flight)
-        means = [f"{statistics.mean(c[k] for c in done.values()):.1f}" if done else "" for k in range(steps + 1)]
+        means = [num(statistics.mean(c[k] for c in done.values())) if done else "" for k in range(steps + 1)]
         out.append(f"| {family} | {METHOD_LABELS.get(method, method)} | {seeds} | "
                    f"{over_seeds([c[1] for c in done.values()])} | " + " | ".join(means) + " |")
     return head + out
@@ -146,7 +146,7 @@ def transfer_table(root: Path, tasks: int) -> list[str]:
             "around the square it trained on, without retraining; the return after one inner step with the "
             "learned rule and with the plain gradient step (algo.inner_lr), mean over seeds.", "",
             "| method | seeds | step 0 | 1 step, learned rule | 1 step, plain step |", "|---|---|---|---|---|"]
-    body = [f"| {METHOD_LABELS.get(m, m)} | {len(v['learned'])} | {statistics.mean(v['step0']):.1f} | "
+    body = [f"| {METHOD_LABELS.get(m, m)} | {len(v['learned'])} | {num(statistics.mean(v['step0']))} | "
             f"{over_seeds(v['learned'])} | {over_seeds(v['sgd'])} |"
             for m, v in sorted(rows.items(), key=lambda kv: RULES.index(kv[0]) if kv[0] in RULES else 99)]
     return head + body

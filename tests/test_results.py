@@ -303,3 +303,13 @@ def test_results_md_cavia_and_rules_sections_are_generated_from_the_artifacts(wh
     """The committed table and RESULTS.md's section are what ``rules_report.py`` writes from the released runs
     (their learned-rule tables read the checkpoints)."""
     assert load("rules_report").main([which, "--check"]) == 0, f"run: python experiments/rules_report.py {which}"
+
+
+def test_results_md_depth_section_is_generated_from_the_artifacts():
+    """``results/depth/depth.md`` and RESULTS.md's depth section are what ``depth_report.py --results RESULTS.md``
+    writes from the sweep's runs."""
+    report = load("depth_report")
+    text = report.table(report.collect(ROOT / "results" / "depth", 40, 0), 40, 0)
+    assert (ROOT / "results" / "depth" / "depth.md").read_text() == text, "run: python experiments/depth_report.py"
+    assert report.section(text, "results/depth/depth.png") in (ROOT / "RESULTS.md").read_text(), \
+        "run: python experiments/depth_report.py --results RESULTS.md"
