@@ -190,7 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="import this Python file first, e.g. one that registers a task family or an "
                              "outer loop (repeatable)")
     common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="log debug messages")
-    parser = _Parser(prog="metarl", description="Meta-reinforcement learning: MAML-TRPO and ANIL.",
+    parser = _Parser(prog="metarl", description="Meta-reinforcement learning: MAML, ANIL and CAVIA under "
+                     "TRPO, ProMP, PPO or evolution-strategies outer loops, learned inner-update rules, and RL².",
                      parents=[common],
                      epilog="environment: METARL_MALLOC_TUNING=0 keeps glibc's malloc defaults instead of the "
                             "thresholds that keep freed tensor buffers mapped (README, 'The memory allocator')")
