@@ -232,51 +232,41 @@ def render_run(run_dir: Path, out: Path, tasks: int = 2, steps: int | None = 1, 
     cfg, family, learner, iteration = loaded or load_run(run_dir)
     episodes = episodes or cfg.algo.episodes_per_task
     task_list = held_out_tasks(family, tasks, seed)
-    if not getattr(learner, "adapts", True):  # RL²: the episodes of one trial
-        n = int(steps) if steps else int(learner.rl2.episodes_per_trial)
-        video: list[np.ndarray] = []
-        returns: list[list[float]] = []
-        for i, task in enumerate(task_list):
-            env = family.make_env(task)
-            try:
-                panels, rets = trial_frames(env, {k: v.detach() for k, v in learner.policy.params().items()},
-                                            learner.policy, derive_seed(seed, VIDEO_SEEDS, i), family.horizon, n,
-                                            width, height, f"task {_task_text(task)}")
-            finally:
-                env.close()
-            video.extend(np.concatenate(row, axis=1) for row in zip(*panels, strict=True))
-            returns.append(rets)
-            if on_task is not None:
-                on_task(i, rets)
-        fps = fps or _default_fps(family)
-        write_video(out, video, fps)
-        return {"out": str(out), "frames": len(video), "size": [int(video[0].shape[1]), int(video[0].shape[0])],
-                "fps": fps, "tasks": task_list, "returns": returns, "iteration": iteration}
-    steps = 1 if steps is None else steps
     meta = {k: v.detach() for k, v in learner.policy.params().items()}
+
+    def task_panels(i: int, task: Any) -> tuple[list[list[np.ndarray]], list[float]]:
+        """Task ``i``'s panels (frame lists, side by side) and their returns."""
+        env = family.make_env(task)
+        try:
+            if trial:  # RL²: the episodes of one trial
+                return trial_frames(env, meta, learner.policy, derive_seed(seed, VIDEO_SEEDS, i), family.horizon,
+                                    n, width, height, f"task {_task_text(task)}")
+            panels, rets = [], []
+            for k, p in enumerate(stacked):
+                frames, ret = episode_frames(env, {name: v[i] for name, v in p.items()}, learner.policy,
+                                             derive_seed(seed, VIDEO_SEEDS, i), family.horizon, width, height,
+                                             f"task {_task_text(task)}  step {k}")
+                panels.append(frames)
+                rets.append(ret)
+            return panels, rets
+        finally:
+            env.close()
+
+    trial = not getattr(learner, "adapts", True)
+    n = (int(steps) if steps else int(learner.rl2.episodes_per_trial)) if trial else (1 if steps is None else steps)
     per_step = [meta]
-    if steps > 0:
+    if not trial and n > 0:
         with build_sampler(cfg, family, learner.policy) as sampler:
             params = meta
-            for k in range(steps):  # the same episodes and steps as adaptation_curve with this seed
+            for k in range(n):  # the same episodes and steps as adaptation_curve with this seed
                 batch = sampler.sample(task_list, params, episodes, derive_seed(seed, EVAL_ROLLOUTS, k))
                 params = learner.adapt_further(params, batch, learner.advantages(batch))
                 per_step.append(params)
-    stacked = [stack_params(p, meta, len(task_list)) for p in per_step]
-    horizon = family.horizon
+    stacked = [] if trial else [stack_params(p, meta, len(task_list)) for p in per_step]
     video: list[np.ndarray] = []
     returns: list[list[float]] = []
     for i, task in enumerate(task_list):
-        panels, rets = [], []
-        for k, p in enumerate(stacked):
-            env = family.make_env(task)
-            one = {name: v[i] for name, v in p.items()}
-            label = f"task {_task_text(task)}  step {k}"
-            frames, ret = episode_frames(env, one, learner.policy, derive_seed(seed, VIDEO_SEEDS, i), horizon,
-                                         width, height, label)
-            env.close()
-            panels.append(frames)
-            rets.append(ret)
+        panels, rets = task_panels(i, task)
         video.extend(np.concatenate(row, axis=1) for row in zip(*panels, strict=True))
         returns.append(rets)
         if on_task is not None:
