@@ -321,17 +321,24 @@ def test_ray_actors_give_the_same_trials():
     torch.testing.assert_close(other.actions[live], batch.actions[live], rtol=1e-5, atol=1e-5)
 
 
+CLI_RUN = ["algo.name=rl2", "policy.kind=gru", "iterations=1", "algo.meta_batch_size=2", "algo.episodes_per_task=2",
+           "env.horizon=5", "sampler.backend=serial", "policy.hidden_sizes=[4]"]
+
+
+def train_tiny_run(run_dir: Path, *extra: str) -> Path:
+    """A one-iteration RL² run on Navigation2D through ``metarl train`` (in a subprocess, as a user runs it)."""
+    args = [a for kv in [*CLI_RUN, *extra] for a in ("--set", kv)]
+    train = subprocess.run([sys.executable, "-m", "metarl", "train", str(NAV), "--run-dir", str(run_dir),
+                            "--no-progress", *args], capture_output=True, text=True)
+    assert train.returncode == 0, train.stderr
+    return run_dir
+
+
 @pytest.mark.integration
 @pytest.mark.parametrize("command", [["analyze"], ["evaluate", "--protocol", "adaptation"],
                                      ["evaluate", "--protocol", "transfer"]])
 def test_evaluations_before_and_after_an_inner_step_refuse_rl2_with_one_line(tmp_path, command):
-    run_dir = tmp_path / "run"
-    sets = ["algo.name=rl2", "policy.kind=gru", "iterations=1", "algo.meta_batch_size=2",
-            "algo.episodes_per_task=2", "env.horizon=5", "sampler.backend=serial", "policy.hidden_sizes=[4]"]
-    args = [a for kv in sets for a in ("--set", kv)]
-    train = subprocess.run([sys.executable, "-m", "metarl", "train", str(NAV), "--run-dir", str(run_dir),
-                            "--no-progress", *args], capture_output=True, text=True)
-    assert train.returncode == 0, train.stderr
+    run_dir = train_tiny_run(tmp_path / "run")
     r = subprocess.run([sys.executable, "-m", "metarl", command[0], str(run_dir), *command[1:]],
                        capture_output=True, text=True)
     assert r.returncode == 2
@@ -344,13 +351,7 @@ def test_evaluations_before_and_after_an_inner_step_refuse_rl2_with_one_line(tmp
 def test_evaluate_gives_rl2_its_curve_over_a_trials_episodes(tmp_path):
     import json
 
-    run_dir = tmp_path / "run"
-    sets = ["algo.name=rl2", "policy.kind=gru", "iterations=1", "algo.meta_batch_size=2",
-            "algo.episodes_per_task=2", "env.horizon=5", "sampler.backend=serial", "policy.hidden_sizes=[4]",
-            "rl2.episodes_per_trial=3"]
-    args = [a for kv in sets for a in ("--set", kv)]
-    assert subprocess.run([sys.executable, "-m", "metarl", "train", str(NAV), "--run-dir", str(run_dir),
-                           "--no-progress", *args], capture_output=True, text=True).returncode == 0
+    run_dir = train_tiny_run(tmp_path / "run", "rl2.episodes_per_trial=3")
     r = subprocess.run([sys.executable, "-m", "metarl", "evaluate", str(run_dir), "--tasks", "4"],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
@@ -397,13 +398,7 @@ def test_video_of_an_rl2_run_shows_the_episodes_of_a_trial(tmp_path):
     from helpers_limits import run_main
     from metarl.video import read_video
 
-    run_dir = tmp_path / "run"
-    sets = ["algo.name=rl2", "policy.kind=gru", "iterations=1", "algo.meta_batch_size=2",
-            "algo.episodes_per_task=2", "env.horizon=5", "sampler.backend=serial", "policy.hidden_sizes=[4]",
-            "rl2.episodes_per_trial=3"]
-    code, err = run_main(["train", str(NAV), "--run-dir", str(run_dir), "--no-progress",
-                          *[a for kv in sets for a in ("--set", kv)]])
-    assert code == 0, err
+    run_dir = train_tiny_run(tmp_path / "run", "rl2.episodes_per_trial=3")
     out = tmp_path / "v.mp4"
     code, err = run_main(["video", str(run_dir), "--tasks", "1", "--width", "64", "--height", "64", "--out", str(out)])
     assert code == 0, err
