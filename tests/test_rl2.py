@@ -394,8 +394,8 @@ def test_the_trial_video_replays_a_workers_trial_with_the_mean_actions():
 @pytest.mark.integration
 def test_video_of_an_rl2_run_shows_the_episodes_of_a_trial(tmp_path):
     import numpy as np
-
     from helpers_limits import run_main
+
     from metarl.video import read_video
 
     run_dir = train_tiny_run(tmp_path / "run", "rl2.episodes_per_trial=3")

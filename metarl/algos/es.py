@@ -67,7 +67,7 @@ class ESSettings:
     fitness_shaping: bool = True
     """OpenES: centered ranks in [-0.5, 0.5] instead of raw fitness."""
     init_from: str | None = None
-    """A run directory or checkpoint whose policy parameters start the search (null: the seed's initialisation); read once, when the run starts (a relative path from where it starts), never by a resume or an evaluation."""
+    """Run directory or checkpoint whose policy starts the search (null: the seed's); read once, at the run's start."""
 
     def validate(self, need: Callable[[bool, str, Any, str], None]) -> None:
         need(self.method in METHODS, "method", self.method, "must be cma or openes")
