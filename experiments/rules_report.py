@@ -152,6 +152,11 @@ def transfer_table(root: Path, tasks: int) -> list[str]:
     return head + body
 
 
+def g3(x: float) -> str:
+    """Three significant digits with a typographic minus."""
+    return f"{x:.3g}".replace("-", "−")
+
+
 PROBE_MAGNITUDES = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)  # |g| fed to the LSTM optimizer's probe
 
 
@@ -159,19 +164,22 @@ def lstm_probe(learned: dict[str, Any], settings: Any, inner_lr: float,
                magnitudes: tuple[float, ...] = PROBE_MAGNITUDES) -> dict[str, list[float]]:
     """The LSTM optimizer's first two steps on one coordinate whose gradient is ``g`` both times, as multiples
     of the plain step ``inner_lr * g``, for ``g = ±m`` and each magnitude ``m`` (the rule is coordinate-wise and
-    shared, so this is its whole response; state zero at the start, as at every task's start)."""
+    shared, so this is its whole response; state zero at the start, as at every task's start); and its steps
+    for ``g = 0`` (``first_zero``, ``second_zero``, in parameter units): the drift it adds whatever the
+    gradient, which makes the multiples grow as ``|g|`` shrinks."""
     import torch
 
     from metarl.inner_updates.lstm import LSTMStep
 
-    g = torch.tensor([*magnitudes, *(-m for m in magnitudes)], dtype=torch.float64)
+    g = torch.tensor([*magnitudes, *(-m for m in magnitudes), 0.0], dtype=torch.float64)
     w = {k: v.detach().to(torch.float64) for k, v in learned.items()}
     rule = LSTMStep(w, settings, inner_lr)
     first, second = rule("probe", g), rule("probe", g)
     n = len(magnitudes)
-    ratio = [(d / (inner_lr * g)).tolist() for d in (first, second)]
+    ratio = [(d[:-1] / (inner_lr * g[:-1])).tolist() for d in (first, second)]
     return {"magnitude": list(magnitudes), "first_pos": ratio[0][:n], "first_neg": ratio[0][n:],
-            "second_pos": ratio[1][:n], "second_neg": ratio[1][n:]}
+            "second_pos": ratio[1][:n], "second_neg": ratio[1][n:], "first_zero": float(first[-1]),
+            "second_zero": float(second[-1])}
 
 
 def genome_summary(learned: dict[str, Any], states: int) -> dict[str, Any]:
@@ -202,7 +210,7 @@ def learned_rules(root: Path) -> dict[str, list[dict[str, Any]]]:
         rule, learned = learner.rule, learner.rule_params
         entry: dict[str, Any] = {"seed": int(m["seed"]), "family": m["family"]}
         if m["method"] == "lstm":
-            entry.update(lstm_probe(learned, rule.settings, rule.inner_lr))
+            entry.update(lstm_probe(learned, rule.settings, rule.inner_lr), inner_lr=rule.inner_lr)
         elif m["method"].startswith("blur"):
             entry.update(genome_summary(learned, rule.settings.states))
         else:
@@ -229,7 +237,12 @@ def learned_table(root: Path) -> list[str]:
             for sign in ("pos", "neg"):
                 vals = [statistics.mean(r[f"{step}_{sign}"][i] for r in runs) for i in range(len(mags))]
                 lines.append(f"| {step} | g {'>' if sign == 'pos' else '<'} 0 | " +
-                             " | ".join(f"{v:.3g}" for v in vals) + " |")
+                             " | ".join(g3(v) for v in vals) + " |")
+        zero = [statistics.mean(r[f"{step}_zero"] for r in runs) for step in ("first", "second")]
+        lines += ["", f"With a zero gradient its step is {g3(zero[0])} at the first inner step and {g3(zero[1])} at "
+                  "the second, in parameter units (a coordinate moves by minus its step): a drift it adds to every "
+                  f"coordinate whatever the gradient, beside which the plain step algo.inner_lr × |g| = "
+                  f"{runs[0]['inner_lr']:g} × |g| is small for small |g|; hence the large multiples there."]
     for method in ("blur", "blur_cma"):
         if method in rules:
             runs = rules[method]

@@ -80,11 +80,13 @@ def test_the_lstm_probe_reads_the_plain_step_at_the_start_and_a_learned_scale_af
     probe = rules_report.lstm_probe(learned, settings, 0.1)
     for key in ("first_pos", "first_neg", "second_pos", "second_neg"):
         assert probe[key] == pytest.approx([1.0] * len(probe["magnitude"]), abs=1e-12)  # residual, zero output
+    assert probe["first_zero"] == probe["second_zero"] == 0.0
     with torch.no_grad():  # output bias b: the step adds scale * b whatever g, so the ratio is 1 + scale b / (lr g)
         learned["out/bias"].fill_(0.01)
     probe = rules_report.lstm_probe(learned, settings, 0.1, magnitudes=(1e-2, 1.0))
     assert probe["first_pos"][0] == pytest.approx(1 + 0.1 * 0.01 / (0.1 * 1e-2))
     assert probe["first_neg"][1] == pytest.approx(1 - 0.1 * 0.01 / 0.1)
+    assert probe["first_zero"] == pytest.approx(0.1 * 0.01) and probe["second_zero"] == pytest.approx(0.1 * 0.01)
 
 
 def test_the_genome_summary_measures_the_distance_from_the_gradient_genome():
