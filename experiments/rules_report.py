@@ -220,10 +220,49 @@ def learned_rules(root: Path) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
-def learned_table(root: Path) -> list[str]:
+def learned_paragraph(rules: dict[str, list[dict[str, Any]]], rows: dict[tuple[str, str], dict[int, object]],
+                      family: str = "Navigation2D") -> list[str]:
+    """One paragraph on what the rules learned, each clause from the finished runs' checkpoints (``rules``,
+    :func:`learned_rules`) and curves (``rows``) that exist (none: nothing)."""
+    said = []
+    lstm = [r for r in rules.get("lstm", []) if r["family"] == family]
+    if lstm:
+        big = [i for i, m in enumerate(lstm[0]["magnitude"]) if m >= 0.1]
+        ratios = [statistics.mean(r[f"first_{sign}"][i] for r in lstm) for i in big for sign in ("pos", "neg")]
+        clause = (f"the LSTM optimizer's first step is {g3(min(ratios))}–{g3(max(ratios))} × the plain step for "
+                  f"|g| ≥ 0.1, plus a drift of {g3(statistics.mean(r['first_zero'] for r in lstm))} per coordinate "
+                  "that dominates for smaller gradients")
+        done = [c for c in rows.get((family, "lstm"), {}).values() if isinstance(c, list)]
+        if done and len(done[0]) > 2:
+            one = statistics.mean(c[1] for c in done)
+            later = [statistics.mean(c[k] for c in done) for k in range(2, len(done[0]))]
+            clause += (f"; meta-trained through one inner step only, it gives {num(one)} after one step and "
+                       f"{num(min(later))} to {num(max(later))} after 2–{len(done[0]) - 1}")
+        said.append(clause + f" ({len(lstm)} seed{'s' if len(lstm) > 1 else ''})")
+    for method, how in (("blur", "the meta-gradient"), ("blur_cma", "CMA-ES")):
+        runs = [r for r in rules.get(method, []) if r["family"] == family]
+        if runs:
+            d = [r["distance"] for r in runs]
+            part = max(runs[0]["parts"], key=lambda k: statistics.mean(r["parts"][k] for r in runs))
+            said.append(f"BLUR's genome under {how} ended {over_seeds(d).replace(' (', ' from the gradient genome (')}"
+                        f", most of it in its {part} part")
+    msgd = [r for r in rules.get("meta_sgd", []) if r["family"] == family]
+    if msgd:
+        median = {k: statistics.mean(r["median_step"][k] for r in msgd) for k in msgd[0]["median_step"]}
+        weights = [v for k, v in median.items() if k.endswith("weight")]
+        top = max(median, key=lambda k: median[k])
+        said.append(f"Meta-SGD's median step sizes stay at {g3(min(weights))}–{g3(max(weights))} × algo.inner_lr on "
+                    f"the weight matrices and reach {g3(median[top])} × on {top} ({len(msgd)} "
+                    f"seed{'s' if len(msgd) > 1 else ''})")
+    if not said:
+        return []
+    return ["", f"**What the rules learned** on {family} (read from the finished runs' checkpoints; the tables "
+            "below give the numbers): " + "; ".join(said) + "."]
+
+
+def learned_table(rules: dict[str, list[dict[str, Any]]]) -> list[str]:
     """:func:`learned_rules` as text: the LSTM's step per gradient magnitude, BLUR's genome distance, Meta-SGD's
     step sizes, each averaged over the finished seeds (none: nothing)."""
-    rules = learned_rules(root)
     lines: list[str] = []
     if "lstm" in rules:
         runs = rules["lstm"]
@@ -279,7 +318,9 @@ def report(which: str, root: Path, tasks: int = EVAL_TASKS, eval_seed: int = EVA
             "steps at each run's budget; step 0 is the meta-policy before adaptation (NIL).\n\n")
     lines = table(rows, steps, order) if rows else ["No runs yet."]
     if which == "rules":
-        lines += long_text(root, tasks, eval_seed) + transfer_table(root, tasks) + learned_table(root)
+        rules = learned_rules(root)
+        lines += (long_text(root, tasks, eval_seed) + transfer_table(root, tasks) + learned_paragraph(rules, rows)
+                  + learned_table(rules))
     return text + "\n".join(lines) + "\n"
 
 

@@ -171,3 +171,23 @@ def test_the_halfcheetahvel_stage_adds_its_rows_and_learning_curves(tmp_path):
     section = rules_report.section("rules", text, tmp_path)
     assert "HalfCheetahVel_learning_curves.png)" in section
     assert rules_report.main(["rules", "--root", str(tmp_path), "--eval-tasks", "2", "--check"]) == 0
+
+
+def test_the_paragraph_on_what_the_rules_learned_reads_the_checkpoints_summaries():
+    rules = {"lstm": [{"family": "Navigation2D", "magnitude": [0.01, 0.1, 1.0], "first_pos": [-7.0, 0.2, 0.9],
+                       "first_neg": [14.0, 2.4, 1.1], "first_zero": -0.01},
+                      {"family": "Navigation2D", "magnitude": [0.01, 0.1, 1.0], "first_pos": [-5.0, 0.4, 0.9],
+                       "first_neg": [10.0, 2.2, 1.3], "first_zero": -0.03}],
+             "blur": [{"family": "Navigation2D", "distance": 0.5, "parts": {"hebbian": 0.4, "inject": 0.3}}],
+             "meta_sgd": [{"family": "Navigation2D", "median_step": {"body.0.weight": 0.9, "head.weight": 1.1,
+                                                                       "head.bias": 4.0}}]}
+    rows = {("Navigation2D", "lstm"): {1: [-38.0, -13.0, -90.0, -100.0], 2: [-38.0, -15.0, -110.0, -120.0]}}
+    (line,) = [ln for ln in rules_report.learned_paragraph(rules, rows) if ln]
+    assert "first step is 0.3–2.3 × the plain step for |g| ≥ 0.1" in line  # means over seeds, |g| >= 0.1 only
+    assert "a drift of −0.02 per coordinate" in line
+    assert "it gives −14.0 after one step and −110.0 to −100.0 after 2–3 (2 seeds)" in line
+    assert "BLUR's genome under the meta-gradient ended 0.5 from the gradient genome (1 seed), most of it in its " \
+           "hebbian part" in line
+    assert "Meta-SGD's median step sizes stay at 0.9–1.1 × algo.inner_lr on the weight matrices and reach 4 × on " \
+           "head.bias (1 seed)" in line
+    assert rules_report.learned_paragraph({}, {}) == []
