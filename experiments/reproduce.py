@@ -226,7 +226,11 @@ def cmd_depth(args: argparse.Namespace) -> None:
 
 def locomotion_jobs(args: argparse.Namespace) -> list[tuple[Any, Path]]:
     """The campaign's runs, seed-major so that every configuration's first seed finishes first."""
+    from experiments import locomotion_report
+
     root = Path(args.root)
+    if args.families is None:  # the report's families: HalfCheetah, then each further family with a run
+        args.families = list(locomotion_report.families(locomotion_report.collect(root)))
     return [(config_for(f, m, s, args.iterations, LOCOMOTION_SET + args.set), root / run_name(f, m, s))
             for s in args.seeds for f in args.families for m in args.methods]
 
@@ -236,8 +240,6 @@ def cmd_locomotion(args: argparse.Namespace) -> None:
     evaluate, write the report."""
     from experiments import locomotion_report
 
-    if args.families is None:  # the report's families: HalfCheetah, then each further family with a run
-        args.families = list(locomotion_report.families(locomotion_report.collect(Path(args.root))))
     train_and_evaluate(args, locomotion_jobs(args), steps=3, analysis=True)
     write_report(locomotion_report, Path(args.root))
 
@@ -427,6 +429,26 @@ def cmd_metaworld(args: argparse.Namespace) -> None:
     write_report(metaworld_report, Path(args.root))
 
 
+JOBS = {"locomotion": locomotion_jobs, "depth": depth_jobs, "anil2019": anil2019_jobs, "cavia": cavia_jobs,
+        "rules": rules_jobs, "rl2": rl2_jobs, "metaworld": metaworld_jobs}  # campaigns with --status
+
+
+def status(jobs: list[tuple[Any, Path]]) -> None:
+    """Where each of the campaign's runs stands, from its run directory alone (nothing trained or written):
+    finished, in flight at the iteration of its latest checkpoint, or not started."""
+    from metarl.rundir import RunDir
+
+    counts = {"finished": 0, "in flight": 0, "not started": 0}
+    for cfg, run_dir in jobs:
+        rd = RunDir(run_dir)
+        done = (rd.done_iterations() or 0) if rd.is_run() else None
+        state = "not started" if done is None else "finished" if done >= cfg.iterations else "in flight"
+        counts[state] += 1
+        where = "" if done is None else f" at {done} of {cfg.iterations}"
+        print(f"  {run_dir}: {state}{where}")
+    print(", ".join(f"{n} {state}" for state, n in counts.items()) + f" ({len(jobs)} runs)")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="which", required=True)
@@ -448,6 +470,10 @@ def main(argv: list[str] | None = None) -> int:
         s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="extra config override for every run, e.g. sampler.backend=local")
         s.add_argument("--no-estimate", action="store_true", help="skip the runtime estimate")
+        if name in JOBS:
+            s.add_argument("--status", action="store_true",
+                           help="only print where each run stands (finished, in flight at iteration N, not "
+                                "started); nothing is trained or written")
         if name in ("locomotion", "outer", "depth", "anil2019", "cavia", "rules", "rl2"):
             s.add_argument("--parallel", type=int, default=1, metavar="N",
                            help="train N runs at a time as Ray tasks on this machine (each reserves sampler.workers "
@@ -513,6 +539,9 @@ def main(argv: list[str] | None = None) -> int:
             p.error(why)
     if args.iterations < 1:
         p.error(f"--iterations must be >= 1, got {args.iterations}")
+    if getattr(args, "status", False):
+        status(JOBS[args.which](args))
+        return 0
     if getattr(args, "parallel", 1) < 1:
         p.error(f"--parallel must be >= 1, got {args.parallel}")
     t0 = time.time()

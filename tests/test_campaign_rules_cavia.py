@@ -191,3 +191,25 @@ def test_the_paragraph_on_what_the_rules_learned_reads_the_checkpoints_summaries
     assert "Meta-SGD's median step sizes stay at 0.9–1.1 × algo.inner_lr on the weight matrices and reach 4 × on " \
            "head.bias (1 seed)" in line
     assert rules_report.learned_paragraph({}, {}) == []
+
+
+def test_status_says_where_each_run_stands_and_writes_nothing(tmp_path, capsys):
+    from experiments.driver import train
+    from helpers_limits import snapshot
+
+    base = ["rules", "--root", str(tmp_path), "--methods", "maml", "meta_sgd", "--seeds", "1", "2",
+            "--iterations", "2", "--status", *[a for kv in TINY for a in ("--set", kv)]]
+    jobs = reproduce.rules_jobs(args(tmp_path, methods=["maml", "meta_sgd"], seeds=[1, 2], iterations=2))
+    train(jobs[0][0], jobs[0][1], progress=False)  # maml seed 1: finished
+    cfg, run_dir = jobs[1]  # meta_sgd seed 1: in flight at 1 of 2
+    cfg.iterations = 1
+    train(cfg, run_dir, progress=False)
+    before = snapshot(tmp_path)
+    assert reproduce.main(base) == 0
+    assert snapshot(tmp_path) == before
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == [f"  {tmp_path / 'Navigation2D__maml__1'}: finished at 2 of 2",
+                     f"  {tmp_path / 'Navigation2D__meta_sgd__1'}: in flight at 1 of 2",
+                     f"  {tmp_path / 'Navigation2D__maml__2'}: not started",
+                     f"  {tmp_path / 'Navigation2D__meta_sgd__2'}: not started",
+                     "1 finished, 1 in flight, 2 not started (4 runs)"]
