@@ -194,8 +194,9 @@ def test_the_paragraph_on_what_the_rules_learned_reads_the_checkpoints_summaries
 
 
 def test_status_says_where_each_run_stands_and_writes_nothing(tmp_path, capsys):
-    from experiments.driver import train
     from helpers_limits import snapshot
+
+    from experiments.driver import train
 
     base = ["rules", "--root", str(tmp_path), "--methods", "maml", "meta_sgd", "--seeds", "1", "2",
             "--iterations", "2", "--status", *[a for kv in TINY for a in ("--set", kv)]]
