@@ -8,8 +8,7 @@
     python experiments/reproduce.py metaworld [--iterations 100] [--ml10-iterations 10] [--benchmarks ML1-reach ML10]
     python experiments/reproduce.py anil2019 [--iterations 500] [--families HalfCheetahDir HalfCheetahVel]
     python experiments/reproduce.py cavia [--iterations 100] [--families Navigation2D HalfCheetahVel]
-    python experiments/reproduce.py rules [--iterations 100] [--methods maml meta_sgd kronecker lstm blur blur_cma]
-    python experiments/reproduce.py rules --family HalfCheetahVel    # MAML and the best two rules, 1 seed x 300
+    python experiments/reproduce.py rules [--family Navigation2D|HalfCheetahVel] [--methods ...]  # default: both
     python experiments/reproduce.py rl2 [--iterations 150] [--families Navigation2D HalfCheetahVel]
                                         [--benchmark ML1-reach]
 
@@ -295,6 +294,14 @@ def transfer(run_dir: Path, tasks: int, seed: int) -> dict[str, Any]:
     return EVALUATIONS["transfer"].run(rd, rd.load(), settings, rd.eval_path("transfer.json"), lambda _: None).result
 
 
+def rules_stages(args: argparse.Namespace) -> list[argparse.Namespace]:
+    """The rules comparison's stages: ``--family`` alone, or Navigation2D then :data:`RULES_LONG`'s families,
+    each with its own defaults for what the command line left unset (:func:`rules_defaults`, filled when the
+    stage starts, so that a later stage chooses on the table the earlier one finished)."""
+    families = [args.family] if args.family else ["Navigation2D", *RULES_LONG]
+    return [argparse.Namespace(**{**vars(args), "family": f}) for f in families]
+
+
 def rules_defaults(args: argparse.Namespace) -> str | None:
     """Fill the rules comparison's unset ``--methods``, ``--seeds`` and ``--iterations``: every rule on
     Navigation2D (:data:`RULES_SEEDS`, the budget); on a :data:`RULES_LONG` family its seeds and budget, and
@@ -322,16 +329,35 @@ def rules_defaults(args: argparse.Namespace) -> str | None:
 
 
 def cmd_rules(args: argparse.Namespace) -> None:
-    """The inner-update rules on Navigation2D: train (resuming), evaluate 0..5 inner steps, write the table."""
+    """The inner-update rules: on Navigation2D, train (resuming), evaluate 0..5 inner steps and the transfer;
+    then on HalfCheetahVel, MAML against the best two (or ``--family`` alone); write the table."""
     from experiments import rules_report
 
-    jobs = rules_jobs(args)
-    train_and_evaluate(args, jobs, steps=RULES_STEPS)
-    if args.family == "Navigation2D":  # BLUR's own claim: the rule on goals it never trained on (the outer ring)
-        for _, run_dir in jobs:
-            transfer(run_dir, args.eval_tasks, args.eval_seed)
+    for stage in rules_stages(args):
+        why = rules_defaults(stage)
+        if why is not None:  # an earlier stage left runs unfinished (a failed run): the next cannot choose
+            print(f"{stage.family}: not started: {why}")
+            break
+        jobs = rules_jobs(stage)
+        train_and_evaluate(stage, jobs, steps=RULES_STEPS)
+        if stage.family == "Navigation2D":  # BLUR's own claim: the rule on goals it never trained on (outer ring)
+            for _, run_dir in jobs:
+                transfer(run_dir, stage.eval_tasks, stage.eval_seed)
     rules_report.main(["rules", "--root", str(args.root), "--eval-tasks", str(args.eval_tasks),
                        "--eval-seed", str(args.eval_seed)])
+
+
+def rules_status_jobs(args: argparse.Namespace) -> list[tuple[Any, Path]]:
+    """:func:`rules_jobs` of every stage whose runs are known now (a later stage's rules are chosen on the
+    finished Navigation2D table; until then it is named, not listed)."""
+    jobs = []
+    for stage in rules_stages(args):
+        why = rules_defaults(stage)
+        if why is not None:
+            print(f"  {stage.family}: its rules are chosen once the Navigation2D table is finished")
+            continue
+        jobs += rules_jobs(stage)
+    return jobs
 
 
 def rl2_jobs(args: argparse.Namespace) -> list[tuple[Any, Path]]:
@@ -430,7 +456,7 @@ def cmd_metaworld(args: argparse.Namespace) -> None:
 
 
 JOBS = {"locomotion": locomotion_jobs, "depth": depth_jobs, "anil2019": anil2019_jobs, "cavia": cavia_jobs,
-        "rules": rules_jobs, "rl2": rl2_jobs, "metaworld": metaworld_jobs}  # campaigns with --status
+        "rules": rules_status_jobs, "rl2": rl2_jobs, "metaworld": metaworld_jobs}  # campaigns with --status
 
 
 def status(jobs: list[tuple[Any, Path]]) -> None:
@@ -505,11 +531,11 @@ def main(argv: list[str] | None = None) -> int:
     cav.add_argument("--families", nargs="+", default=list(CAVIA), choices=list(CAVIA),
                      help="Navigation2D (MAML, ANIL, CAVIA at --iterations), then HalfCheetahVel (CAVIA at "
                           f"{CAVIA_LONG['HalfCheetahVel']}, beside the locomotion campaign's MAML and ANIL)")
-    sub.choices["rules"].add_argument("--family", default="Navigation2D", choices=["Navigation2D", "HalfCheetahVel"],
-                                      help="Navigation2D (the table and the transfer to the outer ring), or "
-                                           "HalfCheetahVel: MAML against the two learned rules with the best "
-                                           "return after one step on the finished Navigation2D table, seed 1, "
-                                           "300 iterations")
+    sub.choices["rules"].add_argument("--family", default=None, choices=["Navigation2D", "HalfCheetahVel"],
+                                      help="only this stage (default: both, in order): Navigation2D (the table "
+                                           "and the transfer to the outer ring), then HalfCheetahVel: MAML "
+                                           "against the two learned rules with the best return after one step "
+                                           "on the finished Navigation2D table, seed 1, 300 iterations")
     sub.choices["rules"].add_argument("--methods", nargs="+", default=None, choices=list(RULES),
                                       help="inner-update rules under MAML-TRPO, and blur_cma (BLUR's genome by "
                                            "CMA-ES from the same seed's maml run); default: all on Navigation2D, "
@@ -533,11 +559,11 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if getattr(args, "ml10_iterations", 1) < 1:
         p.error(f"--ml10-iterations must be >= 1, got {args.ml10_iterations}")
-    if args.which == "rules":
-        why = rules_defaults(args)
+    if args.which == "rules" and args.family and not getattr(args, "status", False):
+        why = rules_defaults(argparse.Namespace(**vars(args)))  # the stage asked for alone must be able to start
         if why is not None:
             p.error(why)
-    if args.iterations < 1:
+    if args.iterations is not None and args.iterations < 1:
         p.error(f"--iterations must be >= 1, got {args.iterations}")
     if getattr(args, "status", False):
         status(JOBS[args.which](args))

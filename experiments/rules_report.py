@@ -328,9 +328,8 @@ RESULTS_MD = Path(__file__).resolve().parents[1] / "RESULTS.md"
 COMMANDS = {"cavia": ("python experiments/reproduce.py cavia        # Navigation2D 3 seeds x 100, then HalfCheetahVel "
                       "CAVIA 1 seed x 500",),
             "rules": ("python experiments/reproduce.py rules        # Navigation2D 3 seeds x 100: every rule, BLUR by "
-                      "CMA-ES, the transfer",
-                      "python experiments/reproduce.py rules --family HalfCheetahVel   # then MAML against the best "
-                      "two learned rules, 1 seed x 300")}
+                      "CMA-ES, the transfer; then HalfCheetahVel 1 seed x 300: MAML against the best two learned "
+                      "rules",)}
 
 
 def markers(which: str) -> tuple[str, str]:

@@ -198,7 +198,8 @@ def test_status_says_where_each_run_stands_and_writes_nothing(tmp_path, capsys):
 
     from experiments.driver import train
 
-    base = ["rules", "--root", str(tmp_path), "--methods", "maml", "meta_sgd", "--seeds", "1", "2",
+    base = ["rules", "--root", str(tmp_path), "--family", "Navigation2D", "--methods", "maml", "meta_sgd", "--seeds",
+            "1", "2",
             "--iterations", "2", "--status", *[a for kv in TINY for a in ("--set", kv)]]
     jobs = reproduce.rules_jobs(args(tmp_path, methods=["maml", "meta_sgd"], seeds=[1, 2], iterations=2))
     train(jobs[0][0], jobs[0][1], progress=False)  # maml seed 1: finished
@@ -214,3 +215,28 @@ def test_status_says_where_each_run_stands_and_writes_nothing(tmp_path, capsys):
                      f"  {tmp_path / 'Navigation2D__maml__2'}: not started",
                      f"  {tmp_path / 'Navigation2D__meta_sgd__2'}: not started",
                      "1 finished, 1 in flight, 2 not started (4 runs)"]
+
+
+def test_one_command_runs_navigation2d_then_the_halfcheetahvel_stage_on_its_best_rules(tmp_path, monkeypatch,
+                                                                                      capsys):
+    stages = []
+
+    def record(stage, jobs, steps):
+        stages.append((stage.family, stage.methods, stage.seeds, stage.iterations, len(jobs), steps))
+
+    monkeypatch.setattr(reproduce, "train_and_evaluate", record)
+    monkeypatch.setattr(reproduce, "transfer", lambda *a: None)
+    monkeypatch.setattr(rules_report, "main", lambda argv: 0)
+    monkeypatch.setattr(rules_report, "best_rules", lambda root, **kw: ["lstm", "blur"])
+    reproduce.cmd_rules(args(tmp_path, family=None, methods=None, seeds=None, iterations=None))
+    assert stages == [("Navigation2D", list(RULES), [1, 2, 3], 100, 18, 5),
+                      ("HalfCheetahVel", ["maml", "lstm", "blur"], [1], 300, 3, 5)]
+
+    def unfinished(root, **kw):
+        raise ValueError("not finished and evaluated: lstm seed 2")
+
+    stages.clear()
+    monkeypatch.setattr(rules_report, "best_rules", unfinished)
+    reproduce.cmd_rules(args(tmp_path, family=None, methods=None, seeds=None, iterations=None))
+    assert [s[0] for s in stages] == ["Navigation2D"]
+    assert "HalfCheetahVel: not started: not finished and evaluated: lstm seed 2" in capsys.readouterr().out
