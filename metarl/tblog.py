@@ -59,6 +59,7 @@ TAGS: dict[str, list[tuple[str, str]]] = {
         ("es/failed_candidates", "candidates whose rollouts failed or were non-finite (given the worst fitness)"),
         ("es/sigma", "CMA-ES's step size"),
         ("es/grad_stderr_norm", "OpenES: norm of the standard error of its gradient estimate"),
+        ("es/rejected_steps", "updates refused so far (non-finite episodes, or every candidate failed)"),
     ],
     "inner loop": [
         ("adapt/step_norm", "L2 norm of the inner update θ′ − θ over the adapted parameters, mean over tasks"),
