@@ -74,6 +74,15 @@ class Evaluation(abc.ABC):
         checkpoint is the best training iteration's."""
 
 
+def warn_divergence(report: Report, result: Any, points: list[Any], what: str) -> None:
+    """Report :func:`metarl.evaluation.divergence_warning`'s line when tasks diverged."""
+    from metarl.evaluation import divergence_warning
+
+    warning = divergence_warning(result, points, what)
+    if warning:
+        report(warning)
+
+
 @dataclass
 class HeldOutSettings:
     tasks: int = commands.DEFAULT_EVAL_TASKS
@@ -109,11 +118,7 @@ class AdaptationCurve(Evaluation):
             best=best, on_step=lambda k, m: report(f"  step {k}: {m:.2f}"))
         lines = [f"{'step':>4}  {'mean return':>12}  {'stderr':>8}"] + [
             f"{k:>4}  {m:>12.2f}  {s:>8.2f}" for k, m, s in zip(result["steps"], result["mean"], result["stderr"])]
-        from metarl.evaluation import divergence_warning
-
-        warning = divergence_warning(result, result["steps"], "step")
-        if warning:
-            report(warning)
+        warn_divergence(report, result, result["steps"], "step")
         return Evaluated(result, files, lines)
 
 
@@ -141,11 +146,7 @@ class ShotsCurve(Evaluation):
         lines = [f"{'shots':>5}  {'mean return':>12}  {'stderr':>8}"] + [
             f"{m:>5}  {r:>12.2f}  {e:>8.2f}" for m, r, e in zip(result["shots"], result["mean"], result["stderr"],
                                                                  strict=True)]
-        from metarl.evaluation import divergence_warning
-
-        warning = divergence_warning(result, result["shots"], "shots")
-        if warning:
-            report(warning)
+        warn_divergence(report, result, result["shots"], "shots")
         return Evaluated(result, {"json": out, "png": png}, lines)
 
 
