@@ -33,6 +33,7 @@ from experiments.locomotion_report import (  # noqa: E402
     curve_links,
     families,
     feature_reuse,
+    final_eval,
     mean_std,
     num,
     plots,
@@ -113,6 +114,62 @@ def conclusion(runs: dict[tuple[str, str], dict[int, dict[str, Any]]]) -> str:
             + f". The ANIL paper reports ANIL {paper[0]} against MAML {paper[1]}.\n")
 
 
+def ratio(anil: float | None, maml: float | None) -> float | None:
+    """ANIL's one-step return as a fraction of MAML's (None when either is missing or MAML's is not positive)."""
+    return anil / maml if anil is not None and maml is not None and maml > 0 else None
+
+
+def ablation(root: Path, locomotion_root: Path = campaigns.LOCOMOTION_ROOT) -> str:
+    """The ablation (``reproduce.py anil2019 --ablate NAME``, runs under ``root/ablation/NAME/``): ANIL's
+    one-step return with one setting of the 2019 setup at the locomotion campaign's value, as a fraction of the
+    same seed's MAML under the same horizon, beside that fraction under each whole setup; '' when no ablation
+    run exists."""
+    family = campaigns.ANIL2019_ABLATION[0]
+    dirs = [(name, root / "ablation" / name) for name in campaigns.ANIL2019_ABLATIONS]
+    found = [(name, collect(d)) for name, d in dirs if d.is_dir()]
+    found = [(name, runs) for name, runs in found if runs]
+    if not found:
+        return ""
+    setup19, loco = collect(root), collect(locomotion_root)
+
+    def one_step(runs: dict, method: str, seed: int, final: Any) -> float | None:
+        info = runs.get((family, method), {}).get(seed)
+        got = final(info) if info is not None else None
+        return got["mean"][1] if isinstance(got, dict) else got
+
+    loco_final = final_eval
+    lines = [f"**Ablation ({family}, one seed).** Each row is the 2019 setup with one setting at the locomotion "
+             "campaign's value (`python experiments/reproduce.py anil2019 --ablate SETTING`). ANIL's return after "
+             "one step is given as a fraction of the same seed's MAML under the same horizon (the 2019 MAML run; "
+             "for `horizon`, the locomotion campaign's), beside that fraction under the whole 2019 setup and the "
+             "whole locomotion setup. The share of the gap is (2019 − row) / (2019 − locomotion) on that fraction: "
+             "1 means the setting alone takes ANIL from the 2019 fraction to the locomotion one, 0 that it changes "
+             "nothing.", "",
+             "| setting (locomotion value) | method | seed | one step: final / best (iteration) | ÷ MAML | "
+             "2019 setup: ANIL ÷ MAML | locomotion setup: ANIL ÷ MAML | share of the gap |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, runs in found:
+        setting = " ".join(f"`{o}`" for o in campaigns.ANIL2019_ABLATIONS[name])
+        for (_, meth), per in sorted(runs.items()):
+            for seed, info in sorted(per.items()):
+                final, best = final_one_step(info), best_eval(info)
+                r19 = ratio(one_step(setup19, "anil", seed, final_one_step),
+                            one_step(setup19, "maml", seed, final_one_step))
+                r20 = ratio(one_step(loco, "anil", seed, loco_final), one_step(loco, "maml", seed, loco_final))
+                if final is None or best is None:
+                    cell, r, share = f"in flight ({info['done']}/{info['budget']})", None, None
+                else:
+                    cell = f"{num(final)} / {num(best['mean'][1])} ({best['iteration']})"
+                    maml = (one_step(loco, "maml", seed, loco_final) if name == "horizon"
+                            else one_step(setup19, "maml", seed, final_one_step))
+                    r = ratio(final, maml) if meth == "anil" else None
+                    share = ((r19 - r) / (r19 - r20) if None not in (r, r19, r20) and abs(r19 - r20) > 1e-9
+                             else None)
+                lines.append(f"| {name} ({setting}) | {meth.upper()} | {seed} | {cell} | "
+                             + " | ".join("–" if v is None else num(v, 2) for v in (r, r19, r20, share)) + " |")
+    return "\n".join(lines) + "\n"
+
+
 SETUP = ("The setup the ANIL paper inherited from the MAML authors (`experiments/configs/anil2019/`, every key "
          "with its source): (100, 100) ReLU, horizon 200, actions in [−1, 1] on the actuator range (`action_scale: "
          "1`), 40 tasks × 20 episodes, one inner step at 0.1, TRPO max KL 0.01, 500 iterations. The ANIL paper's "
@@ -127,6 +184,9 @@ def section(root: Path) -> str:
              "protocols, analyses", "python experiments/anil2019_report.py         # this section only, from the "
              "committed artifacts", "```", "", SETUP, "", conclusion(runs), protocols(runs), tables(runs, rel)]
     parts.append(feature_reuse(runs))
+    abl = ablation(root)
+    if abl:
+        parts.append(abl)
     split = by_direction(runs, "HalfCheetahDir")
     if split:
         parts.append(split)

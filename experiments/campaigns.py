@@ -81,6 +81,18 @@ METAWORLD_SET = ["trpo.cg_subsample=0.3"]
 ANIL2019_CONFIGS = CONFIGS / "anil2019"
 # the 2019-setup campaign: HalfCheetahDir on three seeds first, then HalfCheetahVel on one
 ANIL2019 = {"HalfCheetahDir": (1, 2, 3), "HalfCheetahVel": (1,)}
+# the ablation: HalfCheetahDir under the 2019 setup with one setting at the locomotion campaign's value
+# (experiments/configs/halfcheetah_dir.yaml), ANIL on seed 1 (``reproduce.py anil2019 --ablate NAME``, runs under
+# ``results/anil2019/ablation/NAME/``); ``action_scale`` first: the locomotion campaign's ANIL runs turned around
+# only where the head's step was large (RESULTS.md), and actions x0.1 make the same step ten times smaller on the
+# actuators
+ANIL2019_ABLATIONS = {
+    "action_scale": ["env.kwargs.action_scale=0.1"],
+    "activation": ["policy.activation=tanh"],
+    "width": ["policy.hidden_sizes=[64,64]"],
+    "horizon": ["env.horizon=100"],
+}
+ANIL2019_ABLATION = ("HalfCheetahDir", (1,), ("anil",))  # family, seeds, methods
 # CAVIA beside MAML and ANIL (and NIL, every run's step 0): Navigation2D on three seeds at the budget, then
 # HalfCheetahVel on one seed at 500 iterations beside the locomotion campaign's MAML and ANIL runs (the same
 # config, horizon 100); CAVIA's runs use experiments/configs/cavia/ (its RL code's policy and inner lr)

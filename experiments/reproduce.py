@@ -7,6 +7,7 @@
     python experiments/reproduce.py depth [--iterations N] [--seeds 1 2 3] [--depths 1 2 3 4]
     python experiments/reproduce.py metaworld [--iterations 100] [--ml10-iterations 10] [--benchmarks ML1-reach ML10]
     python experiments/reproduce.py anil2019 [--iterations 500] [--families HalfCheetahDir HalfCheetahVel]
+                                             [--ablate action_scale|activation|width|horizon]
     python experiments/reproduce.py cavia [--iterations 100] [--families Navigation2D HalfCheetahVel]
     python experiments/reproduce.py rules [--family Navigation2D|HalfCheetahVel] [--methods ...]  # default: both
     python experiments/reproduce.py rl2 [--iterations 150] [--families Navigation2D HalfCheetahVel]
@@ -36,7 +37,10 @@ MAML authors (``experiments/configs/anil2019/``: (100, 100) ReLU, horizon
 200, actions in [-1, 1]); HalfCheetahDir on seeds 1-3 first, then
 HalfCheetahVel on seed 1. Each run is evaluated at its final iteration and at
 its best training iteration (``checkpoints/best.pt``, the MAML paper's
-protocol), and analysed (``metarl analyze``) at the final one.
+protocol), and analysed (``metarl analyze``) at the final one. ``anil2019
+--ablate SETTING`` runs the ablation instead: ANIL on HalfCheetahDir, seed 1,
+with one setting (``action_scale``, ``activation``, ``width``, ``horizon``) at
+the locomotion campaign's value, under ``ROOT/ablation/SETTING/``.
 
 ``anil``: MAML and ANIL on HalfCheetahDir, HalfCheetahVel and Navigation2D,
 three seeds each (Raghu et al., table 2); writes ``ROOT/anil_table.md`` with
@@ -102,6 +106,8 @@ sys.path.insert(0, str(ROOT))  # run as a script: the experiments package and me
 
 from experiments.campaigns import (  # noqa: E402
     ANIL2019,
+    ANIL2019_ABLATION,
+    ANIL2019_ABLATIONS,
     ANIL2019_CONFIGS,
     ANIL_PAPER,
     BUDGETS,
@@ -247,8 +253,22 @@ def anil2019_jobs(args: argparse.Namespace) -> list[tuple[Any, Path]]:
     """The 2019-setup runs (``experiments/configs/anil2019/``), family by family in :data:`ANIL2019`'s order,
     seed-major within a family."""
     root = Path(args.root)
+    if getattr(args, "ablate", None):
+        return anil2019_ablation_jobs(args)
+    methods = args.methods or ["maml", "anil"]
     return [(config_for(f, m, s, args.iterations, args.set, ANIL2019_CONFIGS), root / run_name(f, m, s))
-            for f in args.families for s in (args.seeds or ANIL2019[f]) for m in args.methods]
+            for f in args.families for s in (args.seeds or ANIL2019[f]) for m in methods]
+
+
+def anil2019_ablation_jobs(args: argparse.Namespace) -> list[tuple[Any, Path]]:
+    """The ablation ``--ablate NAME``: the 2019 setup with one setting at the locomotion campaign's value
+    (:data:`ANIL2019_ABLATIONS`), HalfCheetahDir, ANIL on seed 1 unless ``--methods``/``--seeds`` say otherwise,
+    under ``ROOT/ablation/NAME/``."""
+    family, seeds, methods = ANIL2019_ABLATION
+    root = Path(args.root) / "ablation" / args.ablate
+    extra = ANIL2019_ABLATIONS[args.ablate] + args.set
+    return [(config_for(family, m, s, args.iterations, extra, ANIL2019_CONFIGS), root / run_name(family, m, s))
+            for s in (args.seeds or seeds) for m in (args.methods or methods)]
 
 
 def cmd_anil2019(args: argparse.Namespace) -> None:
@@ -526,7 +546,13 @@ def main(argv: list[str] | None = None) -> int:
                                            "(no training, no rollouts)")
     a19 = sub.choices["anil2019"]
     a19.add_argument("--families", nargs="+", default=list(ANIL2019), choices=list(ANIL2019))
-    a19.add_argument("--methods", nargs="+", default=["maml", "anil"], choices=["maml", "anil"])
+    a19.add_argument("--methods", nargs="+", default=None, choices=["maml", "anil"],
+                     help="default: both; with --ablate, anil")
+    a19.add_argument("--ablate", choices=list(ANIL2019_ABLATIONS), default=None, metavar="SETTING",
+                     help="instead of the campaign: HalfCheetahDir under the 2019 setup with this one setting at the "
+                          "locomotion campaign's value (" + ", ".join(
+                              f"{k}: {' '.join(v)}" for k, v in ANIL2019_ABLATIONS.items())
+                          + "), ANIL on seed 1, under ROOT/ablation/SETTING/")
     cav = sub.choices["cavia"]
     cav.add_argument("--families", nargs="+", default=list(CAVIA), choices=list(CAVIA),
                      help="Navigation2D (MAML, ANIL, CAVIA at --iterations), then HalfCheetahVel (CAVIA at "
