@@ -165,7 +165,7 @@ def metaworld_config(bench: str, seed: int, iterations: int, extra: list[str]) -
 
 
 # RL² (Duan et al. 2016; experiments/configs/rl2/) beside the gradient methods: Navigation2D on three seeds and
-# HalfCheetahVel on one, then Meta-World ML1 reach on one (``--benchmark ML1-reach``). Each RL² config takes the
+# HalfCheetahVel on one, then Meta-World ML1 reach on one (``--benchmark``, by default). Each RL² config takes the
 # same environment steps per meta-iteration as the committed MAML-TRPO runs of its family (RL2_MATCH, asserted
 # in tests/test_campaign_rl2.py): tasks x episodes x horizon x (inner steps + 1) for MAML, tasks x trials x
 # episodes per trial x horizon for RL²; the report compares them by environment steps as well as iterations.

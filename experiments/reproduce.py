@@ -11,7 +11,7 @@
     python experiments/reproduce.py cavia [--iterations 100] [--families Navigation2D HalfCheetahVel]
     python experiments/reproduce.py rules [--family Navigation2D|HalfCheetahVel] [--methods ...]  # default: both
     python experiments/reproduce.py rl2 [--iterations 150] [--families Navigation2D HalfCheetahVel]
-                                        [--benchmark ML1-reach]
+                                        [--benchmark [ML1-reach]]
 
 ``cavia``: CAVIA (``experiments/configs/cavia/``) beside MAML and ANIL on
 Navigation2D (3 seeds), then CAVIA on HalfCheetahVel (1 seed, 500
@@ -24,9 +24,9 @@ table with ``experiments/rules_report.py``.
 ``rl2``: RL² (Duan et al. 2016; ``experiments/configs/rl2/``) with the same
 environment steps per meta-iteration as the committed MAML-TRPO runs of each
 family: Navigation2D on seeds 1-3 (``--iterations``), HalfCheetahVel on seed 1
-(500 iterations, as the locomotion campaign), then with ``--benchmark
-ML1-reach`` Meta-World ML1 reach on seed 1 (100 iterations, as the committed
-MAML run), scored with Meta-World's protocol as one trial of 10 + 3 episodes.
+(500 iterations, as the locomotion campaign), then Meta-World ML1 reach on
+seed 1 (``--benchmark``; 100 iterations, as the committed MAML run), scored
+with Meta-World's protocol as one trial of 10 + 3 episodes.
 Each run is evaluated on the same 40 held-out tasks (seed 0) and episodes per
 task as the MAML curves, on trials of 4 episodes (episode 1..4 beside inner
 steps 0..3); ``experiments/rl2_report.py`` writes RESULTS.md's RL² section and
@@ -570,10 +570,10 @@ def main(argv: list[str] | None = None) -> int:
     rl2.add_argument("--families", nargs="*", default=list(RL2), choices=list(RL2),
                      help="Navigation2D (seeds 1 2 3 at --iterations), then HalfCheetahVel (seed 1 at "
                           f"{RL2_BUDGETS['HalfCheetahVel']} iterations); give none to run only --benchmark")
-    rl2.add_argument("--benchmark", nargs="*", default=[], choices=list(RL2_BENCHMARKS),
-                     help="then Meta-World: ML1-reach (seed 1 at "
+    rl2.add_argument("--benchmark", nargs="*", default=list(RL2_BENCHMARKS), choices=list(RL2_BENCHMARKS),
+                     help="then Meta-World (default: ML1-reach, seed 1 at "
                           f"{RL2_BUDGETS['ML1-reach']} iterations, Meta-World's protocol, beside the committed MAML "
-                          "run)")
+                          "run); give none to run only --families")
     depth = sub.choices["depth"]
     depth.add_argument("--depths", type=int, nargs="+", default=[1, 2, 3, 4], help="hidden layers, MAML")
     depth.add_argument("--learned-depths", type=int, nargs="+", default=[1, 2],

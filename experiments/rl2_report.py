@@ -246,10 +246,9 @@ def section(root: Path) -> str:
     runs = rl2_runs(root)
     rel = relative_root(root)
     parts = [BEGIN, "", "```sh",
-             "python experiments/reproduce.py rl2                                # Navigation2D (3 seeds), "
-             "HalfCheetahVel (1 seed)",
-             "python experiments/reproduce.py rl2 --families --benchmark ML1-reach  # then Meta-World ML1 reach",
-             "python experiments/rl2_report.py                                   # this section only, from the "
+             "python experiments/reproduce.py rl2              # Navigation2D (3 seeds), HalfCheetahVel (1 seed), "
+             "then Meta-World ML1 reach (1 seed)",
+             "python experiments/rl2_report.py                 # this section only, from the "
              "committed artifacts", "```", "",
              "RL² (Duan et al. 2016) with PPO on whole trials (`experiments/configs/rl2/`, every key with its "
              "source), with the same environment steps per meta-iteration as the committed MAML-TRPO runs of each "

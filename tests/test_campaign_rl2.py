@@ -118,3 +118,14 @@ def test_the_metaworld_benchmark_scores_rl2_with_the_protocol_as_one_trial(tmp_p
     result = RunDir(tmp_path / "ML1-reach__rl2__1").cached("metaworld.json", iteration=1)
     assert result is not None and result["num_tasks"] == 50 and result["trial_episodes"] == 13
     assert f"| **RL²** | {tmp_path.as_posix()} | 1 | 200 | 1 | 200 |" in (tmp_path / "report.md").read_text()
+
+
+def test_one_command_runs_the_whole_experiment_and_an_empty_benchmark_list_skips_metaworld(tmp_path, capsys):
+    assert reproduce.main(["rl2", "--root", str(tmp_path), "--status"]) == 0
+    out = capsys.readouterr().out
+    order = [line.split("/")[-1].split(":")[0] for line in out.splitlines() if "__rl2__" in line]
+    assert order == ["Navigation2D__rl2__1", "Navigation2D__rl2__2", "Navigation2D__rl2__3",
+                     "HalfCheetahVel__rl2__1", "ML1-reach__rl2__1"]
+    assert reproduce.main(["rl2", "--root", str(tmp_path), "--status", "--benchmark"]) == 0
+    assert "ML1-reach" not in capsys.readouterr().out
+    assert list(tmp_path.iterdir()) == []  # --status writes nothing
