@@ -130,3 +130,76 @@ def test_the_gradient_genome_on_a_context_policy_is_the_plain_step():
         want = adapt(policy, params, batch, adv, 0.3, 1, True, lrn.adapt_names)
         for k in want:
             torch.testing.assert_close(got[k], want[k], rtol=1e-12, atol=1e-13)
+
+
+def reference_step(policy, fast, batch, adv, genome, lr, names):
+    """The docstring's rule written out per task and per sample with plain matrices (no batching, no einsum):
+    the pin for any faster layout of the states."""
+    from metarl.losses import vpg_loss_of_outputs
+    from metarl.policies import ACTIVATIONS
+
+    act = ACTIVATIONS[policy.activation]
+    F, B, H, inject = (genome[k].detach() for k in GENOME)
+    k = F.shape[0]
+    e0 = torch.zeros(k, dtype=torch.float64)
+    e0[0] = 1.0
+    obs = batch.flat_obs()
+    mean, log_std = policy(obs, fast)
+    loss = vpg_loss_of_outputs(mean, log_std, batch, adv, None).sum()
+    error, g_log_std = torch.autograd.grad(loss, [mean, fast["log_std"]])
+    layers = policy.layer_names()
+    out = {}
+    for n in range(obs.shape[0]):
+        W = {la: fast[f"{la}.weight"][n] if fast[f"{la}.weight"].dim() == 3 else fast[f"{la}.weight"] for la in layers}
+        b = {la: fast[f"{la}.bias"][n] if fast[f"{la}.bias"].dim() == 2 else fast[f"{la}.bias"] for la in layers}
+        dW = {la: torch.zeros_like(W[la]) for la in layers}
+        db = {la: torch.zeros_like(b[la]) for la in layers}
+        for m in range(obs.shape[1]):
+            P = [torch.outer(obs[n, m].detach(), e0)]
+            Z = []
+            for i, la in enumerate(layers):
+                Z.append((W[la].detach() @ P[i] + torch.outer(b[la].detach(), e0)) @ F)
+                if i < len(layers) - 1:
+                    P.append(act(Z[i]))
+            Q = torch.outer(error[n, m], inject)
+            for i in reversed(range(len(layers))):
+                la = layers[i]
+                dW[la] += Q @ H.T @ P[i].T
+                db[la] += Q @ H[0]
+                if i > 0:
+                    t = torch.tanh(Z[i - 1]) if policy.activation == "tanh" else None
+                    slope = 1 - t * t if t is not None else (Z[i - 1] > 0).double()
+                    Q = (W[la].detach().T @ Q @ B) * slope
+        for la in layers:
+            for part, delta in (("weight", dW[la]), ("bias", db[la])):
+                name = f"{la}.{part}"
+                if name in names:
+                    base = fast[name][n] if fast[name].dim() == (3 if part == "weight" else 2) else fast[name]
+                    out.setdefault(name, []).append(base.detach() - lr * delta)
+    result = {name: torch.stack(v) for name, v in out.items()}
+    if "log_std" in names:
+        result["log_std"] = fast["log_std"].detach() - lr * g_log_std
+    return result
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+@pytest.mark.parametrize("mode, steps", [("all", 1), ("all", 2), ("head", 1)])
+def test_a_learned_genome_steps_as_the_rule_written_out_per_sample(mode, steps, activation):
+    lrn = learner(mode, steps, states=3, activation=activation)
+    g = torch.Generator().manual_seed(5)
+    with torch.no_grad():  # a genome with no symmetry: F, B, H and inject all away from the gradient genome
+        for v in lrn.rule_params.values():
+            v.add_(0.3 * torch.randn(v.shape, generator=g, dtype=v.dtype))
+    batch = random_batch()
+    adv = torch.randn(batch.rewards.shape, dtype=torch.float64)
+    got = lrn.adapt(batch, adv)
+    from metarl.adaptation import stack_params
+
+    params, _ = lrn._split(lrn.meta_params())
+    fast = stack_params(params, lrn.policy.params(), batch.num_tasks, lrn.adapt_names)  # as the inner loop does
+    fast = {k: v.detach().clone().requires_grad_() if k in lrn.adapt_names else v for k, v in fast.items()}
+    for _ in range(steps):
+        stepped = reference_step(lrn.policy, fast, batch, adv, lrn.rule_params, 0.3, lrn.adapt_names)
+        fast = {**fast, **{k: v.requires_grad_() for k, v in stepped.items()}}
+    for name in lrn.adapt_names:
+        torch.testing.assert_close(got[name].detach(), fast[name].detach(), rtol=1e-10, atol=1e-12)
