@@ -4,7 +4,8 @@ Rules"), on the policy's MLP.
 Each neuron keeps ``k = blur.states`` states. With ``a`` the observation and
 ``W_l, b_l`` the layers (``body.*``, then ``head``):
 
-* forward states: ``P_0 = [obs, 0, ..., 0]`` (``(..., units, k)``), then per
+* forward states: ``P_0 = [obs, 0, ..., 0]`` (a ``units × k`` matrix per sample; stored
+  state-major, ``(..., k, units)``, so that a layer's weight multiplies every state in one product), then per
   layer ``Z_l = (W_l P_l + b_l e_0ᵀ) F`` and ``P_{l+1} = act(Z_l)`` (the head's
   ``Z`` is linear);
 * the error injected at the output is the inner loss's policy-gradient signal
@@ -70,10 +71,34 @@ def _slope(activation: str, z: Tensor) -> Tensor:
     return (z > 0).to(z.dtype)
 
 
+def _mix(x: Tensor, genome_matrix: Tensor) -> Tensor:
+    """States mixed by a genome matrix ``A``: ``x (..., k, units)`` -> ``Σ_c A[c, d] x[..., c, :]`` at ``d``."""
+    return torch.einsum("cd,...cu->...du", genome_matrix, x)
+
+
+def _linear(p: Tensor, w: Tensor) -> Tensor:
+    """``W`` applied to every state: ``p (N, M, k, in)``, ``w (out, in)`` shared or ``(N, out, in)`` per task ->
+    ``(N, M, k, out)``, one matrix product either way (the states are contiguous rows)."""
+    if w.dim() == 2:
+        return p @ w.T
+    n, m, k, i = p.shape
+    return torch.bmm(p.reshape(n, m * k, i), w.transpose(1, 2)).reshape(n, m, k, -1)
+
+
+def _linear_transposed(q: Tensor, w: Tensor) -> Tensor:
+    """``Wᵀ`` applied to every backward state: ``q (N, M, k, out)`` -> ``(N, M, k, in)``."""
+    if w.dim() == 2:
+        return q @ w
+    n, m, k, o = q.shape
+    return torch.bmm(q.reshape(n, m * k, o), w).reshape(n, m, k, -1)
+
+
 def _synapse_product(pre: Tensor, post: Tensor, weight: Tensor) -> Tensor:
-    """``ΔW[j, i] = Σ_m Σ_{c,d} H[c,d] P[m,i,c] Q[m,j,d]`` per task: ``pre (N, M, in, k)``,
-    ``post (N, M, out, k)`` -> ``(N, out, in)``."""
-    return torch.einsum("nmic,cd,nmjd->nji", pre, weight, post)
+    """``ΔW[j, i] = Σ_m Σ_{c,d} H[c,d] P[m,c,i] Q[m,d,j]`` per task: ``pre (N, M, k, in)``,
+    ``post (N, M, k, out)`` -> ``(N, out, in)``, as one batched product over the (sample, state) rows."""
+    n, m, k, i = pre.shape
+    mixed = _mix(pre, weight).reshape(n, m * k, i)  # Σ_c H[c, d] P[m, c, i] at (m, d)
+    return torch.bmm(post.reshape(n, m * k, -1).transpose(1, 2), mixed)
 
 
 class BLURStep:
@@ -97,19 +122,22 @@ class BLURStep:
         k = forward.shape[0]
         e0 = torch.zeros(k, dtype=obs.dtype, device=obs.device)
         e0[0] = 1.0
+        state0 = e0.unsqueeze(-1)  # (k, 1): a value put in state 0 only
         layers = policy.layer_names()
+        # states are kept state-major, (N, M, k, units): each layer's weight multiplies all k states of all samples
+        # in one matrix product
         pres, pre_acts = [], []
-        p = policy.body_input(obs, fast).unsqueeze(-1) * e0  # (N, M, inputs, k): obs (and a CAVIA context)
+        p = policy.body_input(obs, fast).unsqueeze(-2) * state0  # (N, M, k, inputs): obs (and a CAVIA context)
         for i, layer in enumerate(layers):
             w, b = fast[f"{layer}.weight"], fast[f"{layer}.bias"]
             pres.append(p)
-            wp = torch.einsum("nji,nmic->nmjc" if w.dim() == 3 else "ji,nmic->nmjc", w, p)  # stacked or shared
-            z = (wp + (b.unsqueeze(-2) if b.dim() == 2 else b).unsqueeze(-1) * e0) @ forward
+            bias = (b.unsqueeze(-2).unsqueeze(-2) if b.dim() == 2 else b) * state0  # (N, 1, k, out) or (k, out)
+            z = _mix(_linear(p, w) + bias, forward)
             pre_acts.append(z)
             if i < len(layers) - 1:
                 p = act(z)
         out = OrderedDict(fast)
-        q = error.unsqueeze(-1) * inject  # (N, M, act_dim, k)
+        q = error.unsqueeze(-2) * inject.unsqueeze(-1)  # (N, M, k, act_dim)
         lowest = min((i for i, layer in enumerate(layers) if f"{layer}.weight" in names or f"{layer}.bias" in names),
                      default=len(layers))
         for i in reversed(range(lowest, len(layers))):
@@ -117,12 +145,11 @@ class BLURStep:
             if f"{layer}.weight" in names:
                 out[f"{layer}.weight"] = fast[f"{layer}.weight"] - self.inner_lr * _synapse_product(pres[i], q, hebbian)
             if f"{layer}.bias" in names:
-                delta = torch.einsum("nmjd,d->nj", q, hebbian[0])  # a synapse from a neuron in state e_0
+                delta = torch.einsum("nmdj,d->nj", q, hebbian[0])  # a synapse from a neuron in state e_0
                 out[f"{layer}.bias"] = fast[f"{layer}.bias"] - self.inner_lr * delta
             if i > lowest:
-                w = fast[f"{layer}.weight"]
-                back = torch.einsum("nmjd,nji->nmid" if w.dim() == 3 else "nmjd,ji->nmid", q, w)
-                q = (back @ backward) * _slope(policy.activation, pre_acts[i - 1])
+                q = _mix(_linear_transposed(q, fast[f"{layer}.weight"]), backward) * _slope(policy.activation,
+                                                                                          pre_acts[i - 1])
         for name, g in zip(others, grads[1:]):
             out[name] = fast[name] - self.inner_lr * g
         return out
