@@ -479,9 +479,30 @@ JOBS = {"locomotion": locomotion_jobs, "depth": depth_jobs, "anil2019": anil2019
         "rules": rules_status_jobs, "rl2": rl2_jobs, "metaworld": metaworld_jobs}  # campaigns with --status
 
 
+def recent_pace(run_dir: Path, last: int = 20) -> float | None:
+    """Median seconds per iteration over the run's last ``last`` logged iterations (``time/iteration_s``), or
+    None when it logged none."""
+    import statistics
+
+    from metarl import scalars
+
+    try:
+        _, secs = scalars.read(run_dir, ["time/iteration_s"])["time/iteration_s"]
+    except (OSError, ValueError):
+        return None
+    recent = [float(x) for x in secs[-last:] if x == x]
+    return statistics.median(recent) if recent else None
+
+
+def duration(seconds: float) -> str:
+    """``40 min`` under two hours, else ``2.3 h``."""
+    return f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
+
+
 def status(jobs: list[tuple[Any, Path]]) -> None:
     """Where each of the campaign's runs stands, from its run directory alone (nothing trained or written):
-    finished, in flight at the iteration of its latest checkpoint, or not started."""
+    finished, in flight at the iteration of its latest checkpoint (with the training time it has left at its
+    recent pace), or not started."""
     from metarl.rundir import RunDir
 
     counts = {"finished": 0, "in flight": 0, "not started": 0}
@@ -491,6 +512,10 @@ def status(jobs: list[tuple[Any, Path]]) -> None:
         state = "not started" if done is None else "finished" if done >= cfg.iterations else "in flight"
         counts[state] += 1
         where = "" if done is None else f" at {done} of {cfg.iterations}"
+        pace = recent_pace(run_dir) if state == "in flight" else None
+        if pace is not None:
+            where += (f", about {duration(pace * (cfg.iterations - done))} of training left at "
+                      f"{pace:.1f} s an iteration")
         print(f"  {run_dir}: {state}{where}")
     print(", ".join(f"{n} {state}" for state, n in counts.items()) + f" ({len(jobs)} runs)")
 
@@ -518,8 +543,9 @@ def main(argv: list[str] | None = None) -> int:
         s.add_argument("--no-estimate", action="store_true", help="skip the runtime estimate")
         if name in JOBS:
             s.add_argument("--status", action="store_true",
-                           help="only print where each run stands (finished, in flight at iteration N, not "
-                                "started); nothing is trained or written")
+                           help="only print where each run stands (finished, in flight at iteration N with the "
+                                "training time it has left at its recent pace, not started); nothing is trained or "
+                                "written")
         if name in ("locomotion", "outer", "depth", "anil2019", "cavia", "rules", "rl2"):
             s.add_argument("--parallel", type=int, default=1, metavar="N",
                            help="train N runs at a time as Ray tasks on this machine (each reserves sampler.workers "

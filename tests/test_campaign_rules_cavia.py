@@ -210,11 +210,28 @@ def test_status_says_where_each_run_stands_and_writes_nothing(tmp_path, capsys):
     assert reproduce.main(base) == 0
     assert snapshot(tmp_path) == before
     lines = capsys.readouterr().out.splitlines()
+    pace = reproduce.recent_pace(run_dir)  # its one logged iteration's time
+    assert pace is not None and pace > 0
+    left = reproduce.duration(pace * 1)
     assert lines == [f"  {tmp_path / 'Navigation2D__maml__1'}: finished at 2 of 2",
-                     f"  {tmp_path / 'Navigation2D__meta_sgd__1'}: in flight at 1 of 2",
+                     f"  {tmp_path / 'Navigation2D__meta_sgd__1'}: in flight at 1 of 2, about {left} of training "
+                     f"left at {pace:.1f} s an iteration",
                      f"  {tmp_path / 'Navigation2D__maml__2'}: not started",
                      f"  {tmp_path / 'Navigation2D__meta_sgd__2'}: not started",
                      "1 finished, 1 in flight, 2 not started (4 runs)"]
+
+
+def test_the_time_left_is_the_median_of_the_last_iterations_times(tmp_path):
+    from metarl import scalars
+
+    assert reproduce.recent_pace(tmp_path) is None  # nothing logged
+    w = scalars.ScalarsCSV(tmp_path)
+    for it, secs in enumerate([100.0] * 5 + [2.0, 3.0, 4.0]):
+        w.append(it, {"time/iteration_s": secs})
+    w.close()
+    assert reproduce.recent_pace(tmp_path, last=3) == 3.0
+    assert reproduce.recent_pace(tmp_path, last=4) == 3.5 and reproduce.recent_pace(tmp_path) == 100.0
+    assert (reproduce.duration(2400), reproduce.duration(7200 * 1.5)) == ("40 min", "3.0 h")
 
 
 def test_one_command_runs_navigation2d_then_the_halfcheetahvel_stage_on_its_best_rules(tmp_path, monkeypatch,
