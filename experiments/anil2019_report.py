@@ -91,8 +91,19 @@ def protocols(runs: dict[tuple[str, str], dict[int, dict[str, Any]]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def conclusion(runs: dict[tuple[str, str], dict[int, dict[str, Any]]]) -> str:
-    """Whether ANIL matches MAML on HalfCheetahDir under the 2019 setup, once every planned run has finished."""
+def verdict(anil: list[float], maml: list[float]) -> str:
+    """Whether ANIL matches MAML on these per-seed returns: their means' difference against two standard errors
+    of that difference (Welch's, from the seeds' sample variances)."""
+    diff = statistics.mean(anil) - statistics.mean(maml)
+    se = (statistics.variance(anil) / len(anil) + statistics.variance(maml) / len(maml)) ** 0.5
+    if abs(diff) <= 2 * se:
+        return "ANIL matches MAML: the difference is within two standard errors over seeds"
+    return f"ANIL is {'above' if diff > 0 else 'below'} MAML by more than two standard errors over seeds"
+
+
+def conclusion(runs: dict[tuple[str, str], dict[int, dict[str, Any]]], ablated: list[dict[str, Any]]) -> str:
+    """Whether ANIL matches MAML on HalfCheetahDir under the 2019 setup, once every planned run has finished, and
+    which ablated setting accounts for most of the gap between the two setups (``ablated``: :func:`ablation_rows`)."""
     fam = "HalfCheetahDir"
     seeds = PLANNED[fam]
     per = {m: [runs.get((fam, m), {}).get(s) for s in seeds] for m in METHODS}
@@ -106,12 +117,21 @@ def conclusion(runs: dict[tuple[str, str], dict[int, dict[str, Any]]]) -> str:
                 f"budget and been evaluated; {n_done} have. Reached so far: {reached or 'none started'}.\n")
     out = []
     for label, value in (("final iteration", final_one_step), ("best iteration", lambda i: best_eval(i)["mean"][1])):
-        means = {m: statistics.mean(value(i) for i in done[m]) for m in METHODS}
+        vals = {m: [value(i) for i in done[m]] for m in METHODS}
+        means = {m: statistics.mean(v) for m, v in vals.items()}
         gap = means["anil"] - means["maml"]
-        out.append(f"{label}: ANIL {num(means['anil'])}, MAML {num(means['maml'])} (ANIL − MAML {num(gap, sign=True)})")
+        out.append(f"{label}: ANIL {num(means['anil'])}, MAML {num(means['maml'])} (ANIL − MAML "
+                   f"{num(gap, sign=True)}); {verdict(vals['anil'], vals['maml'])}")
     paper = campaigns.ANIL_PAPER[(fam, "anil")], campaigns.ANIL_PAPER[(fam, "maml")]
-    return (f"**Conclusion ({fam}, {len(seeds)} seeds, 2019 setup):** " + "; ".join(out)
-            + f". The ANIL paper reports ANIL {paper[0]} against MAML {paper[1]}.\n")
+    text = (f"**Conclusion ({fam}, {len(seeds)} seeds, 2019 setup):** " + "; ".join(out)
+            + f". The ANIL paper reports ANIL {paper[0]} against MAML {paper[1]}.")
+    shares = [r for r in ablated if r["share"] is not None]
+    if shares:
+        top = max(shares, key=lambda r: r["share"])
+        text += (f" Of the settings ablated ({', '.join(sorted({r['setting'] for r in shares}))}; seed "
+                 f"{top['seed']}), `{top['setting']}` at the locomotion campaign's value accounts for the largest "
+                 f"share of the gap between the two setups: {num(top['share'], 2)} (the ablation table below).")
+    return text + "\n"
 
 
 def ratio(anil: float | None, maml: float | None) -> float | None:
@@ -119,17 +139,16 @@ def ratio(anil: float | None, maml: float | None) -> float | None:
     return anil / maml if anil is not None and maml is not None and maml > 0 else None
 
 
-def ablation(root: Path, locomotion_root: Path = campaigns.LOCOMOTION_ROOT) -> str:
-    """The ablation (``reproduce.py anil2019 --ablate NAME``, runs under ``root/ablation/NAME/``): ANIL's
-    one-step return with one setting of the 2019 setup at the locomotion campaign's value, as a fraction of the
-    same seed's MAML under the same horizon, beside that fraction under each whole setup; '' when no ablation
-    run exists."""
+def ablation_rows(root: Path, locomotion_root: Path = campaigns.LOCOMOTION_ROOT) -> list[dict[str, Any]]:
+    """One row per ablation run (``reproduce.py anil2019 --ablate NAME``, under ``root/ablation/NAME/``): its
+    one-step return (final, best), ANIL's fraction of the same seed's MAML under the same horizon (the 2019 MAML
+    run; for ``horizon``, the locomotion campaign's), that fraction under each whole setup, and the share of the
+    gap: (2019 − row) / (2019 − locomotion)."""
     family = campaigns.ANIL2019_ABLATION[0]
-    dirs = [(name, root / "ablation" / name) for name in campaigns.ANIL2019_ABLATIONS]
-    found = [(name, collect(d)) for name, d in dirs if d.is_dir()]
+    found = [(name, collect(root / "ablation" / name)) for name in campaigns.ANIL2019_ABLATIONS]
     found = [(name, runs) for name, runs in found if runs]
     if not found:
-        return ""
+        return []
     setup19, loco = collect(root), collect(locomotion_root)
 
     def one_step(runs: dict, method: str, seed: int, final: Any) -> float | None:
@@ -138,35 +157,49 @@ def ablation(root: Path, locomotion_root: Path = campaigns.LOCOMOTION_ROOT) -> s
         return got["mean"][1] if isinstance(got, dict) else got
 
     loco_final = final_eval
-    lines = [f"**Ablation ({family}, one seed).** Each row is the 2019 setup with one setting at the locomotion "
-             "campaign's value (`python experiments/reproduce.py anil2019 --ablate SETTING`). ANIL's return after "
-             "one step is given as a fraction of the same seed's MAML under the same horizon (the 2019 MAML run; "
-             "for `horizon`, the locomotion campaign's), beside that fraction under the whole 2019 setup and the "
-             "whole locomotion setup. The share of the gap is (2019 − row) / (2019 − locomotion) on that fraction: "
-             "1 means the setting alone takes ANIL from the 2019 fraction to the locomotion one, 0 that it changes "
-             "nothing.", "",
-             "| setting (locomotion value) | method | seed | one step: final / best (iteration) | ÷ MAML | "
-             "2019 setup: ANIL ÷ MAML | locomotion setup: ANIL ÷ MAML | share of the gap |",
-             "|---|---|---|---|---|---|---|---|"]
+    rows = []
     for name, runs in found:
-        setting = " ".join(f"`{o}`" for o in campaigns.ANIL2019_ABLATIONS[name])
         for (_, meth), per in sorted(runs.items()):
             for seed, info in sorted(per.items()):
                 final, best = final_one_step(info), best_eval(info)
                 r19 = ratio(one_step(setup19, "anil", seed, final_one_step),
                             one_step(setup19, "maml", seed, final_one_step))
                 r20 = ratio(one_step(loco, "anil", seed, loco_final), one_step(loco, "maml", seed, loco_final))
-                if final is None or best is None:
-                    cell, r, share = f"in flight ({info['done']}/{info['budget']})", None, None
-                else:
-                    cell = f"{num(final)} / {num(best['mean'][1])} ({best['iteration']})"
+                r = share = None
+                if final is not None and best is not None and meth == "anil":
                     maml = (one_step(loco, "maml", seed, loco_final) if name == "horizon"
                             else one_step(setup19, "maml", seed, final_one_step))
-                    r = ratio(final, maml) if meth == "anil" else None
+                    r = ratio(final, maml)
                     share = ((r19 - r) / (r19 - r20) if None not in (r, r19, r20) and abs(r19 - r20) > 1e-9
                              else None)
-                lines.append(f"| {name} ({setting}) | {meth.upper()} | {seed} | {cell} | "
-                             + " | ".join("–" if v is None else num(v, 2) for v in (r, r19, r20, share)) + " |")
+                rows.append({"setting": name, "method": meth, "seed": seed, "info": info, "final": final,
+                             "best": best, "ratio": r, "ratio_2019": r19, "ratio_locomotion": r20, "share": share})
+    return rows
+
+
+def ablation(rows: list[dict[str, Any]]) -> str:
+    """The ablation table of :func:`ablation_rows`; '' when there is no ablation run."""
+    if not rows:
+        return ""
+    lines = [f"**Ablation ({campaigns.ANIL2019_ABLATION[0]}, one seed).** Each row is the 2019 setup with one "
+             "setting at the locomotion campaign's value (`python experiments/reproduce.py anil2019 --ablate "
+             "SETTING`). ANIL's return after one step is given as a fraction of the same seed's MAML under the same "
+             "horizon (the 2019 MAML run; for `horizon`, the locomotion campaign's), beside that fraction under the "
+             "whole 2019 setup and the whole locomotion setup. The share of the gap is (2019 − row) / (2019 − "
+             "locomotion) on that fraction: 1 means the setting alone takes ANIL from the 2019 fraction to the "
+             "locomotion one, 0 that it changes nothing.", "",
+             "| setting (locomotion value) | method | seed | one step: final / best (iteration) | ÷ MAML | "
+             "2019 setup: ANIL ÷ MAML | locomotion setup: ANIL ÷ MAML | share of the gap |",
+             "|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        setting = " ".join(f"`{o}`" for o in campaigns.ANIL2019_ABLATIONS[row["setting"]])
+        info, best = row["info"], row["best"]
+        cell = (f"in flight ({info['done']}/{info['budget']})" if row["final"] is None or best is None
+                else f"{num(row['final'])} / {num(best['mean'][1])} ({best['iteration']})")
+        lines.append(f"| {row['setting']} ({setting}) | {row['method'].upper()} | {row['seed']} | {cell} | "
+                     + " | ".join("–" if v is None else num(v, 2)
+                                  for v in (row["ratio"], row["ratio_2019"], row["ratio_locomotion"], row["share"]))
+                     + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -180,13 +213,13 @@ SETUP = ("The setup the ANIL paper inherited from the MAML authors (`experiments
 
 def section(root: Path) -> str:
     runs, rel = collect(root), relative_root(root)
+    ablated = ablation_rows(root)
     parts = [BEGIN, "", "```sh", "python experiments/reproduce.py anil2019       # trains, resumes, evaluates both "
              "protocols, analyses", "python experiments/anil2019_report.py         # this section only, from the "
-             "committed artifacts", "```", "", SETUP, "", conclusion(runs), protocols(runs), tables(runs, rel)]
+             "committed artifacts", "```", "", SETUP, "", conclusion(runs, ablated), protocols(runs), tables(runs, rel)]
     parts.append(feature_reuse(runs))
-    abl = ablation(root)
-    if abl:
-        parts.append(abl)
+    if ablated:
+        parts.append(ablation(ablated))
     split = by_direction(runs, "HalfCheetahDir")
     if split:
         parts.append(split)

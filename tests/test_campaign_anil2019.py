@@ -62,7 +62,7 @@ def test_a_tiny_ablation_run_is_trained_evaluated_and_tabulated_beside_both_setu
     reproduce.cmd_anil2019(args(tmp_path, iterations=1, set=list(TINY), families=["HalfCheetahDir"], seeds=[1],
                                 eval_tasks=40))
     loco = tmp_path / "loco"  # no locomotion runs here: its column stays empty
-    text = anil2019_report.ablation(tmp_path, locomotion_root=loco)
+    text = anil2019_report.ablation(anil2019_report.ablation_rows(tmp_path, locomotion_root=loco))
     (row,) = [line for line in text.splitlines() if line.startswith("| action_scale")]
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[0] == "action_scale (`env.kwargs.action_scale=0.1`)" and cells[1:3] == ["ANIL", "1"]
@@ -70,7 +70,7 @@ def test_a_tiny_ablation_run_is_trained_evaluated_and_tabulated_beside_both_setu
     maml = anil2019_report.final_one_step(anil2019_report.collect(tmp_path)[("HalfCheetahDir", "maml")][1])
     assert cells[4] == ("–" if maml <= 0 else f"{final / maml:.2f}".replace("-", "−"))
     assert cells[6:] == ["–", "–"]  # no locomotion setup, no share of the gap
-    assert anil2019_report.ablation(tmp_path / "none") == ""
+    assert anil2019_report.ablation_rows(tmp_path / "none") == [] and anil2019_report.ablation([]) == ""
 
 
 def test_the_share_of_the_gap_is_measured_on_the_anil_to_maml_fraction():
@@ -91,7 +91,34 @@ def test_the_ablation_row_divides_by_maml_under_the_same_horizon(tmp_path, monke
     monkeypatch.setattr(anil2019_report, "final_one_step", lambda info: info["one"])
     monkeypatch.setattr(anil2019_report, "best_eval", lambda info: {"mean": [0.0, info["one"] + 1], "iteration": 7})
     monkeypatch.setattr(anil2019_report, "final_eval", lambda info: {"mean": [0.0, info["one"]]})
-    (row,) = [r for r in anil2019_report.ablation(tmp_path, loco).splitlines() if r.startswith(f"| {name}")]
+    rows = anil2019_report.ablation_rows(tmp_path, loco)
+    (row,) = [r for r in anil2019_report.ablation(rows).splitlines() if r.startswith(f"| {name}")]
     cells = [c.strip() for c in row.strip("|").split("|")]
     # 2019: 380 / 400 = 0.95; locomotion: 100 / 250 = 0.40; the row over MAML of its horizon (400, or 250)
     assert cells[3:] == ["200.0 / 201.0 (7)", fraction, "0.95", "0.40", share]
+
+
+def test_the_verdict_weighs_the_difference_against_two_standard_errors_over_seeds():
+    # means 300 and 310, sample variances 100 and 100 over 3 seeds: se = sqrt(200 / 3) = 8.16, 2 se = 16.3
+    assert anil2019_report.verdict([290.0, 300.0, 310.0], [300.0, 310.0, 320.0]).startswith("ANIL matches MAML")
+    assert anil2019_report.verdict([100.0, 110.0, 120.0], [300.0, 310.0, 320.0]).startswith("ANIL is below MAML")
+    assert anil2019_report.verdict([400.0, 410.0, 420.0], [300.0, 310.0, 320.0]).startswith("ANIL is above MAML")
+
+
+def test_the_conclusion_names_the_ablated_setting_with_the_largest_share(monkeypatch):
+    fam = "HalfCheetahDir"
+    def seeds(*returns):
+        return {s: {"one": v, "done": 500, "budget": 500} for s, v in zip((1, 2, 3), returns, strict=True)}
+
+    runs = {(fam, "maml"): seeds(380.0, 390.0, 400.0), (fam, "anil"): seeds(340.0, 330.0, 350.0)}
+    monkeypatch.setattr(anil2019_report, "final_one_step", lambda info: info["one"])
+    monkeypatch.setattr(anil2019_report, "best_eval", lambda info: {"mean": [0.0, info["one"]], "iteration": 7})
+    rows = [{"setting": "action_scale", "seed": 1, "share": 0.8}, {"setting": "width", "seed": 1, "share": 0.1},
+            {"setting": "horizon", "seed": 1, "share": None}]
+    text = anil2019_report.conclusion(runs, rows)
+    assert "final iteration: ANIL 340.0, MAML 390.0 (ANIL − MAML −50.0); ANIL is below MAML" in text
+    assert "Of the settings ablated (action_scale, width; seed 1), `action_scale` at the locomotion campaign's " \
+           "value accounts for the largest share of the gap between the two setups: 0.80" in text
+    assert "Of the settings" not in anil2019_report.conclusion(runs, [])
+    del runs[(fam, "anil")][3]
+    assert anil2019_report.conclusion(runs, rows).startswith("**Conclusion: pending.**")
