@@ -225,20 +225,26 @@ def learned_paragraph(rules: dict[str, list[dict[str, Any]]], rows: dict[tuple[s
     """One paragraph on what the rules learned, each clause from the finished runs' checkpoints (``rules``,
     :func:`learned_rules`) and curves (``rows``) that exist (none: nothing)."""
     said = []
-    lstm = [r for r in rules.get("lstm", []) if r["family"] == family]
+    lstm = sorted((r for r in rules.get("lstm", []) if r["family"] == family), key=lambda r: r["seed"])
     if lstm:
         big = [i for i, m in enumerate(lstm[0]["magnitude"]) if m >= 0.1]
-        ratios = [statistics.mean(r[f"first_{sign}"][i] for r in lstm) for i in big for sign in ("pos", "neg")]
+        ratios = [r[f"first_{sign}"][i] for r in lstm for i in big for sign in ("pos", "neg")]
+        seeds = " / ".join(str(r["seed"]) for r in lstm)
+        which = f"seed{'s' if len(lstm) > 1 else ''} {seeds}"
         clause = (f"the LSTM optimizer's first step is {g3(min(ratios))}–{g3(max(ratios))} × the plain step for "
-                  f"|g| ≥ 0.1, plus a drift of {g3(statistics.mean(r['first_zero'] for r in lstm))} per coordinate "
-                  "that dominates for smaller gradients")
-        done = [c for c in rows.get((family, "lstm"), {}).values() if isinstance(c, list)]
-        if done and len(done[0]) > 2:
-            one = statistics.mean(c[1] for c in done)
-            later = [statistics.mean(c[k] for c in done) for k in range(2, len(done[0]))]
-            clause += (f"; meta-trained through one inner step only, it gives {num(one)} after one step and "
-                       f"{num(min(later))} to {num(max(later))} after 2–{len(done[0]) - 1}")
-        said.append(clause + f" ({len(lstm)} seed{'s' if len(lstm) > 1 else ''})")
+                  f"|g| ≥ 0.1, plus a drift of {' / '.join(g3(r['first_zero']) for r in lstm)} per coordinate "
+                  f"({which}) that dominates for smaller gradients")
+        curves_by_seed = rows.get((family, "lstm"), {})
+        done = [(r["seed"], curves_by_seed.get(r["seed"])) for r in lstm]
+        done = [(seed, c) for seed, c in done if isinstance(c, list) and len(c) > 2]
+        if done:
+            later = [c[k] for _, c in done for k in range(2, len(c))]
+            clause += (f"; meta-trained through one inner step only, it gives "
+                       f"{' / '.join(num(c[1]) for _, c in done)} after one step (from "
+                       f"{' / '.join(num(c[0]) for _, c in done)} before adaptation; seed"
+                       f"{'s' if len(done) > 1 else ''} {' / '.join(str(seed) for seed, _ in done)}) and "
+                       f"{num(min(later))} to {num(max(later))} after 2–{len(done[0][1]) - 1}")
+        said.append(clause)
     for method, how in (("blur", "the meta-gradient"), ("blur_cma", "CMA-ES")):
         runs = [r for r in rules.get(method, []) if r["family"] == family]
         if runs:
@@ -261,27 +267,26 @@ def learned_paragraph(rules: dict[str, list[dict[str, Any]]], rows: dict[tuple[s
 
 
 def learned_table(rules: dict[str, list[dict[str, Any]]]) -> list[str]:
-    """:func:`learned_rules` as text: the LSTM's step per gradient magnitude, BLUR's genome distance, Meta-SGD's
-    step sizes, each averaged over the finished seeds (none: nothing)."""
+    """:func:`learned_rules` as text: the LSTM's step per gradient magnitude and BLUR's genome distance per seed,
+    Meta-SGD's step sizes averaged over the finished seeds (none: nothing)."""
     lines: list[str] = []
     if "lstm" in rules:
-        runs = rules["lstm"]
+        runs = sorted(rules["lstm"], key=lambda r: r["seed"])
         mags = runs[0]["magnitude"]
         lines += ["", "What the LSTM optimizer learned: its step as a multiple of the plain step (algo.inner_lr × "
                   "g) for a coordinate whose gradient is g, at its first and second inner step (the same g "
-                  f"twice, state carried), mean over {len(runs)} seed{'s' if len(runs) > 1 else ''}; 1.0 is SGD.",
-                  "", "| step | sign | " + " | ".join(f"|g| = {m:g}" for m in mags) + " |",
-                  "|---|---|" + "---|" * len(mags)]
-        for step in ("first", "second"):
-            for sign in ("pos", "neg"):
-                vals = [statistics.mean(r[f"{step}_{sign}"][i] for r in runs) for i in range(len(mags))]
-                lines.append(f"| {step} | g {'>' if sign == 'pos' else '<'} 0 | " +
-                             " | ".join(g3(v) for v in vals) + " |")
-        zero = [statistics.mean(r[f"{step}_zero"] for r in runs) for step in ("first", "second")]
-        lines += ["", f"With a zero gradient its step is {g3(zero[0])} at the first inner step and {g3(zero[1])} at "
-                  "the second, in parameter units (a coordinate moves by minus its step): a drift it adds to every "
-                  f"coordinate whatever the gradient, beside which the plain step algo.inner_lr × |g| = "
-                  f"{runs[0]['inner_lr']:g} × |g| is small for small |g|; hence the large multiples there."]
+                  "twice, state carried), per seed; 1.0 is SGD. The last column is its step for g = 0, in parameter "
+                  "units (a coordinate moves by minus its step): a drift it adds to every coordinate whatever the "
+                  f"gradient, beside which the plain step algo.inner_lr × |g| = {runs[0]['inner_lr']:g} × |g| is "
+                  "small for small |g|; hence the large multiples there.",
+                  "", "| seed | step | sign | " + " | ".join(f"|g| = {m:g}" for m in mags) + " | step at g = 0 |",
+                  "|---|---|---|" + "---|" * (len(mags) + 1)]
+        for r in runs:
+            for step in ("first", "second"):
+                for sign in ("pos", "neg"):
+                    zero = g3(r[f"{step}_zero"]) if sign == "pos" else ""
+                    lines.append(f"| {r['seed']} | {step} | g {'>' if sign == 'pos' else '<'} 0 | " +
+                                 " | ".join(g3(v) for v in r[f"{step}_{sign}"]) + f" | {zero} |")
     for method in ("blur", "blur_cma"):
         if method in rules:
             runs = rules[method]

@@ -174,18 +174,19 @@ def test_the_halfcheetahvel_stage_adds_its_rows_and_learning_curves(tmp_path):
 
 
 def test_the_paragraph_on_what_the_rules_learned_reads_the_checkpoints_summaries():
-    rules = {"lstm": [{"family": "Navigation2D", "magnitude": [0.01, 0.1, 1.0], "first_pos": [-7.0, 0.2, 0.9],
-                       "first_neg": [14.0, 2.4, 1.1], "first_zero": -0.01},
-                      {"family": "Navigation2D", "magnitude": [0.01, 0.1, 1.0], "first_pos": [-5.0, 0.4, 0.9],
-                       "first_neg": [10.0, 2.2, 1.3], "first_zero": -0.03}],
+    rules = {"lstm": [{"family": "Navigation2D", "seed": 2, "magnitude": [0.01, 0.1, 1.0],
+                       "first_pos": [-5.0, 0.4, 0.9], "first_neg": [10.0, 2.2, 1.3], "first_zero": 0.03},
+                      {"family": "Navigation2D", "seed": 1, "magnitude": [0.01, 0.1, 1.0],
+                       "first_pos": [-7.0, 0.2, 0.9], "first_neg": [14.0, 2.4, 1.1], "first_zero": -0.01}],
              "blur": [{"family": "Navigation2D", "distance": 0.5, "parts": {"hebbian": 0.4, "inject": 0.3}}],
              "meta_sgd": [{"family": "Navigation2D", "median_step": {"body.0.weight": 0.9, "head.weight": 1.1,
                                                                        "head.bias": 4.0}}]}
-    rows = {("Navigation2D", "lstm"): {1: [-38.0, -13.0, -90.0, -100.0], 2: [-38.0, -15.0, -110.0, -120.0]}}
+    rows = {("Navigation2D", "lstm"): {1: [-38.0, -13.0, -90.0, -100.0], 2: [-460.0, -35.0, -110.0, -120.0]}}
     (line,) = [ln for ln in rules_report.learned_paragraph(rules, rows) if ln]
-    assert "first step is 0.3–2.3 × the plain step for |g| ≥ 0.1" in line  # means over seeds, |g| >= 0.1 only
-    assert "a drift of −0.02 per coordinate" in line
-    assert "it gives −14.0 after one step and −110.0 to −100.0 after 2–3 (2 seeds)" in line
+    assert "first step is 0.2–2.4 × the plain step for |g| ≥ 0.1" in line  # over every seed, |g| >= 0.1 only
+    assert "a drift of −0.01 / 0.03 per coordinate (seeds 1 / 2)" in line  # per seed, in seed order
+    assert "it gives −13.0 / −35.0 after one step (from −38.0 / −460.0 before adaptation; seeds 1 / 2) and " \
+           "−120.0 to −90.0 after 2–3" in line
     assert "BLUR's genome under the meta-gradient ended 0.5 from the gradient genome (1 seed), most of it in its " \
            "hebbian part" in line
     assert "Meta-SGD's median step sizes stay at 0.9–1.1 × algo.inner_lr on the weight matrices and reach 4 × on " \
@@ -257,3 +258,16 @@ def test_one_command_runs_navigation2d_then_the_halfcheetahvel_stage_on_its_best
     reproduce.cmd_rules(args(tmp_path, family=None, methods=None, seeds=None, iterations=None))
     assert [s[0] for s in stages] == ["Navigation2D"]
     assert "HalfCheetahVel: not started: not finished and evaluated: lstm seed 2" in capsys.readouterr().out
+
+
+def test_the_lstm_table_gives_each_seed_its_own_rows_with_its_drift():
+    def probe(seed, scale):
+        return {"family": "Navigation2D", "seed": seed, "magnitude": [0.1, 1.0], "inner_lr": 0.1,
+                **{f"{step}_{sign}": [scale, 2 * scale] for step in ("first", "second") for sign in ("pos", "neg")},
+                "first_zero": -0.01 * scale, "second_zero": -0.02 * scale}
+
+    lines = rules_report.learned_table({"lstm": [probe(2, 3.0), probe(1, 1.0)]})
+    rows = [ln for ln in lines if ln.startswith("| 1 |") or ln.startswith("| 2 |")]
+    assert len(rows) == 8 and rows[0].startswith("| 1 | first | g > 0 |")  # seed order, 2 steps x 2 signs each
+    assert rows[0] == "| 1 | first | g > 0 | 1 | 2 | −0.01 |" and rows[1] == "| 1 | first | g < 0 | 1 | 2 |  |"
+    assert rows[6] == "| 2 | second | g > 0 | 3 | 6 | −0.06 |"
