@@ -151,11 +151,17 @@ __all__ = ["ANIL_PAPER", "CONFIGS", "FAMILY_CONFIGS", "LOCOMOTION", "LOCOMOTION_
            "METHOD_LABELS", "config_for", "main", "outer_report"]
 
 
+def anil_jobs(args: argparse.Namespace) -> list[tuple[Any, Path]]:
+    """MAML and ANIL on each family, every seed."""
+    root = Path(args.root)
+    return [(config_for(f, m, s, args.iterations, args.set), root / run_name(f, m, s))
+            for f in args.families for m in ("maml", "anil") for s in args.seeds]
+
+
 def cmd_anil(args: argparse.Namespace) -> None:
     """MAML and ANIL, three seeds each: train (resuming), evaluate one inner step, write ``ROOT/anil_table.md``."""
     root = Path(args.root)
-    jobs = [(config_for(f, m, s, args.iterations, args.set), root / run_name(f, m, s))
-            for f in args.families for m in ("maml", "anil") for s in args.seeds]
+    jobs = anil_jobs(args)
     if not args.no_estimate:
         print_plan(jobs)
     for cfg, run_dir in jobs:
@@ -173,26 +179,40 @@ def cmd_anil(args: argparse.Namespace) -> None:
     print(text + f"wrote {out}")
 
 
+def outer_jobs(args: argparse.Namespace) -> list[tuple[Any, Path]]:
+    """Each outer loop (method) on each family, seed-major."""
+    root = Path(args.root)
+    return [(config_for(f, m, s, args.iterations, args.set), root / run_name(f, m, s))
+            for s in args.seeds for f in args.families for m in args.methods]
+
+
 def cmd_outer(args: argparse.Namespace) -> None:
     """Outer loops side by side: train (resuming), evaluate 0..3 steps, write ``ROOT/outer_table.md``
     (with ``--report-only``: only the table, from the artifacts already there)."""
     root = Path(args.root)
     if not args.report_only:
-        jobs = [(config_for(f, m, s, args.iterations, args.set), root / run_name(f, m, s))
-                for s in args.seeds for f in args.families for m in args.methods]
-        train_and_evaluate(args, jobs, steps=3)
+        train_and_evaluate(args, outer_jobs(args), steps=3)
     text = outer_report(root, args.eval_tasks, args.eval_seed)
     out = root / "outer_table.md"
     out.write_text(text)
     print(text + f"wrote {out}")
 
 
+MAML_BASELINES = ["maml", "pretrained", "random", "oracle"]
+
+
+def maml_jobs(args: argparse.Namespace) -> list[tuple[Any, Path]]:
+    """MAML-TRPO and the baselines of Finn et al. on one family, every seed."""
+    root = Path(args.root)
+    return [(config_for(args.family, m, s, args.iterations, args.set), root / run_name(args.family, m, s))
+            for m in MAML_BASELINES for s in args.seeds]
+
+
 def cmd_maml(args: argparse.Namespace) -> None:
     """MAML-TRPO and the baselines of Finn et al. on one family: train, evaluate 0..3 steps, table and figure."""
     root = Path(args.root)
-    methods = ["maml", "pretrained", "random", "oracle"]
-    jobs = [(config_for(args.family, m, s, args.iterations, args.set), root / run_name(args.family, m, s))
-            for m in methods for s in args.seeds]
+    methods = MAML_BASELINES
+    jobs = maml_jobs(args)
     if not args.no_estimate:
         print_plan(jobs)
     for cfg, run_dir in jobs:
@@ -475,8 +495,9 @@ def cmd_metaworld(args: argparse.Namespace) -> None:
     write_report(metaworld_report, Path(args.root))
 
 
-JOBS = {"locomotion": locomotion_jobs, "depth": depth_jobs, "anil2019": anil2019_jobs, "cavia": cavia_jobs,
-        "rules": rules_status_jobs, "rl2": rl2_jobs, "metaworld": metaworld_jobs}  # campaigns with --status
+JOBS = {"anil": anil_jobs, "maml": maml_jobs, "outer": outer_jobs, "locomotion": locomotion_jobs, "depth": depth_jobs,
+        "anil2019": anil2019_jobs, "cavia": cavia_jobs, "rules": rules_status_jobs, "rl2": rl2_jobs,
+        "metaworld": metaworld_jobs}  # every subcommand's runs, for --status
 
 
 def recent_pace(run_dir: Path, last: int = 20) -> float | None:

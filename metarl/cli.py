@@ -253,9 +253,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--protocol", metavar="NAME",
                    help="a registered evaluation (metarl.evaluations.EVALUATIONS): adaptation, the curve over "
                         "--steps on sampled tasks; metaworld, Meta-World's protocol over every test task (10 "
-                        "adaptation episodes, one step, 3 evaluation episodes; success rate); shots; analysis; or "
-                        "one a --module file registers. Default: the family's own (metaworld for the Meta-World "
-                        "families), else adaptation")
+                        "adaptation episodes, one step, 3 evaluation episodes; success rate); shots; analysis; "
+                        "transfer, a learned rule on another task distribution of the family against the plain "
+                        "step; trials, RL²'s return over the episodes of a trial; or one a --module file registers. "
+                        "Default: the family's own (metaworld for the Meta-World families), else adaptation "
+                        "(trials for RL²)")
 
     p = add("analyze", "per-layer representation change (CKA/CCA) and the layer-freezing ablation")
     p.add_argument("run_dir", help="a run directory written by metarl train")

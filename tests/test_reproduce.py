@@ -298,3 +298,12 @@ def test_outer_report_is_a_function_of_the_artifacts_with_kept_budgets_and_runs_
     assert script.main(["outer", "--report-only", "--root", str(tmp_path)]) == 0
     assert (tmp_path / "outer_table.md").read_text() == text
     assert not list(tmp_path.glob("*/scalars.csv")), "nothing was trained"
+
+
+@pytest.mark.parametrize("which", ["anil", "maml", "outer", "locomotion", "depth", "metaworld", "anil2019", "cavia",
+                                   "rules", "rl2"])
+def test_every_subcommand_lists_its_runs_with_status_and_writes_nothing(tmp_path, capsys, which):
+    assert load_script().main([which, "--root", str(tmp_path / "runs"), "--status"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[-1].endswith(" runs)") and " not started" in out[-1]
+    assert not (tmp_path / "runs").exists()
