@@ -113,8 +113,16 @@ def conclusion(runs: dict[tuple[str, str], dict[int, dict[str, Any]]], ablated: 
     if n_done < n_all:
         reached = ", ".join(f"{m.upper()} seed {s} at {i['done']}/{i['budget']}" for m, infos in per.items()
                             for s, i in zip(seeds, infos, strict=True) if i is not None)
+        paired = [(s, a, m) for s, a, m in zip(seeds, per["anil"], per["maml"], strict=True)
+                  if a in done["anil"] and m in done["maml"]]
+        so_far = ""
+        for s, a, m in paired:
+            anil, maml = final_one_step(a), final_one_step(m)
+            r = ratio(anil, maml)
+            so_far += (f" Seed {s}, both finished: ANIL {num(anil)}, MAML {num(maml)} after one step at the final "
+                       f"iteration (ANIL ÷ MAML {'–' if r is None else num(r, 2)}).")
         return (f"**Conclusion: pending.** The comparison is drawn when all {n_all} {fam} runs have finished their "
-                f"budget and been evaluated; {n_done} have. Reached so far: {reached or 'none started'}.\n")
+                f"budget and been evaluated; {n_done} have. Reached so far: {reached or 'none started'}.{so_far}\n")
     out = []
     for label, value in (("final iteration", final_one_step), ("best iteration", lambda i: best_eval(i)["mean"][1])):
         vals = {m: [value(i) for i in done[m]] for m in METHODS}

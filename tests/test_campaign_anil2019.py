@@ -122,3 +122,17 @@ def test_the_conclusion_names_the_ablated_setting_with_the_largest_share(monkeyp
     assert "Of the settings" not in anil2019_report.conclusion(runs, [])
     del runs[(fam, "anil")][3]
     assert anil2019_report.conclusion(runs, rows).startswith("**Conclusion: pending.**")
+
+
+def test_the_pending_conclusion_gives_each_seed_both_methods_finished(monkeypatch):
+    fam = "HalfCheetahDir"
+    done = {"done": 500, "budget": 500}
+    runs = {(fam, "maml"): {1: {"one": 380.0, **done}, 2: {"one": None, "done": 10, "budget": 500}},
+            (fam, "anil"): {1: {"one": 361.0, **done}}}
+    monkeypatch.setattr(anil2019_report, "final_one_step", lambda info: info["one"])
+    monkeypatch.setattr(anil2019_report, "best_eval",
+                        lambda info: None if info["one"] is None else {"mean": [0.0, info["one"]], "iteration": 7})
+    text = anil2019_report.conclusion(runs, [])
+    assert text.startswith("**Conclusion: pending.**") and "2 have" in text
+    assert "Seed 1, both finished: ANIL 361.0, MAML 380.0 after one step at the final iteration (ANIL ÷ MAML " \
+           "0.95)." in text and "Seed 2, both" not in text
