@@ -152,24 +152,40 @@ def tables(runs: dict[tuple[str, str], dict[int, dict[str, Any]]], root_rel: str
            "their budget (the interquartile mean too from 5 seeds on). Step 0 is the meta-policy "
            "before adaptation (no inner loop).", "", *lines, ""]
     out.append("Per-run state (iteration reached of the budget; training returns are the last logged "
-               "iteration's, on that iteration's 40 training tasks):")
+               "iteration's, on that iteration's 40 training tasks; the meta-policy's mean log-std and the inner "
+               "step's norm, mean over tasks, are means over the last 50 logged iterations, – where the run did "
+               "not log them):")
     out.append("")
-    out.append("| run | iterations | last pre-adapt (train) | last post-adapt (train) | evaluated at |")
-    out.append("|---|---|---|---|---|")
+    out.append("| run | iterations | last pre-adapt (train) | last post-adapt (train) | log-std | inner step norm "
+               "| evaluated at |")
+    out.append("|---|---|---|---|---|---|---|")
+    for name, info in status:
+        last_pre, last_post = (num(v) if v is not None else "–" for v in last_logged(
+            info, ("returns/pre_adapt", "returns/post_adapt"), 1))
+        log_std, step = (f"{v:.2f}".replace("-", "−") if v is not None else "–" for v in last_logged(
+            info, ("policy/log_std_mean", "adapt/step_norm"), 50))
+        at = ", ".join(str(i) for i in evaluated_at(info)) or "–"
+        out.append(f"| `{root_rel}/{name}` | {info['done']}/{info['budget']} | {last_pre} | {last_post} | {log_std} "
+                   f"| {step} | {at} |")
+    return "\n".join(out) + "\n"
+
+
+def last_logged(info: dict[str, Any], tags: tuple[str, ...], last: int) -> list[float | None]:
+    """Each tag's mean over the run's last ``last`` logged iterations before its checkpoint (rows past it are
+    replayed on resume); None for a tag the run did not log (or with nothing logged yet)."""
     from metarl import scalars
 
-    for name, info in status:
+    out: list[float | None] = []
+    for tag in tags:
         try:
-            curves = scalars.read(info["dir"], ["returns/pre_adapt", "returns/post_adapt"])
-            it, pre = curves["returns/pre_adapt"]
-            keep = it < info["done"]  # rows past the checkpoint are replayed on resume
-            last_pre = num(float(pre[keep][-1])) if keep.any() else "–"
-            last_post = num(float(curves["returns/post_adapt"][1][keep][-1])) if keep.any() else "–"
+            it, values = scalars.read(info["dir"], [tag])[tag]
         except (ValueError, FileNotFoundError):
-            last_pre = last_post = "–"
-        at = ", ".join(str(i) for i in evaluated_at(info)) or "–"
-        out.append(f"| `{root_rel}/{name}` | {info['done']}/{info['budget']} | {last_pre} | {last_post} | {at} |")
-    return "\n".join(out) + "\n"
+            out.append(None)
+            continue
+        kept = values[it < info["done"]][-last:]
+        kept = kept[kept == kept]  # NaN where an older header lacked the tag
+        out.append(float(kept.mean()) if len(kept) else None)
+    return out
 
 
 def evaluated_at(info: dict[str, Any]) -> list[int]:

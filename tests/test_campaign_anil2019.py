@@ -136,3 +136,17 @@ def test_the_pending_conclusion_gives_each_seed_both_methods_finished(monkeypatc
     assert text.startswith("**Conclusion: pending.**") and "2 have" in text
     assert "Seed 1, both finished: ANIL 361.0, MAML 380.0 after one step at the final iteration (ANIL ÷ MAML " \
            "0.95)." in text and "Seed 2, both" not in text
+
+
+def test_the_state_table_means_the_last_logged_iterations_before_the_checkpoint(tmp_path):
+    from experiments.locomotion_report import last_logged
+    from metarl import scalars
+
+    w = scalars.ScalarsCSV(tmp_path)
+    for it in range(8):  # iterations 6 and 7 lie past the checkpoint at 6: replayed on resume, not counted
+        w.append(it, {"policy/log_std_mean": -0.1 * it, "adapt/step_norm": float("nan") if it < 3 else 0.2})
+    w.close()
+    info = {"dir": tmp_path, "done": 6}
+    log_std, step, missing = last_logged(info, ("policy/log_std_mean", "adapt/step_norm", "nope"), 3)
+    assert log_std == pytest.approx(-0.4) and step == pytest.approx(0.2) and missing is None  # its 3..5
+    assert last_logged({"dir": tmp_path / "none", "done": 6}, ("adapt/step_norm",), 3) == [None]
