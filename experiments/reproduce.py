@@ -12,6 +12,7 @@
     python experiments/reproduce.py rules [--family Navigation2D|HalfCheetahVel] [--methods ...]  # default: both
     python experiments/reproduce.py rl2 [--iterations 150] [--families Navigation2D HalfCheetahVel]
                                         [--benchmark [ML1-reach]]
+    python experiments/reproduce.py status       # every released campaign's --status
 
 ``cavia``: CAVIA (``experiments/configs/cavia/``) beside MAML and ANIL on
 Navigation2D (3 seeds), then CAVIA on HalfCheetahVel (1 seed, 500
@@ -520,6 +521,9 @@ def duration(seconds: float) -> str:
     return f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
 
 
+RELEASED = ("locomotion", "anil2019", "cavia", "rules", "rl2", "outer", "depth", "metaworld")  # runs under results/
+
+
 def status(jobs: list[tuple[Any, Path]]) -> None:
     """Where each of the campaign's runs stands, from its run directory alone (nothing trained or written):
     finished, in flight at the iteration of its latest checkpoint (with the training time it has left at its
@@ -629,7 +633,14 @@ def main(argv: list[str] | None = None) -> int:
     mw = sub.choices["metaworld"]
     mw.add_argument("--benchmarks", nargs="+", default=list(METAWORLD), choices=METAWORLD)
     mw.add_argument("--ml10-iterations", type=int, default=10, help="meta-iterations of the ML10 run")
+    sub.add_parser("status", help="where every released campaign stands (each one's --status, with its default "
+                                  "arguments): nothing is trained or written")
     args = p.parse_args(argv)
+    if args.which == "status":
+        for name in RELEASED:
+            print(f"{name} ({ROOTS[name]}):")
+            status(JOBS[name](p.parse_args([name])))
+        return 0
     if getattr(args, "ml10_iterations", 1) < 1:
         p.error(f"--ml10-iterations must be >= 1, got {args.ml10_iterations}")
     if args.which == "rules" and args.family and not getattr(args, "status", False):

@@ -307,3 +307,12 @@ def test_every_subcommand_lists_its_runs_with_status_and_writes_nothing(tmp_path
     out = capsys.readouterr().out.splitlines()
     assert out[-1].endswith(" runs)") and " not started" in out[-1]
     assert not (tmp_path / "runs").exists()
+
+
+def test_status_alone_lists_every_released_campaign(capsys):
+    module = load_script()
+    assert module.main(["status"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    headers = [line for line in out if not line.startswith(" ") and line.endswith("):")]
+    assert headers == [f"{name} ({module.ROOTS[name]}):" for name in module.RELEASED]
+    assert sum(line.endswith(" runs)") for line in out) == len(module.RELEASED)
