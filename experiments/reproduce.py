@@ -212,14 +212,13 @@ def maml_jobs(args: argparse.Namespace) -> list[tuple[Any, Path]]:
 def cmd_maml(args: argparse.Namespace) -> None:
     """MAML-TRPO and the baselines of Finn et al. on one family: train, evaluate 0..3 steps, table and figure."""
     root = Path(args.root)
-    methods = MAML_BASELINES
     jobs = maml_jobs(args)
     if not args.no_estimate:
         print_plan(jobs)
     for cfg, run_dir in jobs:
         train(cfg, run_dir)
     curves = {}
-    for m in methods:
+    for m in MAML_BASELINES:
         per_seed = [evaluate(root / run_name(args.family, m, s), args.eval_tasks, 3, args.eval_seed)["mean"]
                     for s in args.seeds]
         curves[m] = [statistics.mean(v) for v in zip(*per_seed)]
@@ -273,9 +272,9 @@ def cmd_locomotion(args: argparse.Namespace) -> None:
 def anil2019_jobs(args: argparse.Namespace) -> list[tuple[Any, Path]]:
     """The 2019-setup runs (``experiments/configs/anil2019/``), family by family in :data:`ANIL2019`'s order,
     seed-major within a family."""
-    root = Path(args.root)
     if getattr(args, "ablate", None):
         return anil2019_ablation_jobs(args)
+    root = Path(args.root)
     methods = args.methods or ["maml", "anil"]
     return [(config_for(f, m, s, args.iterations, args.set, ANIL2019_CONFIGS), root / run_name(f, m, s))
             for f in args.families for s in (args.seeds or ANIL2019[f]) for m in methods]
@@ -566,11 +565,9 @@ def main(argv: list[str] | None = None) -> int:
         s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="extra config override for every run, e.g. sampler.backend=local")
         s.add_argument("--no-estimate", action="store_true", help="skip the runtime estimate")
-        if name in JOBS:
-            s.add_argument("--status", action="store_true",
-                           help="only print where each run stands (finished, in flight at iteration N with the "
-                                "training time it has left at its recent pace, not started); nothing is trained or "
-                                "written")
+        s.add_argument("--status", action="store_true",
+                       help="only print where each run stands (finished, in flight at iteration N with the training "
+                            "time it has left at its recent pace, not started); nothing is trained or written")
         if name in ("locomotion", "outer", "depth", "anil2019", "cavia", "rules", "rl2"):
             s.add_argument("--parallel", type=int, default=1, metavar="N",
                            help="train N runs at a time as Ray tasks on this machine (each reserves sampler.workers "
