@@ -231,7 +231,7 @@ def learned_paragraph(rules: dict[str, list[dict[str, Any]]], rows: dict[tuple[s
         ratios = [r[f"first_{sign}"][i] for r in lstm for i in big for sign in ("pos", "neg")]
         seeds = " / ".join(str(r["seed"]) for r in lstm)
         which = f"seed{'s' if len(lstm) > 1 else ''} {seeds}"
-        clause = (f"the LSTM optimizer's first step is {g3(min(ratios))}–{g3(max(ratios))} × the plain step for "
+        clause = (f"the LSTM optimizer's first step is {g3(min(ratios))} to {g3(max(ratios))} × the plain step for "
                   f"|g| ≥ 0.1, plus a drift of {' / '.join(g3(r['first_zero']) for r in lstm)} per coordinate "
                   f"({which}) that dominates for smaller gradients")
         curves_by_seed = rows.get((family, "lstm"), {})

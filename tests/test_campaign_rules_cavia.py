@@ -183,7 +183,7 @@ def test_the_paragraph_on_what_the_rules_learned_reads_the_checkpoints_summaries
                                                                        "head.bias": 4.0}}]}
     rows = {("Navigation2D", "lstm"): {1: [-38.0, -13.0, -90.0, -100.0], 2: [-460.0, -35.0, -110.0, -120.0]}}
     (line,) = [ln for ln in rules_report.learned_paragraph(rules, rows) if ln]
-    assert "first step is 0.2–2.4 × the plain step for |g| ≥ 0.1" in line  # over every seed, |g| >= 0.1 only
+    assert "first step is 0.2 to 2.4 × the plain step for |g| ≥ 0.1" in line  # over every seed, |g| >= 0.1 only
     assert "a drift of −0.01 / 0.03 per coordinate (seeds 1 / 2)" in line  # per seed, in seed order
     assert "it gives −13.0 / −35.0 after one step (from −38.0 / −460.0 before adaptation; seeds 1 / 2) and " \
            "−120.0 to −90.0 after 2–3" in line
