@@ -164,7 +164,6 @@ def ablation_rows(root: Path, locomotion_root: Path = campaigns.LOCOMOTION_ROOT)
         got = final(info) if info is not None else None
         return got["mean"][1] if isinstance(got, dict) else got
 
-    loco_final = final_eval
     rows = []
     for name, runs in found:
         for (_, meth), per in sorted(runs.items()):
@@ -172,10 +171,10 @@ def ablation_rows(root: Path, locomotion_root: Path = campaigns.LOCOMOTION_ROOT)
                 final, best = final_one_step(info), best_eval(info)
                 r19 = ratio(one_step(setup19, "anil", seed, final_one_step),
                             one_step(setup19, "maml", seed, final_one_step))
-                r20 = ratio(one_step(loco, "anil", seed, loco_final), one_step(loco, "maml", seed, loco_final))
+                r20 = ratio(one_step(loco, "anil", seed, final_eval), one_step(loco, "maml", seed, final_eval))
                 r = share = None
                 if final is not None and best is not None and meth == "anil":
-                    maml = (one_step(loco, "maml", seed, loco_final) if name == "horizon"
+                    maml = (one_step(loco, "maml", seed, final_eval) if name == "horizon"
                             else one_step(setup19, "maml", seed, final_one_step))
                     r = ratio(final, maml)
                     share = ((r19 - r) / (r19 - r20) if None not in (r, r19, r20) and abs(r19 - r20) > 1e-9

@@ -171,21 +171,12 @@ def tables(runs: dict[tuple[str, str], dict[int, dict[str, Any]]], root_rel: str
 
 
 def last_logged(info: dict[str, Any], tags: tuple[str, ...], last: int) -> list[float | None]:
-    """Each tag's mean over the run's last ``last`` logged iterations before its checkpoint (rows past it are
-    replayed on resume); None for a tag the run did not log (or with nothing logged yet)."""
+    """Each tag's mean over the run's last ``last`` logged iterations before its checkpoint; None for a tag the
+    run did not log (or with nothing logged yet)."""
     from metarl import scalars
 
-    out: list[float | None] = []
-    for tag in tags:
-        try:
-            it, values = scalars.read(info["dir"], [tag])[tag]
-        except (ValueError, FileNotFoundError):
-            out.append(None)
-            continue
-        kept = values[it < info["done"]][-last:]
-        kept = kept[kept == kept]  # NaN where an older header lacked the tag
-        out.append(float(kept.mean()) if len(kept) else None)
-    return out
+    kept = [scalars.last_values(info["dir"], tag, last, before=info["done"]) for tag in tags]
+    return [float(k.mean()) if len(k) else None for k in kept]
 
 
 def evaluated_at(info: dict[str, Any]) -> list[int]:

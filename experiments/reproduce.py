@@ -503,16 +503,10 @@ JOBS = {"anil": anil_jobs, "maml": maml_jobs, "outer": outer_jobs, "locomotion":
 def recent_pace(run_dir: Path, last: int = 20) -> float | None:
     """Median seconds per iteration over the run's last ``last`` logged iterations (``time/iteration_s``), or
     None when it logged none."""
-    import statistics
-
     from metarl import scalars
 
-    try:
-        _, secs = scalars.read(run_dir, ["time/iteration_s"])["time/iteration_s"]
-    except (OSError, ValueError):
-        return None
-    recent = [float(x) for x in secs[-last:] if x == x]
-    return statistics.median(recent) if recent else None
+    secs = scalars.last_values(run_dir, "time/iteration_s", last)
+    return float(statistics.median(secs.tolist())) if len(secs) else None
 
 
 def duration(seconds: float) -> str:

@@ -118,3 +118,16 @@ def read(run_dir: Path, tags: list[str] | tuple[str, ...] | None = None) -> dict
         j = header.index(tag)
         out[tag] = (steps, np.array([float(by_iter[s][j]) for s in steps.tolist()], dtype=np.float64))
     return out
+
+
+def last_values(run_dir: Path, tag: str, last: int, before: int | None = None) -> np.ndarray:
+    """The finite values of ``tag`` over the run's last ``last`` logged iterations (those below ``before`` only,
+    when given: rows past a checkpoint are replayed on resume); empty when the run logged no such scalar."""
+    try:
+        it, values = read(run_dir, [tag])[tag]
+    except (ValueError, FileNotFoundError):
+        return np.empty(0)
+    if before is not None:
+        values = values[it < before]
+    values = values[-last:]
+    return values[np.isfinite(values)]  # NaN where an older header lacked the tag
