@@ -22,7 +22,7 @@ from metarl import run
 from metarl.algos import ALGOS, RL2Learner
 from metarl.config import ConfigError, load_config
 from metarl.episodes import EpisodeBatch
-from metarl.policies import GaussianGRUPolicy, gaussian_log_prob, rl2_inputs, trial_inputs
+from metarl.policies import GaussianGRUPolicy, gaussian_log_prob, gru_loop, gru_sequence, rl2_inputs, trial_inputs
 from metarl.rundir import RunDir
 from metarl.sampling import SerialSampler
 from metarl.sampling.local import LocalSampler
@@ -78,7 +78,41 @@ def test_functional_forward_equals_torch_gru_with_the_same_weights():
             m, hs = policy.step(inputs[t], hs)
             means.append(m)
         torch.testing.assert_close(torch.stack(means), mean, rtol=1e-12, atol=1e-12)
+        # the step-by-step recurrence (masked sequences, stacked weights) too
+        states, h_loop = gru_loop(feats, h0, p)
+        torch.testing.assert_close(states, out, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(h_loop, h_last[0], rtol=1e-12, atol=1e-12)
     assert torch.equal(log_std, p["log_std"])
+
+
+def test_the_whole_sequence_recurrence_equals_the_step_loop_to_the_bit_values_and_gradients():
+    """``forward`` runs unmasked sequences with shared weights through ``torch.gru`` (faster) and the rest
+    through the step loop: the two must agree to the bit, so a run's numbers do not depend on which ran."""
+    torch.manual_seed(1)
+    policy = GaussianGRUPolicy(4, 2, (6,), "tanh", gru_size=5)
+    p = policy.params()
+    x = torch.randn(9, 2, 3, 6, requires_grad=True)  # (T, N, B, features)
+    h0 = torch.randn(2, 3, 5, requires_grad=True)
+    leaves = [x, h0, *(p[f"gru.{k}"] for k in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))]
+    cot = torch.randn(9, 2, 3, 5)
+    results = []
+    for recurrence in (gru_sequence, gru_loop):
+        states, h = recurrence(x, h0, p)
+        results.append((states, h, torch.autograd.grad((states * cot).sum() + h.square().sum(), leaves)))
+    (s1, h1, g1), (s2, h2, g2) = results
+    assert torch.equal(s1, s2) and torch.equal(h1, h2)
+    for a, b in zip(g1, g2, strict=True):
+        assert torch.equal(a, b)
+    # forward takes the loop where a step is masked: the masked row keeps its state
+    inputs = torch.randn(9, 3, policy.in_dim)
+    mask = torch.ones(9, 3)
+    mask[4:, 0] = 0
+    with torch.no_grad():
+        _, _, h_masked = policy(inputs, None, None, mask)
+        _, _, h_short = policy(inputs[:4, :1])
+        _, _, h_full = policy(inputs)
+    torch.testing.assert_close(h_masked[0], h_short[0], rtol=1e-6, atol=1e-6)
+    assert torch.equal(h_masked[1:], h_full[1:])
 
 
 def test_log_prob_by_hand_on_a_short_sequence():
