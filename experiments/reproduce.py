@@ -519,23 +519,33 @@ RELEASED = ("locomotion", "anil2019", "cavia", "rules", "rl2", "outer", "depth",
 
 def status(jobs: list[tuple[Any, Path]]) -> None:
     """Where each of the campaign's runs stands, from its run directory alone (nothing trained or written):
-    finished, in flight at the iteration of its latest checkpoint (with the training time it has left at its
-    recent pace), or not started."""
-    from metarl.rundir import RunDir
+    finished, in flight at the iteration of its latest checkpoint (training now in process N, or stopped,
+    where the system says which: the holder of the run directory's lock; with the training time it has left
+    at its recent pace), or not started."""
+    from metarl.rundir import RunDir, locks_readable
 
     counts = {"finished": 0, "in flight": 0, "not started": 0}
+    training = 0
+    known = locks_readable()
     for cfg, run_dir in jobs:
         rd = RunDir(run_dir)
         done = (rd.done_iterations() or 0) if rd.is_run() else None
         state = "not started" if done is None else "finished" if done >= cfg.iterations else "in flight"
         counts[state] += 1
         where = "" if done is None else f" at {done} of {cfg.iterations}"
+        if state == "in flight" and known:
+            pid = rd.trainer()
+            training += pid is not None
+            where += f", training now in process {pid}" if pid is not None else ", stopped"
         pace = recent_pace(run_dir) if state == "in flight" else None
         if pace is not None:
             where += (f", about {duration(pace * (cfg.iterations - done))} of training left at "
                       f"{pace:.1f} s an iteration")
         print(f"  {run_dir}: {state}{where}")
-    print(", ".join(f"{n} {state}" for state, n in counts.items()) + f" ({len(jobs)} runs)")
+    parts = [f"{n} {state}" for state, n in counts.items()]
+    if known and counts["in flight"]:
+        parts[1] += f" ({training} training now)"
+    print(", ".join(parts) + f" ({len(jobs)} runs)")
 
 
 def main(argv: list[str] | None = None) -> int:

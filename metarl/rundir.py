@@ -164,23 +164,34 @@ class RunDirBusy(RunDirError):
 _HELD: dict[str, int] = {}  # resolved run directory -> the descriptor that holds its lock
 
 
-def _lock_holder(fd: int) -> str:
-    """The process holding the ``flock`` on the file ``fd`` names, as words for a message: its pid from
-    ``/proc/locks`` (Linux), else "another process"."""
-    st = os.fstat(fd)
+def flock_holder(st: os.stat_result) -> int | None:
+    """The pid of the process holding an ``flock`` on the file ``st`` describes, from ``/proc/locks``
+    (Linux); None when no process does, or when ``/proc/locks`` cannot be read (:func:`locks_readable`)."""
     want = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
     try:
         with open("/proc/locks", encoding="ascii", errors="replace") as f:
             lines = f.read().splitlines()
     except OSError:
-        return "another process"
+        return None
     for line in lines:  # "1: FLOCK  ADVISORY  WRITE 4242 08:01:1234 0 EOF"; waiters carry "->"
         fields = line.split()
         if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == want and fields[4].isdigit():
-            pid = int(fields[4])
-            if pid != os.getpid():
-                return f"process {pid}{_command_of(pid)}"
-    return "another process"
+            return int(fields[4])
+    return None
+
+
+def locks_readable() -> bool:
+    """Whether :func:`flock_holder` can see locks (``/proc/locks`` is readable)."""
+    return os.access("/proc/locks", os.R_OK)
+
+
+def _lock_holder(fd: int) -> str:
+    """The process holding the ``flock`` on the file ``fd`` names, as words for a message: its pid from
+    ``/proc/locks`` (Linux), else "another process"."""
+    pid = flock_holder(os.fstat(fd))
+    if pid is None or pid == os.getpid():
+        return "another process"
+    return f"process {pid}{_command_of(pid)}"
 
 
 def _command_of(pid: int) -> str:
@@ -365,6 +376,16 @@ class RunDir:
             os.close(fd)
             raise RunDirError(f"cannot lock run directory {_show(self.path)}: {e.strerror or e}") from None
         _HELD[key] = fd
+
+    def trainer(self) -> int | None:
+        """The pid of the process training in the directory now (the holder of :meth:`lock`'s lock, read from
+        ``/proc/locks`` without taking it), or None: none is, or the system does not say
+        (:func:`locks_readable`)."""
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return flock_holder(st)
 
     def unlock(self) -> None:
         """Release the lock :meth:`lock` took (without this, the kernel releases it when the process ends)."""

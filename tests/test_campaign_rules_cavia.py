@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from experiments import reproduce, rules_report
 from experiments.campaigns import CAVIA, RULES
+from metarl.rundir import locks_readable
 
 TINY = ["algo.meta_batch_size=2", "algo.episodes_per_task=2", "env.horizon=8", "sampler.backend=serial",
         "policy.hidden_sizes=[8]", "es.population=4"]
@@ -214,12 +217,38 @@ def test_status_says_where_each_run_stands_and_writes_nothing(tmp_path, capsys):
     pace = reproduce.recent_pace(run_dir)  # its one logged iteration's time
     assert pace is not None and pace > 0
     left = reproduce.duration(pace * 1)
-    assert lines == [f"  {tmp_path / 'Navigation2D__maml__1'}: finished at 2 of 2",
-                     f"  {tmp_path / 'Navigation2D__meta_sgd__1'}: in flight at 1 of 2, about {left} of training "
-                     f"left at {pace:.1f} s an iteration",
-                     f"  {tmp_path / 'Navigation2D__maml__2'}: not started",
-                     f"  {tmp_path / 'Navigation2D__meta_sgd__2'}: not started",
-                     "1 finished, 1 in flight, 2 not started (4 runs)"]
+    known = locks_readable()  # Linux: whether a process trains it now, from the run directory's lock
+    expected = [f"  {tmp_path / 'Navigation2D__maml__1'}: finished at 2 of 2",
+                f"  {tmp_path / 'Navigation2D__meta_sgd__1'}: in flight at 1 of 2{', stopped' if known else ''}, "
+                f"about {left} of training left at {pace:.1f} s an iteration",
+                f"  {tmp_path / 'Navigation2D__maml__2'}: not started",
+                f"  {tmp_path / 'Navigation2D__meta_sgd__2'}: not started",
+                f"1 finished, 1 in flight{' (0 training now)' if known else ''}, 2 not started (4 runs)"]
+    assert lines == expected
+    if not known:
+        return
+    # another process holding the run directory's lock (as `metarl train` does while it trains) is named
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(run_dir)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        assert reproduce.main(base) == 0
+        lines = capsys.readouterr().out.splitlines()
+    finally:
+        holder.kill()
+        holder.wait()
+    assert lines[1] == (f"  {run_dir}: in flight at 1 of 2, training now in process {holder.pid}, about {left} of "
+                        f"training left at {pace:.1f} s an iteration")
+    assert lines[-1] == "1 finished, 1 in flight (1 training now), 2 not started (4 runs)"
+    assert snapshot(tmp_path) == before
+
+
+HOLD_LOCK = """
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDONLY | os.O_DIRECTORY)
+fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+print("locked", flush=True)
+time.sleep(120)
+"""
 
 
 def test_the_time_left_is_the_median_of_the_last_iterations_times(tmp_path):
