@@ -16,6 +16,7 @@ iteration.
     python benchmarks/bench_meta_iteration.py --modes maml,promp,maml_ppo      # the outer loops
     python benchmarks/bench_meta_iteration.py --modes maml_db,meta_sgd_db,kronecker_db,lstm_db,blur_db  # the rules
     python benchmarks/bench_meta_iteration.py --family Navigation2D --tasks 20 --modes maml,rl2   # RL² beside MAML
+    python benchmarks/bench_meta_iteration.py --family Navigation2D --tasks 20 --modes es_blur,es_all  # ES
 
 The learned rules the Gauss-Newton product does not cover (kronecker, lstm,
 blur) always take the double-backward product, so the rules compare against
@@ -50,6 +51,8 @@ MODES = {
     "lstm_db": DB + ["algo.inner_update=lstm"],
     "blur_db": DB + ["algo.inner_update=blur"],
     "rl2": ["algo.name=rl2", "policy.kind=gru"],  # PPO on trials of rl2.episodes_per_trial episodes
+    "es_blur": ["algo.name=es", "algo.inner_update=blur", "es.method=cma", "es.params=rule"],  # BLUR's genome by CMA-ES
+    "es_all": ["algo.name=es", "es.method=openes", "es.params=all"],  # OpenES on the whole policy
     "promp": ["algo.name=promp"],
     "maml_ppo": ["algo.name=maml_ppo"],
 }

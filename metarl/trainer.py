@@ -201,19 +201,22 @@ class Trainer:
             return {}
         assert self.sampler is not None
         seed = derive_seed(self.cfg.seed, OUTER_ROLLOUTS, iteration)
-        return {"rollouts": Rollouts(self._sample_to_device, tasks, self.cfg.algo.episodes_per_task, iteration, seed)}
+        return {"rollouts": Rollouts(self._sample_to_device, tasks, self.cfg.algo.episodes_per_task, iteration, seed,
+                                     steps_per_episode=int(self.family.horizon), workers=self.sampler.num_workers)}
 
-    def _sample_to_device(self, tasks: list[Any], params: Any, episodes: int, seed: int) -> EpisodeBatch:
+    def _sample_to_device(self, tasks: list[Any], params: Any, episodes: int, seed: int,
+                          draw_ids: list[int] | None = None) -> EpisodeBatch:
         """The sampler's episodes (CPU) moved once to the learner's device."""
-        return self._sample(tasks, params, episodes, seed).to(self.device)
+        return self._sample(tasks, params, episodes, seed, draw_ids).to(self.device)
 
-    def _sample(self, tasks: list[Any], params: Any, episodes: int, seed: int) -> EpisodeBatch:
+    def _sample(self, tasks: list[Any], params: Any, episodes: int, seed: int,
+                draw_ids: list[int] | None = None) -> EpisodeBatch:
         """The sampler's episodes; an exception from the rollouts (a family's ``step``, ``reset`` or constructor
         that raises, in this process or in a worker) is a :class:`RolloutError` naming the family and what it
         raised in one line (the traceback goes to the debug log: ``metarl -v``)."""
         assert self.sampler is not None
         try:
-            return self.sampler.sample(tasks, params, episodes, seed)
+            return self.sampler.sample(tasks, params, episodes, seed, draw_ids)
         except Exception as e:  # noqa: BLE001 - a family (a user's, perhaps) may raise anything
             log.debug("the rollouts raised", exc_info=True)
             raise RolloutError(f"family {self.cfg.env.family} failed during the rollouts: "

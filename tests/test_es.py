@@ -237,3 +237,49 @@ def test_a_missing_init_from_stops_a_new_run_before_anything_is_written(tmp_path
                           *set_args(TINY, "algo.inner_update=meta_sgd", "es.init_from=nowhere")])
     assert code == 2 and err.strip() == "metarl: error: es.init_from: no checkpoint at nowhere"
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("searched", ["rule", "all"])
+def test_the_candidates_roll_out_together_with_the_episodes_each_would_get_alone(searched, monkeypatch):
+    """All candidates' rollouts go to the sampler in one call (per train and valid batch), the task list
+    repeated per candidate, as many candidates per call as the sampler has workers: each candidate's fitness
+    equals, to the bit, its post-adaptation return from calls of its own on the iteration's tasks and seeds
+    (common random numbers), in any number of calls."""
+    import metarl.algos.base as algos_base
+
+    cfg = load_config(NAV, TINY + ["algo.inner_update=meta_sgd", f"es.params={searched}"])
+    family = build_family(cfg)
+    learner = build_learner(cfg, family)
+    tasks = family.sample_tasks(3, np.random.default_rng(0))
+    rng = np.random.default_rng(5)
+    x0 = learner.vector()
+    metas = [learner.with_vector(x0 + 0.3 * rng.standard_normal(x0.shape)) for _ in range(3)]
+    with build_sampler(cfg, family, learner.policy) as sampler:
+        calls = []
+
+        def counted(*a, **kw):
+            calls.append(len(a[0]))
+            return sampler.sample(*a, **kw)
+
+        rollouts = Rollouts(counted, tasks, 2, 4, 99, steps_per_episode=8, workers=3)
+        train = sampler.sample(tasks, learner.policy.params(), 2, 11)
+        adv = learner.advantages(train)
+        fitness = learner.fitnesses(metas, train, adv, rollouts)
+        assert calls == ([9] if searched == "rule" else [9, 9])  # 3 candidates x 3 tasks in each call
+        alone = []
+        for meta in metas:
+            policy, _ = learner._split(meta)
+            batch, batch_adv = train, adv
+            if searched == "all":
+                batch = sampler.sample(tasks, policy, 2, rollouts.seed(0))
+                batch_adv = learner.advantages(batch)
+            adapted = {k: v.detach() for k, v in learner.adapt(batch, batch_adv, meta).items()}
+            alone.append(float(sampler.sample(tasks, adapted, 2, rollouts.seed(1)).episode_returns().mean()))
+        assert fitness.tolist() == alone
+        assert len(set(alone)) == 3  # the candidates differ
+        for workers, limit, per_call in ((2, 10**6, [6, 3]), (3, 2 * 3 * 8 * 2, [6, 3]), (1, 10**6, [3, 3, 3])):
+            monkeypatch.setattr(algos_base, "MAX_STEPS_PER_CALL", limit)  # steps per call: 2 x 3 x 8 per candidate
+            rollouts.workers = workers
+            calls.clear()
+            assert learner.fitnesses(metas, train, adv, rollouts).tolist() == alone
+            assert calls == (per_call if searched == "rule" else per_call * 2)

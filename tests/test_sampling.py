@@ -212,6 +212,38 @@ def test_local_matches_serial(setups, family, workers, request):
     assert all(0.0 < stats[f"utilisation_w{i}"] <= 1.0 for i in range(workers))
 
 
+def _repeated(s: Setup, other: dict) -> tuple[list, dict]:
+    """The task list twice, with the reference parameters on the first copy and ``other`` on the second."""
+    return s.tasks * 2, {k: torch.cat([v.expand_as(other[k]) if v.dim() < other[k].dim() else v, other[k]])
+                         for k, v in s.params.items()}
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_draw_ids_give_each_repeat_of_a_task_list_the_episodes_of_a_call_of_its_own(setups, family, pool):
+    """Several parameter sets on one task list in one call (ES's candidates): with each task's own draw id on
+    every repeat, each set's episodes are, to the bit, those of a call with that set alone; without them the
+    repeats draw other episodes."""
+    s = setups[family]
+    n = len(s.tasks)
+    gen = torch.Generator().manual_seed(7)
+    other = {k: v.expand(n, *v.shape[-1:]) + 0.2 * torch.randn(n, *v.shape[-1:], generator=gen) if k == "log_std"
+             else v + 0.2 * torch.randn(v.shape, generator=gen) for k, v in s.params.items()}
+    alone = SerialSampler(s.family, s.spec).sample(s.tasks, other, s.episodes, SEED)
+    tasks, both = _repeated(s, other)
+    samplers = [SerialSampler(s.family, s.spec), SerialSampler(s.family, s.spec, shards=7)]
+    if family == "Navigation2D":
+        samplers.append(pool)  # two workers: the repeats fall in different shards
+    for sampler in samplers:
+        batch = sampler.sample(tasks, both, s.episodes, SEED, draw_ids=list(range(n)) * 2)
+        _assert_same(batch.tasks(0, n), s.reference)
+        _assert_same(batch.tasks(n, 2 * n), alone)
+    plain = SerialSampler(s.family, s.spec).sample(tasks, both, s.episodes, SEED)
+    _assert_same(plain.tasks(0, n), s.reference)
+    assert not torch.equal(plain.tasks(n, 2 * n).rewards, alone.rewards)
+    with pytest.raises(ValueError, match=r"^draw_ids has 3 ids for 10 tasks$" if n == 5 else "draw_ids has 3 ids"):
+        SerialSampler(s.family, s.spec).sample(tasks, both, s.episodes, SEED, draw_ids=[0, 1, 2])
+
+
 def test_pool_is_reused_across_calls(pool, nav):
     pids = pool.pids()
     _assert_same(nav.sample(pool), nav.reference)

@@ -63,6 +63,10 @@ def test_sub_shards_of_an_episode_range_that_does_not_start_at_zero():
     assert sub_shards(Shard((0, 1), 4, 8), 8) == [Shard((0, 1), 4, 8)]
     assert sub_shards(Shard((0, 1, 2), 4, 6), 4) == [Shard((0, 1), 4, 6), Shard((2,), 4, 6)]
     assert sub_shards(Shard((5,), 3, 10), 3) == [Shard((5,), 3, 6), Shard((5,), 6, 9), Shard((5,), 9, 10)]
+    # each block keeps its tasks' draw ids
+    assert sub_shards(Shard((0, 1, 2), 4, 6, (7, 8, 9)), 4) == [Shard((0, 1), 4, 6, (7, 8)), Shard((2,), 4, 6, (9,))]
+    assert sub_shards(Shard((4, 5), 0, 4, (1, 2)), 3) == [Shard((4,), 0, 3, (1,)), Shard((4,), 3, 4, (1,)),
+                                                         Shard((5,), 0, 3, (2,)), Shard((5,), 3, 4, (2,))]
 
 
 def _recording(family, log):

@@ -49,7 +49,7 @@ from metarl.episodes import EpisodeBatch, gae, normalize
 from metarl.inner_updates import INNER_UPDATES, InnerUpdate, StepSize
 from metarl.inner_updates.kronecker import Kronecker
 from metarl.inner_updates.meta_sgd import MetaSGD
-from metarl.policies import GaussianMLPPolicy, Params
+from metarl.policies import GaussianMLPPolicy, Params, stack_params
 
 LR_PREFIX = MetaSGD.prefix
 MAX_PASSES = 10_000
@@ -73,22 +73,56 @@ def resolve_inner_update(inner_update: str, learn_inner_lr: bool) -> str:
     return "meta_sgd" if learn_inner_lr else inner_update
 
 
+MAX_STEPS_PER_CALL = 2_000_000
+"""Environment steps one :meth:`Rollouts.sample_many` call asks for at most (its arrays stay within a few hundred
+MB on the families here)."""
+DEFAULT_STEPS_PER_EPISODE = 1000
+"""The horizon :meth:`Rollouts.sample_many` assumes when it is not told one."""
+
+
 @dataclass
 class Rollouts:
     """What an outer loop that rolls out candidates of its own (``needs_rollouts``, e.g. ES) gets from the
     trainer for one iteration: the iteration's tasks and episodes per task, and the run's sampler."""
 
-    sampler: Callable[[list[Any], Mapping[str, Tensor], int, int], EpisodeBatch]
-    """``sampler(tasks, params, episodes_per_task, seed)``: the run's :meth:`metarl.sampling.Sampler.sample`."""
+    sampler: Callable[..., EpisodeBatch]
+    """``sampler(tasks, params, episodes_per_task, seed, draw_ids=None)``: the run's
+    :meth:`metarl.sampling.Sampler.sample`."""
     tasks: list[Any]
     episodes: int
     iteration: int
     base_seed: int
     """The iteration's own seed; :meth:`seed` derives the rollouts' seeds from it."""
+    steps_per_episode: int = 0
+    """The family's horizon (0: not known), which bounds the size of :meth:`sample_many`'s calls."""
+    workers: int = 1
+    """The sampler's workers (local processes or Ray actors): :meth:`sample_many` puts as many parameter sets
+    in one call, so each worker's share of a call stays about one set's task grid."""
 
     def sample(self, params: Mapping[str, Tensor], seed: int) -> EpisodeBatch:
         """Episodes of ``params`` (meta- or adapted, stacked per task) on the iteration's tasks."""
         return self.sampler(self.tasks, params, self.episodes, seed)
+
+    def sample_many(self, sets: Sequence[Mapping[str, Tensor]], seed: int,
+                    like: Mapping[str, Tensor]) -> list[EpisodeBatch]:
+        """:meth:`sample` of each parameter set in ``sets`` (``like``: the policy's unstacked tensors),
+        :attr:`workers` sets per sampler call (fewer where :data:`MAX_STEPS_PER_CALL` says so): the task list
+        repeated once per set, every repeat drawing its episodes' randomness from its task's own id. Each set's
+        episodes are those a call of its own gives (the same bits: common random numbers), and a cluster with
+        more workers than one set's tasks keeps them all busy. On two local workers, Navigation2D's 16 sets
+        of 20 tasks x 20 episodes took 0.89-0.95 s one per call, 0.88-1.00 s four per call and 1.22-1.32 s all
+        in one call (larger arrays per worker), which is why a call holds only as many sets as workers."""
+        n = len(self.tasks)
+        per_set = n * self.episodes * max(1, self.steps_per_episode or DEFAULT_STEPS_PER_EPISODE)
+        chunk = max(1, min(int(self.workers), MAX_STEPS_PER_CALL // per_set))
+        out: list[EpisodeBatch] = []
+        for a in range(0, len(sets), chunk):
+            group = [stack_params(p, like, n) for p in sets[a:a + chunk]]
+            params = OrderedDict((k, torch.cat([g[k] for g in group])) for k in group[0])
+            batch = self.sampler(self.tasks * len(group), params, self.episodes, seed,
+                                 draw_ids=list(range(n)) * len(group))
+            out += [batch.tasks(i * n, (i + 1) * n) for i in range(len(group))]
+        return out
 
     def seed(self, index: int) -> int:
         """A 31-bit seed for the ``index``-th rollout of this iteration."""

@@ -19,7 +19,9 @@ every meta-parameter. With ``rule`` the meta-policy does not change, so the
 iteration's train episodes serve every candidate, and only each candidate's
 adapted policies are rolled out; with ``all`` each candidate's meta-policy is
 rolled out as well. Every rollout goes through the run's sampler (local
-workers or a Ray cluster).
+workers or a Ray cluster), as many candidates' in one call as the sampler has
+workers (the task list repeated per candidate, each repeat drawing its task's
+own episode randomness), so a cluster's workers all take part.
 
 Randomness: the candidates of iteration ``i`` derive from ``(seed, ES, i)``,
 and CMA-ES's own state is a function of its start and of every fitness it was
@@ -32,7 +34,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -280,22 +282,40 @@ class ESLearner(MetaLearner):
 
     # -- one meta-iteration -----------------------------------------------------------
     def fitness(self, meta: Mapping[str, Tensor], train: EpisodeBatch, train_adv: Tensor, rollouts: Rollouts) -> float:
-        """Mean post-adaptation return of the meta-parameters ``meta`` on the iteration's tasks.
+        """Mean post-adaptation return of the meta-parameters ``meta`` on the iteration's tasks
+        (:meth:`fitnesses` of one candidate)."""
+        return float(self.fitnesses([meta], train, train_adv, rollouts)[0])
+
+    def fitnesses(self, metas: Sequence[Mapping[str, Tensor]], train: EpisodeBatch, train_adv: Tensor,
+                  rollouts: Rollouts) -> np.ndarray:
+        """Each candidate's mean post-adaptation return on the iteration's tasks (:data:`WORST` where its
+        episodes, adapted parameters or return are not finite).
 
         Every candidate's episodes use the same seeds (common random numbers), so their differences are the
-        candidates'."""
-        policy_params, _ = self._split(meta)  # the candidate's policy (a CAVIA context at its zero)
-        if self.es.params == "all":  # the candidate's own meta-policy: its own train episodes
-            train = rollouts.sample(policy_params, rollouts.seed(0))
-            if not bool(torch.isfinite(train.rewards).all()):
-                return WORST
-            train_adv = self.advantages(train)
-        adapted = {k: v.detach() for k, v in self.adapt(train, train_adv, meta).items()}
-        if not all(bool(torch.isfinite(v).all()) for v in adapted.values()):
-            return WORST
-        valid = rollouts.sample(adapted, rollouts.seed(1))
-        value = float(valid.episode_returns().mean())
-        return value if math.isfinite(value) else WORST
+        candidates'. The candidates' rollouts go to the sampler together, as many per call as it has workers
+        (:meth:`Rollouts.sample_many`), so they spread over a cluster at once; each candidate's episodes are
+        those a call of its own would give."""
+        like = self.policy.params()
+        fitness = np.full(len(metas), WORST)
+        policies = [self._split(meta)[0] for meta in metas]  # each candidate's policy (a CAVIA context at zero)
+        if self.es.params == "all":  # each candidate's own meta-policy: its own train episodes
+            trains = rollouts.sample_many(policies, rollouts.seed(0), like)
+        else:
+            trains = [train] * len(metas)
+        adapted_sets, which = [], []
+        for i, (meta, batch) in enumerate(zip(metas, trains, strict=True)):
+            if not bool(torch.isfinite(batch.rewards).all()):
+                continue
+            adv = self.advantages(batch) if self.es.params == "all" else train_adv
+            adapted = {k: v.detach() for k, v in self.adapt(batch, adv, meta).items()}
+            if all(bool(torch.isfinite(v).all()) for v in adapted.values()):
+                adapted_sets.append(adapted)
+                which.append(i)
+        if adapted_sets:
+            for i, valid in zip(which, rollouts.sample_many(adapted_sets, rollouts.seed(1), like), strict=True):
+                value = float(valid.episode_returns().mean())
+                fitness[i] = value if math.isfinite(value) else WORST
+        return fitness
 
     def step(self, train: EpisodeBatch, valid: EpisodeBatch, adapted: Mapping[str, Tensor],
              train_adv: Tensor | None = None, rollouts: Rollouts | None = None) -> StepResult:
@@ -307,7 +327,7 @@ class ESLearner(MetaLearner):
             train_adv = self.advantages(train)
         search = self._searcher()
         candidates = search.ask(rollouts.iteration)
-        fitness = np.array([self.fitness(self.with_vector(x), train, train_adv, rollouts) for x in candidates])
+        fitness = self.fitnesses([self.with_vector(x) for x in candidates], train, train_adv, rollouts)
         if not (fitness > WORST).any():
             search.tell(candidates, fitness)  # the search still moves on (its history stays exact)
             return StepResult(self.rejected_scalars(), rejected=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import dataclasses
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -24,6 +25,10 @@ class Sampler(abc.ABC):
     (the policy's own shape) or per task ``(N, *shape)`` (adapted).  The
     result depends only on the seed, the tasks and the parameters, never on
     the backend or the number of workers.
+
+    ``draw_ids`` (optional, one per task) names the id each task's episodes draw their randomness from (by
+    default its position in ``tasks``): a call that repeats a task list for several parameter sets gives
+    every repeat the same ids, and each set's episodes are those it would get in a call of its own.
 
     The base class does the shared work: checks the call, stacks the
     parameters, splits the (task, episode) grid into one shard per worker,
@@ -48,9 +53,11 @@ class Sampler(abc.ABC):
         self._log = logging.getLogger(type(self).__module__)
 
     def sample(self, tasks: Sequence[Task], params: Mapping[str, Tensor], episodes_per_task: int,
-               seed: int) -> EpisodeBatch:
+               seed: int, draw_ids: Sequence[int] | None = None) -> EpisodeBatch:
         if not tasks:
             raise ValueError("sample needs at least one task")
+        if draw_ids is not None and len(draw_ids) != len(tasks):
+            raise ValueError(f"draw_ids has {len(draw_ids)} ids for {len(tasks)} tasks")
         if episodes_per_task < 1:
             raise ValueError(f"episodes_per_task must be >= 1, got {episodes_per_task}")
         if self._closed:
@@ -60,6 +67,9 @@ class Sampler(abc.ABC):
         stacked = stack_params({k: v.detach().cpu() for k, v in params.items()}, self._shapes, len(tasks))
         arrays = {k: v.to(torch.float32).contiguous().numpy() for k, v in stacked.items()}
         shards = split_grid(len(tasks), episodes_per_task, self.num_workers)
+        if draw_ids is not None:
+            ids = [int(i) for i in draw_ids]
+            shards = [dataclasses.replace(s, draws=tuple(ids[t] for t in s.task_ids)) for s in shards]
         start = time.perf_counter()
         self._busy = [0.0] * self.num_workers
         results = self._dispatch(tasks, arrays, shards, int(seed))

@@ -72,11 +72,21 @@ class PolicySpec:
 
 @dataclass(frozen=True)
 class Shard:
-    """A worker's slice of the grid: ``task_ids`` x episodes ``[ep_start, ep_stop)``."""
+    """A worker's slice of the grid: ``task_ids`` x episodes ``[ep_start, ep_stop)``.
+
+    ``draws``: per task of ``task_ids``, the id its episodes' random draws (reset seeds, action noise) derive
+    from; None: the task ids themselves. A call that rolls out several parameter sets on the same tasks (ES's
+    candidates, one task list repeated) gives each repeat its task's own id, so every set meets the same
+    episodes' randomness (common random numbers)."""
 
     task_ids: tuple[int, ...]
     ep_start: int
     ep_stop: int
+    draws: tuple[int, ...] | None = None
+
+    def draw_ids(self) -> tuple[int, ...]:
+        """The draw id of each of ``task_ids``, in order."""
+        return self.task_ids if self.draws is None else self.draws
 
 
 def trial_draws(seed: int, task_id: int, trial: int, episodes: int, horizon: int,
@@ -190,9 +200,9 @@ class RolloutWorker:
         env = self.family.make_vector([tasks[i] for i in ids for _ in range(b)])
         noise = np.empty((horizon, n, b, act_dim), dtype=np.float32)
         reset_seeds = np.empty(n * b, dtype=np.int64)
-        for j, tid in enumerate(ids):
+        for j, draw in enumerate(shard.draw_ids()):
             for e in range(b):
-                reset_seeds[j * b + e], noise[:, j, e] = episode_draws(seed, tid, shard.ep_start + e, horizon,
+                reset_seeds[j * b + e], noise[:, j, e] = episode_draws(seed, draw, shard.ep_start + e, horizon,
                                                                        act_dim)
         index = torch.as_tensor(ids, dtype=torch.long)
         full = {k: torch.as_tensor(np.asarray(v, dtype=np.float32)) for k, v in params.items()}
@@ -255,9 +265,9 @@ class RolloutWorker:
         env = self.family.make_vector([tasks[i] for i in ids for _ in range(b)])
         noise = np.empty((steps, n, b, act_dim), dtype=np.float32)
         reset_seeds = np.empty((k_eps, n * b), dtype=np.int64)
-        for j, tid in enumerate(ids):
+        for j, draw in enumerate(shard.draw_ids()):
             for e in range(b):
-                reset_seeds[:, j * b + e], noise[:, j, e] = trial_draws(seed, tid, shard.ep_start + e, k_eps,
+                reset_seeds[:, j * b + e], noise[:, j, e] = trial_draws(seed, draw, shard.ep_start + e, k_eps,
                                                                        horizon, act_dim)
         index = torch.as_tensor(ids, dtype=torch.long)
         full = {k: torch.as_tensor(np.asarray(v, dtype=np.float32)) for k, v in params.items()}
@@ -339,12 +349,13 @@ def sub_shards(shard: Shard, max_envs: int | None) -> list[Shard]:
     b = shard.ep_stop - shard.ep_start
     if max_envs is None or len(shard.task_ids) * b <= max_envs:
         return [shard]
+    ids, draws = shard.task_ids, shard.draws
     if b <= max_envs:
         per = max_envs // b
-        ids = shard.task_ids
-        return [Shard(ids[i:i + per], shard.ep_start, shard.ep_stop) for i in range(0, len(ids), per)]
-    return [Shard((t,), e, min(e + max_envs, shard.ep_stop))
-            for t in shard.task_ids for e in range(shard.ep_start, shard.ep_stop, max_envs)]
+        return [Shard(ids[i:i + per], shard.ep_start, shard.ep_stop, None if draws is None else draws[i:i + per])
+                for i in range(0, len(ids), per)]
+    return [Shard((t,), e, min(e + max_envs, shard.ep_stop), None if draws is None else (draws[j],))
+            for j, t in enumerate(ids) for e in range(shard.ep_start, shard.ep_stop, max_envs)]
 
 
 def _task_major(obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray, mask: np.ndarray,
