@@ -144,12 +144,69 @@ def transfer_table(root: Path, tasks: int) -> list[str]:
         return []
     head = ["", "Transfer (BLUR's claim): each trained meta-policy and rule on goals in the outer ring [0.5, 1] "
             "around the square it trained on, without retraining; the return after one inner step with the "
-            "learned rule and with the plain gradient step (algo.inner_lr), mean over seeds.", "",
-            "| method | seeds | step 0 | 1 step, learned rule | 1 step, plain step |", "|---|---|---|---|---|"]
+            "learned rule and with the plain gradient step (algo.inner_lr) from the same meta-policy, mean over "
+            "seeds, and their difference seed by seed.", "",
+            "| method | seeds | step 0 | 1 step, learned rule | 1 step, plain step | learned − plain (paired) |",
+            "|---|---|---|---|---|---|"]
+    ordered = sorted(rows.items(), key=lambda kv: RULES.index(kv[0]) if kv[0] in RULES else 99)
     body = [f"| {METHOD_LABELS.get(m, m)} | {len(v['learned'])} | {num(statistics.mean(v['step0']))} | "
-            f"{over_seeds(v['learned'])} | {over_seeds(v['sgd'])} |"
-            for m, v in sorted(rows.items(), key=lambda kv: RULES.index(kv[0]) if kv[0] in RULES else 99)]
-    return head + body
+            f"{over_seeds(v['learned'])} | {over_seeds(v['sgd'])} | {paired(v['learned'], v['sgd'])} |"
+            for m, v in ordered]
+    return head + body + ["", transfer_reading(dict(ordered))]
+
+
+def paired(a: list[float], b: list[float]) -> str:
+    """``mean ± std`` of the per-seed differences ``a - b``, signed."""
+    d = [x - y for x, y in zip(a, b, strict=True)]
+    if len(d) == 1:
+        return num(d[0], sign=True)
+    return f"{num(statistics.mean(d), sign=True)} ± {num(statistics.stdev(d))}"
+
+
+def beyond_two_se(d: list[float]) -> bool:
+    """Whether the mean of the paired differences ``d`` is more than two standard errors from zero."""
+    if len(d) < 2:
+        return False
+    se = statistics.stdev(d) / len(d) ** 0.5
+    return abs(statistics.mean(d)) > 2 * se
+
+
+def transfer_reading(rows: dict[str, dict[str, list[float]]]) -> str:
+    """One sentence from the transfer table: the best learned rule on the ring and, per rule, whether its
+    step beat the plain step from the same meta-policy by more than two standard errors of the paired
+    differences."""
+    learned = {m: v for m, v in rows.items() if m != "maml"}  # MAML-TRPO's rule is the plain step
+    if not learned:
+        return "Reading: only the plain step has been evaluated on the ring so far."
+    best = max(learned, key=lambda m: statistics.mean(learned[m]["learned"]))
+    diffs = {m: [x - y for x, y in zip(v["learned"], v["sgd"], strict=True)] for m, v in learned.items()}
+    better = [METHOD_LABELS.get(m, m) for m, d in diffs.items() if beyond_two_se(d) and statistics.mean(d) > 0]
+    worse = [METHOD_LABELS.get(m, m) for m, d in diffs.items() if beyond_two_se(d) and statistics.mean(d) < 0]
+    text = (f"Reading: on the ring, the best return after one step is {METHOD_LABELS.get(best, best)}'s, "
+            f"{over_seeds(learned[best]['learned'])}: {paired(learned[best]['learned'], learned[best]['sgd'])} "
+            "over the plain step from its own meta-policy. ")
+    if better:
+        text += "Learned rules ahead of the plain step from their own meta-policy by more than two standard " \
+                f"errors (paired over seeds): " \
+                f"{', '.join(better)}"
+        text += f"; behind it: {', '.join(worse)}." if worse else "; none behind it."
+    else:
+        text += "No learned rule is ahead of the plain step from its own meta-policy by more than two standard " \
+                "errors (paired over seeds)" + (f"; behind it: {', '.join(worse)}." if worse else ".")
+    plain = rows.get("maml", {}).get("learned", [])
+    if len(plain) >= 2:  # the gradient-trained rules' meta-policies co-adapted with them: MAML-TRPO's is the baseline
+        ahead = [METHOD_LABELS.get(m, m) for m, v in learned.items() if welch_ahead(v["learned"], plain)]
+        text += (f" Against MAML-TRPO with its plain step ({over_seeds(plain)}), ahead by more than two standard "
+                 f"errors (Welch): {', '.join(ahead) if ahead else 'none'}.")
+    return text
+
+
+def welch_ahead(a: list[float], b: list[float]) -> bool:
+    """Whether mean(a) exceeds mean(b) by more than two standard errors of the difference (Welch)."""
+    if len(a) < 2 or len(b) < 2:
+        return False
+    se = (statistics.variance(a) / len(a) + statistics.variance(b) / len(b)) ** 0.5
+    return statistics.mean(a) - statistics.mean(b) > 2 * se
 
 
 def g3(x: float) -> str:

@@ -71,6 +71,22 @@ def test_the_rules_comparison_evaluates_transfer_to_the_outer_ring(tmp_path):
     assert "Meta-SGD's learned step sizes" in text
 
 
+def test_the_transfer_reading_weighs_each_rule_against_the_plain_step_seed_by_seed():
+    rows = {"maml": {"learned": [-56.0, -56.5, -56.8], "sgd": [-56.0, -56.5, -56.8]},
+            "meta_sgd": {"learned": [-57.0, -56.0, -57.5], "sgd": [-68.0, -67.0, -68.5]},  # +11 on every seed
+            "lstm": {"learned": [-40.0, -90.0, -60.0], "sgd": [-50.0, -70.0, -75.0]},  # +10, -20, +15: noise
+            "blur_cma": {"learned": [-47.0, -50.0, -48.0], "sgd": [-56.0, -56.5, -56.8]},
+            "kronecker": {"learned": [-60.0, -61.0, -62.0], "sgd": [-58.0, -58.5, -59.5]}}  # behind on every seed
+    text = rules_report.transfer_reading(rows)
+    assert text.startswith("Reading: on the ring, the best return after one step is BLUR genome by CMA-ES's, "
+                           "−48.3 ± 1.5 (3 seeds): +8.1 ± 1.4 over the plain step")
+    assert "(paired over seeds): Meta-SGD, BLUR genome by CMA-ES; behind it: MAML-TRPO + Kronecker." in text
+    assert text.endswith("ahead by more than two standard errors (Welch): BLUR genome by CMA-ES.")
+    assert rules_report.paired([1.0, 2.0], [0.0, 0.0]) == "+1.5 ± 0.7"
+    only_plain = rules_report.transfer_reading({"maml": rows["maml"]})
+    assert only_plain == "Reading: only the plain step has been evaluated on the ring so far."
+
+
 def test_the_lstm_probe_reads_the_plain_step_at_the_start_and_a_learned_scale_after():
     import torch
 
