@@ -216,7 +216,9 @@ class Trainer:
         raised in one line (the traceback goes to the debug log: ``metarl -v``)."""
         assert self.sampler is not None
         try:
-            return self.sampler.sample(tasks, params, episodes, seed, draw_ids)
+            if draw_ids is None:  # the plain call: a backend or wrapper written before draw_ids still works
+                return self.sampler.sample(tasks, params, episodes, seed)
+            return self.sampler.sample(tasks, params, episodes, seed, draw_ids=draw_ids)
         except Exception as e:  # noqa: BLE001 - a family (a user's, perhaps) may raise anything
             log.debug("the rollouts raised", exc_info=True)
             raise RolloutError(f"family {self.cfg.env.family} failed during the rollouts: "
