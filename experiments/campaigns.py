@@ -218,3 +218,21 @@ def rl2_config(family: str, seed: int, iterations: int, extra: list[str]) -> Any
 
     return load_config(RL2_CONFIGS / RL2_FILES[family], [f"iterations={iterations}", f"seed={seed}", "name=rl2"]
                        + extra)
+
+
+# `reproduce.py all`: the released campaigns' remaining work as one queue, one command at a time (two campaigns
+# side by side on a 2-core machine each ran at well under half their speed alone: docs/guides/reproduce.md).
+# Shortest open issue first: RL² (with CAVIA on HalfCheetahVel, its comparison's missing row), the rules'
+# HalfCheetahVel stage, then the feature-reuse campaign in the order it asks for (the 2019-setup HalfCheetahDir
+# runs, AntDir MAML, the ablation, the 2019 HalfCheetahVel runs), and AntDir ANIL last. Each command skips
+# finished runs and resumes interrupted ones, so the queue continues wherever it was stopped.
+CONTINUE = (
+    ("rl2",),
+    ("cavia", "--families", "HalfCheetahVel"),
+    ("rules",),
+    ("anil2019", "--families", "HalfCheetahDir"),
+    ("locomotion", "--families", "AntDir", "--methods", "maml"),
+    ("anil2019", "--ablate", "action_scale"),
+    ("anil2019", "--families", "HalfCheetahVel"),
+    ("locomotion", "--families", "AntDir", "--methods", "anil"),
+)

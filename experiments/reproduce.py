@@ -13,6 +13,7 @@
     python experiments/reproduce.py rl2 [--iterations 150] [--families Navigation2D HalfCheetahVel]
                                         [--benchmark [ML1-reach]]
     python experiments/reproduce.py status       # every released campaign's --status
+    python experiments/reproduce.py all [--status]   # the released campaigns' remaining work, one after another
 
 ``cavia``: CAVIA (``experiments/configs/cavia/``) beside MAML and ANIL on
 Navigation2D (3 seeds), then CAVIA on HalfCheetahVel (1 seed, 500
@@ -97,6 +98,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -115,6 +117,7 @@ from experiments.campaigns import (  # noqa: E402
     CAVIA,
     CAVIA_LONG,
     CONFIGS,
+    CONTINUE,
     DEPTH_METHODS,
     FAMILY_CONFIGS,
     LOCOMOTION,
@@ -548,6 +551,24 @@ def status(jobs: list[tuple[Any, Path]]) -> None:
     print(", ".join(parts) + f" ({len(jobs)} runs)")
 
 
+def run_all(p: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """``reproduce.py all``: each command of :data:`CONTINUE` in its own process, one after another (``--status``:
+    each one's status, in this process). Returns the first non-zero exit code (an interrupted command's 130 or
+    143 stops the queue: running ``all`` again continues it), else 0."""
+    for i, command in enumerate(CONTINUE, 1):
+        line = " ".join(command)
+        print(f"[{i}/{len(CONTINUE)}] reproduce.py {line}", flush=True)
+        if args.status:
+            status(JOBS[command[0]](p.parse_args(list(command))))
+            continue
+        rc = subprocess.call([sys.executable, str(Path(__file__).resolve()), *command,
+                              *(["--no-estimate"] if args.no_estimate else [])])
+        if rc != 0:
+            print(f"reproduce.py {line} exited {rc}; run `reproduce.py all` again to continue", file=sys.stderr)
+            return rc
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="which", required=True)
@@ -636,12 +657,21 @@ def main(argv: list[str] | None = None) -> int:
     mw.add_argument("--ml10-iterations", type=int, default=10, help="meta-iterations of the ML10 run")
     sub.add_parser("status", help="where every released campaign stands (each one's --status, with its default "
                                   "arguments): nothing is trained or written")
+    everything = sub.add_parser("all", help="the released campaigns' remaining work, one command after another "
+                                            "(experiments/campaigns.py CONTINUE; each skips finished runs and "
+                                            "resumes interrupted ones); stops at the first that fails or is "
+                                            "interrupted, with its exit code")
+    everything.add_argument("--no-estimate", action="store_true", help="skip each command's runtime estimate")
+    everything.add_argument("--status", action="store_true",
+                            help="only print the queue and where each command's runs stand; nothing is trained")
     args = p.parse_args(argv)
     if args.which == "status":
         for name in RELEASED:
             print(f"{name} ({ROOTS[name]}):")
             status(JOBS[name](p.parse_args([name])))
         return 0
+    if args.which == "all":
+        return run_all(p, args)
     if getattr(args, "ml10_iterations", 1) < 1:
         p.error(f"--ml10-iterations must be >= 1, got {args.ml10_iterations}")
     if args.which == "rules" and args.family and not getattr(args, "status", False):

@@ -316,3 +316,43 @@ def test_status_alone_lists_every_released_campaign(capsys):
     headers = [line for line in out if not line.startswith(" ") and line.endswith("):")]
     assert headers == [f"{name} ({module.ROOTS[name]}):" for name in module.RELEASED]
     assert sum(line.endswith(" runs)") for line in out) == len(module.RELEASED)
+
+
+def test_all_runs_the_queue_one_command_at_a_time_and_stops_at_the_first_failure(monkeypatch, capsys):
+    from experiments import campaigns
+
+    script = load_script()
+    calls = []
+    codes = iter([0, 0, 143])  # the third command is interrupted (SIGTERM)
+
+    def call(argv):
+        calls.append(argv)
+        return next(codes)
+
+    monkeypatch.setattr(script.subprocess, "call", call)
+    assert script.main(["all", "--no-estimate"]) == 143
+    assert [c[2:] for c in calls] == [[*cmd, "--no-estimate"] for cmd in campaigns.CONTINUE[:3]]
+    assert all(c[:2] == [script.sys.executable, str(ROOT / "experiments" / "reproduce.py")] for c in calls)
+    err = capsys.readouterr().err
+    assert f"reproduce.py {' '.join(campaigns.CONTINUE[2])} exited 143; run `reproduce.py all` again" in err
+    # every command of the queue parses as its subcommand's arguments
+    p_calls = []
+    monkeypatch.setattr(script.subprocess, "call", lambda argv: p_calls.append(argv) or 0)
+    assert script.main(["all"]) == 0 and len(p_calls) == len(campaigns.CONTINUE)
+    for cmd in campaigns.CONTINUE:
+        with pytest.raises(SystemExit) as e:
+            script.main([*cmd, "--help"])
+        assert e.value.code == 0
+    capsys.readouterr()
+
+
+def test_all_status_prints_each_command_of_the_queue_and_trains_nothing(monkeypatch, capsys):
+    from experiments import campaigns
+
+    script = load_script()
+    monkeypatch.setattr(script.subprocess, "call", lambda *a, **k: pytest.fail("all --status started a command"))
+    assert script.main(["all", "--status"]) == 0
+    out = capsys.readouterr().out
+    heads = [line for line in out.splitlines() if line.startswith("[")]
+    assert heads == [f"[{i}/{len(campaigns.CONTINUE)}] reproduce.py {' '.join(c)}"
+                     for i, c in enumerate(campaigns.CONTINUE, 1)]
