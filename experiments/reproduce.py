@@ -551,6 +551,28 @@ def status(jobs: list[tuple[Any, Path]]) -> None:
     print(", ".join(parts) + f" ({len(jobs)} runs)")
 
 
+def run_command(argv: list[str]) -> int:
+    """Run ``argv`` to its end and return its exit code. The child runs in its own session and this process
+    hands it each SIGINT and SIGTERM it receives, exactly once (Ctrl-C, a scheduler's SIGTERM to this process
+    or to its whole group): the child writes its checkpoint and exits 130 or 143, never signalled twice or
+    killed mid-write."""
+    import contextlib
+    import signal
+
+    proc = subprocess.Popen(argv, start_new_session=True)
+
+    def forward(signum: int, _frame: Any) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signum)
+
+    old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return proc.wait()
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+
+
 def run_all(p: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     """``reproduce.py all``: each command of :data:`CONTINUE` in its own process, one after another (``--status``:
     each one's status, in this process). Returns the first non-zero exit code (an interrupted command's 130 or
@@ -561,8 +583,8 @@ def run_all(p: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         if args.status:
             status(JOBS[command[0]](p.parse_args(list(command))))
             continue
-        rc = subprocess.call([sys.executable, str(Path(__file__).resolve()), *command,
-                              *(["--no-estimate"] if args.no_estimate else [])])
+        rc = run_command([sys.executable, str(Path(__file__).resolve()), *command,
+                          *(["--no-estimate"] if args.no_estimate else [])])
         if rc != 0:
             print(f"reproduce.py {line} exited {rc}; run `reproduce.py all` again to continue", file=sys.stderr)
             return rc

@@ -329,7 +329,7 @@ def test_all_runs_the_queue_one_command_at_a_time_and_stops_at_the_first_failure
         calls.append(argv)
         return next(codes)
 
-    monkeypatch.setattr(script.subprocess, "call", call)
+    monkeypatch.setattr(script, "run_command", call)
     assert script.main(["all", "--no-estimate"]) == 143
     assert [c[2:] for c in calls] == [[*cmd, "--no-estimate"] for cmd in campaigns.CONTINUE[:3]]
     assert all(c[:2] == [script.sys.executable, str(ROOT / "experiments" / "reproduce.py")] for c in calls)
@@ -337,7 +337,7 @@ def test_all_runs_the_queue_one_command_at_a_time_and_stops_at_the_first_failure
     assert f"reproduce.py {' '.join(campaigns.CONTINUE[2])} exited 143; run `reproduce.py all` again" in err
     # every command of the queue parses as its subcommand's arguments
     p_calls = []
-    monkeypatch.setattr(script.subprocess, "call", lambda argv: p_calls.append(argv) or 0)
+    monkeypatch.setattr(script, "run_command", lambda argv: p_calls.append(argv) or 0)
     assert script.main(["all"]) == 0 and len(p_calls) == len(campaigns.CONTINUE)
     for cmd in campaigns.CONTINUE:
         with pytest.raises(SystemExit) as e:
@@ -350,9 +350,55 @@ def test_all_status_prints_each_command_of_the_queue_and_trains_nothing(monkeypa
     from experiments import campaigns
 
     script = load_script()
-    monkeypatch.setattr(script.subprocess, "call", lambda *a, **k: pytest.fail("all --status started a command"))
+    monkeypatch.setattr(script, "run_command", lambda *a, **k: pytest.fail("all --status started a command"))
     assert script.main(["all", "--status"]) == 0
     out = capsys.readouterr().out
     heads = [line for line in out.splitlines() if line.startswith("[")]
     assert heads == [f"[{i}/{len(campaigns.CONTINUE)}] reproduce.py {' '.join(c)}"
                      for i, c in enumerate(campaigns.CONTINUE, 1)]
+
+
+COUNTING_CHILD = """
+import signal, sys, time
+got = []
+signal.signal(signal.SIGTERM, lambda *a: got.append(1))
+import os
+print("ready", os.getpgid(0), flush=True)
+deadline = time.time() + 20
+while not got and time.time() < deadline:
+    time.sleep(0.05)
+time.sleep(1.0)  # a second signal would arrive here
+open(sys.argv[1], "w").write(str(len(got)))
+sys.exit(143 if got else 0)
+"""
+
+PARENT = """
+import sys
+sys.path.insert(0, sys.argv[1])
+from experiments import reproduce
+sys.exit(reproduce.run_command([sys.executable, "-c", sys.argv[2], sys.argv[3]]))
+"""
+
+
+def test_a_queued_command_gets_each_signal_once_whether_sent_to_the_queue_or_its_group(tmp_path):
+    """``all`` runs each command in its own session and forwards SIGTERM: a scheduler's signal to the queue's
+    process, or to its whole process group, reaches the command exactly once (a second one would interrupt
+    its checkpoint), and the queue exits with the command's code."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    for to_group in (False, True):
+        out = tmp_path / f"count_{to_group}"
+        parent = subprocess.Popen([sys.executable, "-c", PARENT, str(ROOT), COUNTING_CHILD, str(out)],
+                                  stdout=subprocess.PIPE, text=True, start_new_session=True)
+        assert parent.stdout is not None
+        ready, child_group = parent.stdout.readline().split()
+        assert ready == "ready" and int(child_group) != parent.pid  # not in the queue's group: no second copy
+        if to_group:
+            os.killpg(parent.pid, signal.SIGTERM)
+        else:
+            parent.send_signal(signal.SIGTERM)
+        assert parent.wait(timeout=30) == 143
+        assert out.read_text() == "1"
