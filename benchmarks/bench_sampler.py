@@ -10,10 +10,14 @@ For each worker count it measures, in one run:
 * **sampler**: env steps per second of ``Sampler.sample`` on HalfCheetahVel
   (and Navigation2D) with the (64, 64) tanh policy in the loop;
 
-and prints sampler/physics, 2 workers vs 1, and ray vs local.
+and prints sampler/physics, 2 workers vs 1, and ray vs local. With ``--sets N`` it
+also times N parameter sets on the same tasks (ES's candidates: the task list
+repeated per set, ``draw_ids`` keeping each set's episodes) grouped one per
+call, one per worker per call (what ES does) and all in one call.
 
     python benchmarks/bench_sampler.py                       # local and ray, 1 and 2 workers
     python benchmarks/bench_sampler.py --backend local --workers 2 --repeats 5
+    python benchmarks/bench_sampler.py --backend local --workers 2 --families Navigation2D --tasks 20 --sets 16
 """
 
 from __future__ import annotations
@@ -89,6 +93,29 @@ def sampler_rate(backend: str, workers: int, family_name: str, tasks: int, episo
     return statistics.median(rates), rates, stats
 
 
+def grouped_seconds(backend: str, workers: int, family_name: str, tasks: int, episodes: int, horizon: int,
+                    sets: int, repeats: int) -> dict[int, list[float]]:
+    """Seconds to roll out ``sets`` parameter sets on the same tasks, for each number of sets per call (1,
+    ``workers``, ``sets``), ``repeats`` times each, interleaved, after one warm-up call."""
+    family = envs.make_family(family_name, horizon=horizon)
+    torch.manual_seed(0)
+    policy = GaussianMLPPolicy(family.obs_dim, family.act_dim, (64, 64), "tanh")
+    params = {k: v.detach() for k, v in policy.params().items()}
+    task_list = family.sample_tasks(tasks, np.random.default_rng(0))
+    groups = sorted({1, min(workers, sets), sets})
+    out: dict[int, list[float]] = {g: [] for g in groups}
+    with make_sampler(backend, family, PolicySpec.of(policy), workers=workers) as sampler:
+        sampler.sample(task_list, params, episodes, seed=0)
+        for _ in range(repeats):
+            for g in groups:
+                t0 = time.perf_counter()
+                for a in range(0, sets, g):
+                    k = min(g, sets - a)
+                    sampler.sample(task_list * k, params, episodes, 1, draw_ids=list(range(tasks)) * k)
+                out[g].append(time.perf_counter() - t0)
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--backend", nargs="+", default=["local", "ray"], choices=["local", "ray", "serial"])
@@ -98,6 +125,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--tasks", type=int, default=40)
     p.add_argument("--episodes", type=int, default=20)
     p.add_argument("--horizon", type=int, default=100)
+    p.add_argument("--sets", type=int, default=0,
+                   help="also time this many parameter sets on the same tasks, grouped 1, workers and all per call")
     args = p.parse_args(argv)
 
     print(f"# {platform.node()} | {os.cpu_count()} cores | python {platform.python_version()} | "
@@ -129,6 +158,12 @@ def main(argv: list[str] | None = None) -> None:
                 if family == "HalfCheetahVel" and w in physics:
                     line += f"  ratio to physics {rate / physics[w]:.2f}"
                 print(line, flush=True)
+                if args.sets > 1:
+                    secs = grouped_seconds(backend, w, family, args.tasks, args.episodes, args.horizon, args.sets,
+                                           args.repeats)
+                    print("         " + "; ".join(f"{args.sets} sets, {g} per call: "
+                                               + ", ".join(f"{x:.2f}" for x in v) + " s" for g, v in secs.items()),
+                          flush=True)
     print()
     for family in args.families:
         for backend in args.backend:

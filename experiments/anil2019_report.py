@@ -40,6 +40,7 @@ from experiments.locomotion_report import (  # noqa: E402
     tables,
 )
 from experiments.report_cli import relative_root, report_main  # noqa: E402
+from experiments.reporting import welch_se  # noqa: E402
 from metarl.rundir import RunDir, curve_file  # noqa: E402
 
 DEFAULT_ROOT = ROOT / campaigns.ROOTS["anil2019"]
@@ -95,7 +96,7 @@ def verdict(anil: list[float], maml: list[float]) -> str:
     """Whether ANIL matches MAML on these per-seed returns: their means' difference against two standard errors
     of that difference (Welch's, from the seeds' sample variances)."""
     diff = statistics.mean(anil) - statistics.mean(maml)
-    se = (statistics.variance(anil) / len(anil) + statistics.variance(maml) / len(maml)) ** 0.5
+    se = welch_se(anil, maml)
     if abs(diff) <= 2 * se:
         return "ANIL matches MAML: the difference is within two standard errors over seeds"
     return f"ANIL is {'above' if diff > 0 else 'below'} MAML by more than two standard errors over seeds"

@@ -39,6 +39,12 @@ def mean_pm_std(values: list[float]) -> str:
     return f"{num(statistics.mean(values))} ± {num(statistics.stdev(values))}"
 
 
+def welch_se(a: list[float], b: list[float]) -> float:
+    """The standard error of ``mean(a) - mean(b)`` from the two samples' own variances (Welch's); each needs
+    two values or more."""
+    return (statistics.variance(a) / len(a) + statistics.variance(b) / len(b)) ** 0.5
+
+
 def over_seeds(values: list[float]) -> str:
     """:func:`mean_pm_std` with the number of seeds, ``–`` without any."""
     if not values:

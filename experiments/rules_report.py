@@ -40,7 +40,7 @@ from experiments.campaigns import (  # noqa: E402
     RULES_SEEDS,
     RULES_STEPS,
 )
-from experiments.reporting import campaign_runs, num, over_seeds  # noqa: E402
+from experiments.reporting import campaign_runs, num, over_seeds, welch_se  # noqa: E402
 from metarl.rundir import RunDir, curve_file  # noqa: E402
 
 RUN = re.compile(r"^(?P<family>[A-Za-z0-9]+)__(?P<method>\w+?)__(?P<seed>\d+)$")
@@ -205,8 +205,7 @@ def welch_ahead(a: list[float], b: list[float]) -> bool:
     """Whether mean(a) exceeds mean(b) by more than two standard errors of the difference (Welch)."""
     if len(a) < 2 or len(b) < 2:
         return False
-    se = (statistics.variance(a) / len(a) + statistics.variance(b) / len(b)) ** 0.5
-    return statistics.mean(a) - statistics.mean(b) > 2 * se
+    return statistics.mean(a) - statistics.mean(b) > 2 * welch_se(a, b)
 
 
 def g3(x: float) -> str:

@@ -109,11 +109,11 @@ class Rollouts:
         :attr:`workers` sets per sampler call (fewer where :data:`MAX_STEPS_PER_CALL` says so): the task list
         repeated once per set, every repeat drawing its episodes' randomness from its task's own id. Each set's
         episodes are those a call of its own gives (the same bits: common random numbers), and a cluster with
-        more workers than one set's tasks keeps them all busy. On two local workers, Navigation2D's 16 sets
-        of 20 tasks x 20 episodes took 0.89-0.95 s one per call, 0.88-1.00 s four per call and 1.22-1.32 s all
-        in one call (larger arrays per worker), which is why a call holds only as many sets as workers."""
+        more workers than one set's tasks keeps them all busy. Not more sets than workers: on two local workers
+        all of ES's candidates in one call were slower than one per call (larger arrays per worker;
+        ``benchmarks/bench_sampler.py --sets``)."""
         n = len(self.tasks)
-        per_set = n * self.episodes * max(1, self.steps_per_episode or DEFAULT_STEPS_PER_EPISODE)
+        per_set = n * self.episodes * (self.steps_per_episode or DEFAULT_STEPS_PER_EPISODE)
         chunk = max(1, min(int(self.workers), MAX_STEPS_PER_CALL // per_set))
         out: list[EpisodeBatch] = []
         for a in range(0, len(sets), chunk):

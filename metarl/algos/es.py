@@ -281,11 +281,6 @@ class ESLearner(MetaLearner):
         return self.search
 
     # -- one meta-iteration -----------------------------------------------------------
-    def fitness(self, meta: Mapping[str, Tensor], train: EpisodeBatch, train_adv: Tensor, rollouts: Rollouts) -> float:
-        """Mean post-adaptation return of the meta-parameters ``meta`` on the iteration's tasks
-        (:meth:`fitnesses` of one candidate)."""
-        return float(self.fitnesses([meta], train, train_adv, rollouts)[0])
-
     def fitnesses(self, metas: Sequence[Mapping[str, Tensor]], train: EpisodeBatch, train_adv: Tensor,
                   rollouts: Rollouts) -> np.ndarray:
         """Each candidate's mean post-adaptation return on the iteration's tasks (:data:`WORST` where its
@@ -297,16 +292,16 @@ class ESLearner(MetaLearner):
         those a call of its own would give."""
         like = self.policy.params()
         fitness = np.full(len(metas), WORST)
-        policies = [self._split(meta)[0] for meta in metas]  # each candidate's policy (a CAVIA context at zero)
-        if self.es.params == "all":  # each candidate's own meta-policy: its own train episodes
-            trains = rollouts.sample_many(policies, rollouts.seed(0), like)
-        else:
-            trains = [train] * len(metas)
+        if self.es.params == "all":  # each candidate's own meta-policy (a CAVIA context at zero): its own episodes
+            trains = rollouts.sample_many([self._split(meta)[0] for meta in metas], rollouts.seed(0), like)
         adapted_sets, which = [], []
-        for i, (meta, batch) in enumerate(zip(metas, trains, strict=True)):
-            if not bool(torch.isfinite(batch.rewards).all()):
-                continue
-            adv = self.advantages(batch) if self.es.params == "all" else train_adv
+        for i, meta in enumerate(metas):
+            batch, adv = train, train_adv  # rule: the iteration's episodes (:meth:`step` checked them)
+            if self.es.params == "all":
+                batch = trains[i]
+                if not bool(torch.isfinite(batch.rewards).all()):
+                    continue
+                adv = self.advantages(batch)
             adapted = {k: v.detach() for k, v in self.adapt(batch, adv, meta).items()}
             if all(bool(torch.isfinite(v).all()) for v in adapted.values()):
                 adapted_sets.append(adapted)
