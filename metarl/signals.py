@@ -13,6 +13,12 @@ Ctrl-C (SIGINT).  Within :func:`handled`:
   handles Ctrl-C (the trainer's checkpoint, the sampler's shutdown of its
   workers) handles SIGTERM too.
 
+An interrupt can be raised where something swallows it: a ``weakref``
+finalizer or a ``__del__`` that the garbage collector runs at that moment
+prints "Exception ignored in ..." and carries on. :func:`raise_swallowed`,
+called by the training loop at each iteration boundary, raises such a lost
+interrupt again, so one SIGTERM always stops a run.
+
 Exit codes: :data:`EXIT_SIGINT` (130) and :data:`EXIT_SIGTERM` (143).
 """
 
@@ -34,7 +40,7 @@ class Terminated(KeyboardInterrupt):
     """Raised in the main thread when the process receives SIGTERM during work."""
 
 
-_state: dict[str, Any] = {"early": None, "defer": 0, "pending": None}
+_state: dict[str, Any] = {"early": None, "defer": 0, "pending": None, "raised": None}
 
 
 def exit_code(interrupt: BaseException | int) -> int:
@@ -55,6 +61,7 @@ def _handler(signum: int, frame: Any) -> None:
 
 
 def _raise(signum: int) -> None:
+    _state["raised"] = signum  # cleared by begin_work(); see raise_swallowed()
     if signum == signal.SIGTERM:
         raise Terminated(f"signal {signum}")
     raise KeyboardInterrupt
@@ -98,6 +105,18 @@ def exit_at_once(message: str | Callable[[], str]) -> Callable[[int], None]:
 def begin_work() -> None:
     """From now on signals raise :class:`KeyboardInterrupt` / :class:`Terminated` instead of exiting at once."""
     _state["early"] = None
+    _state["raised"] = None
+
+
+def raise_swallowed() -> None:
+    """Raise again an interrupt raised since :func:`begin_work` that did not stop the work.
+
+    For a loop that leaves on the first interrupt it gets: the loop reaching
+    this call after an interrupt was raised means something between (a
+    finalizer run by the garbage collector, a library catching every
+    exception) swallowed it."""
+    if _state["raised"] is not None:
+        _raise(_state["raised"])
 
 
 @contextlib.contextmanager

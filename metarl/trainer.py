@@ -323,6 +323,7 @@ class Trainer:
         try:
             self.sampler = run.build_sampler(cfg, self.family, self.learner.policy)
             for iteration in range(self.start_iteration, cfg.iterations):
+                signals.raise_swallowed()  # an interrupt lost in a finalizer during the previous iteration
                 at_start = (self.learner.state_dict(), self.rejected_steps, self.consecutive_rejections,
                             self.learner.extra_state())
                 res = self.run_iteration(iteration)
@@ -351,6 +352,7 @@ class Trainer:
                     self.save_checkpoint(iteration + 1)
             if cfg.iterations == self.start_iteration and checkpoint.latest(self.ckpt_dir) is None:
                 self.save_checkpoint(self.start_iteration)
+            signals.raise_swallowed()
             status = "finished"
         except KeyboardInterrupt:
             status = "interrupted"

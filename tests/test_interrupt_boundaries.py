@@ -121,6 +121,52 @@ def test_sigterm_after_the_outer_step_changed_the_parameters_checkpoints_the_ite
     assert sorted(got) == sorted(want) and all(torch.equal(got[k], want[k]) for k in want)
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the finalizer's lost interrupt
+@pytest.mark.parametrize("last", [False, True])
+def test_sigterm_swallowed_by_a_finalizer_still_stops_the_run_at_the_next_boundary(tmp_path, monkeypatch, last):
+    # The garbage collector runs a weakref finalizer just as SIGTERM lands: the interrupt is raised inside the
+    # finalizer, printed as "Exception ignored" and lost.  The run must still stop, at the next iteration
+    # boundary (or at its end, when it was the last iteration), with a checkpoint at the iterations done.
+    import gc
+    import weakref
+
+    from metarl import checkpoint
+    from metarl.trainer import Trainer
+    from tests.test_core_training import small_config
+
+    trainer = Trainer(small_config(iterations=3, extra=["log.checkpoint_every=100"]), tmp_path)
+    step = trainer.learner.step
+    calls, finalized = [], []
+
+    class Garbage:
+        pass
+
+    def terminate_inside_finalizer() -> None:
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(1000):  # the handler runs here and raises inside the finalizer
+            pass
+        finalized.append("not reached")
+
+    def step_with_a_finalizer(*args, **kwargs):
+        out = step(*args, **kwargs)
+        calls.append(1)
+        if len(calls) == (3 if last else 2):
+            garbage = Garbage()
+            weakref.finalize(garbage, terminate_inside_finalizer)
+            del garbage
+            gc.collect()
+        return out
+
+    monkeypatch.setattr(trainer.learner, "step", step_with_a_finalizer)
+    with signals.handled(_never), pytest.raises(signals.Terminated):
+        trainer.train()
+    assert finalized == []  # the interrupt was raised inside the finalizer (and swallowed there)
+    assert len(calls) == (3 if last else 2)  # no iteration after the one the signal landed in
+    assert checkpoint.latest(trainer.ckpt_dir).name == ("iter_000003.pt" if last else "iter_000002.pt")
+    rows = (tmp_path / "scalars.csv").read_text().splitlines()[1:]
+    assert len(rows) == len(calls)
+
+
 @pytest.mark.parametrize("where", ["sampler", "writer"])
 def test_sigterm_while_a_finished_run_shuts_down_leaves_the_manifest_finished(tmp_path, monkeypatch, where):
     # the last iteration is checkpointed; SIGTERM lands while the workers stop or the TensorBoard writer
