@@ -177,6 +177,10 @@ FAMILY_NOTES = {
                      "reward, so RL² can locate the goal from its first steps, inside episode 1 (an episode ends "
                      "within 0.01 of the goal); the gradient methods' policy sees only its position, and learns the "
                      "goal only through the inner step's gradient."),
+    "HalfCheetahVel": (" HalfCheetahVel's reward is minus the distance to the goal velocity (less a small control "
+                       "cost), and RL²'s input holds the previous reward, so RL² can track the goal velocity from "
+                       "its first steps, inside episode 1; the gradient methods' policy sees only the cheetah's "
+                       "state, and learns the goal velocity only through the inner step's gradient."),
 }
 
 
