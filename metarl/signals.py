@@ -61,7 +61,7 @@ def _handler(signum: int, frame: Any) -> None:
 
 
 def _raise(signum: int) -> None:
-    _state["raised"] = signum  # cleared by begin_work(); see raise_swallowed()
+    _state["raised"] = signum  # until delivered(); see raise_swallowed()
     if signum == signal.SIGTERM:
         raise Terminated(f"signal {signum}")
     raise KeyboardInterrupt
@@ -105,18 +105,23 @@ def exit_at_once(message: str | Callable[[], str]) -> Callable[[int], None]:
 def begin_work() -> None:
     """From now on signals raise :class:`KeyboardInterrupt` / :class:`Terminated` instead of exiting at once."""
     _state["early"] = None
-    _state["raised"] = None
 
 
 def raise_swallowed() -> None:
-    """Raise again an interrupt raised since :func:`begin_work` that did not stop the work.
+    """Raise again an interrupt that was raised but has not been :func:`delivered`.
 
     For a loop that leaves on the first interrupt it gets: the loop reaching
     this call after an interrupt was raised means something between (a
     finalizer run by the garbage collector, a library catching every
-    exception) swallowed it."""
+    exception) swallowed it. An interrupt swallowed between two runs of one
+    process (during an evaluation, say) stops the next run at its start."""
     if _state["raised"] is not None:
         _raise(_state["raised"])
+
+
+def delivered() -> None:
+    """The interrupt raised has reached the code that handles it (the trainer's checkpoint on interrupt)."""
+    _state["raised"] = None
 
 
 @contextlib.contextmanager
@@ -129,11 +134,13 @@ def handled(early: Callable[[int], None]) -> Iterator[None]:
     if previous[signal.SIGINT] is signal.SIG_IGN:  # started in the background: Ctrl-C is not ours to handle
         del previous[signal.SIGINT]
     _state["early"] = early
+    _state["raised"] = None  # a new process-level scope (tests enter several in one process)
     for s in previous:
         signal.signal(s, _handler)
     try:
         yield
     finally:
         _state["early"] = None
+        _state["raised"] = None  # outside the scope nothing is raised again
         for s, h in previous.items():
             signal.signal(s, h)

@@ -355,6 +355,7 @@ class Trainer:
             signals.raise_swallowed()
             status = "finished"
         except KeyboardInterrupt:
+            signals.delivered()
             status = "interrupted"
             done = self._roll_back(at_start, results, csv_log)
             log.warning("interrupted: checkpoint written at iteration %d", done)

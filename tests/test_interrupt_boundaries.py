@@ -121,15 +121,32 @@ def test_sigterm_after_the_outer_step_changed_the_parameters_checkpoints_the_ite
     assert sorted(got) == sorted(want) and all(torch.equal(got[k], want[k]) for k in want)
 
 
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the finalizer's lost interrupt
-@pytest.mark.parametrize("last", [False, True])
-def test_sigterm_swallowed_by_a_finalizer_still_stops_the_run_at_the_next_boundary(tmp_path, monkeypatch, last):
-    # The garbage collector runs a weakref finalizer just as SIGTERM lands: the interrupt is raised inside the
-    # finalizer, printed as "Exception ignored" and lost.  The run must still stop, at the next iteration
-    # boundary (or at its end, when it was the last iteration), with a checkpoint at the iterations done.
+def _sigterm_inside_a_finalizer(reached: list[str]) -> None:
+    """The garbage collector runs a weakref finalizer just as SIGTERM lands: the interrupt is raised inside the
+    finalizer, printed as "Exception ignored" and lost.  ``reached`` stays empty if it was raised there."""
     import gc
     import weakref
 
+    class Garbage:
+        pass
+
+    def terminate() -> None:
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(1000):  # the handler runs here and raises inside the finalizer
+            pass
+        reached.append("not reached")
+
+    garbage = Garbage()
+    weakref.finalize(garbage, terminate)
+    del garbage
+    gc.collect()
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the finalizer's lost interrupt
+@pytest.mark.parametrize("last", [False, True])
+def test_sigterm_swallowed_by_a_finalizer_still_stops_the_run_at_the_next_boundary(tmp_path, monkeypatch, last):
+    # The interrupt is lost in a finalizer during an iteration.  The run must still stop, at the next iteration
+    # boundary (or at its end, when it was the last iteration), with a checkpoint at the iterations done.
     from metarl import checkpoint
     from metarl.trainer import Trainer
     from tests.test_core_training import small_config
@@ -138,23 +155,12 @@ def test_sigterm_swallowed_by_a_finalizer_still_stops_the_run_at_the_next_bounda
     step = trainer.learner.step
     calls, finalized = [], []
 
-    class Garbage:
-        pass
-
-    def terminate_inside_finalizer() -> None:
-        os.kill(os.getpid(), signal.SIGTERM)
-        for _ in range(1000):  # the handler runs here and raises inside the finalizer
-            pass
-        finalized.append("not reached")
 
     def step_with_a_finalizer(*args, **kwargs):
         out = step(*args, **kwargs)
         calls.append(1)
         if len(calls) == (3 if last else 2):
-            garbage = Garbage()
-            weakref.finalize(garbage, terminate_inside_finalizer)
-            del garbage
-            gc.collect()
+            _sigterm_inside_a_finalizer(finalized)
         return out
 
     monkeypatch.setattr(trainer.learner, "step", step_with_a_finalizer)
@@ -165,6 +171,30 @@ def test_sigterm_swallowed_by_a_finalizer_still_stops_the_run_at_the_next_bounda
     assert checkpoint.latest(trainer.ckpt_dir).name == ("iter_000003.pt" if last else "iter_000002.pt")
     rows = (tmp_path / "scalars.csv").read_text().splitlines()[1:]
     assert len(rows) == len(calls)
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_sigterm_swallowed_between_two_runs_of_one_process_stops_the_next_run_at_its_start(tmp_path):
+    # reproduce.py trains and evaluates several runs under one signal scope: an interrupt lost while the first
+    # run is evaluated must stop the second before its first iteration, not be forgotten when it starts
+    from metarl import checkpoint
+    from metarl.trainer import Trainer
+    from tests.test_core_training import small_config
+
+    first = Trainer(small_config(iterations=1, extra=["log.checkpoint_every=100"]), tmp_path / "first")
+    second = Trainer(small_config(iterations=3, extra=["log.checkpoint_every=100"]), tmp_path / "second")
+    reached: list[str] = []
+    with signals.handled(_never):
+        first.train()
+        _sigterm_inside_a_finalizer(reached)  # "evaluating" the first run
+        with pytest.raises(signals.Terminated):
+            second.train()
+        second_again = Trainer(small_config(iterations=1, extra=["log.checkpoint_every=100"]), tmp_path / "third")
+        second_again.train()  # the interrupt was delivered: the next run trains
+    assert reached == []
+    assert len((tmp_path / "second" / "scalars.csv").read_text().splitlines()) <= 1  # no iteration's row
+    assert checkpoint.latest(second.ckpt_dir).name == "iter_000000.pt"
+    assert checkpoint.latest(second_again.ckpt_dir).name == "iter_000001.pt"
 
 
 @pytest.mark.parametrize("where", ["sampler", "writer"])
