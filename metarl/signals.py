@@ -134,13 +134,12 @@ def handled(early: Callable[[int], None]) -> Iterator[None]:
     if previous[signal.SIGINT] is signal.SIG_IGN:  # started in the background: Ctrl-C is not ours to handle
         del previous[signal.SIGINT]
     _state["early"] = early
-    _state["raised"] = None  # a new process-level scope (tests enter several in one process)
     for s in previous:
         signal.signal(s, _handler)
     try:
         yield
     finally:
         _state["early"] = None
-        _state["raised"] = None  # outside the scope nothing is raised again
+        _state["raised"] = None  # outside a scope nothing is raised again (the next scope starts clean)
         for s, h in previous.items():
             signal.signal(s, h)
