@@ -74,12 +74,13 @@ def best_rules(root: Path, n: int = 2, tasks: int = EVAL_TASKS, eval_seed: int =
 
 
 def long_runs(root: Path) -> dict[tuple[str, str], dict[int, dict[str, Any]]]:
-    """The rules' runs on :data:`RULES_LONG`'s families, as the locomotion report's learning curves read them."""
+    """The rules' runs on :data:`RULES_LONG`'s families that have trained at least one iteration (a run just
+    started has no curve to draw), as the locomotion report's learning curves read them."""
     runs: dict[tuple[str, str], dict[int, dict[str, Any]]] = {}
     for rd, m in campaign_runs(root, RUN):
-        if m["family"] in RULES_LONG:
-            runs.setdefault((m["family"], m["method"]), {})[int(m["seed"])] = {
-                "dir": rd.path, "done": rd.done_iterations() or 0}
+        done = rd.done_iterations() or 0
+        if m["family"] in RULES_LONG and done > 0:
+            runs.setdefault((m["family"], m["method"]), {})[int(m["seed"])] = {"dir": rd.path, "done": done}
     return runs
 
 

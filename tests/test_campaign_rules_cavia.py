@@ -178,6 +178,21 @@ def test_the_best_rules_wait_for_the_whole_navigation_table(monkeypatch, tmp_pat
     assert reproduce.rules_defaults(named) is None and named.methods == ["maml", "blur"]
 
 
+def test_a_halfcheetahvel_run_without_an_iteration_names_no_learning_curves(tmp_path):
+    # a run just started (its config written, no checkpoint yet) has no curve: the section must not link an
+    # image that was not drawn
+    from experiments.campaigns import rules_config
+    from metarl.rundir import RunDir
+
+    cfg = rules_config("maml", 1, 300, [], tmp_path, family="HalfCheetahVel")
+    RunDir.create(cfg, tmp_path / "HalfCheetahVel__maml__1").write_config(cfg)
+    assert rules_report.long_runs(tmp_path) == {}
+    rules_report.long_plots(tmp_path)
+    assert not (tmp_path / "HalfCheetahVel_learning_curves.png").exists()
+    assert rules_report.long_text(tmp_path, 2, 0) == []
+    assert "learning_curves.png" not in rules_report.section("rules", "| table |\n", tmp_path)
+
+
 @pytest.mark.integration
 def test_the_halfcheetahvel_stage_adds_its_rows_and_learning_curves(tmp_path):
     reproduce.cmd_rules(args(tmp_path, family="HalfCheetahVel", seeds=[1], iterations=1,
