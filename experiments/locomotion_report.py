@@ -324,7 +324,8 @@ def learning_curves(runs: dict[tuple[str, str], dict[int, dict[str, Any]]], fami
             arr = np.stack([c[:n] for c in curves])
             x = np.arange(n)
             name = (labels or {}).get(meth, meth.upper())
-            label = f"{name} {'after 1 step' if tag.endswith('post_adapt') else 'before'} ({len(curves)} seeds)"
+            n_seeds = f"{len(curves)} seed{'s' if len(curves) != 1 else ''}"
+            label = f"{name} {'after 1 step' if tag.endswith('post_adapt') else 'before'} ({n_seeds})"
             ax.plot(x, arr.mean(0), style, color=colour, label=label)
             if len(curves) > 1:
                 lo, hi = bootstrap_ci_curves(arr)
