@@ -323,12 +323,21 @@ def learned_paragraph(rules: dict[str, list[dict[str, Any]]], rows: dict[tuple[s
             "below give the numbers): " + "; ".join(said) + "."]
 
 
+def family_order(family: str) -> tuple[int, str]:
+    """Navigation2D (the table of every rule) first, then the longer stages' families."""
+    return (family != "Navigation2D", family)
+
+
 def learned_table(rules: dict[str, list[dict[str, Any]]]) -> list[str]:
-    """:func:`learned_rules` as text: the LSTM's step per gradient magnitude and BLUR's genome distance per seed,
-    Meta-SGD's step sizes averaged over the finished seeds (none: nothing)."""
+    """:func:`learned_rules` as text: the LSTM's step per gradient magnitude and BLUR's genome distance per family
+    and seed, Meta-SGD's step sizes averaged over each family's finished seeds (none: nothing)."""
     lines: list[str] = []
+
+    def by_run(method: str) -> list[dict[str, Any]]:
+        return sorted(rules[method], key=lambda r: (family_order(r["family"]), r["seed"]))
+
     if "lstm" in rules:
-        runs = sorted(rules["lstm"], key=lambda r: r["seed"])
+        runs = by_run("lstm")
         mags = runs[0]["magnitude"]
         lines += ["", "What the LSTM optimizer learned: its step as a multiple of the plain step (algo.inner_lr × "
                   "g) for a coordinate whose gradient is g, at its first and second inner step (the same g "
@@ -336,29 +345,33 @@ def learned_table(rules: dict[str, list[dict[str, Any]]]) -> list[str]:
                   "units (a coordinate moves by minus its step): a drift it adds to every coordinate whatever the "
                   f"gradient, beside which the plain step algo.inner_lr × |g| = {runs[0]['inner_lr']:g} × |g| is "
                   "small for small |g|; hence the large multiples there.",
-                  "", "| seed | step | sign | " + " | ".join(f"|g| = {m:g}" for m in mags) + " | step at g = 0 |",
-                  "|---|---|---|" + "---|" * (len(mags) + 1)]
+                  "", "| family | seed | step | sign | " + " | ".join(f"|g| = {m:g}" for m in mags)
+                  + " | step at g = 0 |", "|---|---|---|---|" + "---|" * (len(mags) + 1)]
         for r in runs:
             for step in ("first", "second"):
                 for sign in ("pos", "neg"):
                     zero = g3(r[f"{step}_zero"]) if sign == "pos" else ""
-                    lines.append(f"| {r['seed']} | {step} | g {'>' if sign == 'pos' else '<'} 0 | " +
+                    lines.append(f"| {r['family']} | {r['seed']} | {step} | g {'>' if sign == 'pos' else '<'} 0 | " +
                                  " | ".join(g3(v) for v in r[f"{step}_{sign}"]) + f" | {zero} |")
     for method in ("blur", "blur_cma"):
         if method in rules:
-            runs = rules[method]
+            runs = by_run(method)
             parts = list(runs[0]["parts"])
             lines += ["", f"{METHOD_LABELS.get(method, method)}: the genome's distance from the gradient genome "
                       "(Euclidean, over its numbers and per part; 0 is the plain gradient step).", "",
-                      "| seed | distance | " + " | ".join(parts) + " |", "|---|---|" + "---|" * len(parts)]
-            lines += [f"| {r['seed']} | {r['distance']:.3f} | " + " | ".join(f"{r['parts'][k]:.3f}" for k in parts)
-                      + " |" for r in sorted(runs, key=lambda r: r["seed"])]
+                      "| family | seed | distance | " + " | ".join(parts) + " |",
+                      "|---|---|---|" + "---|" * len(parts)]
+            lines += [f"| {r['family']} | {r['seed']} | {r['distance']:.3f} | "
+                      + " | ".join(f"{r['parts'][k]:.3f}" for k in parts) + " |" for r in runs]
     if "meta_sgd" in rules:
-        runs = rules["meta_sgd"]
-        names = list(runs[0]["median_step"])
+        runs = by_run("meta_sgd")
         lines += ["", "Meta-SGD's learned step sizes: the median per parameter as a multiple of algo.inner_lr, "
-                  "mean over seeds.", "", "| parameter | median step / inner lr |", "|---|---|"]
-        lines += [f"| {n} | {statistics.mean(r['median_step'][n] for r in runs):.3g} |" for n in names]
+                  "mean over each family's seeds.", "", "| family | parameter | median step / inner lr |",
+                  "|---|---|---|"]
+        for family in dict.fromkeys(r["family"] for r in runs):
+            mine = [r for r in runs if r["family"] == family]
+            lines += [f"| {family} | {n} | {statistics.mean(r['median_step'][n] for r in mine):.3g} |"
+                      for n in mine[0]["median_step"]]
     return lines
 
 
@@ -381,7 +394,9 @@ def report(which: str, root: Path, tasks: int = EVAL_TASKS, eval_seed: int = EVA
     lines = table(rows, steps, order) if rows else ["No runs yet."]
     if which == "rules":
         rules = learned_rules(root)
-        lines += (long_text(root, tasks, eval_seed) + transfer_table(root, tasks) + learned_paragraph(rules, rows)
+        families = sorted({r["family"] for runs in rules.values() for r in runs}, key=family_order)
+        lines += (long_text(root, tasks, eval_seed) + transfer_table(root, tasks)
+                  + [line for family in families for line in learned_paragraph(rules, rows, family)]
                   + learned_table(rules))
     return text + "\n".join(lines) + "\n"
 

@@ -327,7 +327,30 @@ def test_the_lstm_table_gives_each_seed_its_own_rows_with_its_drift():
                 "first_zero": -0.01 * scale, "second_zero": -0.02 * scale}
 
     lines = rules_report.learned_table({"lstm": [probe(2, 3.0), probe(1, 1.0)]})
-    rows = [ln for ln in lines if ln.startswith("| 1 |") or ln.startswith("| 2 |")]
-    assert len(rows) == 8 and rows[0].startswith("| 1 | first | g > 0 |")  # seed order, 2 steps x 2 signs each
-    assert rows[0] == "| 1 | first | g > 0 | 1 | 2 | −0.01 |" and rows[1] == "| 1 | first | g < 0 | 1 | 2 |  |"
-    assert rows[6] == "| 2 | second | g > 0 | 3 | 6 | −0.06 |"
+    rows = [ln for ln in lines if ln.startswith("| Navigation2D |")]
+    assert len(rows) == 8 and rows[0].startswith("| Navigation2D | 1 | first | g > 0 |")  # seed order, 2 x 2 each
+    assert rows[0] == "| Navigation2D | 1 | first | g > 0 | 1 | 2 | −0.01 |"
+    assert rows[1] == "| Navigation2D | 1 | first | g < 0 | 1 | 2 |  |"
+    assert rows[6] == "| Navigation2D | 2 | second | g > 0 | 3 | 6 | −0.06 |"
+
+
+def test_the_learned_tables_keep_each_family_apart():
+    # a HalfCheetahVel run of the longer stage beside Navigation2D's seeds: its own rows, its own Meta-SGD mean,
+    # its own paragraph; Navigation2D's first
+    def blur(family, seed, d):
+        return {"family": family, "seed": seed, "distance": d, "parts": {"forward": d, "backward": 0.0}}
+
+    def msgd(family, step):
+        return {"family": family, "seed": 1, "median_step": {"head.weight": 1.0, "head.bias": step}}
+
+    rules = {"blur": [blur("HalfCheetahVel", 1, 0.9), blur("Navigation2D", 2, 0.3), blur("Navigation2D", 1, 0.1)],
+             "meta_sgd": [msgd("HalfCheetahVel", 7.0), msgd("Navigation2D", 2.0)]}
+    lines = rules_report.learned_table(rules)
+    blur_rows = [ln for ln in lines if ln.endswith(" | 0.000 |")]
+    assert blur_rows == ["| Navigation2D | 1 | 0.100 | 0.100 | 0.000 |", "| Navigation2D | 2 | 0.300 | 0.300 | 0.000 |",
+                         "| HalfCheetahVel | 1 | 0.900 | 0.900 | 0.000 |"]
+    assert "| Navigation2D | head.bias | 2 |" in lines and "| HalfCheetahVel | head.bias | 7 |" in lines
+    nav = rules_report.learned_paragraph(rules, {}, "Navigation2D")[1]
+    cheetah = rules_report.learned_paragraph(rules, {}, "HalfCheetahVel")[1]
+    assert "ended 0.2 ± 0.1 from the gradient genome (2 seeds)" in nav and "on Navigation2D" in nav
+    assert "ended 0.9 from the gradient genome (1 seed)" in cheetah and "reach 7 × on head.bias (1 seed)" in cheetah
