@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))  # run as a script: the experiments package and me
 
 from experiments import campaigns  # noqa: E402
 from experiments.report_cli import relative_root, report_main  # noqa: E402
-from experiments.reporting import SMOOTH_ITERATIONS, campaign_runs, num, smooth  # noqa: E402
+from experiments.reporting import SMOOTH_ITERATIONS, campaign_runs, n_seeds, num, smooth  # noqa: E402
 from metarl.rundir import RunDir, curve_file  # noqa: E402
 
 DEFAULT_ROOT = campaigns.LOCOMOTION_ROOT
@@ -324,8 +324,7 @@ def learning_curves(runs: dict[tuple[str, str], dict[int, dict[str, Any]]], fami
             arr = np.stack([c[:n] for c in curves])
             x = np.arange(n)
             name = (labels or {}).get(meth, meth.upper())
-            n_seeds = f"{len(curves)} seed{'s' if len(curves) != 1 else ''}"
-            label = f"{name} {'after 1 step' if tag.endswith('post_adapt') else 'before'} ({n_seeds})"
+            label = f"{name} {'after 1 step' if tag.endswith('post_adapt') else 'before'} ({n_seeds(len(curves))})"
             ax.plot(x, arr.mean(0), style, color=colour, label=label)
             if len(curves) > 1:
                 lo, hi = bootstrap_ci_curves(arr)

@@ -45,11 +45,16 @@ def welch_se(a: list[float], b: list[float]) -> float:
     return (statistics.variance(a) / len(a) + statistics.variance(b) / len(b)) ** 0.5
 
 
+def n_seeds(n: int) -> str:
+    """``1 seed``, ``3 seeds``."""
+    return f"{n} seed{'' if n == 1 else 's'}"
+
+
 def over_seeds(values: list[float]) -> str:
     """:func:`mean_pm_std` with the number of seeds, ``–`` without any."""
     if not values:
         return "–"
-    return f"{mean_pm_std(values)} ({len(values)} seed{'s' if len(values) > 1 else ''})"
+    return f"{mean_pm_std(values)} ({n_seeds(len(values))})"
 
 
 def smooth(values: Any, width: int) -> Any:

@@ -40,7 +40,7 @@ from experiments.campaigns import (  # noqa: E402
     RULES_SEEDS,
     RULES_STEPS,
 )
-from experiments.reporting import campaign_runs, num, over_seeds, welch_se  # noqa: E402
+from experiments.reporting import campaign_runs, n_seeds, num, over_seeds, welch_se  # noqa: E402
 from metarl.rundir import RunDir, curve_file  # noqa: E402
 
 RUN = re.compile(r"^(?P<family>[A-Za-z0-9]+)__(?P<method>\w+?)__(?P<seed>\d+)$")
@@ -277,6 +277,11 @@ def learned_rules(root: Path) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
+def mean_median_steps(runs: list[dict[str, Any]]) -> dict[str, float]:
+    """Meta-SGD's median step size per parameter (over ``inner_lr``), mean over ``runs`` (one family's seeds)."""
+    return {k: statistics.mean(r["median_step"][k] for r in runs) for k in runs[0]["median_step"]}
+
+
 def learned_paragraph(rules: dict[str, list[dict[str, Any]]], rows: dict[tuple[str, str], dict[int, object]],
                       family: str = "Navigation2D") -> list[str]:
     """One paragraph on what the rules learned, each clause from the finished runs' checkpoints (``rules``,
@@ -311,12 +316,11 @@ def learned_paragraph(rules: dict[str, list[dict[str, Any]]], rows: dict[tuple[s
                         f", most of it in its {part} part")
     msgd = [r for r in rules.get("meta_sgd", []) if r["family"] == family]
     if msgd:
-        median = {k: statistics.mean(r["median_step"][k] for r in msgd) for k in msgd[0]["median_step"]}
+        median = mean_median_steps(msgd)
         weights = [v for k, v in median.items() if k.endswith("weight")]
         top = max(median, key=lambda k: median[k])
         said.append(f"Meta-SGD's median step sizes stay at {g3(min(weights))}–{g3(max(weights))} × algo.inner_lr on "
-                    f"the weight matrices and reach {g3(median[top])} × on {top} ({len(msgd)} "
-                    f"seed{'s' if len(msgd) > 1 else ''})")
+                    f"the weight matrices and reach {g3(median[top])} × on {top} ({n_seeds(len(msgd))})")
     if not said:
         return []
     return ["", f"**What the rules learned** on {family} (read from the finished runs' checkpoints; the tables "
@@ -369,9 +373,8 @@ def learned_table(rules: dict[str, list[dict[str, Any]]]) -> list[str]:
                   "mean over each family's seeds.", "", "| family | parameter | median step / inner lr |",
                   "|---|---|---|"]
         for family in dict.fromkeys(r["family"] for r in runs):
-            mine = [r for r in runs if r["family"] == family]
-            lines += [f"| {family} | {n} | {statistics.mean(r['median_step'][n] for r in mine):.3g} |"
-                      for n in mine[0]["median_step"]]
+            median = mean_median_steps([r for r in runs if r["family"] == family])
+            lines += [f"| {family} | {n} | {v:.3g} |" for n, v in median.items()]
     return lines
 
 
